@@ -1,0 +1,132 @@
+"""The batch flow: prepare -> process -> review -> export, each a task mapped over chunks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, Field
+from retouch.lib import naming, pipeline, progress
+from retouch.lib.models.loaders import device_for
+from retouch.lib.recipe import Recipe
+from retouch.lib.records import ImageRecord, RunSummary
+from retouch.lib.settings import get_settings
+from retouch.tasks.common import RunConfig
+from retouch.tasks.export import deliver, export_chunk
+from retouch.tasks.prepare import check_models, discover, prepare_chunk
+from retouch.tasks.process import process_chunk
+from retouch.tasks.review import review_chunk
+
+
+class RunOptions(BaseModel):
+    """Per-run options beside the recipe (all optional)."""
+
+    masks: str | None = Field(
+        None, description="Folder of masks for inpaint, matched to images by file stem"
+    )
+    chunk_size: int | None = Field(
+        None, ge=1, le=10_000, description="Images per mapped task (default: setting)"
+    )
+    workspace: str | None = Field(
+        None, description="Workspace URI (default: RETOUCH_WORKSPACE or ~/.cache/retouch/workspace)"
+    )
+    refresh: bool = Field(False, description="Ignore cached results and recompute every image")
+    device: str | None = Field(None, description="auto, cpu, cuda or cuda:N (default: setting)")
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def chunked(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _gather(
+    futures: list[PrefectFuture], chunks: list[list[ImageRecord]], phase: str
+) -> list[list[ImageRecord]]:
+    """Results per chunk; a chunk whose task failed outright marks its own images failed only."""
+    out = []
+    for future, chunk in zip(futures, chunks, strict=True):
+        result = future.result(raise_on_failure=False)
+        if isinstance(result, BaseException) or not isinstance(result, list):
+            reason = f"{phase} task failed: {result}"
+            out.append([r.model_copy(deep=True).fail(phase, reason) if r.ok else r for r in chunk])
+        else:
+            if phase == "process" and future.state.name == "Cached":
+                for r in result:
+                    r.reused = r.reused or r.ok
+            out.append(result)
+    return out
+
+
+@flow(
+    name="retouch-enhance",
+    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().workers),
+    validate_parameters=True,
+)
+def enhance(
+    source: str, dest: str, recipe: Recipe, options: RunOptions | None = None
+) -> RunSummary:
+    """Enhance every image in SOURCE with RECIPE and deliver ZIP, manifest and report to DEST."""
+    options = options or RunOptions()
+    settings = get_settings()
+    logger = get_run_logger()
+    started = time.time()
+    run_id = new_run_id()
+    recipe.validate_steps()
+
+    records, skipped = discover(source)
+    weights = check_models(recipe)
+    config = RunConfig(
+        run_id=run_id,
+        workspace=options.workspace or settings.resolved_workspace(),
+        recipe=recipe,
+        masks=options.masks,
+        device=device_for(options.device or settings.device),
+        weights=weights,
+    )
+    size = options.chunk_size or settings.chunk_size
+    chunks = chunked(records, size)
+    logger.info(
+        "run %s: %d images in %d chunks, recipe %s", run_id, len(records), len(chunks), recipe.name
+    )
+    progress.emit(
+        "run", run_id=run_id, total=len(records), skipped=len(skipped), chunks=len(chunks)
+    )
+
+    # prepare -> process -> review chain per chunk, so chunks flow through phases independently.
+    prepared_f = prepare_chunk.map(chunks, unmapped(config))
+    prepared = _gather(list(prepared_f), chunks, "prepare")
+    processor = process_chunk.with_options(refresh_cache=options.refresh)
+    processed_f = processor.map(prepared, unmapped(config))
+    processed = _gather(list(processed_f), prepared, "process")
+    reviewed_f = review_chunk.map(processed, unmapped(config))
+    reviewed = _gather(list(reviewed_f), processed, "review")
+
+    flat = [r for chunk in reviewed for r in chunk]
+    deliverable = [r for r in flat if r.ok]
+    names = naming.render_names(
+        pipeline.name_entries(deliverable, recipe), recipe.export.name_template
+    )
+    for record, name in zip(deliverable, names, strict=True):
+        record.output_name = name
+    exported_f = export_chunk.map(chunked(flat, size), unmapped(config))
+    exported = _gather(list(exported_f), chunked(flat, size), "export")
+    final = [r for chunk in exported for r in chunk]
+
+    summary = deliver(final, skipped, config, source, dest, started)
+    progress.emit("done", summary=summary.model_dump())
+    logger.info(
+        "run %s: %d succeeded, %d failed; results in %s",
+        run_id,
+        summary.succeeded,
+        summary.failed,
+        dest,
+    )
+    return summary

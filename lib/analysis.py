@@ -1,0 +1,582 @@
+"""Fast, offline image analysis: faces, sharpness, noise, exposure, colour cast, and a
+before/after quality comparison.
+
+Array conventions: colour inputs are HxWx3 **BGR** ``uint8`` (0..255) or ``uint16``
+(0..65535); gray inputs are HxW of the same dtypes. Every measure is computed in 8-bit
+units (a 16-bit value v counts as v / 257), so numbers compare across bit depths. Functions
+that take an image also accept a :class:`retouch.lib.image.Image`.
+
+Only numpy and OpenCV are used. Face detection uses OpenCV's Haar cascade when the OpenCV
+build ships it (4.x); OpenCV 5 dropped ``CascadeClassifier``, so then scikit-image's LBP
+frontal-face cascade is used if scikit-image is installed, and otherwise no faces are
+reported (``face_detector()`` returns None and ``analyse`` says so).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .image import Image
+
+Box = tuple[int, int, int, int]
+
+# -- input helpers --------------------------------------------------------------------------
+
+
+def _pixels(x: Image | np.ndarray) -> np.ndarray:
+    return x.pixels if isinstance(x, Image) else np.asarray(x)
+
+
+def _to_float8(arr: np.ndarray) -> np.ndarray:
+    """Any uint8/uint16/float array as float32 in 0..255 units."""
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) * np.float32(1.0 / 257.0)
+    return arr.astype(np.float32, copy=False)
+
+
+def _bgr_float(x: Image | np.ndarray) -> np.ndarray:
+    """HxWx3 BGR float32 in 0..255 units from an Image, a BGR(A) array or a gray array."""
+    arr = _to_float8(_pixels(x))
+    if arr.ndim == 2:
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    return arr[:, :, :3]
+
+
+def _gray_float(x: Image | np.ndarray) -> np.ndarray:
+    """HxW float32 luminance in 0..255 units."""
+    arr = _to_float8(_pixels(x))
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(np.ascontiguousarray(arr[:, :, :3]), cv2.COLOR_BGR2GRAY)
+    return arr
+
+
+def _shrink(arr: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Area-downscale so the longer side is at most ``max_side``; returns (array, factor)."""
+    h, w = arr.shape[:2]
+    factor = min(1.0, max_side / max(h, w))
+    if factor >= 1.0:
+        return arr, 1.0
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    return cv2.resize(arr, size, interpolation=cv2.INTER_AREA), factor
+
+
+def _as_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    return np.clip(_to_float8(arr) + 0.5, 0, 255).astype(np.uint8)
+
+
+# -- faces ----------------------------------------------------------------------------------
+
+_local = threading.local()
+_HAAR_NAME = "haarcascade_frontalface_default.xml"
+
+
+def _haar_path() -> str | None:
+    candidates = []
+    data = getattr(cv2, "data", None)
+    if data is not None and getattr(data, "haarcascades", None):
+        candidates.append(os.path.join(data.haarcascades, _HAAR_NAME))
+    # Debian's opencv-data package, for OpenCV builds whose wheel carries no data folder.
+    candidates += [
+        f"/usr/share/opencv4/haarcascades/{_HAAR_NAME}",
+        f"/usr/share/opencv/haarcascades/{_HAAR_NAME}",
+    ]
+    return next((p for p in candidates if os.path.isfile(p)), None)
+
+
+def _detector() -> tuple[str, Any] | None:
+    """The per-thread face detector: detectors keep scratch state and are not thread-safe."""
+    if not hasattr(_local, "detector"):
+        _local.detector = None
+        path = _haar_path() if hasattr(cv2, "CascadeClassifier") else None
+        if path:
+            clf = cv2.CascadeClassifier(path)
+            if not clf.empty():
+                _local.detector = ("opencv-haar", clf)
+        if _local.detector is None:
+            try:
+                from skimage import data as skdata
+                from skimage.feature import Cascade
+
+                _local.detector = (
+                    "skimage-lbp",
+                    Cascade(skdata.lbp_frontal_face_cascade_filename()),
+                )
+            except (ImportError, OSError, AttributeError):
+                pass
+    return _local.detector
+
+
+def face_detector() -> str | None:
+    """Name of the face detector in use ("opencv-haar", "skimage-lbp") or None if none works."""
+    det = _detector()
+    return det[0] if det else None
+
+
+def detect_faces(bgr: Image | np.ndarray, max_side: int = 640) -> list[Box]:
+    """Frontal faces as ``(x, y, w, h)`` boxes in the input's pixel coordinates.
+
+    Args:
+        bgr: HxWx3 BGR uint8/uint16 (or HxW gray, or an Image).
+        max_side: detection runs on a copy downscaled to this longer side for speed; faces
+            smaller than about 24 px at that scale are not found.
+
+    Returns:
+        A list of boxes, largest first; empty when no detector is available.
+    """
+    det = _detector()
+    arr = _pixels(bgr)
+    if det is None or min(arr.shape[:2]) < 24:
+        return []
+    gray = _as_uint8(cv2.cvtColor(_as_uint8(arr), cv2.COLOR_BGR2GRAY) if arr.ndim == 3 else arr)
+    small, factor = _shrink(gray, max_side)
+    if min(small.shape) < 24:
+        return []
+    kind, impl = det
+    if kind == "opencv-haar":
+        found = impl.detectMultiScale(small, scaleFactor=1.2, minNeighbors=4, minSize=(24, 24))
+        raw = [tuple(int(v) for v in box) for box in found] if len(found) else []
+    else:
+        found = impl.detect_multi_scale(
+            img=small, scale_factor=1.2, step_ratio=1, min_size=(24, 24), max_size=small.shape
+        )
+        raw = [(d["c"], d["r"], d["width"], d["height"]) for d in found]
+    h, w = arr.shape[:2]
+    boxes = []
+    for x, y, bw, bh in raw:
+        x0, y0 = round(x / factor), round(y / factor)
+        x1, y1 = min(w, round((x + bw) / factor)), min(h, round((y + bh) / factor))
+        if x1 > x0 and y1 > y0:
+            boxes.append((x0, y0, x1 - x0, y1 - y0))
+    boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
+    return boxes
+
+
+# -- single-image measures ------------------------------------------------------------------
+
+SHARPNESS_REF_SIDE = 512
+
+
+def sharpness(gray: Image | np.ndarray) -> float:
+    """Variance of the Laplacian, measured at a reference size (longer side 512, never enlarged).
+
+    Takes HxW gray (or BGR, converted) uint8/uint16. Measuring at a fixed reference size makes
+    the value comparable between a photo and its resized copies. Higher is sharper; a flat
+    image gives 0. Typical photos: 50-2000; below about 30 reads as blurry.
+    """
+    g, _ = _shrink(_gray_float(gray), SHARPNESS_REF_SIDE)
+    if min(g.shape) < 3:
+        return 0.0
+    return float(cv2.Laplacian(g, cv2.CV_32F, ksize=1).var())
+
+
+_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+
+
+def noise_sigma(gray: Image | np.ndarray) -> float:
+    """Estimated standard deviation of white noise, in 8-bit levels (Immerkær's operator).
+
+    Takes HxW gray (or BGR) uint8/uint16. The Laplacian-difference kernel cancels smooth
+    image content; the median of its absolute response (divided by 6 x 0.6745) keeps edges,
+    which occupy few pixels, from inflating the estimate. Clean photos read about 0.5-2,
+    visibly noisy ones 5 or more.
+    """
+    g = _gray_float(gray)
+    if min(g.shape) < 3:
+        return 0.0
+    resp = np.abs(cv2.filter2D(g, cv2.CV_32F, _IMMERKAER)[1:-1, 1:-1])
+    step = 2 if resp.size > 500_000 else 1
+    return float(np.median(resp[::step, ::step]) / (6.0 * 0.6745))
+
+
+def exposure(gray: Image | np.ndarray) -> dict[str, float]:
+    """Brightness statistics of HxW gray (or BGR) uint8/uint16, in 0..1 units.
+
+    Returns ``mean`` (average brightness), ``dark`` / ``bright`` (fraction of pixels at most
+    4 / at least 251 levels), ``low`` / ``high`` (1st / 99th percentile) and ``contrast``
+    (high - low).
+    """
+    g = np.clip(_gray_float(gray) + 0.5, 0, 255).astype(np.uint8)
+    hist = np.bincount(g.ravel(), minlength=256).astype(np.float64)
+    total = max(1.0, hist.sum())
+    cdf = np.cumsum(hist) / total
+    low = float(np.searchsorted(cdf, 0.01)) / 255.0
+    high = float(np.searchsorted(cdf, 0.99)) / 255.0
+    return {
+        "mean": float((hist * np.arange(256)).sum() / total / 255.0),
+        "dark": float(hist[:5].sum() / total),
+        "bright": float(hist[251:].sum() / total),
+        "low": low,
+        "high": high,
+        "contrast": high - low,
+    }
+
+
+def _lab(bgr_float: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(
+        np.ascontiguousarray(bgr_float) * np.float32(1.0 / 255.0), cv2.COLOR_BGR2Lab
+    )
+
+
+def color_cast(bgr: Image | np.ndarray) -> float:
+    """Colour cast: distance of the mean (a*, b*) from neutral gray in CIE Lab units.
+
+    Takes HxWx3 BGR uint8/uint16. 0 for a gray image; a visible cast is roughly 8 or more.
+    Scenes that are legitimately dominated by one colour (a red wall) read high too, so treat
+    it as a hint, not a verdict.
+    """
+    small, _ = _shrink(_bgr_float(bgr), 256)
+    lab = _lab(small)
+    return float(math.hypot(float(lab[:, :, 1].mean()), float(lab[:, :, 2].mean())))
+
+
+def detail_map(bgr: Image | np.ndarray, max_side: int = 256) -> np.ndarray:
+    """Where the detail is: smoothed gradient magnitude, float32 in 0..1.
+
+    Takes HxWx3 BGR (or HxW gray) uint8/uint16 and returns a map of a copy downscaled to
+    ``max_side`` (never enlarged): scale coordinates by ``map.shape / image.shape``. Used by
+    ``fit``'s smart crop to keep the most detailed region when no face is found.
+    """
+    g, _ = _shrink(_gray_float(bgr), max_side)
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+    mag = cv2.magnitude(gx, gy)
+    sigma = max(1.0, max(g.shape) / 64.0)
+    mag = cv2.GaussianBlur(mag, (0, 0), sigma)
+    top = float(mag.max())
+    return mag / top if top > 0 else mag
+
+
+def _palette_stats(bgr: np.ndarray) -> tuple[float, float]:
+    """(unique colour ratio, flat fraction) on a nearest-neighbour thumbnail.
+
+    Nearest-neighbour keeps the original colours (area averaging would invent new ones), so
+    drawings and anime frames show few unique colours and many flat pixels.
+    """
+    arr = _as_uint8(bgr)
+    h, w = arr.shape[:2]
+    f = min(1.0, 256 / max(h, w))
+    if f < 1.0:
+        arr = cv2.resize(
+            arr, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_NEAREST
+        )
+    # 5 bits per channel: JPEG noise on flat fills should not count as new colours.
+    q = (arr >> 3).astype(np.int32)
+    codes = (q[:, :, 0] << 10) | (q[:, :, 1] << 5) | q[:, :, 2]
+    unique_ratio = float(np.unique(codes).size) / codes.size
+    g = cv2.cvtColor(arr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    if min(g.shape) < 3:
+        return unique_ratio, 1.0
+    grad = np.abs(cv2.Laplacian(g, cv2.CV_32F, ksize=1))
+    return unique_ratio, float((grad < 3).mean())
+
+
+# -- analyse / recommend --------------------------------------------------------------------
+
+
+def analyse(image: Image, faces: bool = True) -> dict[str, Any]:
+    """Measure one image and return a JSON-ready dict.
+
+    Keys: width, height, megapixels, bit_depth, is_gray, has_alpha, faces (count, boxes as
+    [x, y, w, h], smallest side in px, detector name or None), sharpness, noise, exposure
+    (see :func:`exposure`), color_cast, unique_colors (ratio of distinct colours on a
+    thumbnail) and flat_fraction. Face detection runs at 320 px on the longer side to stay
+    fast, so faces smaller than about 8% of the longer side are missed; ``faces=False``
+    skips it.
+    """
+    px = image.pixels
+    gray = _gray_float(px)
+    boxes = detect_faces(px, max_side=320) if faces else []
+    unique_ratio, flat = _palette_stats(px)
+    return {
+        "width": image.width,
+        "height": image.height,
+        "megapixels": round(image.width * image.height / 1e6, 3),
+        "bit_depth": image.bit_depth,
+        "is_gray": bool(image.is_gray),
+        "has_alpha": image.alpha is not None,
+        "faces": {
+            "count": len(boxes),
+            "boxes": [list(b) for b in boxes],
+            "smallest": min((min(b[2], b[3]) for b in boxes), default=None),
+            "detector": face_detector() if faces else None,
+        },
+        "sharpness": round(sharpness(gray), 2),
+        "noise": round(noise_sigma(gray), 3),
+        "exposure": {k: round(v, 4) for k, v in exposure(gray).items()},
+        "color_cast": round(0.0 if image.is_gray else color_cast(px), 2),
+        "unique_colors": round(unique_ratio, 4),
+        "flat_fraction": round(flat, 4),
+    }
+
+
+BLURRY_BELOW = 30.0
+NOISY_ABOVE = 4.0
+CAST_ABOVE = 8.0
+SMALL_FACE_BELOW = 160
+SMALL_IMAGE_SIDE = 800
+
+
+def suggested_preset(analysis: dict[str, Any]) -> str:
+    """The preset name that fits an :func:`analyse` result best.
+
+    "portrait-restore" when faces are present and small or blurry, "anime-upscale" for flat
+    drawings (few colours, mostly flat areas), "upscale-x4" for small images, else "quick".
+    """
+    faces = analysis["faces"]
+    blurry = analysis["sharpness"] < BLURRY_BELOW
+    if faces["count"] and (blurry or (faces["smallest"] or 0) < SMALL_FACE_BELOW):
+        return "portrait-restore"
+    small = max(analysis["width"], analysis["height"]) < SMALL_IMAGE_SIDE
+    drawing = analysis["unique_colors"] < 0.05 and analysis["flat_fraction"] > 0.6
+    if drawing and not analysis["is_gray"]:
+        return "anime-upscale"
+    if small:
+        return "upscale-x4"
+    return "quick"
+
+
+def recommend(analysis: dict[str, Any]) -> list[str]:
+    """Plain-language suggestions for an :func:`analyse` result.
+
+    The first entry is always ``"suggested preset: NAME"`` (see :func:`suggested_preset`);
+    the others name a problem and the step that addresses it.
+    """
+    out = [f"suggested preset: {suggested_preset(analysis)}"]
+    faces = analysis["faces"]
+    if faces["count"]:
+        out.append(
+            f"{faces['count']} face(s) found, smallest {faces['smallest']} px: restore_faces can repair them"
+        )
+    if max(analysis["width"], analysis["height"]) < SMALL_IMAGE_SIDE:
+        out.append(f"small image ({analysis['width']}x{analysis['height']}): upscale by 2-4x")
+    if analysis["sharpness"] < BLURRY_BELOW:
+        out.append(f"looks soft (sharpness {analysis['sharpness']:.0f}): add sharpen or upscale")
+    if analysis["noise"] > NOISY_ABOVE:
+        out.append(f"noisy (sigma {analysis['noise']:.1f}): add denoise (strength 5-10)")
+    exp = analysis["exposure"]
+    if exp["mean"] < 0.25 or exp["dark"] > 0.2:
+        out.append("underexposed: add auto_color (levels)")
+    elif exp["mean"] > 0.8 or exp["bright"] > 0.2:
+        out.append(
+            "overexposed or clipped highlights: little can be recovered; auto_color may help"
+        )
+    elif exp["contrast"] < 0.5:
+        out.append(f"low contrast ({exp['contrast']:.2f} of the range): add auto_color (levels)")
+    if analysis["color_cast"] > CAST_ABOVE:
+        out.append(
+            f"colour cast ({analysis['color_cast']:.0f}): add auto_color with white_balance=grayworld"
+        )
+    if len(out) == 1:
+        out.append("no obvious problem: the quick preset is enough")
+    return out
+
+
+# -- before / after ---------------------------------------------------------------------------
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two same-shape arrays in 0..255 units (inf when identical)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of two same-shape HxW gray arrays in 0..255 units (Gaussian window, sigma 1.5).
+
+    Constants follow the original definition: C1 = (0.01 x 255)^2, C2 = (0.03 x 255)^2.
+    """
+    a = a.astype(np.float32)
+    b = b.astype(np.float32)
+    blur = lambda x: cv2.GaussianBlur(x, (11, 11), 1.5)  # noqa: E731
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a * mu_a
+    var_b = blur(b * b) - mu_b * mu_b
+    cov = blur(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
+    return float(np.mean(num / den))
+
+
+COMPARE_MAX_SIDE = 1024
+
+
+def _resize_to(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (arr.shape[1], arr.shape[0]) == size:
+        return arr
+    down = size[0] * size[1] < arr.shape[0] * arr.shape[1]
+    return cv2.resize(arr, size, interpolation=cv2.INTER_AREA if down else cv2.INTER_CUBIC)
+
+
+def _measures(bgr: np.ndarray) -> dict[str, Any]:
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    sharp = sharpness(gray)
+    ref, _ = _shrink(gray, SHARPNESS_REF_SIDE)
+    # White noise of sigma s adds 20 s^2 to the variance of this Laplacian (kernel weights
+    # 1+1+1+1+16): removing it keeps a denoised result from reading as "blurrier".
+    detail = max(0.0, sharp - 20.0 * noise_sigma(ref) ** 2)
+    return {
+        "sharpness": round(sharp, 2),
+        "detail": round(detail, 2),
+        "noise": round(noise_sigma(gray), 3),
+        "exposure": {k: round(v, 4) for k, v in exposure(gray).items()},
+        "color_cast": round(color_cast(bgr), 2),
+        "std": round(float(gray.std()), 2),
+    }
+
+
+def _exposure_quality(exp: dict[str, float]) -> float:
+    return max(0.0, exp["contrast"]) * max(0.0, 1.0 - exp["dark"] - exp["bright"])
+
+
+def quality_score(before: Image | np.ndarray, after: Image | np.ndarray) -> dict[str, Any]:
+    """Compare a result with its input and say, honestly, whether it got better.
+
+    Both are HxWx3 BGR (or HxW gray) uint8/uint16 arrays or Images, of any sizes. Sharpness,
+    noise, exposure and cast are measured at ``after``'s size (``before`` enlarged with cubic
+    interpolation, so an upscaler is judged against plain interpolation); fidelity (PSNR,
+    SSIM on luminance, mean ΔE76 on a thumbnail) at ``before``'s size (``after`` resized to
+    it). Both comparisons run at most 1024 px on the longer side.
+
+    Formula. Four changes, each clipped to -1..1 (positive = better):
+    ``sharp = log2((D_after + 1) / (D_before + 1))`` with D the Laplacian variance less the
+    part white noise explains (20 sigma^2), ``noise = log2(N_before /
+    N_after)`` (noise sigma, +0.5 to both), ``exposure = 2 x (Q_after - Q_before)`` with Q =
+    contrast x (1 - clipped fraction), and ``cast = (C_before - C_after) / 10`` (Lab units).
+    ``sharp`` is 0 (unknown) when noise explains more than half of the Laplacian variance.
+    ``improvement = 0.35 sharp + 0.25 noise + 0.2 exposure + 0.2 cast``.
+    ``score = (50 + 50 x improvement) x min(1, SSIM / 0.5) - 15 per problem``, clipped to
+    0..100, so an untouched copy scores 50 and a result that lost the picture's structure
+    scores near 0. Problems are: a blank/flat result, a strong colour shift that added a
+    cast (mean ΔE76 > 8 and cast up by 3, or ΔE > 20), a result blurrier than the input
+    (detail below 60%), over-sharpening (more than 10% of the pixels along the input's edges
+    overshoot its local 5x5 range by 15 levels, with detail up 50%), amplified noise, and new clipping.
+    Verdict: "worse" with any problem or improvement below -0.1; "improved" above 0.05;
+    otherwise "unchanged".
+
+    Returns:
+        dict with ``score``, ``verdict``, ``problems`` (plain-language strings naming the
+        step parameter to change), ``components``, ``fidelity`` (psnr, ssim, delta_e) and
+        ``before`` / ``after`` measures.
+    """
+    b_full = np.clip(_bgr_float(before), 0, 255)
+    a_full = np.clip(_bgr_float(after), 0, 255)
+    hb, wb = b_full.shape[:2]
+    ha, wa = a_full.shape[:2]
+    # Measures at the result's size: the input is enlarged (cubic) to it, so an upscaler is
+    # judged against plain interpolation, not against a round trip that blurs it.
+    f = min(1.0, COMPARE_MAX_SIDE / max(ha, wa))
+    size = (max(1, round(wa * f)), max(1, round(ha * f)))
+    b = np.clip(_resize_to(b_full, size), 0, 255)
+    a = _resize_to(a_full, size)
+    mb, ma = _measures(b), _measures(a)
+
+    # Fidelity at the input's size.
+    fb, _ = _shrink(b_full, COMPARE_MAX_SIDE)
+    fa = np.clip(_resize_to(a_full, (fb.shape[1], fb.shape[0])), 0, 255)
+    gfb = cv2.cvtColor(fb, cv2.COLOR_BGR2GRAY)
+    gfa = cv2.cvtColor(fa, cv2.COLOR_BGR2GRAY)
+    ssim_v = ssim(gfb, gfa) if min(gfb.shape) >= 2 else (1.0 if np.array_equal(gfb, gfa) else 0.0)
+    psnr_v = psnr(fb, fa)
+    # Colour difference on a thumbnail: the colour of regions, not of detail.
+    tb, _ = _shrink(fb, 128)
+    ta, _ = _shrink(fa, 128)
+    delta_e = float(np.linalg.norm(_lab(tb) - _lab(ta), axis=2).mean())
+    gb = cv2.cvtColor(b, cv2.COLOR_BGR2GRAY)
+    ga = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY)
+
+    def clip1(v: float) -> float:
+        return max(-1.0, min(1.0, v))
+
+    # When noise explains most of the Laplacian variance, the detail estimate is mostly
+    # estimation error: the sharpness change is then unknown, not a loss.
+    noise_bound = max(mb["sharpness"] - mb["detail"], ma["sharpness"] - ma["detail"])
+    sharp_known = noise_bound < 0.5 * max(mb["sharpness"], ma["sharpness"], 1e-6)
+    sharp_ratio = (ma["detail"] + 1.0) / (mb["detail"] + 1.0)
+    comp = {
+        "sharp": clip1(math.log2(sharp_ratio)) if sharp_known else 0.0,
+        "noise": clip1(math.log2((mb["noise"] + 0.5) / (ma["noise"] + 0.5))),
+        "exposure": clip1(
+            2.0 * (_exposure_quality(ma["exposure"]) - _exposure_quality(mb["exposure"]))
+        ),
+        "cast": clip1((mb["color_cast"] - ma["color_cast"]) / 10.0),
+    }
+    improvement = (
+        0.35 * comp["sharp"] + 0.25 * comp["noise"] + 0.2 * comp["exposure"] + 0.2 * comp["cast"]
+    )
+
+    problems: list[str] = []
+    blank = ma["std"] < 2.0 and mb["std"] >= 5.0
+    if blank:
+        problems.append(
+            f"result is blank or flat (contrast {ma['std']:.1f} vs {mb['std']:.1f} in the input): "
+            "check the last step's parameters and the model weights"
+        )
+    if (delta_e > 8.0 and ma["color_cast"] > mb["color_cast"] + 3.0) or delta_e > 20.0:
+        problems.append(
+            f"colour shifted strongly (ΔE {delta_e:.0f}): lower auto_color.strength "
+            "or set auto_color.white_balance to 'none'"
+        )
+    if sharp_known and sharp_ratio < 0.6 and mb["detail"] > 5.0 and not blank:
+        problems.append(
+            f"result is blurrier than the input (sharpness {100 * (sharp_ratio - 1):+.0f}%): "
+            "lower denoise.strength or add a sharpen step"
+        )
+    overshoot = 0.0
+    if min(gb.shape) >= 5:
+        # Halos: near edges of the input (5x5 range over 30 levels), the share of pixels
+        # that overshoot the input's local min/max by more than 15 levels.
+        k = np.ones((5, 5), np.uint8)
+        hi, lo = cv2.dilate(gb, k), cv2.erode(gb, k)
+        near_edges = (hi - lo) > 30.0
+        over = (ga > hi + 15.0) | (ga < lo - 15.0)
+        overshoot = float((over & near_edges).sum()) / max(1, int(near_edges.sum()))
+    if overshoot > 0.1 and sharp_ratio > 1.5:
+        problems.append(
+            f"over-sharpened: halos on {100 * overshoot:.0f}% of the pixels along edges: "
+            "lower sharpen.amount or raise sharpen.threshold"
+        )
+    if ma["noise"] > 1.5 * mb["noise"] + 1.5:
+        problems.append(
+            f"noise amplified (sigma {mb['noise']:.1f} -> {ma['noise']:.1f}): "
+            "add denoise before sharpening or raise sharpen.threshold"
+        )
+    clipped_b = mb["exposure"]["dark"] + mb["exposure"]["bright"]
+    clipped_a = ma["exposure"]["dark"] + ma["exposure"]["bright"]
+    if clipped_a > clipped_b + 0.05:
+        problems.append(
+            f"{100 * (clipped_a - clipped_b):.0f}% more pixels clipped to black or white: "
+            "lower auto_color.clip_percent or auto_color.strength"
+        )
+
+    fid = min(1.0, max(0.0, ssim_v) / 0.5)
+    score = max(0.0, min(100.0, (50.0 + 50.0 * improvement) * fid - 15.0 * len(problems)))
+    if problems or improvement < -0.1:
+        verdict = "worse"
+    elif improvement > 0.05:
+        verdict = "improved"
+    else:
+        verdict = "unchanged"
+    return {
+        "score": round(score, 1),
+        "verdict": verdict,
+        "problems": problems,
+        "improvement": round(improvement, 4),
+        "components": {k: round(v, 4) for k, v in comp.items()},
+        "fidelity": {
+            "psnr": round(psnr_v, 2) if math.isfinite(psnr_v) else None,
+            "ssim": round(ssim_v, 4),
+            "delta_e": round(delta_e, 2),
+            "overshoot": round(overshoot, 4),
+        },
+        "before": mb,
+        "after": ma,
+    }

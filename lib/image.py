@@ -1,0 +1,61 @@
+"""The in-memory image every operation works on, and faithful decode/encode.
+
+Array conventions (the classic bug of this field is mixed-up channel order):
+- ``Image.pixels``: HxWx3, **BGR**, ``uint8`` or ``uint16`` (full range 0..255 / 0..65535).
+  Grayscale sources are expanded to 3 equal channels and flagged ``is_gray`` so that encode
+  can write them back as gray.
+- ``Image.alpha``: HxW, same dtype as ``pixels``, or ``None``. Operations that change the
+  size must resize alpha the same way (``Image.with_pixels`` helps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Image:
+    pixels: np.ndarray
+    alpha: np.ndarray | None = None
+    is_gray: bool = False
+    # Carried to the output where the format allows: "icc_profile" (bytes), "exif" (bytes),
+    # "dpi" (tuple). Never pixel data.
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+    def with_pixels(self, pixels: np.ndarray, alpha: np.ndarray | None = None) -> Image:
+        """A copy with new pixels; alpha is resized to the new size unless given."""
+        if alpha is None and self.alpha is not None:
+            alpha = resize_plane(self.alpha, pixels.shape[1], pixels.shape[0])
+        return replace(self, pixels=pixels, alpha=alpha)
+
+    def to_uint8(self) -> np.ndarray:
+        """The pixels as HxWx3 BGR uint8 (what the models and OpenCV filters take)."""
+        if self.pixels.dtype == np.uint16:
+            return (self.pixels.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+        return self.pixels
+
+
+def resize_plane(plane: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize a 2-D or 3-D array with area (down) or cubic (up) interpolation, keeping dtype."""
+    import cv2
+
+    if plane.shape[1] == width and plane.shape[0] == height:
+        return plane
+    down = width * height < plane.shape[0] * plane.shape[1]
+    interp = cv2.INTER_AREA if down else cv2.INTER_CUBIC
+    return cv2.resize(plane, (width, height), interpolation=interp)

@@ -1,0 +1,188 @@
+"""Building the runnable helpers (``RealESRGANer``, ``GFPGANer``) from registry specs.
+
+The network is built from the spec's ``arch`` and ``arch_kwargs`` (models are data), the weight
+file comes from :func:`retouch.lib.models.fetch.resolve`, and everything imports through
+:mod:`retouch.lib.models.compat`. Nothing here caches: the pool does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelError, UnknownNameError
+from .compat import ensure_compat
+from .fetch import resolve
+from .specs import ModelSpec, get_spec, names
+
+
+def device_for(setting: str | None) -> str:
+    """Resolve a device setting: "auto" (or None) -> "cuda" when available, else "cpu".
+
+    Raises ModelError when CUDA is asked for explicitly but is not available.
+    """
+    value = (setting or "auto").strip().lower()
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if value.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(
+            f"device {setting!r} requested but CUDA is not available here; "
+            "set RETOUCH_DEVICE=auto or cpu"
+        )
+    if value != "cpu" and not value.startswith("cuda"):
+        raise ModelError(f"unknown device {setting!r}; use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def use_half(device: str, half: bool | None) -> bool:
+    """fp16 only on CUDA: ``None`` means "yes on CUDA", and True on CPU is ignored (CPU
+    kernels for half are slow or missing)."""
+    on_cuda = device.startswith("cuda")
+    return on_cuda if half is None else (bool(half) and on_cuda)
+
+
+def _rrdbnet(**kwargs: Any) -> nn.Module:
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+
+    return RRDBNet(**kwargs)
+
+
+def _srvgg(**kwargs: Any) -> nn.Module:
+    from realesrgan.archs.srvgg_arch import SRVGGNetCompact
+
+    return SRVGGNetCompact(**kwargs)
+
+
+_SR_ARCHS: dict[str, Callable[..., nn.Module]] = {"RRDBNet": _rrdbnet, "SRVGGNetCompact": _srvgg}
+# GFPGANer's own name for each face architecture it can build.
+_FACE_ARCHS: dict[str, str] = {"GFPGANv1Clean": "clean", "RestoreFormer": "RestoreFormer"}
+
+
+def _spec_of_kind(name: str, kind: str, what: str) -> ModelSpec:
+    spec = get_spec(name)
+    if spec.kind != kind:
+        raise UnknownNameError(what, name, names(kind))  # type: ignore[arg-type]
+    return spec
+
+
+def build_sr_network(spec: ModelSpec) -> nn.Module:
+    """The (untrained) super-resolution network described by ``spec``."""
+    ensure_compat()
+    try:
+        builder = _SR_ARCHS[spec.arch]
+    except KeyError:
+        raise ModelError(f"model {spec.name!r}: unsupported architecture {spec.arch!r}") from None
+    return builder(**dict(spec.arch_kwargs))
+
+
+def _state_dict(path: str) -> dict[str, torch.Tensor]:
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("params_ema", "params"):
+        if isinstance(loaded, dict) and key in loaded:
+            return loaded[key]
+    return loaded
+
+
+def load_realesrganer(
+    name: str,
+    *,
+    device: str = "cpu",
+    tile: int = 0,
+    tile_pad: int = 10,
+    pre_pad: int = 10,
+    half: bool | None = None,
+    denoise_strength: float | None = None,
+) -> Any:
+    """A ``realesrgan.RealESRGANer`` for registry name ``name`` on ``device``.
+
+    ``denoise_strength`` (0..1) only applies to models with a ``dni_partner``
+    (realesr-general-x4v3): below 1 the weights are interpolated as
+    ``s * normal + (1 - s) * weak_denoise``, as the upstream command line does.
+    Raises UnknownNameError for a non-upscaling name, ModelError for a denoise strength on a
+    model without a partner, and whatever :func:`resolve` raises.
+    """
+    ensure_compat()
+    from realesrgan import RealESRGANer
+
+    spec = _spec_of_kind(name, "realesrgan", "upscaling model")
+    net = build_sr_network(spec)
+    path = str(resolve(name))
+    dni_state = None
+    if denoise_strength is not None and denoise_strength < 1:
+        if spec.dni_partner is None:
+            raise ModelError(
+                f"model {name!r} has no denoise-strength control; leave denoise_strength unset"
+            )
+        s = float(denoise_strength)
+        partner = str(resolve(spec.dni_partner))
+        normal, weak = _state_dict(path), _state_dict(partner)
+        dni_state = {k: s * v + (1 - s) * weak[k] for k, v in normal.items()}
+    upsampler = RealESRGANer(
+        scale=spec.scale,
+        model_path=path,
+        model=net,
+        tile=tile,
+        tile_pad=tile_pad,
+        pre_pad=pre_pad,
+        half=use_half(device, half),
+        device=torch.device(device),
+    )
+    if dni_state is not None:
+        # RealESRGANer's own dni() only reads the "params" key; ours reads either.
+        upsampler.model.load_state_dict(dni_state, strict=True)
+        if upsampler.half:
+            upsampler.model.half()
+    return upsampler
+
+
+class _FixedNoise(nn.Module):
+    """Wraps a face network so every call uses the stored noise buffers instead of fresh
+    random noise (``randomize_noise=False``): the same input gives the same output."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("randomize_noise", False)
+        return self.inner(x, *args, **kwargs)
+
+
+def load_gfpganer(
+    name: str, *, device: str = "cpu", upscale: int = 1, bg_upsampler: Any = None
+) -> Any:
+    """A ``gfpgan.GFPGANer`` for registry name ``name`` (gfpgan-v1.3/1.4, restoreformer).
+
+    The face detector and parser weights (retinaface-resnet50, parsenet) are resolved first
+    through :func:`resolve`, and facexlib's own downloader is redirected to the same place, so
+    nothing is written to the current directory. The face network is wrapped so its noise is
+    fixed (deterministic output). Runs fp32 (GFPGANer has no half mode).
+    """
+    ensure_compat()
+    from gfpgan import utils as gfpgan_utils
+
+    spec = _spec_of_kind(name, "gfpgan", "face restoration model")
+    for helper in spec.needs:
+        resolve(helper)
+    try:
+        arch = _FACE_ARCHS[spec.arch]
+    except KeyError:
+        raise ModelError(f"model {name!r}: unsupported architecture {spec.arch!r}") from None
+    path = str(resolve(name))
+    with warnings.catch_warnings():
+        # facexlib builds its resnet50 with torchvision's deprecated `pretrained=` argument.
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+        restorer = gfpgan_utils.GFPGANer(
+            model_path=path,
+            upscale=upscale,
+            arch=arch,
+            channel_multiplier=2,
+            bg_upsampler=bg_upsampler,
+            device=torch.device(device),
+        )
+    restorer.gfpgan = _FixedNoise(restorer.gfpgan).eval()
+    return restorer

@@ -1,0 +1,262 @@
+"""The model registry: every weight file retouch knows, as data.
+
+Each :class:`ModelSpec` names one weight file, the network it belongs to, where the official
+copy lives and how to check it. Code never branches on model names: loaders read ``arch`` and
+``arch_kwargs`` from here. Sizes come from the official release pages; ``sha256`` is recorded
+only where it was measured, never guessed (``None`` means "not known", and only the size is
+checked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import UnknownNameError
+
+ModelKind = Literal["realesrgan", "gfpgan", "facexlib"]
+
+_REALESRGAN = "https://github.com/xinntao/Real-ESRGAN/releases/download"
+_GFPGAN = "https://github.com/TencentARC/GFPGAN/releases/download"
+_FACEXLIB = "https://github.com/xinntao/facexlib/releases/download"
+
+_REALESRGAN_LICENSE = (
+    "Real-ESRGAN: BSD-3-Clause (check the upstream project for the weights' terms)"
+)
+_GFPGAN_LICENSE = "GFPGAN: Apache-2.0, with StyleGAN2 parts under their own terms (see upstream)"
+_FACEXLIB_LICENSE = "facexlib: MIT (check the upstream project for the weights' terms)"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One weight file and how to build the network that reads it.
+
+    Attributes:
+        name: registry name used in recipes and on the command line.
+        kind: which helper runs it ("realesrgan", "gfpgan" or "facexlib").
+        arch: network class ("RRDBNet", "SRVGGNetCompact", "GFPGANv1Clean", ...).
+        scale: native upscaling factor of the network (1 for face/helper models).
+        filename: file name in the model dir, the mirror and the official URL.
+        url: official download URL.
+        size: file size in bytes, or None where not known.
+        sha256: hex digest, or None where not known.
+        arch_kwargs: keyword arguments of the network constructor.
+        needs: registry names of helper models that must be present too.
+        dni_partner: for denoise-strength interpolation, the "weak denoise" weights.
+        description: one line for ``retouch models list``.
+        license: a note on the upstream license.
+    """
+
+    name: str
+    kind: ModelKind
+    arch: str
+    scale: int
+    filename: str
+    url: str
+    size: int | None = None
+    sha256: str | None = None
+    arch_kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    needs: tuple[str, ...] = ()
+    dni_partner: str | None = None
+    description: str = ""
+    license: str = ""
+
+
+def _rrdb(num_block: int, scale: int) -> dict[str, Any]:
+    return {
+        "num_in_ch": 3,
+        "num_out_ch": 3,
+        "num_feat": 64,
+        "num_block": num_block,
+        "num_grow_ch": 32,
+        "scale": scale,
+    }
+
+
+def _compact() -> dict[str, Any]:
+    return {
+        "num_in_ch": 3,
+        "num_out_ch": 3,
+        "num_feat": 64,
+        "num_conv": 32,
+        "upscale": 4,
+        "act_type": "prelu",
+    }
+
+
+_FACE_HELPERS = ("retinaface-resnet50", "parsenet")
+
+_ALL: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="realesrgan-x4plus",
+        kind="realesrgan",
+        arch="RRDBNet",
+        scale=4,
+        filename="RealESRGAN_x4plus.pth",
+        url=f"{_REALESRGAN}/v0.1.0/RealESRGAN_x4plus.pth",
+        size=67_040_989,
+        arch_kwargs=_rrdb(23, 4),
+        description="General photos, x4 (RRDBNet, 23 blocks)",
+        license=_REALESRGAN_LICENSE,
+    ),
+    ModelSpec(
+        name="realesrgan-x2plus",
+        kind="realesrgan",
+        arch="RRDBNet",
+        scale=2,
+        filename="RealESRGAN_x2plus.pth",
+        url=f"{_REALESRGAN}/v0.2.1/RealESRGAN_x2plus.pth",
+        size=67_061_725,
+        sha256="49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb",
+        arch_kwargs=_rrdb(23, 2),
+        description="General photos, x2 (RRDBNet, 23 blocks)",
+        license=_REALESRGAN_LICENSE,
+    ),
+    ModelSpec(
+        name="realesrnet-x4plus",
+        kind="realesrgan",
+        arch="RRDBNet",
+        scale=4,
+        filename="RealESRNet_x4plus.pth",
+        url=f"{_REALESRGAN}/v0.1.1/RealESRNet_x4plus.pth",
+        size=None,
+        arch_kwargs=_rrdb(23, 4),
+        description="General photos, x4, PSNR-oriented (smoother, fewer invented details)",
+        license=_REALESRGAN_LICENSE,
+    ),
+    ModelSpec(
+        name="realesrgan-x4plus-anime-6b",
+        kind="realesrgan",
+        arch="RRDBNet",
+        scale=4,
+        filename="RealESRGAN_x4plus_anime_6B.pth",
+        url=f"{_REALESRGAN}/v0.2.2.4/RealESRGAN_x4plus_anime_6B.pth",
+        size=17_938_799,
+        arch_kwargs=_rrdb(6, 4),
+        description="Anime and illustrations, x4 (RRDBNet, 6 blocks)",
+        license=_REALESRGAN_LICENSE,
+    ),
+    ModelSpec(
+        name="realesr-general-x4v3",
+        kind="realesrgan",
+        arch="SRVGGNetCompact",
+        scale=4,
+        filename="realesr-general-x4v3.pth",
+        url=f"{_REALESRGAN}/v0.2.5.0/realesr-general-x4v3.pth",
+        size=4_885_111,
+        arch_kwargs=_compact(),
+        dni_partner="realesr-general-wdn-x4v3",
+        description="Small, fast general model, x4; supports denoise strength",
+        license=_REALESRGAN_LICENSE,
+    ),
+    ModelSpec(
+        name="realesr-general-wdn-x4v3",
+        kind="realesrgan",
+        arch="SRVGGNetCompact",
+        scale=4,
+        filename="realesr-general-wdn-x4v3.pth",
+        url=f"{_REALESRGAN}/v0.2.5.0/realesr-general-wdn-x4v3.pth",
+        size=4_885_111,
+        arch_kwargs=_compact(),
+        description="Weak-denoise variant of realesr-general-x4v3 (used for denoise strength)",
+        license=_REALESRGAN_LICENSE,
+    ),
+    ModelSpec(
+        name="gfpgan-v1.3",
+        kind="gfpgan",
+        arch="GFPGANv1Clean",
+        scale=1,
+        filename="GFPGANv1.3.pth",
+        url=f"{_GFPGAN}/v1.3.0/GFPGANv1.3.pth",
+        size=348_632_874,
+        needs=_FACE_HELPERS,
+        description="Face restoration, natural look",
+        license=_GFPGAN_LICENSE,
+    ),
+    ModelSpec(
+        name="gfpgan-v1.4",
+        kind="gfpgan",
+        arch="GFPGANv1Clean",
+        scale=1,
+        filename="GFPGANv1.4.pth",
+        url=f"{_GFPGAN}/v1.3.0/GFPGANv1.4.pth",
+        size=348_632_874,
+        needs=_FACE_HELPERS,
+        description="Face restoration, more detail than v1.3",
+        license=_GFPGAN_LICENSE,
+    ),
+    ModelSpec(
+        name="restoreformer",
+        kind="gfpgan",
+        arch="RestoreFormer",
+        scale=1,
+        filename="RestoreFormer.pth",
+        url=f"{_GFPGAN}/v1.3.4/RestoreFormer.pth",
+        size=290_785_322,
+        needs=_FACE_HELPERS,
+        description="Face restoration with RestoreFormer (run through GFPGAN's helper)",
+        license=_GFPGAN_LICENSE,
+    ),
+    ModelSpec(
+        name="retinaface-resnet50",
+        kind="facexlib",
+        arch="retinaface_resnet50",
+        scale=1,
+        filename="detection_Resnet50_Final.pth",
+        url=f"{_FACEXLIB}/v0.1.0/detection_Resnet50_Final.pth",
+        size=109_497_761,
+        description="Face detector used by the face restoration models",
+        license=_FACEXLIB_LICENSE,
+    ),
+    ModelSpec(
+        name="parsenet",
+        kind="facexlib",
+        arch="parsenet",
+        scale=1,
+        filename="parsing_parsenet.pth",
+        url=f"{_FACEXLIB}/v0.2.2/parsing_parsenet.pth",
+        size=85_331_193,
+        description="Face parsing used to blend restored faces back",
+        license=_FACEXLIB_LICENSE,
+    ),
+)
+
+# Looked up at call time (never captured), so tests can swap an entry with monkeypatch.setitem.
+SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in _ALL}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec registered under ``name``; raises UnknownNameError listing the valid names."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise UnknownNameError("model", name, SPECS) from None
+
+
+def all_specs() -> list[ModelSpec]:
+    """Every registered spec, in registry order."""
+    return list(SPECS.values())
+
+
+def names(kind: ModelKind | None = None) -> list[str]:
+    """Registry names, optionally only those of one kind."""
+    return [s.name for s in SPECS.values() if kind is None or s.kind == kind]
+
+
+def spec_for_filename(filename: str) -> ModelSpec | None:
+    """The spec whose weight file is called ``filename`` (used by the facexlib redirect)."""
+    for spec in SPECS.values():
+        if spec.filename == filename:
+            return spec
+    return None
+
+
+def required_models(name: str) -> list[str]:
+    """``name`` followed by the helper models it needs, without duplicates."""
+    spec = get_spec(name)
+    out = [spec.name]
+    for helper in spec.needs:
+        if helper not in out:
+            out.append(helper)
+    return out

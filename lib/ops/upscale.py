@@ -1,0 +1,232 @@
+"""upscale: super-resolution with a Real-ESRGAN model from the registry.
+
+Pixels in and out are HxWx3 BGR uint8/uint16 and keep their dtype. The model runs on float32
+RGB in 0..1 (fp16 on CUDA when ``half`` allows), so 16-bit inputs keep 16-bit precision (we do
+not use ``RealESRGANer.enhance``, which guesses the bit depth from ``max > 256`` and returns a
+dark 16-bit image as 8-bit). Alpha is not sent through the model: it is resized to the output
+size with bicubic interpolation (``Image.with_pixels``), which is cheap and deterministic. Gray
+images stay gray (the three output channels are averaged). Images with a side shorter than
+``MIN_SIDE`` are mirrored up to that size before the model and cropped after, so 1x1 and 3x3
+inputs work (the upstream helper crashes when a side is not larger than ``pre_pad``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from ..errors import OperationError
+from ..image import Image
+from ..models.pool import default_pool
+from ..models.specs import get_spec
+from .base import OpContext, Operation, OpParams
+
+UpscaleModel = Literal[
+    "realesrgan-x4plus",
+    "realesrgan-x2plus",
+    "realesrnet-x4plus",
+    "realesrgan-x4plus-anime-6b",
+    "realesr-general-x4v3",
+    "realesr-general-wdn-x4v3",
+]
+
+# Inputs smaller than this (either side) are mirrored up to it before the model runs.
+MIN_SIDE = 16
+
+
+class UpscaleParams(OpParams):
+    model: UpscaleModel = Field(
+        "realesrgan-x4plus", description="Real-ESRGAN model from the registry"
+    )
+    outscale: float | None = Field(
+        None,
+        ge=1,
+        le=8,
+        description="Final scale (e.g. 1.5, 2, 3.5); empty = the model's native scale",
+    )
+    tile: int = Field(
+        0,
+        ge=0,
+        le=8192,
+        description="Tile size in pixels to bound memory (0 = whole image; else >= 32)",
+    )
+    tile_pad: int = Field(10, ge=0, le=256, description="Overlap around each tile, in input pixels")
+    pre_pad: int = Field(
+        10, ge=0, le=256, description="Mirror padding at the image border, in input pixels"
+    )
+    denoise_strength: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Only for realesr-general-x4v3: 0 = keep noise, 1 = full denoise; empty = model default",
+    )
+    half: bool | None = Field(
+        None, description="fp16 inference; empty = on CUDA only (always fp32 on CPU)"
+    )
+
+    @field_validator("tile")
+    @classmethod
+    def _tile_size(cls, value: int) -> int:
+        if 0 < value < 32:
+            raise ValueError("tile must be 0 (no tiling) or at least 32 pixels")
+        return value
+
+    @model_validator(mode="after")
+    def _denoise_only_where_supported(self) -> UpscaleParams:
+        if self.denoise_strength is not None and get_spec(self.model).dni_partner is None:
+            raise ValueError(
+                f"denoise_strength is only supported by realesr-general-x4v3, not {self.model}; remove it"
+            )
+        return self
+
+
+def _precision(device: str, half: bool | None) -> str:
+    from ..models.loaders import use_half
+
+    return "fp16" if use_half(device, half) else "fp32"
+
+
+def _run_model(
+    upsampler: Any, bgr: np.ndarray, *, tile: int, tile_pad: int, pre_pad: int
+) -> np.ndarray:
+    """HxWx3 BGR float32 0..1 -> (H*s)x(W*s)x3 BGR float32 0..1 at the model's native scale.
+
+    The caller holds the pool's lock for ``upsampler`` (it keeps per-call state)."""
+    import torch
+
+    h, w = bgr.shape[:2]
+    pad_h, pad_w = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
+    if pad_h or pad_w:
+        bgr = np.pad(bgr, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
+    upsampler.tile_size = tile
+    upsampler.tile_pad = tile_pad
+    # Reflection padding needs pad < side; the upstream helper crashes otherwise.
+    upsampler.pre_pad = min(pre_pad, min(rgb.shape[:2]) - 1)
+    try:
+        with torch.no_grad():
+            upsampler.pre_process(rgb)
+            if tile > 0:
+                # The helper prints a line per tile and, on a RuntimeError in a tile, prints it
+                # and reuses the previous tile's output: capture and turn that into an error.
+                buf = io.StringIO()
+                with contextlib.redirect_stdout(buf):
+                    upsampler.tile_process()
+                errors = [line for line in buf.getvalue().splitlines() if line.startswith("Error")]
+                if errors:
+                    raise OperationError(
+                        f"upscaling a tile failed: {errors[0]}; try a smaller tile"
+                    )
+            else:
+                upsampler.process()
+            out = upsampler.post_process()
+            out = out.squeeze(0).float().cpu().clamp_(0, 1).numpy()
+    finally:
+        upsampler.img = None
+        upsampler.output = None
+    s = int(upsampler.scale)
+    out = np.transpose(out, (1, 2, 0))[..., ::-1]
+    return np.ascontiguousarray(out[: h * s, : w * s])
+
+
+def upscale_pixels(
+    pixels: np.ndarray,
+    ctx: OpContext,
+    *,
+    model: str,
+    outscale: float | None = None,
+    tile: int = 0,
+    tile_pad: int = 10,
+    pre_pad: int = 10,
+    denoise_strength: float | None = None,
+    half: bool | None = None,
+) -> np.ndarray:
+    """Upscale HxWx3 BGR uint8/uint16 pixels with registry model ``model``; same dtype out.
+
+    The output is ``round(W * outscale) x round(H * outscale)`` (native scale when ``outscale``
+    is None). The model comes from ``ctx.pool`` (built once per process, device ``ctx.device``)
+    and is used under the pool's per-model lock. Counts one ``model_calls``.
+    """
+    from ..models.fetch import resolve
+    from ..models.loaders import device_for, load_realesrganer
+
+    spec = get_spec(model)
+    device = device_for(ctx.device)
+    precision = _precision(device, half)
+    extra: tuple[Any, ...] = (str(resolve(model)),)
+    if denoise_strength is not None and denoise_strength < 1 and spec.dni_partner:
+        extra += (str(resolve(spec.dni_partner)), round(float(denoise_strength), 4))
+    key = (model, device, precision, extra)
+
+    def factory() -> Any:
+        return load_realesrganer(
+            model,
+            device=device,
+            tile=tile,
+            tile_pad=tile_pad,
+            pre_pad=pre_pad,
+            half=precision == "fp16",
+            denoise_strength=denoise_strength,
+        )
+
+    top = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    h, w = pixels.shape[:2]
+    pool = ctx.pool if ctx.pool is not None else default_pool()
+    with pool.use(key, factory) as upsampler:
+        out = _run_model(
+            upsampler,
+            pixels.astype(np.float32) / top,
+            tile=tile,
+            tile_pad=tile_pad,
+            pre_pad=pre_pad,
+        )
+    ctx.count("model_calls")
+    if outscale is not None and abs(outscale - spec.scale) > 1e-9:
+        size = (max(1, round(w * outscale)), max(1, round(h * outscale)))
+        interp = cv2.INTER_LANCZOS4 if outscale > spec.scale else cv2.INTER_AREA
+        out = np.clip(cv2.resize(out, size, interpolation=interp), 0.0, 1.0)
+    return np.rint(out * top).astype(pixels.dtype)
+
+
+def gray_like(pixels: np.ndarray) -> np.ndarray:
+    """HxWx3 -> HxWx3 with the three channels replaced by their mean (same dtype)."""
+    mean = np.rint(pixels.astype(np.float32).mean(axis=2))
+    return np.repeat(mean[:, :, None], 3, axis=2).astype(pixels.dtype)
+
+
+class Upscale(Operation):
+    id = "upscale"
+    version = "1"
+    Params = UpscaleParams
+    summary = "Super-resolution with Real-ESRGAN (x2/x4 models, any final scale 1-8)"
+
+    def models(self, params: OpParams) -> list[str]:
+        assert isinstance(params, UpscaleParams)
+        names: list[str] = [params.model]
+        partner = get_spec(params.model).dni_partner
+        if partner and params.denoise_strength is not None and params.denoise_strength < 1:
+            names.append(partner)
+        return names
+
+    def __call__(self, image: Image, params: OpParams, ctx: OpContext) -> Image:
+        assert isinstance(params, UpscaleParams)
+        out = upscale_pixels(
+            image.pixels,
+            ctx,
+            model=params.model,
+            outscale=params.outscale,
+            tile=params.tile,
+            tile_pad=params.tile_pad,
+            pre_pad=params.pre_pad,
+            denoise_strength=params.denoise_strength,
+            half=params.half,
+        )
+        if image.is_gray:
+            out = gray_like(out)
+        # Alpha: bicubic resize to the new size (Image.with_pixels), not a model pass.
+        return image.with_pixels(out)

@@ -1,0 +1,73 @@
+"""Machine settings, read from the environment (``RETOUCH_*``) once per process."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "retouch"
+
+
+class Settings(BaseSettings):
+    """Where retouch keeps things and how hard it works. Every field is ``RETOUCH_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="RETOUCH_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=_default_home, description="Base folder for models and workspace"
+    )
+    model_dir: Path | None = Field(
+        None, description="Folder holding model weights (default HOME/models)"
+    )
+    model_mirror: str | None = Field(
+        None,
+        description="fsspec URL of a folder mirroring the official weight files (for offline sites)",
+    )
+    offline: bool = Field(False, description="Never fetch weights from the official URLs")
+    workspace: str | None = Field(
+        None, description="Workspace for results and run records (default HOME/workspace)"
+    )
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    chunk_size: int = Field(8, ge=1, le=10_000, description="Images per mapped task")
+    workers: int = Field(
+        2, ge=1, le=64, description="Concurrent chunk tasks (threads) per flow run"
+    )
+    pixel_limit: int = Field(
+        100_000_000,
+        ge=1,
+        description="Images declaring more pixels than this are rejected before decoding",
+    )
+    max_file_bytes: int = Field(
+        500 * 1024 * 1024, ge=1, description="Inputs larger than this are rejected"
+    )
+    gpu_concurrency: str = Field(
+        "retouch-gpu", description="Name of the Prefect global concurrency limit guarding the GPU"
+    )
+    cache_days: float = Field(
+        7.0, gt=0, description="How long Prefect's task cache entries stay valid"
+    )
+    storage_retries: int = Field(3, ge=0, le=20, description="Retries for storage reads and writes")
+
+    def resolved_model_dir(self) -> Path:
+        return Path(self.model_dir) if self.model_dir else self.home / "models"
+
+    def resolved_workspace(self) -> str:
+        return self.workspace or str(self.home / "workspace")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reload_settings() -> Settings:
+    """Re-read the environment (tests and the CLI call this after changing variables)."""
+    get_settings.cache_clear()
+    return get_settings()

@@ -1,0 +1,103 @@
+"""The workspace: content-addressed results and per-run records, on any fsspec storage.
+
+Layout under the workspace root::
+
+    results/<k[:2]>/<key>.png    result pixels (lossless PNG: 16-bit, alpha and gray kept)
+    results/<k[:2]>/<key>.json   metadata sidecar, written last: its presence commits the result
+    runs/<run_id>/...            records, thumbnails, export staging, report of one run
+
+A result is only visible once its sidecar exists, and both are written atomically, so a
+crash never leaves something that looks like a finished result.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from . import storage
+from .image import Image
+from .imageio import decode, encode
+
+RESULT_LAYOUT_VERSION = "1"
+
+
+class Workspace:
+    """A workspace rooted at a local path or fsspec URL."""
+
+    def __init__(self, root: str):
+        self.root = root.rstrip("/") if "://" in root else root
+
+    def path(self, *parts: str) -> str:
+        return storage.join(self.root, *parts)
+
+    # -- results -------------------------------------------------------------------------
+    def _result(self, key: str, suffix: str) -> str:
+        return self.path("results", key[:2], key + suffix)
+
+    def has_result(self, key: str) -> bool:
+        return storage.exists(self._result(key, ".json")) and storage.exists(
+            self._result(key, ".png")
+        )
+
+    def save_result(self, key: str, image: Image) -> None:
+        """Store ``image`` under ``key``: pixels first, then the sidecar that commits them."""
+        storage.write_bytes(self._result(key, ".png"), encode(image, "png", keep_metadata=False))
+        meta = {
+            "layout": RESULT_LAYOUT_VERSION,
+            "is_gray": image.is_gray,
+            "info": _encode_info(image.info),
+            "width": image.width,
+            "height": image.height,
+            "bit_depth": image.bit_depth,
+            "alpha": image.alpha is not None,
+        }
+        storage.write_bytes(self._result(key, ".json"), json.dumps(meta).encode())
+
+    def load_result(self, key: str, *, pixel_limit: int | None = None) -> Image:
+        meta = json.loads(storage.read_bytes(self._result(key, ".json")))
+        data = storage.read_bytes(self._result(key, ".png"))
+        image = decode(data, f"result {key[:12]}", pixel_limit=pixel_limit or 1 << 62)
+        image.is_gray = bool(meta.get("is_gray", image.is_gray))
+        image.info = _decode_info(meta.get("info", {}))
+        return image
+
+    def result_meta(self, key: str) -> dict[str, Any]:
+        return json.loads(storage.read_bytes(self._result(key, ".json")))
+
+    # -- runs ----------------------------------------------------------------------------
+    def run_path(self, run_id: str, *parts: str) -> str:
+        return self.path("runs", run_id, *parts)
+
+    def write_json(self, uri: str, obj: Any) -> None:
+        storage.write_bytes(
+            uri, json.dumps(obj, indent=2, ensure_ascii=False, default=str).encode()
+        )
+
+    def read_json(self, uri: str) -> Any:
+        return json.loads(storage.read_bytes(uri))
+
+
+def _encode_info(info: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in info.items():
+        if isinstance(value, bytes):
+            out[key] = {"b64": base64.b64encode(value).decode()}
+        elif isinstance(value, tuple):
+            out[key] = {"tuple": list(value)}
+        elif isinstance(value, str | int | float | bool) or value is None:
+            out[key] = value
+    return out
+
+
+def _decode_info(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and "b64" in value:
+            out[key] = base64.b64decode(value["b64"])
+        elif isinstance(value, dict) and "tuple" in value:
+            out[key] = tuple(value["tuple"])
+        else:
+            out[key] = value
+    return out

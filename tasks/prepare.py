@@ -1,0 +1,42 @@
+"""Prepare phase tasks: discover the source, check models, validate and analyse images."""
+
+from __future__ import annotations
+
+from prefect import task
+from retouch.lib import pipeline, sources
+from retouch.lib.errors import SourceError
+from retouch.lib.recipe import Recipe
+from retouch.lib.records import ImageRecord
+from retouch.lib.settings import get_settings
+from retouch.lib.storage import redact
+
+from .common import RunConfig, chunk_retry_delays
+
+
+@task(name="discover", retries=2, retry_delay_seconds=chunk_retry_delays())
+def discover(source: str) -> tuple[list[ImageRecord], list[dict[str, str]]]:
+    """List the source's images as records, and the files skipped with their reasons."""
+    found = sources.discover(source)
+    skipped = [{"uri": redact(uri), "reason": reason} for uri, reason in found.skipped]
+    if not found.items:
+        detail = (
+            f" ({len(skipped)} other files skipped, e.g. {skipped[0]['uri']}: {skipped[0]['reason']})"
+            if skipped
+            else ""
+        )
+        raise SourceError(f"{redact(source)}: no images found{detail}")
+    records = [pipeline.new_record(item, i) for i, item in enumerate(found.items, start=1)]
+    return records, skipped
+
+
+@task(name="check-models")
+def check_models(recipe: Recipe) -> dict[str, str]:
+    """Resolve every weight file the recipe needs before any image is touched."""
+    return pipeline.weights_ids(recipe)
+
+
+@task(name="prepare-chunk", retries=2, retry_delay_seconds=chunk_retry_delays())
+def prepare_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRecord]:
+    """Fingerprint, validate and analyse a chunk of images."""
+    settings = get_settings()
+    return [pipeline.prepare_one(r.model_copy(deep=True), settings) for r in records]

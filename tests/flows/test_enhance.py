@@ -1,0 +1,215 @@
+"""End to end: the four-phase flow under a real Prefect test server, through the CLI too."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from typer.testing import CliRunner
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+def _photo(seed: int, w: int = 96, h: int = 64) -> bytes:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (w + h)], axis=2).astype(
+        np.float32
+    )
+    arr = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    PILImage.fromarray(arr).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _batch_with_two_bad(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(10):
+        (folder / f"photo_{i:02d}.jpg").write_bytes(_photo(i))
+    (folder / "empty.jpg").write_bytes(b"")
+    good = _photo(99)
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
+
+
+def _zip_names(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+        return sorted(zf.namelist())
+
+
+def test_quick_preset_on_samples_delivers_zip_manifest_report(prefect_server, tmp_path):
+    from retouch.flows.enhance import enhance
+    from retouch.lib.recipe import load_preset
+
+    dest = tmp_path / "out"
+    summary = enhance(source=str(SAMPLES), dest=str(dest), recipe=load_preset("quick"))
+    samples = sorted(p.name for p in SAMPLES.iterdir() if p.suffix in (".jpg", ".png"))
+    assert summary.exit_code == 0
+    assert summary.succeeded == len(samples) and summary.failed == 0
+    names = _zip_names(dest / "results.zip")
+    assert names == sorted(Path(n).stem + ".jpg" for n in samples)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert {img["name"] for img in manifest["images"]} == set(samples)
+    for img in manifest["images"]:
+        assert img["status"] == "ok"
+        assert len(img["sha256"]) == 64 and len(img["output_sha256"]) == 64
+        assert img["scores"]["verdict"] in ("improved", "unchanged", "worse")
+        assert {"prepare", "process", "review", "export"} <= set(img["timings"])
+    # The ZIP holds exactly the bytes the manifest describes.
+    with zipfile.ZipFile(dest / "results.zip") as zf:
+        for img in manifest["images"]:
+            import hashlib
+
+            assert hashlib.sha256(zf.read(img["output_name"])).hexdigest() == img["output_sha256"]
+    report = (dest / "report.html").read_text()
+    assert "astronaut.jpg" in report and "data:image/jpeg;base64," in report
+    # The grayscale sample stays gray.
+    with zipfile.ZipFile(dest / "results.zip") as zf:
+        cam = PILImage.open(io.BytesIO(zf.read("camera.jpg")))
+        assert cam.mode == "L"
+
+
+def test_cli_run_with_two_corrupt_files_exits_2_and_delivers_the_rest(prefect_server, tmp_path):
+    from retouch.flows.cli import app
+
+    src = tmp_path / "batch"
+    _batch_with_two_bad(src)
+    dest = tmp_path / "dest"
+    result = CliRunner().invoke(app, ["run", str(src), "--preset", "quick", "--out", str(dest)])
+    assert result.exit_code == 2, result.output
+    assert len(_zip_names(dest / "results.zip")) == 10
+    manifest = json.loads((dest / "manifest.json").read_text())
+    bad = {img["name"]: img for img in manifest["images"] if img["status"] == "failed"}
+    assert set(bad) == {"empty.jpg", "truncated.jpg"}
+    assert "empty" in bad["empty.jpg"]["reason"].lower()
+    assert (
+        "truncated" in bad["truncated.jpg"]["reason"].lower()
+        or "corrupt" in bad["truncated.jpg"]["reason"].lower()
+    )
+    assert manifest["summary"] == {
+        "total": 12,
+        "succeeded": 10,
+        "failed": 2,
+        "skipped": 0,
+        "reused": 0,
+    }
+    assert "empty.jpg" in result.output and "truncated.jpg" in result.output
+
+
+def test_rerun_reuses_results_and_export_settings_change_reencodes_only(prefect_server, tmp_path):
+    from retouch.flows.enhance import enhance
+    from retouch.lib.recipe import apply_overrides, load_preset
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"p{i}.jpg").write_bytes(_photo(i))
+    first = enhance(source=str(src), dest=str(tmp_path / "a"), recipe=load_preset("quick"))
+    second_recipe = apply_overrides(load_preset("quick"), ["export.format=png"])
+    second = enhance(source=str(src), dest=str(tmp_path / "b"), recipe=second_recipe)
+    assert first.exit_code == second.exit_code == 0
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["summary"]["reused"] == 3
+    assert _zip_names(tmp_path / "b" / "results.zip") == ["p0.png", "p1.png", "p2.png"]
+
+
+def test_no_images_is_exit_1(prefect_server, tmp_path):
+    from retouch.flows.cli import app
+
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("hello")
+    result = CliRunner().invoke(app, ["run", str(empty), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "no images" in result.output
+
+
+def test_unknown_preset_lists_valid_ones(tmp_path):
+    from retouch.flows.cli import app
+
+    result = CliRunner().invoke(
+        app, ["run", str(SAMPLES), "--preset", "nope", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert "unknown preset 'nope'" in result.output and "quick" in result.output
+
+
+def test_bad_override_names_the_step(tmp_path):
+    from retouch.flows.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(SAMPLES),
+            "--preset",
+            "quick",
+            "--set",
+            "sharpen.amount=99",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "sharpen" in result.output and "amount" in result.output
+
+
+def test_models_pull_offline_names_file_url_and_ways(tmp_path):
+    from retouch.flows.cli import app
+
+    result = CliRunner().invoke(app, ["models", "pull", "realesrgan-x4plus"])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "RealESRGAN_x4plus.pth" in text
+    assert (
+        "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth"
+        in text
+    )
+    assert "retouch models import" in text and "RETOUCH_MODEL_MIRROR" in text
+
+
+def test_run_with_missing_weights_exits_1_before_any_work(tmp_path):
+    from retouch.flows.cli import app
+
+    dest = tmp_path / "d"
+    result = CliRunner().invoke(
+        app, ["run", str(SAMPLES), "--preset", "upscale-x4", "--out", str(dest)]
+    )
+    assert result.exit_code == 1
+    assert "RealESRGAN_x4plus.pth" in " ".join(result.output.split())
+    assert not dest.exists()
+
+
+def test_s3_source_and_destination(prefect_server, s3_endpoint, tmp_path):
+    import s3fs
+    from retouch.flows.enhance import enhance
+    from retouch.lib.recipe import load_preset
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    fs.mkdir("retouch-in")
+    fs.mkdir("retouch-out")
+    for name in ("astronaut.jpg", "coffee.jpg", "camera.png"):
+        fs.pipe(f"retouch-in/shoot/{name}", (SAMPLES / name).read_bytes())
+    fs.pipe("retouch-in/shoot/broken.jpg", b"not an image at all")
+    summary = enhance(
+        source="s3://retouch-in/shoot/",
+        dest="s3://retouch-out/delivery",
+        recipe=load_preset("quick"),
+    )
+    assert summary.exit_code == 2
+    fs.invalidate_cache()
+    listed = sorted(p.rsplit("/", 1)[1] for p in fs.ls("retouch-out/delivery"))
+    assert listed == ["manifest.json", "report.html", "results.zip"]
+    manifest = json.loads(fs.cat("retouch-out/delivery/manifest.json"))
+    assert manifest["summary"]["succeeded"] == 3
+    broken = [i for i in manifest["images"] if i["name"] == "broken.jpg"][0]
+    assert broken["status"] == "failed" and broken["reason"]
+    local_zip = tmp_path / "r.zip"
+    local_zip.write_bytes(fs.cat("retouch-out/delivery/results.zip"))
+    assert _zip_names(local_zip) == ["astronaut.jpg", "camera.jpg", "coffee.jpg"]
+    # No credentials anywhere in what we deliver.
+    assert "testing" not in json.dumps(manifest).replace("testing-", "")

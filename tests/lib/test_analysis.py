@@ -1,0 +1,174 @@
+"""Image analysis: the measures move the right way, and quality_score flags bad results."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from retouch.lib import analysis
+from retouch.lib.image import Image
+
+
+def photo(h: int = 128, w: int = 160, seed: int = 0) -> np.ndarray:
+    """HxWx3 BGR uint8: neutral gradient, shapes with edges and some fine texture."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    g = 70 + 100 * xx / w + 30 * np.sin(yy / 9.0)
+    img = np.repeat(g[:, :, None], 3, axis=2)
+    cv2.circle(img, (w // 3, h // 2), h // 5, (30, 60, 200), -1)
+    cv2.rectangle(img, (w // 2, h // 4), (w - 20, h // 2), (200, 180, 40), -1)
+    img += rng.normal(0, 1.0, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def noisy(img: np.ndarray, sigma: float, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(img + rng.normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_sharpness_and_noise_move_the_right_way():
+    img = photo()
+    blurred = cv2.GaussianBlur(img, (0, 0), 2)
+    assert analysis.sharpness(blurred) < 0.5 * analysis.sharpness(img)
+    # per-channel noise of 10 reads about 6.7 on luminance (0.67 = norm of the luma weights)
+    assert analysis.noise_sigma(noisy(img, 10)) > max(5.0, 5 * analysis.noise_sigma(img))
+    # the estimator reads roughly the sigma that was added
+    flat = np.full((200, 200), 128, np.uint8)
+    assert 8 < analysis.noise_sigma(noisy(flat, 10)) < 12
+
+
+def test_measures_agree_between_8_and_16_bit():
+    img = photo()
+    img16 = img.astype(np.uint16) * 257
+    assert analysis.sharpness(img16) == pytest.approx(analysis.sharpness(img), rel=1e-3)
+    assert analysis.color_cast(img16) == pytest.approx(analysis.color_cast(img), abs=0.05)
+
+
+def test_exposure_and_color_cast():
+    dark = np.full((50, 50, 3), 2, np.uint8)
+    dark[:10] = 255
+    exp = analysis.exposure(dark)
+    assert exp["dark"] == pytest.approx(0.8) and exp["bright"] == pytest.approx(0.2)
+    gray = np.full((20, 20, 3), 128, np.uint8)
+    tinted = gray.copy()
+    tinted[:, :, 0] = 180  # blue cast (BGR)
+    assert analysis.color_cast(gray) < 0.5 < 10 < analysis.color_cast(tinted)
+
+
+def test_detail_map_peaks_on_texture():
+    img = np.full((100, 200, 3), 120, np.uint8)
+    img[30:70, 150:190] = np.random.default_rng(3).integers(0, 256, (40, 40, 3))
+    dmap = analysis.detail_map(img)
+    ys, xs = np.unravel_index(np.argmax(dmap), dmap.shape)
+    assert 150 <= xs * 200 / dmap.shape[1] <= 190
+
+
+def test_detect_faces_returns_boxes_inside_the_image():
+    assert analysis.detect_faces(np.full((200, 200, 3), 128, np.uint8)) == []
+    assert analysis.detect_faces(np.zeros((5, 5, 3), np.uint8)) == []
+    if analysis.face_detector() is None:
+        pytest.skip("no face detector in this OpenCV/scikit-image install")
+    skdata = pytest.importorskip("skimage.data")
+    face = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)  # ships with scikit-image
+    boxes = analysis.detect_faces(face)
+    # the astronaut's face is around x 170-260, y 70-170 in this 512x512 picture
+    assert any(150 < x + w / 2 < 290 and 60 < y + h / 2 < 190 for x, y, w, h in boxes)
+    assert all(0 <= x and 0 <= y and x + w <= 512 and y + h <= 512 for x, y, w, h in boxes)
+
+
+def test_analyse_reports_everything_and_recommends():
+    image = Image(photo(), alpha=np.full((128, 160), 255, np.uint8))
+    result = analysis.analyse(image)
+    for key in (
+        "width",
+        "height",
+        "megapixels",
+        "faces",
+        "sharpness",
+        "noise",
+        "exposure",
+        "color_cast",
+    ):
+        assert key in result
+    assert (result["width"], result["height"], result["bit_depth"]) == (160, 128, 8)
+    assert result["has_alpha"] and not result["is_gray"]
+    tips = analysis.recommend(result)
+    assert tips[0] == "suggested preset: upscale-x4"  # small, no faces, a photo
+    assert any("small image" in t for t in tips)
+
+    noisy_tips = analysis.recommend(analysis.analyse(Image(noisy(photo(), 15)), faces=False))
+    assert any("denoise" in t for t in noisy_tips)
+
+
+def test_recommend_presets():
+    base = {
+        "width": 2000, "height": 1500, "is_gray": False, "sharpness": 300.0, "noise": 1.0,
+        "color_cast": 2.0, "unique_colors": 0.4, "flat_fraction": 0.2,
+        "faces": {"count": 0, "boxes": [], "smallest": None, "detector": "x"},
+        "exposure": {"mean": 0.5, "dark": 0.0, "bright": 0.0, "low": 0.05, "high": 0.95, "contrast": 0.9},
+    }  # fmt: skip
+    assert analysis.suggested_preset(base) == "quick"
+    faces = dict(base, faces={"count": 2, "boxes": [], "smallest": 60, "detector": "x"})
+    assert analysis.suggested_preset(faces) == "portrait-restore"
+    drawing = dict(base, unique_colors=0.01, flat_fraction=0.8)
+    assert analysis.suggested_preset(drawing) == "anime-upscale"
+    assert analysis.suggested_preset(dict(base, width=400, height=300)) == "upscale-x4"
+
+
+def test_anime_like_frame_is_recognised():
+    img = np.full((300, 400, 3), (200, 230, 250), np.uint8)
+    cv2.circle(img, (200, 150), 80, (40, 120, 230), -1)
+    cv2.circle(img, (200, 150), 80, (20, 20, 20), 3)
+    cv2.rectangle(img, (20, 200), (120, 280), (90, 160, 60), -1)
+    result = analysis.analyse(Image(img), faces=False)
+    assert analysis.suggested_preset(result) == "anime-upscale"
+
+
+# -- quality_score ------------------------------------------------------------------------------
+
+
+def test_quality_score_identical_is_unchanged():
+    img = photo()
+    q = analysis.quality_score(img, img.copy())
+    assert q["verdict"] == "unchanged" and q["problems"] == [] and q["score"] == 50.0
+    assert q["fidelity"]["ssim"] == pytest.approx(1.0)
+
+
+def test_quality_score_flags_blank_result():
+    img = photo()
+    q = analysis.quality_score(Image(img), Image(np.full_like(img, 128)))
+    assert q["verdict"] == "worse" and q["score"] < 20
+    assert any("blank" in p for p in q["problems"])
+
+
+def test_quality_score_flags_colour_shift():
+    img = photo()
+    shifted = np.clip(img.astype(np.int16) + (0, 0, 60), 0, 255).astype(np.uint8)  # much redder
+    q = analysis.quality_score(img, shifted)
+    assert q["verdict"] == "worse"
+    assert any("colour shifted" in p and "auto_color.strength" in p for p in q["problems"])
+
+
+def test_quality_score_flags_blur_and_oversharpening():
+    img = photo()
+    q = analysis.quality_score(img, cv2.GaussianBlur(img, (0, 0), 2.5))
+    assert q["verdict"] == "worse" and any("blurrier" in p for p in q["problems"])
+    soft = cv2.GaussianBlur(img, (0, 0), 1.0).astype(np.float32)
+    harsh = np.clip(soft * 4 - cv2.GaussianBlur(soft, (0, 0), 2) * 3, 0, 255).astype(np.uint8)
+    q = analysis.quality_score(soft.astype(np.uint8), harsh)
+    assert q["verdict"] == "worse" and any("over-sharpened" in p for p in q["problems"])
+
+
+def test_quality_score_sees_denoising_as_improvement():
+    clean = photo()
+    dirty = noisy(clean, 12)
+    q = analysis.quality_score(dirty, clean)
+    assert q["components"]["noise"] > 0.5
+    assert q["verdict"] == "improved" and q["score"] > 50
+
+
+def test_quality_score_compares_an_upscaled_result_at_the_input_size():
+    img = photo()
+    up = cv2.resize(img, (640, 512), interpolation=cv2.INTER_CUBIC)
+    q = analysis.quality_score(img, Image(up.astype(np.uint16) * 257))
+    assert q["fidelity"]["ssim"] > 0.9 and q["verdict"] != "worse"
