@@ -15,11 +15,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 console = Console(stderr=True)
 out = Console()
@@ -54,6 +56,21 @@ def _prefect_defaults(verbose: bool) -> None:
 def _fail(message: str, code: int = EXIT_NOTHING) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+class _Rate(ProgressColumn):
+    """Images per second over the phase so far."""
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:5.1f} img/s" if speed else "   -- img/s", style="cyan")
+
+
+def _where(uri: str | None) -> str:
+    """Local results as absolute paths (so they can be opened from anywhere); URLs as they are."""
+    if not uri:
+        return "(nothing to deliver)"
+    return uri if "://" in uri else os.path.abspath(uri)
 
 
 class _Bars:
@@ -166,6 +183,7 @@ def run(
         TextColumn("{task.description:<8}"),
         BarColumn(),
         MofNCompleteColumn(),
+        _Rate(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[current]}", style="dim"),
@@ -217,9 +235,9 @@ def _print_summary(summary: Any) -> None:
         for img in failed:
             bad.add_row(img["name"], img.get("failed_phase") or "", img.get("reason") or "")
         console.print(bad)
-    console.print(f"ZIP:      {summary.zip_uri or '(nothing to deliver)'}", highlight=False)
-    console.print(f"manifest: {summary.manifest_uri}", highlight=False)
-    console.print(f"report:   {summary.report_uri}", highlight=False)
+    console.print(f"ZIP:      {_where(summary.zip_uri)}", highlight=False, soft_wrap=True)
+    console.print(f"manifest: {_where(summary.manifest_uri)}", highlight=False, soft_wrap=True)
+    console.print(f"report:   {_where(summary.report_uri)}", highlight=False, soft_wrap=True)
 
 
 # -- models --------------------------------------------------------------------------------------
@@ -231,8 +249,10 @@ def models_list() -> None:
     from retouch.lib.models import fetch, specs
 
     table = Table(show_header=True)
-    for col in ("name", "kind", "scale", "size", "present", "file"):
-        table.add_column(col)
+    table.add_column("name", no_wrap=True)
+    for col in ("kind", "scale", "size", "present"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("file", overflow="fold")
     for spec in specs.all_specs():
         st = fetch.status(spec.name)
         size = f"{spec.size / 1e6:.1f} MB" if spec.size else "?"

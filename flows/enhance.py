@@ -58,9 +58,14 @@ def _gather(
             reason = f"{phase} task failed: {result}"
             out.append([r.model_copy(deep=True).fail(phase, reason) if r.ok else r for r in chunk])
         else:
-            if phase == "process" and future.state.name == "Cached":
+            if future.state.name == "Cached":
+                # The task body didn't run, so neither did its per-image progress reports.
                 for r in result:
+                    # These records come from the run that computed them; this run did no work.
                     r.reused = r.reused or r.ok
+                    r.model_calls = 0
+                    r.timings[phase] = 0.0
+                    progress.emit("image", phase=phase, name=r.name, ok=r.ok, reused=True)
             out.append(result)
     return out
 

@@ -69,10 +69,14 @@ def finalize(
     zip_info: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="retouch-zip-") as tmp:
         names = {r.index: str(r.output_name) for r in ok}
-        members = [(names[r.index], _local_copy(staging_path(ctx, names[r.index]), tmp)) for r in ok]
+        members = [
+            (names[r.index], _local_copy(staging_path(ctx, names[r.index]), tmp)) for r in ok
+        ]
         if members:
             zip_info = archive.write_zip(members, zip_uri)
-            problems = archive.verify_zip(zip_uri, {names[r.index]: str(r.output_sha256) for r in ok})
+            problems = archive.verify_zip(
+                zip_uri, {names[r.index]: str(r.output_sha256) for r in ok}
+            )
             if problems:
                 raise StorageError(
                     f"{storage.redact(zip_uri)}: the written ZIP failed verification: {'; '.join(problems)}"

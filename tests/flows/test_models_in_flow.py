@@ -1,0 +1,117 @@
+"""The AI presets end to end: tiny random-weight models on disk -> registry -> pool -> flow."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+from PIL import Image as PILImage
+from typer.testing import CliRunner
+
+from tests.tiny_models import install_tiny_models
+
+
+def _write_images(folder, count, size=(40, 28)):
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(count):
+        arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+        PILImage.fromarray(arr).save(folder / f"img{i}.png")
+
+
+def _zip_sizes(path):
+    with zipfile.ZipFile(path) as zf:
+        return {n: PILImage.open(io.BytesIO(zf.read(n))).size for n in zf.namelist()}
+
+
+def test_upscale_preset_runs_the_model_once_per_image_and_export_changes_reuse_it(
+    prefect_server, tmp_path, monkeypatch
+):
+    from retouch.flows.cli import app
+
+    install_tiny_models(tmp_path / "models", monkeypatch, faces=None)
+    src = tmp_path / "src"
+    _write_images(src, 3)
+    runner = CliRunner()
+
+    first = runner.invoke(
+        app,
+        [
+            "run",
+            str(src),
+            "-p",
+            "upscale-x4",
+            "--set",
+            "upscale.tile=0",
+            "--out",
+            str(tmp_path / "a"),
+            "--json",
+        ],
+    )
+    assert first.exit_code == 0, first.output
+    assert _zip_sizes(tmp_path / "a" / "results.zip") == {
+        f"img{i}.png": (160, 112) for i in range(3)
+    }
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert [img["model_calls"] for img in manifest["images"]] == [1, 1, 1]
+
+    # Only the export format changes: the stored results are re-encoded, no model runs.
+    second = runner.invoke(
+        app,
+        [
+            "run",
+            str(src),
+            "-p",
+            "upscale-x4",
+            "--set",
+            "upscale.tile=0",
+            "--set",
+            "export.format=webp",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
+    assert second.exit_code == 0, second.output
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert [img["model_calls"] for img in manifest["images"]] == [0, 0, 0]
+    assert manifest["summary"]["reused"] == 3
+    assert _zip_sizes(tmp_path / "b" / "results.zip") == {
+        f"img{i}.webp": (160, 112) for i in range(3)
+    }
+
+    # A different parameter of the model step is a different result: the model runs again.
+    third = runner.invoke(
+        app,
+        [
+            "run",
+            str(src),
+            "-p",
+            "upscale-x4",
+            "--set",
+            "upscale.outscale=2",
+            "--out",
+            str(tmp_path / "c"),
+        ],
+    )
+    assert third.exit_code == 0, third.output
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert [img["model_calls"] for img in manifest["images"]] == [1, 1, 1]
+    assert set(_zip_sizes(tmp_path / "c" / "results.zip").values()) == {(80, 56)}
+
+
+def test_portrait_restore_preset_goes_through_gfpganer(prefect_server, tmp_path, monkeypatch):
+    from retouch.flows.cli import app
+
+    # The tiny detector reports exactly one face per image (see tests/tiny_models.py).
+    install_tiny_models(tmp_path / "models", monkeypatch, faces="one")
+    src = tmp_path / "src"
+    _write_images(src, 1, size=(64, 64))
+    result = CliRunner().invoke(
+        app, ["run", str(src), "-p", "portrait-restore", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    assert _zip_sizes(tmp_path / "o" / "results.zip") == {"img0.jpg": (128, 128)}
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["images"][0]["model_calls"] >= 1
