@@ -534,8 +534,15 @@ def quality_score(before: Image | np.ndarray, after: Image | np.ndarray) -> dict
     if min(gb.shape) >= 5:
         # Halos: near edges of the input (5x5 range over 30 levels), the share of pixels
         # that overshoot the input's local min/max by more than 15 levels.
+        # The input is first mapped to the result's global tone (least squares a*x+b), so
+        # a levels stretch or exposure change is not mistaken for halos.
         k = np.ones((5, 5), np.uint8)
-        hi, lo = cv2.dilate(gb, k), cv2.erode(gb, k)
+        x = gb.astype(np.float64).ravel()
+        gain, offset = (
+            np.polyfit(x, ga.astype(np.float64).ravel(), 1) if x.std() > 1e-6 else (1.0, 0.0)
+        )
+        tb = (gb * np.float32(gain) + np.float32(offset)).astype(np.float32)
+        hi, lo = cv2.dilate(tb, k), cv2.erode(tb, k)
         near_edges = (hi - lo) > 30.0
         over = (ga > hi + 15.0) | (ga < lo - 15.0)
         overshoot = float((over & near_edges).sum()) / max(1, int(near_edges.sum()))
@@ -553,8 +560,9 @@ def quality_score(before: Image | np.ndarray, after: Image | np.ndarray) -> dict
     clipped_a = ma["exposure"]["dark"] + ma["exposure"]["bright"]
     if clipped_a > clipped_b + 0.05:
         problems.append(
-            f"{100 * (clipped_a - clipped_b):.0f}% more pixels clipped to black or white: "
-            "lower auto_color.clip_percent or auto_color.strength"
+            f"{100 * (clipped_a - clipped_b):.0f}% more pixels clipped to black or white "
+            "(shadow or highlight detail lost): raise sharpen.threshold or lower sharpen.amount, "
+            "or lower auto_color.clip_percent / auto_color.strength"
         )
 
     fid = min(1.0, max(0.0, ssim_v) / 0.5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -21,6 +20,7 @@ from . import analysis, progress, storage
 from .errors import RetouchError
 from .image import Image, resize_plane
 from .imageio import decode, encode, format_extension, format_from_name, probe
+from .masks import MaskSource, mask_source
 from .ops.base import OpContext
 from .ops.registry import registry
 from .recipe import Recipe
@@ -32,7 +32,6 @@ from .workspace import Workspace
 ANALYSIS_MAX_SIDE = 1024
 REVIEW_MAX_SIDE = 512
 THUMB_MAX_SIDE = 480
-MASK_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass
@@ -45,39 +44,9 @@ class RunContext:
     masks_dir: str | None = None
     settings: Settings = field(default_factory=get_settings)
     counters: dict[str, int] = field(default_factory=dict)
-    _masks: MaskSource | None = None
 
     def masks(self) -> MaskSource | None:
-        if self.masks_dir and self._masks is None:
-            self._masks = MaskSource(self.masks_dir, self.settings.pixel_limit)
-        return self._masks
-
-
-class MaskSource:
-    """Masks matched to images by file stem, from a folder (local or fsspec)."""
-
-    def __init__(self, folder: str, pixel_limit: int):
-        self.folder = folder
-        self.pixel_limit = pixel_limit
-        self._lock = threading.Lock()
-        self._index: dict[str, str] | None = None
-
-    def _build_index(self) -> dict[str, str]:
-        from .sources import discover
-
-        found = discover(self.folder)
-        return {PurePosixPath(item.name).stem: item.uri for item in found.items}
-
-    def __call__(self, stem: str) -> np.ndarray | None:
-        with self._lock:
-            if self._index is None:
-                self._index = self._build_index()
-        uri = self._index.get(stem)
-        if uri is None:
-            return None
-        mask = decode(storage.read_bytes(uri), uri, pixel_limit=self.pixel_limit)
-        gray = mask.to_uint8()[:, :, 0] if mask.is_gray else mask.to_uint8().max(axis=2)
-        return np.ascontiguousarray(gray)
+        return mask_source(self.masks_dir, self.settings.pixel_limit) if self.masks_dir else None
 
 
 # -- keys ------------------------------------------------------------------------------------

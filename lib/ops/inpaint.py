@@ -9,6 +9,7 @@ are replaced (x257 for 16-bit); every other pixel is returned bit-identical.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Literal
 
@@ -18,6 +19,8 @@ from pydantic import Field
 
 from ..errors import OperationError
 from ..image import Image
+from ..masks import mask_source
+from ..settings import get_settings
 from .base import OpContext, Operation, OpParams
 
 
@@ -82,6 +85,15 @@ def _rect_mask(params: InpaintParams, width: int, height: int) -> np.ndarray | N
     return mask
 
 
+def _mask_lookup(
+    params: InpaintParams, ctx: OpContext
+) -> Callable[[str], np.ndarray | None] | None:
+    """The step's own mask folder wins over the run's (``--masks``)."""
+    if params.mask_dir:
+        return mask_source(params.mask_dir, get_settings().pixel_limit)
+    return ctx.masks
+
+
 class Inpaint(Operation):
     id = "inpaint"
     version = "1"
@@ -92,25 +104,24 @@ class Inpaint(Operation):
         h, w = image.height, image.width
         stem = _stem(ctx.name)
         mask = _rect_mask(params, w, h)
-        if params.mask_dir is not None:
-            if ctx.masks is None:
-                raise OperationError(
-                    f"{ctx.name or 'image'}: inpaint.mask_dir is {params.mask_dir!r} but no mask lookup "
-                    "was given to the operation; run it through the retouch flow or pass ctx.masks"
-                )
-            found = ctx.masks(stem)
+        lookup = _mask_lookup(params, ctx)
+        if lookup is not None:
+            found = lookup(stem)
             if found is not None:
                 fm = _prepare_mask(found, w, h)
                 mask = fm if mask is None else cv2.bitwise_or(mask, fm)
         if mask is None:
             if params.missing_mask == "error":
-                where = (
-                    f"in mask_dir {params.mask_dir!r}" if params.mask_dir else "(no mask_dir set)"
-                )
+                if params.mask_dir:
+                    where = f"in mask_dir {params.mask_dir!r}"
+                elif ctx.masks is not None:
+                    where = "in the run's mask folder (--masks)"
+                else:
+                    where = "(no mask folder: pass --masks DIR or set inpaint.mask_dir)"
                 raise OperationError(
                     f"{ctx.name or stem or 'image'}: no inpaint mask for stem {stem!r} {where} and no "
                     "rect/rect_rel given; add a mask named after the image, set rect, or "
-                    "set inpaint.missing_mask='skip'"
+                    "set inpaint.missing_mask=skip"
                 )
             return image.with_pixels(image.pixels.copy(), image.alpha)
         if params.dilate > 0:

@@ -213,3 +213,38 @@ def test_s3_source_and_destination(prefect_server, s3_endpoint, tmp_path):
     assert _zip_names(local_zip) == ["astronaut.jpg", "camera.jpg", "coffee.jpg"]
     # No credentials anywhere in what we deliver.
     assert "testing" not in json.dumps(manifest).replace("testing-", "")
+
+
+def test_remove_objects_with_a_mask_folder(prefect_server, tmp_path):
+    from retouch.flows.cli import app
+
+    src, masks = tmp_path / "src", tmp_path / "masks"
+    src.mkdir()
+    masks.mkdir()
+    yy, xx = np.mgrid[0:64, 0:96]
+    base = np.stack([xx * 2, yy * 3, xx + yy], axis=2).astype(np.uint8)
+    marked = base.copy()
+    marked[20:40, 30:60] = (255, 0, 0)  # a red "watermark"
+    PILImage.fromarray(marked).save(src / "marked.png")
+    PILImage.fromarray(base).save(src / "nomask.png")
+    mask = np.zeros((64, 96), np.uint8)
+    mask[20:40, 30:60] = 255
+    PILImage.fromarray(mask).save(masks / "marked.png")
+
+    dest = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["run", str(src), "-p", "remove-objects", "--masks", str(masks), "-o", str(dest)]
+    )
+    assert result.exit_code == 2, result.output
+    manifest = json.loads((dest / "manifest.json").read_text())
+    by_name = {img["name"]: img for img in manifest["images"]}
+    assert by_name["marked.png"]["status"] == "ok"
+    assert by_name["nomask.png"]["status"] == "failed"
+    assert "no inpaint mask for stem 'nomask'" in by_name["nomask.png"]["reason"]
+    with zipfile.ZipFile(dest / "results.zip") as zf:
+        out = np.asarray(PILImage.open(io.BytesIO(zf.read("marked.png"))).convert("RGB")).astype(
+            int
+        )
+    red = out[22:38, 32:58]
+    assert (red[:, :, 0] - red[:, :, 1]).mean() < 60  # the red block is gone
+    assert np.array_equal(out[:15], base[:15].astype(int))  # untouched pixels are exact (PNG)

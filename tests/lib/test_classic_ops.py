@@ -207,9 +207,27 @@ def test_auto_color_removes_cast_and_stretches_contrast():
         np.uint8
     )  # warm, low contrast
     assert analysis.color_cast(cast) > 10
-    out = run(AutoColor(), Image(cast), strength=1.0)
+    out = run(AutoColor(), Image(cast), strength=1.0, white_balance="grayworld")
     assert analysis.color_cast(out.pixels) < 0.5 * analysis.color_cast(cast)
     assert analysis.exposure(out.pixels)["contrast"] > analysis.exposure(cast)["contrast"] + 0.2
+
+
+def test_auto_color_neutral_balance_fixes_a_cast_on_gray_content():
+    g = cv2.cvtColor(scene(64, 64), cv2.COLOR_BGR2GRAY).astype(np.float32)
+    cast = np.clip(np.repeat(g[:, :, None], 3, axis=2) * [0.85, 1.0, 1.15], 0, 255).astype(np.uint8)
+    out = run(AutoColor(), Image(cast), strength=1.0, levels=False)
+    assert analysis.color_cast(out.pixels) < 0.5 * analysis.color_cast(cast)
+
+
+def test_auto_color_neutral_balance_leaves_a_colourful_scene_alone():
+    """A sunset is orange on purpose: the default balance must not "correct" it to gray."""
+    yy, xx = np.mgrid[0:100, 0:150].astype(np.float32)
+    sunset = np.stack([40 + 0.2 * yy, 90 + 0.8 * yy, 200 + 0.3 * xx], axis=2).clip(0, 255)
+    sunset = sunset.astype(np.uint8)
+    out = run(AutoColor(), Image(sunset), strength=1.0, levels=False)
+    assert np.array_equal(out.pixels, sunset)
+    tinted = run(AutoColor(), Image(sunset), strength=1.0, levels=False, white_balance="grayworld")
+    assert analysis.color_cast(tinted.pixels) < analysis.color_cast(sunset) - 10
 
 
 def test_auto_color_16bit_keeps_fine_levels():
@@ -260,7 +278,7 @@ def test_inpaint_uses_mask_from_ctx_and_resizes_it():
         return mask
 
     ctx = OpContext(name="holiday/beach.jpg", masks=masks)
-    out = run(Inpaint(), Image(px), ctx=ctx, mask_dir="masks/")
+    out = run(Inpaint(), Image(px), ctx=ctx)
     assert asked == ["beach"]
     assert out.pixels[30:45, 30:45, 2].max() < 200
     assert np.array_equal(out.pixels[:20], px[:20])
@@ -269,8 +287,29 @@ def test_inpaint_uses_mask_from_ctx_and_resizes_it():
 def test_inpaint_missing_mask_skip_or_error():
     image = Image(red_square_on_gradient())
     ctx = OpContext(name="dir/portrait_07.png", masks=lambda stem: None)
-    out = run(Inpaint(), image, ctx=ctx, mask_dir="s3://bucket/masks")
+    out = run(Inpaint(), image, ctx=ctx)
     assert np.array_equal(out.pixels, image.pixels)
     with pytest.raises(OperationError, match="portrait_07") as err:
-        run(Inpaint(), image, ctx=ctx, mask_dir="s3://bucket/masks", missing_mask="error")
-    assert "s3://bucket/masks" in str(err.value)
+        run(Inpaint(), image, ctx=ctx, missing_mask="error")
+    assert "--masks" in str(err.value)
+
+
+def test_inpaint_step_mask_dir_is_read_from_storage(tmp_path):
+    """A mask folder named in the step itself is listed and read (here a local folder)."""
+    px = red_square_on_gradient()
+    mask = np.zeros(px.shape[:2], np.uint8)
+    mask[28:52, 28:52] = 255
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "beach.png"), mask)
+    out = run(Inpaint(), Image(px), ctx=OpContext(name="beach.jpg"), mask_dir=str(folder))
+    assert out.pixels[30:45, 30:45, 2].max() < 200
+    with pytest.raises(OperationError, match="no inpaint mask for stem 'other'") as err:
+        run(
+            Inpaint(),
+            Image(px),
+            ctx=OpContext(name="other.jpg"),
+            mask_dir=str(folder),
+            missing_mask="error",
+        )
+    assert str(folder) in str(err.value)
