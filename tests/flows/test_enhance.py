@@ -248,3 +248,33 @@ def test_remove_objects_with_a_mask_folder(prefect_server, tmp_path):
     red = out[22:38, 32:58]
     assert (red[:, :, 0] - red[:, :, 1]).mean() < 60  # the red block is gone
     assert np.array_equal(out[:15], base[:15].astype(int))  # untouched pixels are exact (PNG)
+
+
+def test_run_publishes_summary_table_and_link_artifacts(prefect_server, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter
+    from retouch.flows.enhance import enhance
+    from retouch.lib.recipe import load_preset
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(_photo(1))
+    (src / "b.jpg").write_bytes(b"garbage")
+    state = enhance(
+        source=str(src), dest=str(tmp_path / "out"), recipe=load_preset("quick"), return_state=True
+    )
+    summary = state.result()
+    assert summary.exit_code == 2
+    keys = ["retouch-summary", "retouch-images", "retouch-zip", "retouch-report"]
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)),
+            flow_run_filter=FlowRunFilter(id={"any_": [state.state_details.flow_run_id]}),
+        )
+    by_key = {a.key: a for a in arts}
+    assert set(by_key) == set(keys)
+    assert "b.jpg" in by_key["retouch-summary"].data
+    table = by_key["retouch-images"].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert {r["image"]: r["status"] for r in rows} == {"a.jpg": "ok", "b.jpg": "failed"}
+    assert "file://" in by_key["retouch-zip"].data and "results.zip" in by_key["retouch-zip"].data
