@@ -129,7 +129,11 @@ def run(
         str | None, typer.Option(help="Workspace for results (default RETOUCH_WORKSPACE)")
     ] = None,
     chunk_size: Annotated[
-        int | None, typer.Option(min=1, help="Images per task (default RETOUCH_CHUNK_SIZE)")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Images per task (default: automatic, at most RETOUCH_MAX_CHUNKS tasks per phase)",
+        ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
     refresh: Annotated[
@@ -283,7 +287,7 @@ def models_pull(
         path = fetch.pull(name, force=force)
     except RetouchError as exc:
         raise _fail(str(exc)) from None
-    out.print(str(path), highlight=False)
+    typer.echo(str(path))
 
 
 @models_app.command("import")
@@ -305,7 +309,7 @@ def models_import(
         path = fetch.import_file(name, file, force=force)
     except RetouchError as exc:
         raise _fail(str(exc)) from None
-    out.print(str(path), highlight=False)
+    typer.echo(str(path))
 
 
 @models_app.command("path")
@@ -320,13 +324,13 @@ def models_path(
     from retouch.lib.settings import get_settings
 
     if name is None:
-        out.print(str(get_settings().resolved_model_dir()), highlight=False)
+        typer.echo(str(get_settings().resolved_model_dir()))
         return
     try:
         st = fetch.status(name)
     except RetouchError as exc:
         raise _fail(str(exc)) from None
-    out.print(str(st["path"]), highlight=False)
+    typer.echo(str(st["path"]))
 
 
 # -- presets -------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
+
 from retouch.lib import naming, pipeline, progress
 from retouch.lib.models.loaders import device_for
 from retouch.lib.recipe import Recipe
@@ -41,6 +43,14 @@ class RunOptions(BaseModel):
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def chunk_size_for(count: int, explicit: int | None, max_chunks: int) -> int:
+    """An explicit size wins; otherwise one image per task for small batches and at most
+    ``max_chunks`` tasks per phase for large ones (2,000 images: 25 chunks of 80)."""
+    if explicit:
+        return explicit
+    return max(1, math.ceil(count / max_chunks))
 
 
 def chunked(items: list[Any], size: int) -> list[list[Any]]:
@@ -96,7 +106,9 @@ def enhance(
         device=device_for(options.device or settings.device),
         weights=weights,
     )
-    size = options.chunk_size or settings.chunk_size
+    size = chunk_size_for(
+        len(records), options.chunk_size or settings.chunk_size, settings.max_chunks
+    )
     chunks = chunked(records, size)
     logger.info(
         "run %s: %d images in %d chunks, recipe %s", run_id, len(records), len(chunks), recipe.name

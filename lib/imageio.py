@@ -802,7 +802,7 @@ def _png_add_metadata(png: bytes, meta: dict[str, Any]) -> bytes:
     return png[:ihdr_end] + extra + png[ihdr_end:]
 
 
-def _encode_png(image: Image, keep_metadata: bool) -> bytes:
+def _encode_png(image: Image, keep_metadata: bool, level: int = 6) -> bytes:
     gray = _gray_plane(image)
     if image.pixels.dtype == np.uint8 or (gray is not None and image.alpha is None):
         if image.pixels.dtype == np.uint16:
@@ -811,12 +811,12 @@ def _encode_png(image: Image, keep_metadata: bool) -> bytes:
         else:
             pil = _pil_8bit(image, keep_alpha=True)
             space = "GRAY" if pil.mode in ("L", "LA") else "RGB"
-        return _save(pil, "PNG", **_metadata(image, keep_metadata, space))
+        return _save(pil, "PNG", compress_level=level, **_metadata(image, keep_metadata, space))
     import cv2
 
     # Pillow has no 16-bit colour mode; libpng (through OpenCV) writes it from BGR(A).
     planes = image.pixels if image.alpha is None else np.dstack((image.pixels, image.alpha))
-    ok, buf = cv2.imencode(".png", planes, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    ok, buf = cv2.imencode(".png", planes, [cv2.IMWRITE_PNG_COMPRESSION, level])
     if not ok:
         raise ValueError("OpenCV could not encode the 16-bit PNG")
     return _png_add_metadata(buf.tobytes(), _metadata(image, keep_metadata, "RGB"))
@@ -864,7 +864,14 @@ def _encode_tiff(image: Image, keep_metadata: bool) -> bytes:
     return buf.getvalue()
 
 
-def encode(image: Image, fmt: str, *, quality: int = 92, keep_metadata: bool = True) -> bytes:
+def encode(
+    image: Image,
+    fmt: str,
+    *,
+    quality: int = 92,
+    keep_metadata: bool = True,
+    png_compression: int = 6,
+) -> bytes:
     """Encode ``image`` (HxWx3 BGR uint8/uint16, optional HxW alpha) as ``fmt`` file bytes.
 
     ``fmt`` is one of :data:`OUTPUT_FORMATS` (aliases "jpeg", "tif" accepted). ``quality``
@@ -872,8 +879,9 @@ def encode(image: Image, fmt: str, *, quality: int = 92, keep_metadata: bool = T
     profile (when its colour space fits the output), EXIF (orientation forced to 1, the
     pixels being upright) and DPI are written where the format can hold them; without it
     none of the three is written, so a non-sRGB image may then look different. See the
-    module docstring for alpha, gray and bit-depth handling per format. The input image is
-    never modified.
+    module docstring for alpha, gray and bit-depth handling per format. ``png_compression``
+    (0..9) trades PNG size for speed: 6 is libpng's default, 1 is about 3x faster and suits
+    intermediate results. The input image is never modified.
 
     Raises:
         UnknownNameError: ``fmt`` is not a supported output format.
@@ -890,7 +898,7 @@ def encode(image: Image, fmt: str, *, quality: int = 92, keep_metadata: bool = T
             pil, "JPEG", quality=int(quality), subsampling=0 if quality >= 90 else 2, **meta
         )
     if out == "png":
-        return _encode_png(image, keep_metadata)
+        return _encode_png(image, keep_metadata, png_compression)
     if out == "webp":
         pil = _pil_8bit(image, keep_alpha=True)
         if pil.mode in ("L", "LA"):

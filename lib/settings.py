@@ -35,7 +35,19 @@ class Settings(BaseSettings):
         None, description="Workspace for results and run records (default HOME/workspace)"
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    chunk_size: int = Field(8, ge=1, le=10_000, description="Images per mapped task")
+    chunk_size: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Images per mapped task; empty = automatic (see max_chunks)",
+    )
+    max_chunks: int = Field(
+        25,
+        ge=1,
+        le=1000,
+        description="Automatic chunking: at most this many tasks per phase (Prefect costs ~20 ms "
+        "per task run and its server stalls past ~1000 of them), one image per task when fewer",
+    )
     workers: int = Field(
         2, ge=1, le=64, description="Concurrent chunk tasks (threads) per flow run"
     )

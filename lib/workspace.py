@@ -43,7 +43,9 @@ class Workspace:
 
     def save_result(self, key: str, image: Image) -> None:
         """Store ``image`` under ``key``: pixels first, then the sidecar that commits them."""
-        storage.write_bytes(self._result(key, ".png"), encode(image, "png", keep_metadata=False))
+        # Results are intermediates read back once or twice: fast compression beats small files.
+        data = encode(image, "png", keep_metadata=False, png_compression=1)
+        storage.write_bytes(self._result(key, ".png"), data)
         meta = {
             "layout": RESULT_LAYOUT_VERSION,
             "is_gray": image.is_gray,

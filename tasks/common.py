@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
+
 from retouch.lib.pipeline import RunContext
 from retouch.lib.recipe import Recipe
 from retouch.lib.settings import get_settings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
 from retouch.lib import delivery, pipeline
 from retouch.lib.records import ImageRecord, RunSummary
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import task
+
 from retouch.lib import pipeline, sources
 from retouch.lib.errors import SourceError
 from retouch.lib.recipe import Recipe

@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import task
 from prefect.concurrency.sync import concurrency
+
 from retouch.lib import pipeline
 from retouch.lib.records import ImageRecord
 from retouch.lib.settings import get_settings

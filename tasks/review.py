@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import task
+
 from retouch.lib import pipeline
 from retouch.lib.records import ImageRecord
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from retouch.lib.models import compat, fetch, specs
 from retouch.lib.settings import reload_settings
 

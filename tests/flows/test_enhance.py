@@ -186,6 +186,7 @@ def test_run_with_missing_weights_exits_1_before_any_work(tmp_path):
 
 def test_s3_source_and_destination(prefect_server, s3_endpoint, tmp_path):
     import s3fs
+
     from retouch.flows.enhance import enhance
     from retouch.lib.recipe import load_preset
 
@@ -253,6 +254,7 @@ def test_remove_objects_with_a_mask_folder(prefect_server, tmp_path):
 def test_run_publishes_summary_table_and_link_artifacts(prefect_server, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter
+
     from retouch.flows.enhance import enhance
     from retouch.lib.recipe import load_preset
 
@@ -278,3 +280,13 @@ def test_run_publishes_summary_table_and_link_artifacts(prefect_server, tmp_path
     rows = json.loads(table) if isinstance(table, str) else table
     assert {r["image"]: r["status"] for r in rows} == {"a.jpg": "ok", "b.jpg": "failed"}
     assert "file://" in by_key["retouch-zip"].data and "results.zip" in by_key["retouch-zip"].data
+
+
+def test_chunking_is_one_image_per_task_when_small_and_bounded_when_large():
+    from retouch.flows.enhance import chunk_size_for, chunked
+
+    assert chunk_size_for(6, None, 25) == 1
+    assert chunk_size_for(2000, None, 25) == 80
+    assert len(chunked(list(range(2000)), chunk_size_for(2000, None, 25))) == 25
+    assert len(chunked(list(range(2001)), chunk_size_for(2001, None, 25))) == 25
+    assert chunk_size_for(2000, 10, 25) == 10  # an explicit size wins

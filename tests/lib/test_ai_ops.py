@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
+
 from retouch.lib.image import Image
 from retouch.lib.models.pool import ModelPool
 from retouch.lib.ops.base import OpContext

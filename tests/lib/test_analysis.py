@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+
 from retouch.lib import analysis
 from retouch.lib.image import Image
 

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from retouch.lib import storage  # noqa: E402
 from retouch.lib.archive import verify_zip, write_zip  # noqa: E402
 from retouch.lib.errors import StorageError  # noqa: E402

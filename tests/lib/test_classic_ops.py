@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from pydantic import ValidationError
+
 from retouch.lib import analysis
 from retouch.lib.errors import OperationError
 from retouch.lib.image import Image

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 from PIL import ImageCms, ImageFile
+
 from retouch.lib.errors import InvalidImageError, UnknownNameError
 from retouch.lib.image import Image
 from retouch.lib.imageio import (

@@ -19,6 +19,7 @@ import fsspec
 import numpy as np
 import pytest
 import torch
+
 from retouch.lib.errors import (
     ModelChecksumError,
     ModelNotAvailableError,

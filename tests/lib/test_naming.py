@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 
 import pytest
+
 from retouch.lib.errors import RecipeError
 from retouch.lib.naming import is_safe_name, render_names, validate_template
 

@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from retouch.lib import storage  # noqa: E402
 from retouch.lib.errors import SourceError  # noqa: E402
 from retouch.lib.sources import discover  # noqa: E402

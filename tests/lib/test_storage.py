@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+
 from retouch.lib import storage  # noqa: E402
 from retouch.lib.errors import InvalidImageError, StorageError  # noqa: E402
 from retouch.lib.settings import reload_settings  # noqa: E402
-
 from tests.s3server import moto_s3_server  # noqa: E402
 
 

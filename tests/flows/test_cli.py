@@ -1,0 +1,78 @@
+"""The CLI's registry and preset commands (no Prefect run needed)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from retouch.flows.cli import app
+
+
+def test_presets_list_names_every_shipped_preset():
+    result = CliRunner().invoke(app, ["presets", "list"])
+    assert result.exit_code == 0
+    for name in (
+        "quick",
+        "portrait-restore",
+        "upscale-x4",
+        "anime-upscale",
+        "remove-objects",
+        "web-ready",
+    ):
+        assert name in result.output
+
+
+def test_presets_show_prints_every_parameter_with_defaults():
+    result = CliRunner().invoke(app, ["presets", "show", "quick"])
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    sharpen = [s for s in data["steps"] if s["op"] == "sharpen"][0]["params"]
+    assert sharpen == {"amount": 0.6, "radius": 1.2, "threshold": 6}
+    colour = [s for s in data["steps"] if s["op"] == "auto_color"][0]["params"]
+    assert colour["white_balance"] == "neutral"  # a default filled in, not written in the preset
+    assert data["export"]["format"] == "jpg"
+
+
+def test_presets_show_unknown_is_exit_1_with_valid_names():
+    result = CliRunner().invoke(app, ["presets", "show", "nope"])
+    assert result.exit_code == 1
+    assert "unknown preset 'nope'" in result.output and "portrait-restore" in result.output
+
+
+def test_models_import_then_path_and_list_show_it(tmp_path, retouch_home):
+    from retouch.lib.models.compat import ensure_compat
+
+    ensure_compat()  # basicsr needs the torchvision shim before realesrgan can be imported
+    from realesrgan.archs.srvgg_arch import SRVGGNetCompact
+
+    net = SRVGGNetCompact(3, 3, num_feat=8, num_conv=2, upscale=4, act_type="prelu")
+    weights = tmp_path / "mine.pth"
+    torch.save({"params_ema": net.state_dict()}, weights)
+    runner = CliRunner()
+
+    # The file is not the official one: refused unless forced, and the reason says so.
+    refused = runner.invoke(app, ["models", "import", "realesr-general-x4v3", str(weights)])
+    assert refused.exit_code == 1
+    assert "realesr-general-x4v3" in refused.output
+
+    forced = runner.invoke(
+        app, ["models", "import", "realesr-general-x4v3", str(weights), "--force"]
+    )
+    assert forced.exit_code == 0, forced.output
+    target = retouch_home / "models" / "realesr-general-x4v3.pth"
+    assert target.read_bytes() == weights.read_bytes()
+    assert runner.invoke(app, ["models", "path", "realesr-general-x4v3"]).output.strip() == str(
+        target
+    )
+    assert runner.invoke(app, ["models", "path"]).output.strip() == str(retouch_home / "models")
+    listing = CliRunner().invoke(app, ["models", "list"], terminal_width=200)
+    row = [line for line in listing.output.splitlines() if "realesr-general-x4v3" in line][0]
+    assert " yes " in row
+
+
+def test_models_unknown_name_lists_valid_ones():
+    result = CliRunner().invoke(app, ["models", "pull", "esrgan-ultra"])
+    assert result.exit_code == 1
+    assert "unknown model 'esrgan-ultra'" in result.output and "realesrgan-x4plus" in result.output
