@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -54,7 +55,7 @@ def _prefect_defaults(verbose: bool) -> None:
 
 
 def _fail(message: str, code: int = EXIT_NOTHING) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -68,9 +69,11 @@ class _Rate(ProgressColumn):
 
 def _where(uri: str | None) -> str:
     """Local results as absolute paths (so they can be opened from anywhere); URLs as they are."""
+    from retouch.lib.storage import redact
+
     if not uri:
         return "(nothing to deliver)"
-    return uri if "://" in uri else os.path.abspath(uri)
+    return redact(uri) if "://" in uri else os.path.abspath(uri)
 
 
 class _Bars:
@@ -92,7 +95,7 @@ class _Bars:
                     self.progress.update(task_id, total=event["total"])
                     self.progress.start_task(task_id)
             elif event["event"] == "image" and event["phase"] in self.ids:
-                name = event["name"]
+                name = escape(event["name"])
                 mark = "" if event.get("ok", True) else " [red](failed)[/]"
                 self.progress.update(self.ids[event["phase"]], advance=1, current=f"{name}{mark}")
 
@@ -160,15 +163,18 @@ def run(
     from retouch.lib import pipeline, progress, sources
     from retouch.lib.errors import RetouchError
     from retouch.lib.recipe import apply_overrides, load_preset
+    from retouch.lib.storage import redact
 
     try:
         recipe = apply_overrides(load_preset(preset), overrides or [])
         found = sources.discover(source)
         if not found.items:
             why = (
-                f"; skipped: {found.skipped[0][0]}: {found.skipped[0][1]}" if found.skipped else ""
+                f"; skipped: {redact(found.skipped[0][0])}: {found.skipped[0][1]}"
+                if found.skipped
+                else ""
             )
-            raise _fail(f"{source}: no images found{why}")
+            raise _fail(f"{redact(source)}: no images found{why}")
         pipeline.weights_ids(recipe)  # a missing model stops here, before Prefect starts
     except RetouchError as exc:
         raise _fail(str(exc)) from None
@@ -179,7 +185,7 @@ def run(
         masks=masks, workspace=workspace, chunk_size=chunk_size, refresh=refresh, device=device
     )
     console.print(
-        f"retouch: {len(found.items)} images, preset [bold]{recipe.name}[/] "
+        f"retouch: {len(found.items)} images, preset [bold]{escape(recipe.name)}[/] "
         f"({' → '.join(s.op for s in recipe.steps) or 'no steps'}); starting Prefect…",
         highlight=False,
     )
@@ -205,7 +211,10 @@ def run(
         raise _fail(str(exc)) from None
 
     if json_out:
-        out.print_json(json.dumps(summary.model_dump(mode="json")))
+        shown = summary.model_dump(mode="json")
+        for key in ("zip_uri", "manifest_uri", "report_uri"):
+            shown[key] = redact(shown[key]) if shown[key] else None
+        out.print_json(json.dumps(shown))
     _print_summary(summary)
     raise typer.Exit(summary.exit_code)
 
@@ -237,7 +246,9 @@ def _print_summary(summary: Any) -> None:
         bad.add_column("phase")
         bad.add_column("reason")
         for img in failed:
-            bad.add_row(img["name"], img.get("failed_phase") or "", img.get("reason") or "")
+            bad.add_row(
+                escape(img["name"]), img.get("failed_phase") or "", escape(img.get("reason") or "")
+            )
         console.print(bad)
     console.print(f"ZIP:      {_where(summary.zip_uri)}", highlight=False, soft_wrap=True)
     console.print(f"manifest: {_where(summary.manifest_uri)}", highlight=False, soft_wrap=True)
@@ -266,7 +277,7 @@ def models_list() -> None:
             str(spec.scale or ""),
             size,
             "yes" if st.get("present") else "no",
-            str(st.get("path") or spec.filename),
+            escape(str(st.get("path") or spec.filename)),
         )
     out.print(table)
 
@@ -352,7 +363,7 @@ def presets_list() -> None:
             name,
             " → ".join(s.op for s in recipe.steps),
             ", ".join(recipe.models()) or "none",
-            recipe.description,
+            escape(recipe.description),
         )
     out.print(table)
 

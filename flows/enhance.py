@@ -13,11 +13,12 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from retouch.lib import naming, pipeline, progress
+from retouch.lib import delivery, naming, pipeline, progress
 from retouch.lib.models.loaders import device_for
 from retouch.lib.recipe import Recipe
 from retouch.lib.records import ImageRecord, RunSummary
 from retouch.lib.settings import get_settings
+from retouch.lib.storage import redact
 from retouch.tasks.common import RunConfig
 from retouch.tasks.export import deliver, export_chunk
 from retouch.tasks.prepare import check_models, discover, prepare_chunk
@@ -105,6 +106,7 @@ def enhance(
         masks=options.masks,
         device=device_for(options.device or settings.device),
         weights=weights,
+        refresh=options.refresh,
     )
     size = chunk_size_for(
         len(records), options.chunk_size or settings.chunk_size, settings.max_chunks
@@ -138,12 +140,13 @@ def enhance(
     final = [r for chunk in exported for r in chunk]
 
     summary = deliver(final, skipped, config, source, dest, started)
+    delivery.clean_staging(config.context())  # only now: a retried delivery still needs them
     progress.emit("done", summary=summary.model_dump())
     logger.info(
         "run %s: %d succeeded, %d failed; results in %s",
         run_id,
         summary.succeeded,
         summary.failed,
-        dest,
+        redact(dest),
     )
     return summary

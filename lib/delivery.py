@@ -40,7 +40,7 @@ def build_manifest(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": storage.redact(source),
         "dest": storage.redact(dest),
-        "recipe": ctx.recipe.model_dump(mode="json"),
+        "recipe": _redacted(ctx.recipe.model_dump(mode="json")),
         "summary": {
             "total": len(records),
             "succeeded": len(ok),
@@ -78,10 +78,15 @@ def finalize(
                 zip_uri, {names[r.index]: str(r.output_sha256) for r in ok}
             )
             if problems:
+                storage.remove(zip_uri)  # never leave a ZIP we know to be wrong
                 raise StorageError(
-                    f"{storage.redact(zip_uri)}: the written ZIP failed verification: {'; '.join(problems)}"
+                    f"{storage.redact(zip_uri)}: the written ZIP failed verification and was "
+                    f"removed: {'; '.join(problems)}"
                 )
             zip_info["name"] = ctx.recipe.export.zip_name
+        elif storage.exists(zip_uri):
+            # Nothing to deliver this time: an older run's ZIP must not pass for this run's.
+            storage.remove(zip_uri)
     manifest = build_manifest(records, skipped, ctx, source=source, dest=dest, zip_info=zip_info)
     manifest_uri = storage.join(dest, "manifest.json")
     ctx.workspace.write_json(manifest_uri, manifest)
@@ -112,6 +117,17 @@ def finalize(
         seconds=round(time.time() - started, 3),
         model_calls=sum(r.model_calls for r in records),
     )
+
+
+def _redacted(value: Any) -> Any:
+    """URLs inside a recipe (mask folders...) with any credentials removed."""
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return storage.redact(value)
+    return value
 
 
 def _local_copy(uri: str, tmp: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -20,7 +21,7 @@ from . import analysis, progress, storage
 from .errors import RetouchError
 from .image import Image, resize_plane
 from .imageio import decode, encode, format_extension, format_from_name, probe
-from .masks import MaskSource, mask_source
+from .masks import MaskSource
 from .ops.base import OpContext
 from .ops.registry import registry
 from .recipe import Recipe
@@ -43,10 +44,41 @@ class RunContext:
     recipe: Recipe
     masks_dir: str | None = None
     settings: Settings = field(default_factory=get_settings)
+    refresh: bool = False
     counters: dict[str, int] = field(default_factory=dict)
+    _mask_sources: dict[str, MaskSource] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def mask_folder(self, folder: str) -> MaskSource:
+        """The masks of ``folder``, listed once for this context (i.e. once per task)."""
+        with self._lock:
+            if folder not in self._mask_sources:
+                self._mask_sources[folder] = MaskSource(folder, self.settings.pixel_limit)
+            return self._mask_sources[folder]
 
     def masks(self) -> MaskSource | None:
-        return mask_source(self.masks_dir, self.settings.pixel_limit) if self.masks_dir else None
+        return self.mask_folder(self.masks_dir) if self.masks_dir else None
+
+    def op_context(self, name: str, device: str) -> OpContext:
+        from .models.pool import default_pool
+
+        return OpContext(
+            name=name,
+            device=device,
+            pool=default_pool(),
+            masks=self.masks(),
+            mask_folder=self.mask_folder,
+            counters=self.counters,
+        )
+
+    def image_key(self, record: ImageRecord, weights: dict[str, str], device: str) -> str:
+        """The result key of one prepared image under this run's recipe."""
+        assert record.sha256 is not None
+        op_ctx = self.op_context(record.name, device)
+        inputs = [
+            registry().get(step.op).key_inputs(step.parsed(), op_ctx) for step in self.recipe.steps
+        ]
+        return result_key(record.sha256, self.recipe, weights, inputs)
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -63,9 +95,18 @@ def weights_ids(recipe: Recipe) -> dict[str, str]:
     return {name: fetch.weights_id(name, fetch.resolve(name)) for name in recipe.models()}
 
 
-def result_key(image_sha: str, recipe: Recipe, weights: dict[str, str]) -> str:
-    """Same image bytes, same steps (with op versions) and same weights: same key, same result."""
-    payload = {"image": image_sha, "steps": recipe.canonical_steps(), "weights": weights}
+def result_key(
+    image_sha: str, recipe: Recipe, weights: dict[str, str], inputs: list[Any] | None = None
+) -> str:
+    """Same image bytes, same steps (with op versions), same weights and same per-image inputs
+    of the steps (e.g. a mask): same key, same result."""
+    payload: dict[str, Any] = {
+        "image": image_sha,
+        "steps": recipe.canonical_steps(),
+        "weights": weights,
+    }
+    if inputs and any(i is not None for i in inputs):
+        payload["inputs"] = inputs
     return sha256_bytes(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
 
 
@@ -122,13 +163,13 @@ def process_one(
 ) -> ImageRecord:
     """Run the recipe's steps on one image, or reuse the stored result with the same key."""
     if not record.ok:
+        progress.emit("image", phase="process", name=record.name, ok=False)
         return record
     started = time.perf_counter()
     try:
-        assert record.sha256 is not None
-        key = result_key(record.sha256, ctx.recipe, weights)
+        key = ctx.image_key(record, weights, device)
         record.result_key = key
-        if ctx.workspace.has_result(key):
+        if not ctx.refresh and ctx.workspace.has_result(key):
             record.reused = True
             meta = ctx.workspace.result_meta(key)
         else:
@@ -167,11 +208,7 @@ def process_one(
 
 def apply_steps(image: Image, name: str, ctx: RunContext, device: str) -> Image:
     """Apply every step of the recipe in order; errors name the step."""
-    from .models.pool import default_pool
-
-    op_ctx = OpContext(
-        name=name, device=device, pool=default_pool(), masks=ctx.masks(), counters=ctx.counters
-    )
+    op_ctx = ctx.op_context(name, device)
     for number, step in enumerate(ctx.recipe.steps, start=1):
         op = registry().get(step.op)
         try:
@@ -189,6 +226,7 @@ def apply_steps(image: Image, name: str, ctx: RunContext, device: str) -> Image:
 def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     """Score the result against its input and write before/after thumbnails for the report."""
     if not record.ok or record.result_key is None:
+        progress.emit("image", phase="review", name=record.name, ok=record.ok)
         return record
     started = time.perf_counter()
     try:
@@ -233,6 +271,7 @@ def name_entries(records: list[ImageRecord], recipe: Recipe) -> list[dict[str, A
     return [
         {
             "stem": PurePosixPath(r.name).stem,
+            "folder": _folder(r.name),
             "ext": format_extension(output_format(r, recipe)),
             "index": r.index,
             "preset": recipe.name,
@@ -244,6 +283,7 @@ def name_entries(records: list[ImageRecord], recipe: Recipe) -> list[dict[str, A
 def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     """Encode one result in the export format into the run's staging area."""
     if not record.ok or record.result_key is None or record.output_name is None:
+        progress.emit("image", phase="export", name=record.name, ok=False)
         return record
     started = time.perf_counter()
     try:
@@ -269,9 +309,17 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
         record.fail("export", _reason(exc))
     except Exception as exc:
         record.fail("export", f"{type(exc).__name__}: {exc}")
+    if not record.ok:  # not in the ZIP, so the manifest must not name a file for it
+        record.output_name = record.output_sha256 = None
     record.timings["export"] = round(time.perf_counter() - started, 4)
     progress.emit("image", phase="export", name=record.name, ok=record.ok)
     return record
+
+
+def _folder(name: str) -> str:
+    """The source sub-folder of an image ("" at the top level), for the {folder} placeholder."""
+    parent = str(PurePosixPath(name).parent)
+    return "" if parent == "." else parent
 
 
 def staging_path(ctx: RunContext, output_name: str) -> str:

@@ -56,8 +56,24 @@ class ExportSettings(BaseModel):
         "{stem}.{ext}",
         description="Output name: {stem}, {ext}, {preset}, {index} (1-based, zero-padded); '/' makes folders",
     )
-    zip_name: str = Field("results.zip", description="Name of the ZIP written to the destination")
+    zip_name: str = Field(
+        "results.zip", description="File name of the ZIP written to the destination (no folders)"
+    )
     keep_metadata: bool = Field(True, description="Carry EXIF, ICC profile and DPI to the outputs")
+
+    @field_validator("zip_name")
+    @classmethod
+    def _plain_zip_name(cls, value: str) -> str:
+        from .naming import is_safe_name
+
+        if (
+            "/" in value
+            or "\\" in value
+            or not is_safe_name(value)
+            or not value.lower().endswith(".zip")
+        ):
+            raise ValueError(f"{value!r} must be a plain file name ending in .zip, without folders")
+        return value
 
 
 class Recipe(BaseModel):

@@ -108,7 +108,10 @@ def discover(source: str, *, follow_symlinks: bool = False, recursive: bool = Tr
     source = os.fspath(source)
     if not source.strip():
         raise SourceError("the source is empty: give a folder, file, glob, list file, .zip or URL")
-    if "::" not in source and _GLOB_CHARS.search(_path_part(source)):
+    # A path that exists is taken as it is, even when its name has glob characters
+    # ("[2024] wedding/" is a folder, not a character class).
+    is_glob = "::" not in source and _GLOB_CHARS.search(_path_part(source))
+    if is_glob and not storage.exists(source):
         found = _from_glob(source, follow_symlinks)
     else:
         path = storage.local_path(source)

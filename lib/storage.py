@@ -127,11 +127,13 @@ def join(base: str, *parts: str) -> str:
     """Join path parts onto a local path or URL, always staying below ``base``.
 
     Parts are split on ``/``; leading slashes are dropped so an absolute part cannot
-    replace the base. For a chained URL (``zip://a::s3://b/x.zip``) the parts are joined to
+    replace the base, and a ``..`` segment is refused (ValueError). For a chained URL (``zip://a::s3://b/x.zip``) the parts are joined to
     the first (innermost) path.
     """
     head, sep, tail = base.partition("::")
     pieces = [p for part in parts for p in str(part).replace("\\", "/").split("/") if p]
+    if ".." in pieces:
+        raise ValueError(f"refusing to join {parts!r} onto {redact(base)}: '..' would leave it")
     if not pieces:
         return base
     if "://" in head:

@@ -19,6 +19,7 @@ class RunConfig(BaseModel):
     masks: str | None = None
     device: str = "cpu"
     weights: dict[str, str] = Field(default_factory=dict)
+    refresh: bool = False
 
     def context(self) -> RunContext:
         return RunContext(
@@ -27,6 +28,7 @@ class RunConfig(BaseModel):
             recipe=self.recipe,
             masks_dir=self.masks,
             settings=get_settings(),
+            refresh=self.refresh,
         )
 
 

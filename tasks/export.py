@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from prefect import task
+import os
+
+from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from retouch.lib import delivery, pipeline
 from retouch.lib.records import ImageRecord, RunSummary
+from retouch.lib.storage import redact
 
 from .common import RunConfig, chunk_retry_delays
 
@@ -30,8 +33,10 @@ def deliver(
     """Write the ZIP, manifest.json and report.html to the destination; publish artifacts."""
     ctx = config.context()
     summary = delivery.finalize(records, skipped, ctx, source=source, dest=dest, started=started)
-    delivery.clean_staging(ctx)
-    publish_artifacts(summary, records, config)
+    try:
+        publish_artifacts(summary, records, config)
+    except Exception as exc:  # the delivery is done; a missing artifact must not undo it
+        get_run_logger().warning("could not publish the run's artifacts: %s", exc)
     return summary
 
 
@@ -70,5 +75,6 @@ def publish_artifacts(summary: RunSummary, records: list[ImageRecord], config: R
         ("retouch-report", summary.report_uri, "Review report (HTML)"),
     ):
         if uri:
-            link = uri if "://" in uri else "file://" + uri
+            shown = redact(uri)
+            link = shown if "://" in shown else "file://" + os.path.abspath(shown)
             create_link_artifact(link, link_text=text, key=key)

@@ -17,17 +17,30 @@ from retouch.lib.settings import get_settings
 from .common import RunConfig, chunk_retry_delays
 
 
-def process_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Content-based key: the images' sha256, the steps with op versions, the weights, the workspace.
-
-    Prefect's default INPUTS policy would hash paths, and a changed file would give a stale hit.
+def process_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """Content-based key over the chunk's result keys (image sha256, steps with op versions,
+    weight hashes, per-image inputs such as masks) - never paths, which Prefect's default
+    INPUTS policy would hash. Only a chunk whose every result is already in the workspace gets
+    a key (None = not cached), so failures are never cached and a hit can always be exported.
     """
     config: RunConfig = parameters["config"]
     records: list[ImageRecord] = parameters["records"]
+    if config.refresh:
+        return None
+    ctx = config.context()
+    keys = []
+    try:
+        for r in records:
+            if r.ok:
+                key = ctx.image_key(r, config.weights, config.device)
+                if not ctx.workspace.has_result(key):
+                    return None
+                keys.append(key)
+    except Exception:  # e.g. an unreadable mask: let the task run and report it per image
+        return None
     payload = {
-        "images": [(r.index, r.name, r.uri, r.sha256, r.status) for r in records],
-        "steps": config.recipe.steps_hash(),
-        "weights": config.weights,
+        "records": [(r.index, r.name, r.uri, r.sha256, r.status) for r in records],
+        "results": keys,
         "workspace": config.workspace,
     }
     return (

@@ -277,6 +277,13 @@ def weights_id(name: str, path: str | os.PathLike[str]) -> str:
         raise ModelNotAvailableError(f"model {name!r}: weight file {path} does not exist") from None
 
 
+def weights_key(name: str) -> tuple[str, str]:
+    """(path, sha256) of the file ``name`` resolves to now: part of every model pool key, so a
+    long-lived worker loads the new weights after a file is replaced under the same name."""
+    path = resolve(name)
+    return (str(path), weights_id(name, path))
+
+
 def status(name: str) -> dict[str, Any]:
     """What is known about ``name`` on this machine (hashes the file if present).
 

@@ -19,22 +19,29 @@ class OpParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MaskLookup = Callable[[str], np.ndarray | None]
+
+
 @dataclass
 class OpContext:
     """What an operation may use besides the image.
 
     Attributes:
-        name: the input's file name (for error messages and mask lookup by stem).
+        name: the input's name relative to the source (error messages, mask lookup).
         device: torch device string ("cpu", "cuda", "cuda:1").
         pool: the per-process model pool (``retouch.lib.models.pool.ModelPool``).
-        masks: returns the mask (HxW uint8, 255 = fill) for an image stem, or None.
+        masks: the run's masks (``--masks``): called with ``name``, returns the mask
+            (HxW uint8, 255 = fill) or None.
+        mask_folder: returns the lookup for a mask folder named in a step's parameters
+            (one per run, so a folder is listed once per run).
         counters: incremented by operations that call a model (tests and benchmarks read it).
     """
 
     name: str = ""
     device: str = "cpu"
     pool: Any = None
-    masks: Callable[[str], np.ndarray | None] | None = None
+    masks: MaskLookup | None = None
+    mask_folder: Callable[[str], MaskLookup] | None = None
     counters: dict[str, int] = field(default_factory=dict)
 
     def count(self, key: str, n: int = 1) -> None:
@@ -59,6 +66,12 @@ class Operation(ABC, Generic[P]):
     def models(self, params: P) -> list[str]:
         """Registry names of the model weights this step needs (checked before a run starts)."""
         return []
+
+    def key_inputs(self, params: P, ctx: OpContext) -> Any:
+        """What this image's result depends on besides its bytes and ``params`` (e.g. its
+        mask), as a JSON-able value or None. It goes into the result key, so a changed mask
+        recomputes the image instead of reusing a stale result."""
+        return None
 
     @abstractmethod
     def __call__(self, image: Image, params: P, ctx: OpContext) -> Image:

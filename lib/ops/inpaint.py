@@ -9,9 +9,9 @@ are replaced (x257 for 16-bit); every other pixel is returned bit-identical.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -19,9 +19,9 @@ from pydantic import Field
 
 from ..errors import OperationError
 from ..image import Image
-from ..masks import mask_source
+from ..masks import MaskSource
 from ..settings import get_settings
-from .base import OpContext, Operation, OpParams
+from .base import MaskLookup, OpContext, Operation, OpParams
 
 
 class InpaintParams(OpParams):
@@ -85,12 +85,12 @@ def _rect_mask(params: InpaintParams, width: int, height: int) -> np.ndarray | N
     return mask
 
 
-def _mask_lookup(
-    params: InpaintParams, ctx: OpContext
-) -> Callable[[str], np.ndarray | None] | None:
+def _mask_lookup(params: InpaintParams, ctx: OpContext) -> MaskLookup | None:
     """The step's own mask folder wins over the run's (``--masks``)."""
     if params.mask_dir:
-        return mask_source(params.mask_dir, get_settings().pixel_limit)
+        if ctx.mask_folder is not None:
+            return ctx.mask_folder(params.mask_dir)
+        return MaskSource(params.mask_dir, get_settings().pixel_limit)
     return ctx.masks
 
 
@@ -100,13 +100,23 @@ class Inpaint(Operation):
     Params = InpaintParams
     summary = "Fill a rectangle or masked areas from their surroundings"
 
+    def key_inputs(self, params: InpaintParams, ctx: OpContext) -> Any:
+        lookup = _mask_lookup(params, ctx)
+        if lookup is None:
+            return None
+        mask = lookup(ctx.name or "")
+        if mask is None:
+            return {"mask": None}
+        digest = hashlib.sha256(repr(mask.shape).encode() + mask.tobytes()).hexdigest()
+        return {"mask": digest}
+
     def __call__(self, image: Image, params: InpaintParams, ctx: OpContext) -> Image:
         h, w = image.height, image.width
         stem = _stem(ctx.name)
         mask = _rect_mask(params, w, h)
         lookup = _mask_lookup(params, ctx)
         if lookup is not None:
-            found = lookup(stem)
+            found = lookup(ctx.name or stem)
             if found is not None:
                 fm = _prepare_mask(found, w, h)
                 mask = fm if mask is None else cv2.bitwise_or(mask, fm)

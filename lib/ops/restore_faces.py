@@ -91,7 +91,7 @@ class RestoreFaces(Operation):
 
     def __call__(self, image: Image, params: OpParams, ctx: OpContext) -> Image:
         assert isinstance(params, RestoreFacesParams)
-        from ..models.fetch import resolve
+        from ..models.fetch import weights_key
         from ..models.loaders import device_for, load_gfpganer
 
         bg = self._background(image, params, ctx)
@@ -99,7 +99,7 @@ class RestoreFaces(Operation):
             out = bg
         else:
             device = device_for(ctx.device)
-            key = (params.model, device, "fp32", (str(resolve(params.model)),))
+            key = (params.model, device, "fp32", (weights_key(params.model),))
 
             def factory() -> Any:
                 return load_gfpganer(params.model, device=device, upscale=1)

@@ -152,15 +152,15 @@ def upscale_pixels(
     is None). The model comes from ``ctx.pool`` (built once per process, device ``ctx.device``)
     and is used under the pool's per-model lock. Counts one ``model_calls``.
     """
-    from ..models.fetch import resolve
+    from ..models.fetch import weights_key
     from ..models.loaders import device_for, load_realesrganer
 
     spec = get_spec(model)
     device = device_for(ctx.device)
     precision = _precision(device, half)
-    extra: tuple[Any, ...] = (str(resolve(model)),)
+    extra: tuple[Any, ...] = (weights_key(model),)
     if denoise_strength is not None and denoise_strength < 1 and spec.dni_partner:
-        extra += (str(resolve(spec.dni_partner)), round(float(denoise_strength), 4))
+        extra += (weights_key(spec.dni_partner), round(float(denoise_strength), 4))
     key = (model, device, precision, extra)
 
     def factory() -> Any:
