@@ -45,9 +45,14 @@ class Image:
 
     def to_uint8(self) -> np.ndarray:
         """The pixels as HxWx3 BGR uint8 (what the models and OpenCV filters take)."""
-        if self.pixels.dtype == np.uint16:
-            return (self.pixels.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-        return self.pixels
+        return to_uint8(self.pixels)
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """uint16 (0..65535) to uint8 (0..255) with rounding; uint8 comes back as it is."""
+    if pixels.dtype == np.uint16:
+        return (pixels.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    return pixels
 
 
 def resize_plane(plane: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from ..image import Image
+from ..image import Image, to_uint8
 from ..models.pool import default_pool
 from ..models.specs import get_spec
 from .base import OpContext, Operation, OpParams
@@ -59,12 +59,6 @@ class _Precomputed:
 
     def enhance(self, img: np.ndarray, outscale: float | None = None) -> tuple[np.ndarray, None]:
         return self.bg, None
-
-
-def _to_uint8(pixels: np.ndarray) -> np.ndarray:
-    if pixels.dtype == np.uint16:
-        return (pixels.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-    return pixels
 
 
 class RestoreFaces(Operation):
@@ -104,7 +98,7 @@ class RestoreFaces(Operation):
             def factory() -> Any:
                 return load_gfpganer(params.model, device=device, upscale=1)
 
-            bg8 = _to_uint8(bg)
+            bg8 = to_uint8(bg)
             pool = ctx.pool if ctx.pool is not None else default_pool()
             with pool.use(key, factory) as restorer:
                 # One instance serves every upscale factor: set it per call (under the lock).
