@@ -34,47 +34,25 @@ def test_upscale_preset_runs_the_model_once_per_image_and_export_changes_reuse_i
     install_tiny_models(tmp_path / "models", monkeypatch, faces=None)
     src = tmp_path / "src"
     _write_images(src, 3)
-    runner = CliRunner()
 
-    first = runner.invoke(
-        app,
-        [
-            "run",
-            str(src),
-            "-p",
-            "upscale-x4",
-            "--set",
-            "upscale.tile=0",
-            "--out",
-            str(tmp_path / "a"),
-            "--json",
-        ],
-    )
-    assert first.exit_code == 0, first.output
+    def run_upscale(dest: str, *overrides: str, json_out: bool = False) -> dict:
+        """One `retouch run` of the upscale-x4 preset; returns the run's manifest."""
+        args = ["run", str(src), "-p", "upscale-x4", "--out", str(tmp_path / dest)]
+        args += ["--json"] if json_out else []
+        for item in overrides:
+            args += ["--set", item]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return json.loads((tmp_path / dest / "manifest.json").read_text())
+
+    manifest = run_upscale("a", "upscale.tile=0", json_out=True)
     assert _zip_sizes(tmp_path / "a" / "results.zip") == {
         f"img{i}.png": (160, 112) for i in range(3)
     }
-    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert [img["model_calls"] for img in manifest["images"]] == [1, 1, 1]
 
     # Only the export format changes: the stored results are re-encoded, no model runs.
-    second = runner.invoke(
-        app,
-        [
-            "run",
-            str(src),
-            "-p",
-            "upscale-x4",
-            "--set",
-            "upscale.tile=0",
-            "--set",
-            "export.format=webp",
-            "--out",
-            str(tmp_path / "b"),
-        ],
-    )
-    assert second.exit_code == 0, second.output
-    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    manifest = run_upscale("b", "upscale.tile=0", "export.format=webp")
     assert [img["model_calls"] for img in manifest["images"]] == [0, 0, 0]
     assert manifest["summary"]["reused"] == 3
     assert _zip_sizes(tmp_path / "b" / "results.zip") == {
@@ -82,21 +60,7 @@ def test_upscale_preset_runs_the_model_once_per_image_and_export_changes_reuse_i
     }
 
     # A different parameter of the model step is a different result: the model runs again.
-    third = runner.invoke(
-        app,
-        [
-            "run",
-            str(src),
-            "-p",
-            "upscale-x4",
-            "--set",
-            "upscale.outscale=2",
-            "--out",
-            str(tmp_path / "c"),
-        ],
-    )
-    assert third.exit_code == 0, third.output
-    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    manifest = run_upscale("c", "upscale.outscale=2")
     assert [img["model_calls"] for img in manifest["images"]] == [1, 1, 1]
     assert set(_zip_sizes(tmp_path / "c" / "results.zip").values()) == {(80, 56)}
 
