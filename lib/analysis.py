@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import warnings
 from typing import Any
 
 import cv2
@@ -379,6 +380,79 @@ def recommend(analysis: dict[str, Any]) -> list[str]:
     return out
 
 
+# -- no-reference quality ------------------------------------------------------------------------
+
+NIQE_MIN_SIDE = 192
+NIQE_MAX_SIDE = 512
+_niqe_lock = threading.Lock()
+
+
+def niqe(x: Image | np.ndarray) -> float | None:
+    """NIQE (Mittal et al. 2013) of an image: lower reads as more natural; clean photos score
+    about 2.5-4.5, visibly blurred, noisy or blocky ones 6-12.
+
+    Takes HxWx3 BGR (or HxW gray) uint8/uint16. Measured on the Y channel of a copy reduced
+    to 512 px on the longer side (NIQE depends on scale, so a fixed reference size keeps
+    values comparable), with the pristine-image model that basicsr ships (no download).
+    Returns None when the image is smaller than 192 px on a side (too few 96 px blocks for
+    the statistics) or too flat to measure.
+    """
+    bgr, _ = _shrink(_bgr_float(x), NIQE_MAX_SIDE)
+    if min(bgr.shape[:2]) < NIQE_MIN_SIDE or float(bgr.std()) < 1.0:
+        return None
+    with _niqe_lock:  # first import of basicsr is not safe from several threads at once
+        from .models.compat import ensure_compat
+
+        ensure_compat()
+        from basicsr.metrics.niqe import calculate_niqe
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = float(calculate_niqe(np.clip(bgr + 0.5, 0, 255).astype(np.uint8), 0))
+    except np.linalg.LinAlgError:  # degenerate statistics, e.g. large flat areas
+        return None
+    return value if math.isfinite(value) else None
+
+
+NIQE_MIDPOINT = 6.5
+NIQE_SPREAD = 1.5
+
+
+def naturalness(niqe_value: float | None) -> float | None:
+    """NIQE mapped to 0..100 (higher is better) by a logistic curve: NIQE 3 -> 91,
+    5 -> 73, 6.5 -> 50, 8 -> 27, 11 -> 5. None stays None."""
+    if niqe_value is None:
+        return None
+    return 100.0 / (1.0 + math.exp((niqe_value - NIQE_MIDPOINT) / NIQE_SPREAD))
+
+
+def _quality_from(measures: dict[str, Any]) -> float | None:
+    """The 0..100 no-reference quality of a measured image: naturalness, lowered for clipped
+    exposure (beyond 5% of the pixels) and for a colour cast (beyond 8 Lab units)."""
+    nat = naturalness(measures.get("niqe"))
+    if nat is None:
+        return None
+    exp = measures["exposure"]
+    clipped = max(0.0, exp["dark"] + exp["bright"] - 0.05)
+    exposure_factor = max(0.5, 1.0 - 0.5 * clipped)
+    cast_factor = max(0.5, 1.0 - 0.02 * max(0.0, measures["color_cast"] - CAST_ABOVE))
+    return nat * exposure_factor * cast_factor
+
+
+def image_quality(x: Image | np.ndarray) -> dict[str, Any]:
+    """No-reference quality of one image: its measures and a 0..100 ``quality``.
+
+    Takes HxWx3 BGR (or HxW gray) uint8/uint16 of any size (measured at most 1024 px on the
+    longer side, NIQE at 512). ``quality`` is :func:`naturalness` of the NIQE, lowered for
+    clipped exposure and a colour cast; it is None when the image is too small for NIQE.
+    The other keys are sharpness, detail, noise, exposure, color_cast, std and niqe.
+    """
+    bgr, _ = _shrink(np.clip(_bgr_float(x), 0, 255), COMPARE_MAX_SIDE)
+    measures = _measures(bgr)
+    q = _quality_from(measures)
+    return {**measures, "quality": None if q is None else round(q, 1)}
+
+
 # -- before / after ---------------------------------------------------------------------------
 
 
@@ -430,6 +504,7 @@ def _measures(bgr: np.ndarray) -> dict[str, Any]:
         "exposure": {k: round(v, 4) for k, v in exposure(gray).items()},
         "color_cast": round(color_cast(bgr), 2),
         "std": round(float(gray.std()), 2),
+        "niqe": None if (v := niqe(bgr)) is None else round(v, 3),
     }
 
 
@@ -437,35 +512,113 @@ def _exposure_quality(exp: dict[str, float]) -> float:
     return max(0.0, exp["contrast"]) * max(0.0, 1.0 - exp["dark"] - exp["bright"])
 
 
-def quality_score(before: Image | np.ndarray, after: Image | np.ndarray) -> dict[str, Any]:
+def tile_seams(x: Image | np.ndarray, period: int | None = None) -> list[tuple[str, int]]:
+    """Visible tile seams: straight lines across the whole image where the pixels jump.
+
+    Takes HxWx3 BGR (or HxW gray) uint8/uint16 at full resolution (seams are one pixel wide
+    and vanish in a thumbnail). The image is cut into bands of 64 px across the line; in each
+    band, the mean signed step between neighbouring columns (rows) is compared with the
+    median of its neighbours (16 px either side). A column (row) is a seam when the step is
+    at least 2 levels, 2.5x its neighbourhood and twice the steps right beside it (a seam is
+    one pixel wide), in 60% of the bands: a tile boundary runs straight through the whole
+    image, a natural edge rarely does. With ``period`` (the tile size in output pixels) only
+    the lines of that grid are considered, which rules out straight edges in the picture, so
+    the test is looser there (2x its neighbourhood in half the bands). Without it, expect
+    occasional false hits on man-made straight edges: pass the grid whenever it is known. Returns ``("x", 400)``-style
+    positions (the first pixel after the seam).
+    """
+    from scipy.ndimage import median_filter
+
+    g = _gray_float(x)
+    found: list[tuple[str, int]] = []
+    for axis, label in ((1, "x"), (0, "y")):
+        lines = g if axis == 1 else g.T  # seams to find run down the columns of `lines`
+        if lines.shape[1] < 40 or lines.shape[0] < 16:
+            continue
+        steps = np.diff(lines, axis=1)
+        bands = max(1, lines.shape[0] // 64)
+        usable = bands * (lines.shape[0] // bands)
+        profile = np.abs(steps[:usable].reshape(bands, -1, steps.shape[1]).mean(axis=1))
+        around = median_filter(profile, size=(1, 33), mode="nearest")
+        if period:
+            # The tile grid is known, so only its lines can be seams: no need to tell them
+            # from straight edges in the picture.
+            strong = (profile >= 2.0) & (profile >= 2.0 * around)
+            hits = np.flatnonzero(strong.mean(axis=0) >= 0.5)
+        else:
+            # A seam is one pixel wide: the steps beside it are small, unlike a soft edge.
+            beside = np.maximum(
+                np.pad(profile[:, :-1], ((0, 0), (1, 0))),
+                np.pad(profile[:, 1:], ((0, 0), (0, 1))),
+            )
+            strong = (profile >= 2.0) & (profile >= 2.5 * around) & (profile >= 2.0 * beside)
+            hits = np.flatnonzero(strong.mean(axis=0) >= 0.6)
+        if period:  # the tile grid is known: only its lines can be seams
+            hits = hits[(hits + 1) % period == 0]
+        found += [(label, int(i) + 1) for i in hits if 16 <= i < steps.shape[1] - 16]
+    return found
+
+
+USEFUL_UPSCALE = 4.0
+HALO_WINDOW = 7
+
+
+def _newly_clipped(before: np.ndarray, after: np.ndarray, noise: float) -> float:
+    """Fraction of pixels clipped in ``after`` but not in ``before`` (HxW float 0..255, same
+    size): 5x5 local mean at most 4 (at least 251) in the result, while the input's local
+    mean is more than 4 + 2 sigma_noise above black (below white)."""
+    if min(before.shape) < 5:
+        return 0.0
+    lb = cv2.blur(before.astype(np.float32), (5, 5))
+    la = cv2.blur(after.astype(np.float32), (5, 5))
+    margin = 4.0 + 2.0 * noise
+    new = ((la <= 4.0) & (lb > margin)) | ((la >= 251.0) & (lb < 255.0 - margin))
+    return float(new.mean())
+
+
+def quality_score(
+    before: Image | np.ndarray,
+    after: Image | np.ndarray,
+    *,
+    faces_found: int = 0,
+    faces_restored: bool = True,
+    seams: list[tuple[str, int]] | None = None,
+) -> dict[str, Any]:
     """Compare a result with its input and say, honestly, whether it got better.
 
-    Both are HxWx3 BGR (or HxW gray) uint8/uint16 arrays or Images, of any sizes. Sharpness,
-    noise, exposure and cast are measured at ``after``'s size (``before`` enlarged with cubic
-    interpolation, so an upscaler is judged against plain interpolation); fidelity (PSNR,
-    SSIM on luminance, mean ΔE76 on a thumbnail) at ``before``'s size (``after`` resized to
-    it). Both comparisons run at most 1024 px on the longer side.
+    Both are HxWx3 BGR (or HxW gray) uint8/uint16 arrays or Images, of any sizes. Measures
+    (NIQE, sharpness, noise, exposure, cast) are taken at ``after``'s size (``before``
+    enlarged with cubic interpolation, so an upscaler is judged against plain
+    interpolation); fidelity (PSNR, SSIM on luminance, mean ΔE76 on a thumbnail) at
+    ``before``'s size (``after`` resized to it). Both run at most 1024 px on the longer side.
 
-    Formula. Four changes, each clipped to -1..1 (positive = better):
-    ``sharp = log2((D_after + 1) / (D_before + 1))`` with D the Laplacian variance less the
-    part white noise explains (20 sigma^2), ``noise = log2(N_before /
-    N_after)`` (noise sigma, +0.5 to both), ``exposure = 2 x (Q_after - Q_before)`` with Q =
-    contrast x (1 - clipped fraction), and ``cast = (C_before - C_after) / 10`` (Lab units).
-    ``sharp`` is 0 (unknown) when noise explains more than half of the Laplacian variance.
-    ``improvement = 0.35 sharp + 0.25 noise + 0.2 exposure + 0.2 cast``.
-    ``score = (50 + 50 x improvement) x min(1, SSIM / 0.5) - 15 per problem``, clipped to
-    0..100, so an untouched copy scores 50 and a result that lost the picture's structure
-    scores near 0. Problems are: a blank/flat result, a strong colour shift that added a
-    cast (mean ΔE76 > 8 and cast up by 3, or ΔE > 20), a result blurrier than the input
-    (detail below 60%), over-sharpening (more than 10% of the pixels along the input's edges
-    overshoot its local 5x5 range by 15 levels, with detail up 50%), amplified noise, and new clipping.
-    Verdict: "worse" with any problem or improvement below -0.1; "improved" above 0.05;
+    Components, each clipped to -1..1 (positive = better): ``natural = (NIQE_before -
+    NIQE_after) / 2``; ``sharp = log2((D_after + 1) / (D_before + 1))`` with D the Laplacian
+    variance less the part white noise explains (20 sigma^2), 0 (unknown) when noise explains
+    most of it; ``noise = log2(N_before / N_after)`` (noise sigma, +0.5 to both), scaled
+    down when both sigmas are below 4 (barely visible);
+    ``exposure = 2 x (Q_after - Q_before)`` with Q = contrast x (1 - clipped fraction);
+    ``cast = (C_before - C_after) / 10`` (Lab units). ``improvement = 0.35 sharp + 0.25 noise
+    + 0.2 exposure + 0.2 cast``.
+
+    The score is the result's own quality (:func:`image_quality`, 0..100, from NIQE), or
+    ``50 + 50 x improvement`` when the image is too small for NIQE; times ``min(1, SSIM /
+    0.5)`` so a result that lost the picture's structure scores near 0, and times 0.8 per
+    problem (a blank result scores 0). ``gain`` says how much better the result is than the input in score points:
+    half the change in quality plus ``25 x improvement`` (only the latter, doubled, without
+    NIQE). Verdict: "worse" with any problem or a gain below -3; "improved" above +3;
     otherwise "unchanged".
 
+    Problems (each a plain-language reason and the parameter to change): a blank result, a
+    strong colour shift, a result blurrier than the input, over-sharpening halos, amplified
+    noise, new clipping, visible tile seams (``seams``, from :func:`tile_seams` on the
+    full-size result) and a result worse than its input. Hints (advice that lowers nothing):
+    faces found but not restored, upscaling beyond the useful limit.
+
     Returns:
-        dict with ``score``, ``verdict``, ``problems`` (plain-language strings naming the
-        step parameter to change), ``components``, ``fidelity`` (psnr, ssim, delta_e) and
-        ``before`` / ``after`` measures.
+        dict with ``score``, ``verdict``, ``gain``, ``problems``, ``hints``, ``components``,
+        ``quality`` (before/after, 0..100 or None), ``fidelity`` (psnr, ssim, delta_e,
+        overshoot) and the ``before`` / ``after`` measures.
     """
     b_full = np.clip(_bgr_float(before), 0, 255)
     a_full = np.clip(_bgr_float(after), 0, 255)
@@ -478,6 +631,7 @@ def quality_score(before: Image | np.ndarray, after: Image | np.ndarray) -> dict
     b = np.clip(_resize_to(b_full, size), 0, 255)
     a = _resize_to(a_full, size)
     mb, ma = _measures(b), _measures(a)
+    qb, qa = _quality_from(mb), _quality_from(ma)
 
     # Fidelity at the input's size.
     fb, _ = _shrink(b_full, COMPARE_MAX_SIDE)
@@ -503,7 +657,10 @@ def quality_score(before: Image | np.ndarray, after: Image | np.ndarray) -> dict
     sharp_ratio = (ma["detail"] + 1.0) / (mb["detail"] + 1.0)
     comp = {
         "sharp": clip1(math.log2(sharp_ratio)) if sharp_known else 0.0,
-        "noise": clip1(math.log2((mb["noise"] + 0.5) / (ma["noise"] + 0.5))),
+        # Weighted by how visible the noise is at all: below sigma 4 on both sides a change
+        # is texture lost or gained as much as noise (JPEG smoothing is not denoising).
+        "noise": clip1(math.log2((mb["noise"] + 0.5) / (ma["noise"] + 0.5)))
+        * min(1.0, max(mb["noise"], ma["noise"]) / NOISY_ABOVE),
         "exposure": clip1(
             2.0 * (_exposure_quality(ma["exposure"]) - _exposure_quality(mb["exposure"]))
         ),
@@ -512,6 +669,9 @@ def quality_score(before: Image | np.ndarray, after: Image | np.ndarray) -> dict
     improvement = (
         0.35 * comp["sharp"] + 0.25 * comp["noise"] + 0.2 * comp["exposure"] + 0.2 * comp["cast"]
     )
+    natural_known = mb["niqe"] is not None and ma["niqe"] is not None
+    if natural_known:
+        comp["natural"] = clip1((mb["niqe"] - ma["niqe"]) / 2.0)
 
     problems: list[str] = []
     blank = ma["std"] < 2.0 and mb["std"] >= 5.0
@@ -532,53 +692,96 @@ def quality_score(before: Image | np.ndarray, after: Image | np.ndarray) -> dict
         )
     overshoot = 0.0
     if min(gb.shape) >= 5:
-        # Halos: near edges of the input (5x5 range over 30 levels), the share of pixels
-        # that overshoot the input's local min/max by more than 15 levels.
+        # Halos: near edges of the input (local range over 30 levels), the share of pixels
+        # that overshoot the input's local min/max by more than 15 levels. The window (7 px)
+        # is wider than a soft edge, so restoring a blurred edge to its two plateaus is not
+        # taken for a halo; a sharpening halo overshoots both plateaus and still counts.
         # The input is first mapped to the result's global tone (least squares a*x+b), so
         # a levels stretch or exposure change is not mistaken for halos.
-        k = np.ones((5, 5), np.uint8)
+        k = np.ones((HALO_WINDOW, HALO_WINDOW), np.uint8)
         x = gb.astype(np.float64).ravel()
-        gain, offset = (
+        gain_, offset = (
             np.polyfit(x, ga.astype(np.float64).ravel(), 1) if x.std() > 1e-6 else (1.0, 0.0)
         )
-        tb = (gb * np.float32(gain) + np.float32(offset)).astype(np.float32)
-        hi, lo = cv2.dilate(tb, k), cv2.erode(tb, k)
+        tone = (gb * np.float32(gain_) + np.float32(offset)).astype(np.float32)
+        hi, lo = cv2.dilate(tone, k), cv2.erode(tone, k)
         near_edges = (hi - lo) > 30.0
         over = (ga > hi + 15.0) | (ga < lo - 15.0)
         overshoot = float((over & near_edges).sum()) / max(1, int(near_edges.sum()))
-    if overshoot > 0.1 and sharp_ratio > 1.5:
+    # A result that reads clearly more natural (NIQE down by 0.5 or more) restored real edges
+    # (e.g. deblurring) rather than painting halos around them.
+    if overshoot > 0.1 and sharp_ratio > 1.5 and comp.get("natural", 0.0) < 0.25:
         problems.append(
             f"over-sharpened: halos on {100 * overshoot:.0f}% of the pixels along edges: "
             "lower sharpen.amount or raise sharpen.threshold"
         )
-    if ma["noise"] > 1.5 * mb["noise"] + 1.5:
+    if ma["noise"] > 1.5 * mb["noise"] + 2.5:
         problems.append(
             f"noise amplified (sigma {mb['noise']:.1f} -> {ma['noise']:.1f}): "
             "add denoise before sharpening or raise sharpen.threshold"
         )
-    clipped_b = mb["exposure"]["dark"] + mb["exposure"]["bright"]
-    clipped_a = ma["exposure"]["dark"] + ma["exposure"]["bright"]
-    if clipped_a > clipped_b + 0.05:
+    # Newly clipped: black or white in the result (5x5 local mean) where the input clearly
+    # had tone, beyond its own noise; a denoiser that settles noisy blacks to black is fine.
+    newly_clipped = _newly_clipped(gb, ga, mb["noise"])
+    if newly_clipped > 0.05:
         problems.append(
-            f"{100 * (clipped_a - clipped_b):.0f}% more pixels clipped to black or white "
+            f"{100 * newly_clipped:.0f}% more pixels clipped to black or white "
             "(shadow or highlight detail lost): raise sharpen.threshold or lower sharpen.amount, "
             "or lower auto_color.clip_percent / auto_color.strength"
         )
+    if seams:
+        where = ", ".join(f"{axis}={pos}" for axis, pos in seams[:4])
+        problems.append(
+            f"visible tile seams at {where}: raise upscale.tile_pad or set upscale.tile to 0 "
+            "(whole image) if memory allows"
+        )
+
+    if natural_known:
+        assert qa is not None and qb is not None
+        gain = 0.5 * (qa - qb) + 25.0 * improvement
+    else:
+        gain = 50.0 * improvement
+    if gain < -3.0 and not problems:
+        problems.append(
+            f"result is worse than the input ({gain:+.0f} points: "
+            + ("less natural, " if comp.get("natural", 0.0) < -0.1 else "")
+            + "see the components): try the recipe's gentler parameters, or skip this image"
+        )
+
+    hints: list[str] = []
+    if faces_found and not faces_restored:
+        hints.append(
+            f"{faces_found} face(s) found but the recipe does not restore faces: "
+            "add a restore_faces step (preset portrait-restore)"
+        )
+    scale = max(wa / max(1, wb), ha / max(1, hb))
+    if scale > USEFUL_UPSCALE + 0.01:
+        hints.append(
+            f"upscaled {scale:.1f}x: beyond about {USEFUL_UPSCALE:.0f}x the detail is invented, "
+            "not recovered; upscale by at most 4x and resize at export if a bigger size is needed"
+        )
 
     fid = min(1.0, max(0.0, ssim_v) / 0.5)
-    score = max(0.0, min(100.0, (50.0 + 50.0 * improvement) * fid - 15.0 * len(problems)))
-    if problems or improvement < -0.1:
+    base = qa if qa is not None else 50.0 + 50.0 * improvement
+    score = 0.0 if blank else max(0.0, min(100.0, base * fid * 0.8 ** len(problems)))
+    if problems or gain < -3.0:
         verdict = "worse"
-    elif improvement > 0.05:
+    elif gain > 3.0:
         verdict = "improved"
     else:
         verdict = "unchanged"
     return {
         "score": round(score, 1),
         "verdict": verdict,
+        "gain": round(gain, 2),
         "problems": problems,
+        "hints": hints,
         "improvement": round(improvement, 4),
         "components": {k: round(v, 4) for k, v in comp.items()},
+        "quality": {
+            "before": None if qb is None else round(qb, 1),
+            "after": None if qa is None else round(qa, 1),
+        },
         "fidelity": {
             "psnr": round(psnr_v, 2) if math.isfinite(psnr_v) else None,
             "ssim": round(ssim_v, 4),

@@ -173,3 +173,92 @@ def test_quality_score_compares_an_upscaled_result_at_the_input_size():
     up = cv2.resize(img, (640, 512), interpolation=cv2.INTER_CUBIC)
     q = analysis.quality_score(img, Image(up.astype(np.uint16) * 257))
     assert q["fidelity"]["ssim"] > 0.9 and q["verdict"] != "worse"
+
+
+# -- calibration: the score orders degraded sets and flags known-bad results -----------------
+
+
+def _clean_photos() -> dict[str, np.ndarray]:
+    skdata = pytest.importorskip("skimage.data")  # public-domain photos that ship offline
+    return {
+        "astronaut": cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR),
+        "camera": cv2.cvtColor(skdata.camera(), cv2.COLOR_GRAY2BGR),
+    }
+
+
+def _degrade(img: np.ndarray, kind: str, level: int) -> np.ndarray:
+    if kind == "blur":
+        return cv2.GaussianBlur(img, (0, 0), (1.0, 2.0, 3.0)[level])
+    if kind == "noise":
+        return noisy(img, (5, 15, 30)[level], seed=level)
+    if kind == "jpeg":
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, (60, 25, 8)[level]])
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    factor = (2, 3, 4)[level]  # downscale, then back up: detail lost for good
+    h, w = img.shape[:2]
+    small = cv2.resize(img, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.mark.parametrize("kind", ["blur", "noise", "jpeg", "downscale"])
+def test_score_orders_increasingly_degraded_results(kind):
+    for name, clean in _clean_photos().items():
+        scores = [analysis.quality_score(clean, clean)["score"]]
+        verdicts = []
+        for level in range(3):
+            q = analysis.quality_score(clean, _degrade(clean, kind, level))
+            scores.append(q["score"])
+            verdicts.append(q["verdict"])
+        assert scores == sorted(scores, reverse=True) and len(set(scores)) == 4, (name, scores)
+        # the two stronger degradations are always called worse than the clean input
+        assert verdicts[1:] == ["worse", "worse"], (name, verdicts)
+
+
+def test_restoring_a_degraded_photo_is_an_improvement():
+    clean = _clean_photos()["camera"]
+    for kind in ("blur", "noise", "downscale"):
+        q = analysis.quality_score(_degrade(clean, kind, 1), clean)
+        assert q["verdict"] == "improved" and q["problems"] == [], (kind, q["problems"])
+        assert q["quality"]["after"] > q["quality"]["before"]
+
+
+def test_known_bad_results_on_a_photo_are_flagged():
+    clean = _clean_photos()["astronaut"]
+    shifted = np.clip(clean.astype(np.int16) + (-40, 0, 50), 0, 255).astype(np.uint8)
+    q = analysis.quality_score(clean, shifted)
+    assert q["verdict"] == "worse" and any("colour shifted" in p for p in q["problems"])
+    q = analysis.quality_score(clean, np.zeros_like(clean))
+    assert q["verdict"] == "worse" and q["score"] == 0.0
+    assert any("blank" in p for p in q["problems"])
+
+
+def test_niqe_reads_clean_photos_as_more_natural():
+    clean = _clean_photos()["astronaut"]
+    v_clean = analysis.niqe(clean)
+    assert v_clean is not None and v_clean < analysis.niqe(_degrade(clean, "blur", 2))
+    assert analysis.niqe(clean[:100, :100]) is None  # too small for NIQE's 96 px blocks
+    assert analysis.niqe(np.full((300, 300, 3), 90, np.uint8)) is None  # nothing to measure
+    q = analysis.image_quality(clean)
+    assert 0 < q["quality"] <= 100 and q["niqe"] == pytest.approx(v_clean, abs=1e-3)
+
+
+def test_tile_seams_are_found_and_reported():
+    clean = _clean_photos()["astronaut"]
+    assert analysis.tile_seams(clean) == [] and analysis.tile_seams(clean, period=128) == []
+    seamed = clean.astype(np.float32)
+    seamed[:, 256:] *= 0.88  # the right column of 128 px tiles came out darker
+    seamed[256:, :] *= 0.9  # and the bottom row of tiles too
+    seamed = np.clip(seamed + 0.5, 0, 255).astype(np.uint8)
+    found = analysis.tile_seams(seamed, period=128)
+    assert found == [("x", 256), ("y", 256)]
+    q = analysis.quality_score(clean, seamed, seams=found)
+    assert q["verdict"] == "worse" and any("tile seams at x=256, y=256" in p for p in q["problems"])
+
+
+def test_hints_for_unrestored_faces_and_excessive_upscaling():
+    img = photo()
+    up = cv2.resize(img, (160 * 6, 128 * 6), interpolation=cv2.INTER_CUBIC)
+    q = analysis.quality_score(img, up, faces_found=2, faces_restored=False)
+    assert any("2 face(s) found" in h and "restore_faces" in h for h in q["hints"])
+    assert any("upscaled 6.0x" in h for h in q["hints"])
+    assert analysis.quality_score(img, img, faces_found=2, faces_restored=True)["hints"] == []
