@@ -3,24 +3,33 @@
 Layout under the workspace root::
 
     results/<k[:2]>/<key>.png    result pixels (lossless PNG: 16-bit, alpha and gray kept)
-    results/<k[:2]>/<key>.json   metadata sidecar, written last: its presence commits the result
+    results/<k[:2]>/<key>.json   metadata sidecar, written last: its presence commits the result;
+                                 it also holds ``created`` and ``last_used`` (epoch seconds)
+    versions/<image-id>/...      version history of one image (see ``lib/versions.py``)
     runs/<run_id>/...            records, thumbnails, export staging, report of one run
 
 A result is only visible once its sidecar exists, and both are written atomically, so a
-crash never leaves something that looks like a finished result.
+crash never leaves something that looks like a finished result. Results are keyed per step
+prefix (see ``pipeline.step_keys``): the final result of a recipe and the intermediate after
+each of its steps are all stored the same way, and ``lib/cache.py`` bounds their total size.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 from . import storage
+from .errors import RetouchError
 from .image import Image
 from .imageio import decode, encode
 
 RESULT_LAYOUT_VERSION = "1"
+# A reuse rewrites the sidecar's last-use time at most this often (LRU needs no finer grain,
+# and a cache hit should not cost a write every time).
+TOUCH_EVERY_S = 60.0
 
 
 class Workspace:
@@ -42,7 +51,8 @@ class Workspace:
         )
 
     def save_result(self, key: str, image: Image) -> None:
-        """Store ``image`` under ``key``: pixels first, then the sidecar that commits them."""
+        """Store ``image`` (pixels HxWx3 BGR uint8|uint16, alpha kept) under ``key``: pixels
+        first, then the sidecar that commits them."""
         # Results are intermediates read back once or twice: fast compression beats small files.
         data = encode(image, "png", keep_metadata=False, png_compression=1)
         storage.write_bytes(self._result(key, ".png"), data)
@@ -54,8 +64,61 @@ class Workspace:
             "height": image.height,
             "bit_depth": image.bit_depth,
             "alpha": image.alpha is not None,
+            "bytes": len(data),
+            "created": round(time.time(), 3),
+            "last_used": round(time.time(), 3),
         }
         storage.write_bytes(self._result(key, ".json"), json.dumps(meta).encode())
+
+    def touch_result(self, key: str, meta: dict[str, Any] | None = None) -> None:
+        """Record that ``key`` was just used (for least-recently-used eviction).
+
+        Rewrites the sidecar with a new ``last_used`` unless it was touched within
+        ``TOUCH_EVERY_S``. Losing a race with another toucher is harmless: both write a recent
+        time. A failure to touch never fails the image; the entry just looks older.
+        """
+        try:
+            meta = dict(meta) if meta is not None else self.result_meta(key)
+            now = time.time()
+            if now - float(meta.get("last_used") or 0) < TOUCH_EVERY_S:
+                return
+            if not storage.exists(self._result(key, ".png")):
+                return  # evicted meanwhile: don't resurrect a sidecar without pixels
+            meta["last_used"] = round(now, 3)
+            storage.write_bytes(self._result(key, ".json"), json.dumps(meta).encode())
+        except RetouchError:
+            pass
+
+    def remove_result(self, key: str) -> None:
+        """Delete a result: sidecar first (so it stops counting as present), then pixels."""
+        storage.remove(self._result(key, ".json"))
+        storage.remove(self._result(key, ".png"))
+
+    def list_tree(self, *parts: str) -> dict[str, int]:
+        """Every file below ``parts`` as ``{path relative to that folder: size in bytes}``.
+
+        Temporary files of interrupted writes are left out. A missing folder is empty.
+        """
+        uri = self.path(*parts)
+        fs, base = storage.filesystem(uri)
+        base = base.rstrip("/")
+
+        def find() -> dict[str, Any]:
+            fs.invalidate_cache(base)  # another process may have written since the last listing
+            try:
+                found = fs.find(base, detail=True)
+            except FileNotFoundError:
+                return {}
+            return found if isinstance(found, dict) else {}
+
+        out: dict[str, int] = {}
+        for path, info in storage.retrying(find, what="list", uri=uri).items():
+            rel = str(path)[len(base) :].lstrip("/")
+            name = rel.rsplit("/", 1)[-1]
+            if not rel or name.startswith(".") or info.get("type") == "directory":
+                continue
+            out[rel] = int(info.get("size") or 0)
+        return out
 
     def load_result(self, key: str, *, pixel_limit: int | None = None) -> Image:
         meta = json.loads(storage.read_bytes(self._result(key, ".json")))

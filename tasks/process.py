@@ -1,4 +1,5 @@
-"""Process phase task: run the recipe on a chunk, holding models once per worker process."""
+"""Process phase tasks: run the recipe on a chunk (models held once per worker process),
+record the results as versions, bound the result cache."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 from prefect import task
 from prefect.concurrency.sync import concurrency
 
-from retouch.lib import pipeline
+from retouch.lib import cache, pipeline, versions
 from retouch.lib.records import ImageRecord
 from retouch.lib.settings import get_settings
+from retouch.lib.workspace import Workspace
 
 from .common import RunConfig, chunk_retry_delays
 
@@ -67,3 +69,27 @@ def process_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRe
             pipeline.process_one(r.model_copy(deep=True), ctx, config.weights, config.device)
             for r in records
         ]
+
+
+@task(name="record-versions", retries=2, retry_delay_seconds=chunk_retry_delays())
+def record_versions_chunk(
+    records: list[ImageRecord],
+    config: RunConfig,
+    image_ids: dict[str, str] | None = None,
+    note: str = "",
+) -> list[ImageRecord]:
+    """Record each processed image's result as a version (``image_ids``: slot ids by name)."""
+    ctx = config.context()
+    return [
+        versions.record_run_image(r.model_copy(deep=True), ctx, (image_ids or {}).get(r.name), note)
+        for r in records
+    ]
+
+
+@task(name="bound-cache")
+def bound_cache(config: RunConfig, keep: list[str]) -> int:
+    """Evict least-recently-used results beyond the cache size setting; returns bytes freed."""
+    max_bytes = get_settings().cache_max_bytes
+    if max_bytes is None:
+        return 0
+    return cache.enforce_limit(Workspace(config.workspace), max_bytes, keep).freed
