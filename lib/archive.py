@@ -1,10 +1,14 @@
-"""Packing results into one ZIP and checking it afterwards.
+"""Packing results into ZIPs and checking them afterwards.
 
-The archive is built in a local temporary file, member by member (never the whole archive
+An archive is built in a local temporary file, member by member (never the whole archive
 in memory), then moved into place atomically: renamed when the destination is local,
-uploaded in one piece (:func:`retouch.lib.storage.put_file`) otherwise. Formats that are
-already compressed are stored as they are; deflating them again costs time and saves
-nothing.
+uploaded in one piece (:func:`retouch.lib.storage.put_file`) otherwise. JPEG and WebP are
+stored as they are (deflating them again costs time and saves nothing); PNG, TIFF and other
+formats are deflated.
+
+A delivery can be split into several ZIPs under a size limit (:func:`plan_parts`). Each
+part is a complete archive of its own that any unzip tool opens alone; nothing is spanned
+across parts, so a file larger than the limit gets a part to itself.
 """
 
 from __future__ import annotations
@@ -13,15 +17,22 @@ import hashlib
 import os
 import tempfile
 import zipfile
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from . import storage
 from .errors import StorageError
 from .naming import is_safe_name
 
-STORED_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "webp", "png", "gif", "zip", "gz", "mp4"})
-"""Extensions written with ZIP_STORED: their content is already compressed (PNG included:
-its deflate stream gains almost nothing from a second pass)."""
+STORED_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "webp", "gif", "zip", "gz", "mp4"})
+"""Extensions written with ZIP_STORED under ``compression="auto"``: their content is already
+compressed with a method deflate cannot improve on."""
+
+Compression = Literal["auto", "stored", "deflate"]
+
+# Bytes a member adds besides its data: local header (30) + central entry (46) + both
+# copies of the name + ZIP64 extras (up to 28 + 32) + a data descriptor (24).
+_MEMBER_OVERHEAD = 30 + 46 + 28 + 32 + 24
+_END_OVERHEAD = 22 + 56 + 20  # end of central directory, with the ZIP64 records
 
 _CHUNK = 1 << 20
 
@@ -39,10 +50,57 @@ def sha256_file(path: str) -> str:
         return _sha256_stream(fh)
 
 
-def compression_for(arcname: str) -> int:
-    """``ZIP_STORED`` for already-compressed formats (by extension), else ``ZIP_DEFLATED``."""
+def compression_for(arcname: str, compression: Compression = "auto") -> int:
+    """The ZIP method of a member: ``auto`` stores already-compressed formats (JPEG, WebP,
+    by extension) and deflates the rest; ``stored`` and ``deflate`` apply to every member."""
+    if compression == "stored":
+        return zipfile.ZIP_STORED
+    if compression == "deflate":
+        return zipfile.ZIP_DEFLATED
     ext = arcname.rsplit(".", 1)[-1].lower() if "." in arcname else ""
     return zipfile.ZIP_STORED if ext in STORED_EXTENSIONS else zipfile.ZIP_DEFLATED
+
+
+def member_cost(arcname: str, size: int) -> int:
+    """An upper bound of the bytes a member of ``size`` bytes adds to a ZIP.
+
+    Deflate can make incompressible data slightly larger (5 bytes per 16 KiB block plus a
+    little), so the bound holds whatever the compression.
+    """
+    return size + size // 1000 + 64 + _MEMBER_OVERHEAD + 2 * len(arcname.encode("utf-8"))
+
+
+def plan_parts(members: list[tuple[str, int]], max_bytes: int) -> list[list[int]]:
+    """Split members into parts whose ZIP stays under ``max_bytes``, keeping their order.
+
+    Args:
+        members: ``(arcname, size in bytes)`` in archive order.
+        max_bytes: the largest archive wanted.
+
+    Returns:
+        The member positions of each part. A member that cannot fit under the limit even
+        alone gets a part to itself (the caller reports it); no part is ever empty.
+    """
+    parts: list[list[int]] = []
+    current: list[int] = []
+    used = _END_OVERHEAD
+    for i, (arcname, size) in enumerate(members):
+        cost = member_cost(arcname, size)
+        if current and used + cost > max_bytes:
+            parts.append(current)
+            current, used = [], _END_OVERHEAD
+        current.append(i)
+        used += cost
+    if current:
+        parts.append(current)
+    return parts
+
+
+def part_name(zip_name: str, number: int, count: int) -> str:
+    """``results.zip`` -> ``results-part01.zip`` (digits enough for ``count``, at least 2)."""
+    stem = zip_name[: -len(".zip")] if zip_name.lower().endswith(".zip") else zip_name
+    width = max(2, len(str(count)))
+    return f"{stem}-part{number:0{width}d}.zip"
 
 
 def _check_members(members: list[tuple[str, str]], dest_uri: str) -> None:
@@ -63,14 +121,16 @@ def _check_members(members: list[tuple[str, str]], dest_uri: str) -> None:
             raise StorageError(f"{path}: not found (ZIP member {arcname!r} of {where})")
 
 
-def _build(members: list[tuple[str, str]], target: str, compresslevel: int) -> dict[str, str]:
+def _build(
+    members: list[tuple[str, str]], target: str, compresslevel: int, compression: Compression
+) -> dict[str, str]:
     hashes: dict[str, str] = {}
     # strict_timestamps=False: files dated before 1980 (cameras with an unset clock)
     # are stored with the earliest ZIP date instead of failing the archive.
     with zipfile.ZipFile(target, "w", allowZip64=True, strict_timestamps=False) as zf:
         for arcname, path in members:
             hashes[arcname] = sha256_file(path)
-            method = compression_for(arcname)
+            method = compression_for(arcname, compression)
             zf.write(
                 path,
                 arcname,
@@ -81,7 +141,11 @@ def _build(members: list[tuple[str, str]], target: str, compresslevel: int) -> d
 
 
 def write_zip(
-    members: list[tuple[str, str]], dest_uri: str, *, compresslevel: int = 6
+    members: list[tuple[str, str]],
+    dest_uri: str,
+    *,
+    compresslevel: int = 6,
+    compression: Compression = "auto",
 ) -> dict[str, Any]:
     """Write a ZIP of local files to ``dest_uri`` atomically.
 
@@ -90,7 +154,8 @@ def write_zip(
             safe relative names (as :func:`retouch.lib.naming.render_names` makes them) and
             unique ignoring case.
         dest_uri: local path or fsspec URL of the archive; any existing file is replaced.
-        compresslevel: deflate level (0-9) for members that are not already compressed.
+        compresslevel: deflate level (0-9) for deflated members.
+        compression: ``auto`` (JPEG/WebP stored, the rest deflated), ``stored`` or ``deflate``.
 
     Returns:
         ``{"uri", "size", "sha256", "count", "members"}``: the archive's URI, size in bytes and
@@ -108,7 +173,7 @@ def write_zip(
     if local is not None:
         try:
             with storage.atomic_local_file(local) as tmp:
-                hashes = _build(members, tmp, compresslevel)
+                hashes = _build(members, tmp, compresslevel, compression)
                 digest = sha256_file(tmp)
                 size = os.path.getsize(tmp)
         except OSError as exc:
@@ -116,7 +181,7 @@ def write_zip(
     else:
         with tempfile.TemporaryDirectory(prefix="retouch-zip-") as folder:
             tmp = os.path.join(folder, "archive.zip")
-            hashes = _build(members, tmp, compresslevel)
+            hashes = _build(members, tmp, compresslevel, compression)
             digest = sha256_file(tmp)
             size = os.path.getsize(tmp)
             storage.put_file(tmp, dest_uri)

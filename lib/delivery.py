@@ -1,18 +1,22 @@
-"""Finishing a run: the ZIP, manifest.json and the report, written to the destination."""
+"""Finishing a run: archives, manifest.json and the report at the destination; mirror and share links."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import PurePosixPath
 from typing import Any
 
-from . import archive, storage
+from . import archive, naming, storage, sync
 from .errors import StorageError
-from .pipeline import RunContext, staging_path, thumb_path
+from .pipeline import THUMB_LABELS, RunContext, assign_outputs, staging_path, thumb_path
+from .recipe import ExportSettings, Recipe
 from .records import ImageRecord, RunSummary
 from .report import render_report
 
@@ -24,6 +28,30 @@ def retouch_version() -> str:
         return "0+unknown"
 
 
+@dataclass
+class _Member:
+    name: str  # path in the archive and the mirror
+    local: str  # a local copy of the staged file
+    sha256: str
+    size: int
+    record: ImageRecord
+    profile: str
+
+
+@dataclass
+class _Archive:
+    name: str
+    members: list[_Member]
+    group: str | None = None
+    part: int = 1
+    parts: int = 1
+    warnings: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+_NO_CATEGORY = {"group": "ungrouped", "verdict": "unscored", "tag": "untagged", "folder": "top"}
+
+
 def build_manifest(
     records: list[ImageRecord],
     skipped: list[dict[str, str]],
@@ -32,7 +60,11 @@ def build_manifest(
     source: str,
     dest: str,
     zip_info: dict[str, Any] | None,
+    archives: list[dict[str, Any]] | None = None,
+    sync: dict[str, Any] | None = None,
+    links: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The run's manifest.json: recipe, summary, archives, mirror, share links, per image."""
     ok = [r for r in records if r.ok]
     return {
         "retouch": retouch_version(),
@@ -41,6 +73,7 @@ def build_manifest(
         "source": storage.redact(source),
         "dest": storage.redact(dest),
         "recipe": _redacted(ctx.recipe.model_dump(mode="json")),
+        "profiles": [p.name for p in ctx.recipe.export.effective_profiles()],
         "summary": {
             "total": len(records),
             "succeeded": len(ok),
@@ -49,9 +82,155 @@ def build_manifest(
             "reused": sum(1 for r in ok if r.reused),
         },
         "zip": zip_info,
+        "archives": archives or [],
+        "sync": sync,
+        "links": links,
         "images": [r.manifest_entry() for r in records],
         "skipped": skipped,
     }
+
+
+def _members(ok: list[ImageRecord], ctx: RunContext, tmp: str) -> list[_Member]:
+    members = []
+    for r in ok:
+        for out in r.outputs:
+            members.append(
+                _Member(
+                    name=str(out["name"]),
+                    local=_local_copy(staging_path(ctx, str(out["name"])), tmp),
+                    sha256=str(out["sha256"]),
+                    size=int(out["bytes"]),
+                    record=r,
+                    profile=str(out.get("profile") or ""),
+                )
+            )
+    return members
+
+
+def plan_archives(
+    members: list[tuple[str, int, ImageRecord]], export: ExportSettings
+) -> list[dict[str, Any]]:
+    """Which archive each output goes to: grouped by ``export.group_by``, split under
+    ``export.split_mb``.
+
+    Args:
+        members: ``(name in the archive, size in bytes, the image's record)`` in order.
+        export: the run's export settings.
+
+    Returns:
+        One ``{"name", "group", "part", "parts", "members"}`` per archive (``members`` are
+        positions in ``members``), in delivery order. Grouped archives are named
+        ``<zip stem>-<category>.zip`` and parts ``...-part01.zip``; a single archive keeps
+        ``zip_name``.
+    """
+    stem = export.zip_name[: -len(".zip")]
+    groups: dict[str, list[int]] = {}
+    labels: dict[str, str] = {}
+    for i, (_name, _size, record) in enumerate(members):
+        if export.group_by == "none":
+            key = ""
+        else:
+            label = record.category(export.group_by) or _NO_CATEGORY[export.group_by]
+            key = label.casefold()
+            labels.setdefault(key, label)
+        groups.setdefault(key, []).append(i)
+    used: set[str] = set()
+    planned = []
+    for key, positions in groups.items():
+        if export.group_by == "none":
+            base, group = export.zip_name, None
+        else:
+            group = labels[key]
+            slug = naming.sanitize_part(group.replace("/", "-")).strip(" .") or "other"
+            base = naming.unique_name(f"{stem}-{slug}.zip", used)
+        limit = export.split_bytes
+        parts = (
+            archive.plan_parts([(members[i][0], members[i][1]) for i in positions], limit)
+            if limit
+            else [list(range(len(positions)))]
+        )
+        for number, part in enumerate(parts, start=1):
+            name = archive.part_name(base, number, len(parts)) if len(parts) > 1 else base
+            planned.append(
+                {
+                    "name": name,
+                    "group": group,
+                    "part": number,
+                    "parts": len(parts),
+                    "members": [positions[j] for j in part],
+                }
+            )
+    return planned
+
+
+def _write_archives(members: list[_Member], ctx: RunContext, dest: str) -> list[_Archive]:
+    export = ctx.recipe.export
+    plan = plan_archives([(m.name, m.size, m.record) for m in members], export)
+    written: list[_Archive] = []
+    try:
+        for item in plan:
+            entry = _Archive(
+                name=item["name"],
+                members=[members[i] for i in item["members"]],
+                group=item["group"],
+                part=item["part"],
+                parts=item["parts"],
+            )
+            uri = storage.join(dest, entry.name)
+            entry.info = archive.write_zip(
+                [(m.name, m.local) for m in entry.members],
+                uri,
+                compresslevel=export.compresslevel,
+                compression=export.compression,
+            )
+            written.append(entry)
+            if export.verify:
+                problems = archive.verify_zip(uri, {m.name: m.sha256 for m in entry.members})
+                if problems:
+                    raise StorageError(
+                        f"{storage.redact(uri)}: the written ZIP failed verification: "
+                        f"{'; '.join(problems)}"
+                    )
+            limit = export.split_bytes
+            if limit and entry.info["size"] > limit:
+                if len(entry.members) == 1:
+                    m = entry.members[0]
+                    entry.warnings.append(
+                        f"{m.name} ({m.size} bytes) is larger than the split limit "
+                        f"({limit} bytes), so it is alone in this part"
+                    )
+                else:  # plan_parts bounds sizes from above: this would be a bug, say so
+                    entry.warnings.append(
+                        f"this part is {entry.info['size']} bytes, over the {limit} byte limit"
+                    )
+    except Exception:
+        for entry in written:  # never leave archives we know to be wrong or incomplete
+            storage.remove(storage.join(dest, entry.name))
+        raise
+    return written
+
+
+def _previous_archives(dest: str) -> set[str]:
+    """Archive and sidecar names an earlier run's manifest at ``dest`` listed."""
+    uri = storage.join(dest, "manifest.json")
+    try:
+        if not storage.exists(uri):
+            return set()
+        old = json.loads(storage.read_bytes(uri))
+    except (StorageError, ValueError):
+        return set()
+    names: set[str] = set()
+    for item in old.get("archives") or []:
+        if isinstance(item, dict):
+            for key in ("name", "sidecar"):
+                value = item.get(key)
+                if isinstance(value, str) and naming.is_safe_name(value) and "/" not in value:
+                    names.add(value)
+    return names
+
+
+def _sidecar_name(archive_name: str) -> str:
+    return archive_name[: -len(".zip")] + ".manifest.json"
 
 
 def finalize(
@@ -63,47 +242,141 @@ def finalize(
     dest: str,
     started: float,
 ) -> RunSummary:
-    """Write ZIP, manifest and report to ``dest`` (atomically each) and return the summary."""
-    ok = [r for r in records if r.ok and r.output_name and r.output_sha256]
-    zip_uri = storage.join(dest, ctx.recipe.export.zip_name)
-    zip_info: dict[str, Any] | None = None
-    with tempfile.TemporaryDirectory(prefix="retouch-zip-") as tmp:
-        names = {r.index: str(r.output_name) for r in ok}
-        members = [
-            (names[r.index], _local_copy(staging_path(ctx, names[r.index]), tmp)) for r in ok
-        ]
-        if members:
-            zip_info = archive.write_zip(members, zip_uri)
-            problems = archive.verify_zip(
-                zip_uri, {names[r.index]: str(r.output_sha256) for r in ok}
-            )
-            if problems:
-                storage.remove(zip_uri)  # never leave a ZIP we know to be wrong
-                raise StorageError(
-                    f"{storage.redact(zip_uri)}: the written ZIP failed verification and was "
-                    f"removed: {'; '.join(problems)}"
-                )
-            zip_info["name"] = ctx.recipe.export.zip_name
-        elif storage.exists(zip_uri):
-            # Nothing to deliver this time: an older run's ZIP must not pass for this run's.
-            storage.remove(zip_uri)
-    manifest = build_manifest(records, skipped, ctx, source=source, dest=dest, zip_info=zip_info)
-    manifest_uri = storage.join(dest, "manifest.json")
-    ctx.workspace.write_json(manifest_uri, manifest)
-    ctx.workspace.write_json(ctx.workspace.run_path(ctx.run_id, "manifest.json"), manifest)
+    """Deliver a run to ``dest``: the archives, manifest.json and report.html.
 
-    thumbs = {}
-    for r in ok:
-        pair = {}
-        for label in ("before", "after"):
-            uri = thumb_path(ctx, r, label)
+    Every output of every delivered image goes into the archives (one ZIP, or one per
+    category with ``group_by``, each split into independent parts under ``split_mb``); each
+    archive is re-read and its members' sha256 checked. With several archives each gets a
+    ``<name>.manifest.json`` beside it. With ``export.sync`` the outputs, the manifest and
+    the report are mirrored (changed files only); with ``export.link_expiry_s`` share links
+    are made where the storage can sign them, and listed in the manifest. Archives an
+    earlier run left at ``dest`` under other names are removed. Each file is written
+    atomically.
+
+    Raises:
+        StorageError: an archive failed verification (the run's archives are removed), or a
+            write failed after retries.
+    """
+    export = ctx.recipe.export
+    ok = [r for r in records if r.ok and r.output_name and r.output_sha256 and r.outputs]
+    previous = _previous_archives(dest)
+    with tempfile.TemporaryDirectory(prefix="retouch-zip-") as tmp:
+        members = _members(ok, ctx, tmp)
+        written = _write_archives(members, ctx, dest) if members else []
+        keep = {a.name for a in written}
+        if len(written) > 1:
+            keep |= {_sidecar_name(a.name) for a in written}
+        for name in sorted((previous | {export.zip_name}) - keep):
+            # An older run's archives must not pass for this run's.
+            uri = storage.join(dest, name)
             if storage.exists(uri):
-                pair[label] = storage.read_bytes(uri)
-        thumbs[r.index] = pair
-    html = render_report(manifest, thumbs)
-    report_uri = storage.join(dest, "report.html")
-    storage.write_bytes(report_uri, html.encode("utf-8"))
-    storage.write_bytes(ctx.workspace.run_path(ctx.run_id, "report.html"), html.encode("utf-8"))
+                storage.remove(uri)
+
+        sync_info: dict[str, Any] | None = None
+        mirror = export.sync.dest if export.sync else None
+        if mirror and export.sync:
+            sync_info = sync.sync_files(
+                [(m.name, m.local) for m in members], mirror, versioning=export.sync.versioning
+            )
+
+        links: dict[str, Any] | None = None
+        summary_links: dict[str, str] = {}
+        if export.link_expiry_s:
+            links = _make_links(written, members, ok, dest, mirror, export.link_expiry_s)
+            summary_links = {k: v for k, v in links["archives"].items()}
+            for key in ("report", "manifest"):
+                if links.get(key):
+                    summary_links[key] = links[key]
+
+        archives_info = []
+        for a in written:
+            item = {
+                "name": a.name,
+                "uri": storage.redact(a.info["uri"]),
+                "size": a.info["size"],
+                "sha256": a.info["sha256"],
+                "count": a.info["count"],
+                "group": a.group,
+                "part": a.part,
+                "parts": a.parts,
+                "warnings": a.warnings,
+            }
+            if len(written) > 1:
+                item["sidecar"] = _sidecar_name(a.name)
+            if links and links["archives"].get(a.name):
+                item["link"] = links["archives"][a.name]
+            archives_info.append(item)
+        zip_info: dict[str, Any] | None = None
+        if len(written) == 1:
+            zip_info = {**written[0].info, "name": written[0].name}
+        if len(written) > 1:
+            for a, item in zip(written, archives_info, strict=True):
+                sidecar = {
+                    "retouch": retouch_version(),
+                    "run_id": ctx.run_id,
+                    **{k: v for k, v in item.items() if k != "sidecar"},
+                    "members": [
+                        {
+                            "name": m.name,
+                            "sha256": m.sha256,
+                            "bytes": m.size,
+                            "profile": m.profile,
+                            "image": m.record.name,
+                            "index": m.record.index,
+                            "verdict": m.record.scores.get("verdict"),
+                        }
+                        for m in a.members
+                    ],
+                }
+                ctx.workspace.write_json(storage.join(dest, _sidecar_name(a.name)), sidecar)
+
+        manifest = build_manifest(
+            records,
+            skipped,
+            ctx,
+            source=source,
+            dest=dest,
+            zip_info=zip_info,
+            archives=archives_info,
+            sync=sync_info,
+            links=links,
+        )
+        manifest_uri = storage.join(dest, "manifest.json")
+        ctx.workspace.write_json(manifest_uri, manifest)
+        ctx.workspace.write_json(ctx.workspace.run_path(ctx.run_id, "manifest.json"), manifest)
+
+        thumbs = {}
+        for r in ok:
+            pair = {}
+            for label in THUMB_LABELS:
+                uri = thumb_path(ctx, r, label)
+                if storage.exists(uri):
+                    pair[label] = storage.read_bytes(uri)
+            # The version this run replaced, beside the new one (old vs new in the report).
+            replaced = (r.output or {}).get("previous") or {}
+            old_thumb = replaced.get("thumb_after")
+            if old_thumb and storage.exists(old_thumb):
+                pair[f"version:{replaced.get('version')}"] = storage.read_bytes(old_thumb)
+                if "after" in pair:
+                    pair[f"version:{r.output.get('version')}"] = pair["after"]
+            thumbs[r.index] = pair
+        html = render_report(manifest, thumbs)
+        report_uri = storage.join(dest, "report.html")
+        storage.write_bytes(report_uri, html.encode("utf-8"))
+        storage.write_bytes(ctx.workspace.run_path(ctx.run_id, "report.html"), html.encode("utf-8"))
+        uploaded = len(sync_info["uploaded"]) if sync_info else 0
+        if mirror and export.sync:
+            extra = []
+            for name, data in (
+                ("manifest.json", json.dumps(manifest, indent=1).encode()),
+                ("report.html", html.encode("utf-8")),
+            ):
+                path = os.path.join(tmp, name)
+                with open(path, "wb") as fh:
+                    fh.write(data)
+                extra.append((name, path))
+            more = sync.sync_files(extra, mirror, versioning=export.sync.versioning)
+            uploaded += len(more["uploaded"])
 
     return RunSummary(
         run_id=ctx.run_id,
@@ -111,12 +384,106 @@ def finalize(
         succeeded=len(ok),
         failed=len(records) - len(ok),
         skipped=skipped,
-        zip_uri=zip_uri if zip_info else None,
+        zip_uri=storage.join(dest, written[0].name) if written else None,
+        archives=[storage.join(dest, a.name) for a in written],
         manifest_uri=manifest_uri,
         report_uri=report_uri,
+        mirror_uri=mirror,
+        uploaded=uploaded,
+        links=summary_links,
+        links_expire=links["expires"] if links else None,
         seconds=round(time.time() - started, 3),
         model_calls=sum(r.model_calls for r in records),
     )
+
+
+def _make_links(
+    written: list[_Archive],
+    members: list[_Member],
+    ok: list[ImageRecord],
+    dest: str,
+    mirror: str | None,
+    expiry_s: int,
+) -> dict[str, Any]:
+    """Presigned URLs for the archives and report at ``dest`` and each mirrored output;
+    each output's link is also put in its record's ``outputs`` entry."""
+    links: dict[str, Any] = {
+        "expires": sync.expiry_time(expiry_s),
+        "archives": {},
+        "report": None,
+        "manifest": None,
+        "files": {},
+    }
+    for a in written:
+        url = sync.share_link(storage.join(dest, a.name), expiry_s)
+        if url:
+            links["archives"][a.name] = url
+    for key, base in (("report", mirror or dest), ("manifest", mirror or dest)):
+        links[key] = sync.share_link(
+            storage.join(base, f"{key}.{'html' if key == 'report' else 'json'}"), expiry_s
+        )
+    if mirror:
+        by_name = {}
+        for m in members:
+            url = sync.share_link(storage.join(mirror, m.name), expiry_s)
+            if url:
+                links["files"][m.name] = url
+                by_name[m.name] = url
+        for r in ok:
+            for out in r.outputs:
+                if out["name"] in by_name:
+                    out["link"] = by_name[out["name"]]
+    if not any((links["archives"], links["files"], links["report"])):
+        links["note"] = (
+            "no share links: neither the destination nor the mirror can sign URLs "
+            "(share links need S3 or another signing store)"
+        )
+    return links
+
+
+_SNIFF_BY_EXTENSION = {
+    "jpg": "jpeg", "jpeg": "jpeg", "jpe": "jpeg", "png": "png", "webp": "webp",
+    "tif": "tiff", "tiff": "tiff", "bmp": "bmp", "gif": "gif",
+}  # fmt: skip
+
+
+def preview_names(
+    names: list[str], recipe: Recipe, *, date: str | None = None
+) -> list[dict[str, Any]]:
+    """The output names an export of ``names`` would get, before any image is read.
+
+    Args:
+        names: the images' paths relative to the source, in source order (as
+            :func:`retouch.lib.sources.discover` lists them).
+        recipe: the recipe whose export profiles and name templates apply.
+        date: the ``{date}`` value (default: today, UTC).
+
+    Returns:
+        One ``{"index", "image", "profile", "name"}`` per image and profile, in order. With
+        ``format = "same"`` the source format is taken from the file extension; ``{score}``,
+        ``{verdict}`` and ``{group}`` are not known before a run and show as ``na``.
+
+    Raises:
+        RecipeError: a bad name template or an unreadable tag file.
+    """
+    records = []
+    for index, name in enumerate(names, start=1):
+        ext = PurePosixPath(name).suffix.lower().lstrip(".")
+        records.append(
+            ImageRecord(
+                index=index,
+                source=name,
+                name=name,
+                uri=name,
+                input={"format": _SNIFF_BY_EXTENSION.get(ext)},
+            )
+        )
+    assign_outputs(records, recipe, date=date)
+    return [
+        {"index": r.index, "image": r.name, "profile": o["profile"], "name": o["name"]}
+        for r in records
+        for o in r.outputs
+    ]
 
 
 def _redacted(value: Any) -> Any:

@@ -16,11 +16,16 @@ from typing import Any
 
 from .errors import RecipeError
 
-PLACEHOLDERS = ("stem", "ext", "index", "preset", "profile", "folder")
-"""Placeholders a name template may use; ``folder`` is the source sub-folder ('' at the top)."""
+PLACEHOLDERS = (
+    "stem", "ext", "index", "preset", "profile", "folder", "date", "score", "verdict", "group", "tag"
+)  # fmt: skip
+"""Placeholders a name template may use: ``folder`` is the source sub-folder ('' at the top),
+``date`` the run's date (YYYY-MM-DD), ``score`` the quality score (a number: ``{score:.0f}``),
+``verdict`` the review verdict, ``group`` the analysis group, ``tag`` the user's tag."""
 
 _REQUIRED_KEYS = ("stem", "ext", "index")
-_OPTIONAL_KEYS = ("preset", "profile", "folder")
+MISSING_VALUE = "na"
+"""What an optional placeholder without a value (an image with no score) renders as."""
 
 # Characters that are path separators or invalid in file names on common systems
 # (Windows forbids these in names; a ZIP may be unpacked there).
@@ -89,7 +94,7 @@ def validate_template(template: str) -> None:
             )
         if spec and ("{" in spec or "}" in spec):
             raise RecipeError(f"name template {template!r}: nested placeholders are not allowed")
-        sample: Any = 1 if field_name == "index" else "x"
+        sample: Any = {"index": 1, "score": 1.5}.get(field_name, "x")
         try:
             format(sample, spec or "")
         except ValueError as exc:
@@ -98,13 +103,16 @@ def validate_template(template: str) -> None:
             ) from None
 
 
-def render_names(entries: list[dict[str, Any]], template: str) -> list[str]:
+def render_names(
+    entries: list[dict[str, Any]], template: str, *, index_width: int | None = None
+) -> list[str]:
     """Render one safe, unique relative name per entry.
 
     Each entry needs ``stem`` (file name without extension), ``ext`` (without the dot) and
     ``index`` (1-based); ``preset``, ``profile`` and ``folder`` are optional (empty when
-    missing). ``{index}`` is zero-padded to the width of the number of entries unless the
-    template gives its own format (``{index:04d}``). Values are sanitised before they are
+    missing), ``date``, ``score``, ``verdict``, ``group`` and ``tag`` too (``na`` when
+    missing). ``{index}`` is zero-padded to ``index_width`` digits, by default the width of
+    the number of entries, unless the template gives its own format (``{index:04d}``). Values are sanitised before they are
     put in the template, so a stem like ``../../x`` stays one harmless file name; ``/`` written
     in the template itself makes folders (``folder`` may hold ``/`` too). Names equal when
     compared case-insensitively get ``-2``, ``-3``... before the extension, in entry order.
@@ -114,7 +122,7 @@ def render_names(entries: list[dict[str, Any]], template: str) -> list[str]:
     """
     validate_template(template)
     fields = _parse(template)
-    width = len(str(len(entries))) if entries else 1
+    width = index_width or (len(str(len(entries))) if entries else 1)
     used: set[str] = set()
     names: list[str] = []
     for position, entry in enumerate(entries):
@@ -138,6 +146,13 @@ def _render_field(entry: dict[str, Any], key: str, spec: str, width: int) -> str
         index = int(entry["index"])
         return format(index, spec) if spec else f"{index:0{width}d}"
     value = entry.get(key)
+    if key in ("date", "score", "verdict", "group", "tag") and (value is None or value == ""):
+        return MISSING_VALUE
+    if key == "score":
+        try:
+            return sanitize_part(format(float(value), spec))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return MISSING_VALUE
     text = "" if value is None else str(value)
     if key == "ext":
         text = text.lstrip(".")
@@ -197,6 +212,12 @@ def _unique(name: str, used: set[str]) -> str:
         candidate = (folder + "/" if folder else "") + f"{stem}-{n}{ext}"
     used.add(candidate.casefold())
     return candidate
+
+
+def unique_name(name: str, used: set[str]) -> str:
+    """``name``, or ``name`` with ``-2``, ``-3``... before its extension, so that it differs
+    (ignoring case) from every name in ``used``; the result is added to ``used``."""
+    return _unique(name, used)
 
 
 def is_safe_name(name: str) -> bool:

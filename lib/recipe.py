@@ -9,9 +9,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import RecipeError, UnknownNameError
+from .gate import ReviewSettings
 
 OUTPUT_FORMATS = ("same", "jpg", "png", "webp", "tiff", "bmp")
 
@@ -43,23 +51,197 @@ class Step(BaseModel):
             raise RecipeError(f"step {self.op!r}: {_short(exc)}") from None
 
 
-class ExportSettings(BaseModel):
-    """How results are delivered."""
+_PROFILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_HEX_COLOUR = r"^#?[0-9a-fA-F]{6}$"
+WatermarkPosition = Literal[
+    "top-left", "top", "top-right", "left", "center", "right", "bottom-left", "bottom", "bottom-right"
+]  # fmt: skip
+
+
+class Resize(BaseModel):
+    """How a profile resizes its output: a maximum side, or an exact width x height."""
 
     model_config = ConfigDict(extra="forbid")
 
+    max_side: int | None = Field(
+        None, ge=1, le=100_000, description="Longest side in pixels (keeps the aspect ratio)"
+    )
+    width: int | None = Field(None, ge=1, le=100_000, description="Exact width (with height)")
+    height: int | None = Field(None, ge=1, le=100_000, description="Exact height (with width)")
+    mode: Literal["crop", "pad"] = Field(
+        "crop",
+        description="Exact size: crop = fill the frame and crop the excess (faces and detail "
+        "kept in frame), pad = fit inside and pad",
+    )
+    upscale: bool = Field(
+        False,
+        description="Enlarge images smaller than the target; without it they are never "
+        "enlarged (an exact size is then reached by padding)",
+    )
+    pad_color: str = Field("#ffffff", pattern=_HEX_COLOUR, description="Padding colour (hex RGB)")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Resize:
+        exact = self.width is not None or self.height is not None
+        if self.max_side is not None and exact:
+            raise ValueError("give max_side, or width and height, not both")
+        if self.max_side is None and (self.width is None or self.height is None):
+            raise ValueError("give max_side (e.g. 2048), or both width and height")
+        return self
+
+
+class Watermark(BaseModel):
+    """A text or image mark drawn on every output of a profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, max_length=200, description="Text of the mark, e.g. PROOF")
+    image: str | None = Field(
+        None, description="Path or URL of a mark image (PNG with transparency works best)"
+    )
+    position: WatermarkPosition = Field("bottom-right", description="Where a single mark sits")
+    opacity: float = Field(0.4, ge=0.0, le=1.0, description="0 invisible, 1 opaque")
+    scale: float = Field(
+        0.25, gt=0.0, le=1.0, description="Width of the mark as a fraction of the image width"
+    )
+    margin: float = Field(
+        0.03, ge=0.0, le=0.4, description="Gap to the edges as a fraction of the shorter side"
+    )
+    tile: bool = Field(False, description="Repeat the mark over the whole image")
+    color: str = Field("#ffffff", pattern=_HEX_COLOUR, description="Text colour (hex RGB)")
+    font: str | None = Field(None, description="TrueType/OpenType font file for the text")
+
+    @model_validator(mode="after")
+    def _text_or_image(self) -> Watermark:
+        if bool(self.text) == bool(self.image):
+            raise ValueError("give a watermark text or a watermark image (one of them)")
+        return self
+
+
+class ExportProfile(BaseModel):
+    """One kind of output of every image: format, size, colour, metadata, mark and name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        "default",
+        pattern=_PROFILE_NAME,
+        description="Profile name: the folder of its outputs when there are several profiles, "
+        "and {profile} in names",
+    )
     format: Literal["same", "jpg", "png", "webp", "tiff", "bmp"] = Field(
         "jpg", description="Output format; 'same' keeps each input's format where it can be written"
     )
     quality: int = Field(92, ge=1, le=100, description="JPEG/WebP quality (1-100)")
+    resize: Resize | None = Field(
+        None, description="Resize the output (never enlarged unless asked)"
+    )
+    colour: Literal["keep", "srgb"] = Field(
+        "keep",
+        description="keep: pixels and ICC profile as they are; srgb: convert through the "
+        "embedded ICC profile to sRGB (and tag the output sRGB)",
+    )
+    keep_metadata: bool = Field(True, description="Carry EXIF, ICC profile and DPI to the outputs")
+    watermark: Watermark | None = Field(None, description="A text or image mark (none by default)")
     name_template: str = Field(
         "{stem}.{ext}",
-        description="Output name: {stem}, {ext}, {preset}, {index} (1-based, zero-padded); '/' makes folders",
+        description="Output name: {stem}, {ext}, {index}, {preset}, {profile}, {folder}, {date}, "
+        "{score}, {verdict}, {group}, {tag}; '/' makes folders",
+    )
+    index_width: int | None = Field(
+        None,
+        ge=1,
+        le=12,
+        description="Zero-padding of {index} (default: digits of the image count)",
+    )
+
+    @field_validator("name_template")
+    @classmethod
+    def _valid_template(cls, value: str) -> str:
+        from .naming import validate_template
+
+        try:
+            validate_template(value)
+        except RecipeError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+PROFILE_FIELDS = tuple(ExportProfile.model_fields)
+
+
+class SyncSettings(BaseModel):
+    """A mirror of the delivered files on a second storage (e.g. an S3 bucket)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dest: str = Field(description="Folder or fsspec URL of the mirror, e.g. s3://bucket/prefix")
+    versioning: Literal["prefix", "bucket", "off"] = Field(
+        "prefix",
+        description="prefix: a replaced file's previous version is kept under versions/; "
+        "bucket: rely on the bucket's own versioning; off: overwrite",
+    )
+
+
+class ExportSettings(ExportProfile):
+    """How results are delivered.
+
+    The profile fields at this level (format, quality, resize, watermark, name_template...)
+    describe the single output of each image. With ``profiles``, each profile is one more
+    output per image and keys a profile leaves out are taken from this level.
+    """
+
+    profiles: list[ExportProfile] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Several outputs per image (e.g. web JPEG + archive TIFF); each in its own "
+        "folder of the archive",
     )
     zip_name: str = Field(
         "results.zip", description="File name of the ZIP written to the destination (no folders)"
     )
-    keep_metadata: bool = Field(True, description="Carry EXIF, ICC profile and DPI to the outputs")
+    compression: Literal["auto", "stored", "deflate"] = Field(
+        "auto",
+        description="ZIP members: auto = stored for JPEG/WebP, deflated for PNG/TIFF/BMP",
+    )
+    compresslevel: int = Field(6, ge=0, le=9, description="Deflate level (0-9)")
+    split_mb: float | None = Field(
+        None,
+        gt=0,
+        le=1_000_000,
+        description="Split the delivery into independent ZIPs of at most this many MB",
+    )
+    group_by: Literal["none", "group", "verdict", "tag", "folder"] = Field(
+        "none",
+        description="One archive per category: analysis group, quality verdict, user tag or "
+        "source folder",
+    )
+    tags: str | None = Field(
+        None,
+        description="Path or URL of a user tag file (JSON {image: tag} or CSV image,tag lines)",
+    )
+    verify: bool = Field(True, description="Re-read every archive and check member checksums")
+    sync: SyncSettings | None = Field(None, description="Mirror the delivery to a second storage")
+    link_expiry_s: int | None = Field(
+        None,
+        ge=60,
+        le=604_800,
+        description="Share links (presigned URLs) valid this many seconds, where the storage "
+        "can sign (S3); none by default",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profiles_inherit(cls, data: Any) -> Any:
+        # Keys a profile leaves out come from the flat settings, so a recipe can say the
+        # quality once for all profiles.
+        if isinstance(data, dict) and data.get("profiles"):
+            shared = {k: v for k, v in data.items() if k in PROFILE_FIELDS and k != "name"}
+            data = dict(data)
+            data["profiles"] = [
+                {**shared, **p} if isinstance(p, dict) else p for p in data["profiles"]
+            ]
+        return data
 
     @field_validator("zip_name")
     @classmethod
@@ -75,6 +257,25 @@ class ExportSettings(BaseModel):
             raise ValueError(f"{value!r} must be a plain file name ending in .zip, without folders")
         return value
 
+    @model_validator(mode="after")
+    def _distinct_profiles(self) -> ExportSettings:
+        seen: set[str] = set()
+        for p in self.profiles:
+            if p.name.casefold() in seen:
+                raise ValueError(f"two export profiles are named {p.name!r}; names must differ")
+            seen.add(p.name.casefold())
+        return self
+
+    def effective_profiles(self) -> list[ExportProfile]:
+        """The profiles of this export: ``profiles``, or the flat settings as the only one."""
+        if self.profiles:
+            return list(self.profiles)
+        return [ExportProfile(**{k: getattr(self, k) for k in PROFILE_FIELDS})]
+
+    @property
+    def split_bytes(self) -> int | None:
+        return None if self.split_mb is None else max(1, int(self.split_mb * 1_000_000))
+
 
 class Recipe(BaseModel):
     """A named, ordered list of steps and the export settings."""
@@ -85,6 +286,10 @@ class Recipe(BaseModel):
     description: str = ""
     steps: list[Step] = Field(default_factory=list, description="Operations, applied in order")
     export: ExportSettings = Field(default_factory=ExportSettings)
+    review: ReviewSettings = Field(
+        default_factory=ReviewSettings,
+        description="Quality gate and approval after review (both off by default)",
+    )
 
     def validate_steps(self) -> None:
         """Parse every step's params now, so a bad recipe fails before any image is read."""
@@ -139,8 +344,54 @@ def _preset_files() -> dict[str, Any]:
     return {p.name[: -len(".toml")]: p for p in folder.iterdir() if p.name.endswith(".toml")}
 
 
+def user_preset_dir() -> Path:
+    """Where saved presets live: ``$RETOUCH_HOME/presets`` (one JSON file each)."""
+    from .settings import get_settings
+
+    return get_settings().home / "presets"
+
+
+def _user_preset_files() -> dict[str, Path]:
+    folder = user_preset_dir()
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in folder.glob("*.json") if p.is_file()}
+
+
 def preset_names() -> list[str]:
-    return sorted(_preset_files())
+    """Shipped presets, then the user's saved ones."""
+    return sorted(_preset_files()) + sorted(set(_user_preset_files()) - set(_preset_files()))
+
+
+def is_user_preset(name: str) -> bool:
+    return name in _user_preset_files() and name not in _preset_files()
+
+
+def save_user_preset(name: str, recipe: Recipe) -> Path:
+    """Save ``recipe`` as the user preset ``name`` (every parameter written out, so the file
+    is complete and can be shared as it is). Shipped preset names can't be reused.
+
+    Raises:
+        RecipeError: the name is not a plain name, or is the name of a shipped preset.
+    """
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise RecipeError(
+            f"preset name {name!r}: use letters, digits, '-', '_' or '.' (at most 64 characters)"
+        )
+    if name in _preset_files():
+        raise RecipeError(f"preset name {name!r} is a shipped preset: choose another name")
+    data = recipe.model_dump(mode="json")
+    data["name"] = name
+    data["steps"] = [{"op": s["op"], "params": s["params"]} for s in recipe.canonical_steps()]
+    folder = user_preset_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    tmp = path.with_name(f".{name}.json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 def load_recipe_file(path: str | Path) -> Recipe:
@@ -171,15 +422,19 @@ def recipe_from_dict(data: dict[str, Any], origin: str = "recipe") -> Recipe:
 
 
 def load_preset(name: str) -> Recipe:
-    """A shipped preset by name, or a recipe file if ``name`` is a path to one."""
+    """A shipped preset by name, a saved user preset, or a recipe file if ``name`` is a
+    path to one."""
     files = _preset_files()
     if name in files:
         data = tomllib.loads(files[name].read_text(encoding="utf-8"))
         data.setdefault("name", name)
         return recipe_from_dict(data, origin=f"preset {name}")
+    user = _user_preset_files()
+    if name in user:
+        return load_recipe_file(user[name])
     if name.endswith((".toml", ".json")) or Path(name).is_file():
         return load_recipe_file(name)
-    raise UnknownNameError("preset", name, files)
+    raise UnknownNameError("preset", name, preset_names())
 
 
 # -- overrides -------------------------------------------------------------------------------
@@ -197,7 +452,10 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
     """Apply ``step.param=value`` overrides and return a new, validated recipe.
 
     ``step`` is an operation id (its first occurrence; ``op#2`` for the second), a 1-based
-    step number, or ``export`` for the export settings.
+    step number, or ``export`` for the export settings, with dotted paths into them:
+    ``export.watermark.text=PROOF``, ``export.sync.dest=s3://b/p``,
+    ``export.profiles.web.quality=80`` (a profile by name or 1-based number). A profile
+    setting given at ``export`` level (``export.quality=80``) applies to every profile.
     """
     data = recipe.model_dump(mode="json")
     for item in overrides:
@@ -208,12 +466,45 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
         key, raw = item.split("=", 1)
         target, param = key.rsplit(".", 1)
         value = parse_value(raw)
-        if target == "export":
-            data["export"][param] = value
+        if target == "export" or target.startswith("export."):
+            _set_export(data["export"], target.split(".")[1:], param, value, item)
             continue
         index = _find_step(data["steps"], target, item)
         data["steps"][index]["params"][param] = value
     return recipe_from_dict(data, origin="overrides")
+
+
+def _set_export(export: dict[str, Any], path: list[str], param: str, value: Any, item: str) -> None:
+    node: Any = export
+    walked = ["export"]
+    for part in path:
+        if isinstance(node, list):
+            node = _find_profile(node, part, item)
+        elif isinstance(node, dict):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        else:
+            raise RecipeError(f"override {item!r}: {'.'.join(walked)} has no field {part!r}")
+        walked.append(part)
+    if not isinstance(node, dict):
+        raise RecipeError(f"override {item!r}: {'.'.join(walked)} is not a group of settings")
+    node[param] = value
+    if not path and param in PROFILE_FIELDS and param != "name":
+        for profile in export.get("profiles") or []:
+            profile[param] = value
+
+
+def _find_profile(profiles: list[Any], key: str, item: str) -> Any:
+    if key.isdigit() and 1 <= int(key) <= len(profiles):
+        return profiles[int(key) - 1]
+    for profile in profiles:
+        if isinstance(profile, dict) and profile.get("name") == key:
+            return profile
+    names = [str(p.get("name")) for p in profiles if isinstance(p, dict)]
+    raise RecipeError(
+        f"override {item!r}: no export profile {key!r} (profiles: {', '.join(names) or 'none'})"
+    )
 
 
 def _find_step(steps: list[dict[str, Any]], target: str, item: str) -> int:

@@ -70,11 +70,37 @@ def publish_artifacts(summary: RunSummary, records: list[ImageRecord], config: R
         for r in records
     ]
     create_table_artifact(table, key="retouch-images", description="Per-image status and scores")
-    for key, uri, text in (
-        ("retouch-zip", summary.zip_uri, "Download the results (ZIP)"),
-        ("retouch-report", summary.report_uri, "Review report (HTML)"),
-    ):
+    archives = summary.archives or ([summary.zip_uri] if summary.zip_uri else [])
+    targets = [
+        (
+            "retouch-zip" if i == 0 else f"retouch-zip-{i + 1}",
+            uri,
+            "Download the results (ZIP)"
+            if len(archives) == 1
+            else f"Download part {i + 1} of {len(archives)}: {uri.rsplit('/', 1)[-1]}",
+        )
+        for i, uri in enumerate(archives)
+    ]
+    targets.append(("retouch-report", summary.report_uri, "Review report (HTML)"))
+    for key, uri, text in targets:
         if uri:
             shown = redact(uri)
             link = shown if "://" in shown else "file://" + os.path.abspath(shown)
             create_link_artifact(link, link_text=text, key=key)
+    publish_share_links(summary)
+
+
+def publish_share_links(summary: RunSummary) -> None:
+    """Share links (presigned URLs) as link artifacts, and one markdown list of them all."""
+    if not summary.links:
+        return
+    for i, (label, url) in enumerate(sorted(summary.links.items()), start=1):
+        create_link_artifact(
+            url,
+            link_text=f"Share link: {label} (valid until {summary.links_expire} UTC)",
+            key=f"retouch-share-{i}",
+            description=f"Presigned URL for {label}",
+        )
+    lines = [f"# Share links (valid until {summary.links_expire} UTC)", ""]
+    lines += [f"- [{label}]({url})" for label, url in sorted(summary.links.items())]
+    create_markdown_artifact("\n".join(lines), key="retouch-links", description="Share links")

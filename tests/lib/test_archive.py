@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from retouch.lib import storage  # noqa: E402
-from retouch.lib.archive import verify_zip, write_zip  # noqa: E402
+from retouch.lib.archive import member_cost, part_name, plan_parts, verify_zip, write_zip
 from retouch.lib.errors import StorageError  # noqa: E402
 
 
@@ -73,9 +73,18 @@ def test_stored_or_deflated_by_extension(tmp_path, results):
         tiff = zf.getinfo("scan.tiff")
     assert methods["a.jpg"] == zipfile.ZIP_STORED
     assert methods["portrait/b.webp"] == zipfile.ZIP_STORED
-    assert methods["Été/c d.png"] == zipfile.ZIP_STORED
+    assert methods["Été/c d.png"] == zipfile.ZIP_DEFLATED
     assert methods["scan.tiff"] == zipfile.ZIP_DEFLATED
     assert tiff.compress_size < tiff.file_size // 10
+
+
+@pytest.mark.parametrize(("compression", "method"), [("stored", 0), ("deflate", 8)])
+def test_compression_can_be_forced_for_every_member(tmp_path, results, compression, method):
+    dest = tmp_path / "r.zip"
+    info = write_zip(results, str(dest), compression=compression, compresslevel=1)
+    with zipfile.ZipFile(dest) as zf:
+        assert {i.compress_type for i in zf.infolist()} == {method}
+    assert verify_zip(str(dest), info["members"]) == []
 
 
 def test_verify_reports_problems(tmp_path, results):
@@ -154,3 +163,40 @@ def test_write_zip_to_s3(moto_s3, results, tmp_path):
     assert len(body) == info["size"] and hashlib.sha256(body).hexdigest() == info["sha256"]
     assert verify_zip(uri, info["members"]) == []
     assert storage.size(uri) == info["size"]
+
+
+def test_plan_parts_keeps_order_bounds_size_and_isolates_oversized_files():
+    members = [("a.jpg", 400), ("b.jpg", 400), ("huge.tif", 5000), ("c.jpg", 300), ("d.jpg", 10)]
+    limit = 1200
+    parts = plan_parts(members, limit)
+    assert [i for part in parts for i in part] == list(range(5))  # every member once, in order
+    assert [2] in parts  # the file over the limit is alone
+    for part in parts:
+        if part != [2]:
+            assert sum(member_cost(*members[i]) for i in part) < limit
+    assert plan_parts([], 100) == []
+    assert part_name("results.zip", 3, 12) == "results-part03.zip"
+    assert part_name("proofs.zip", 7, 150) == "proofs-part007.zip"
+
+
+def test_split_parts_are_independent_archives_under_the_limit(tmp_path):
+    rng = random.Random(3)
+    folder = tmp_path / "files"
+    folder.mkdir()
+    members = []
+    for i in range(9):
+        path = folder / f"f{i}"
+        path.write_bytes(bytes(rng.getrandbits(8) for _ in range(rng.randint(2000, 9000))))
+        members.append((f"img/{i:02d}.jpg", str(path)))
+    limit = 20_000
+    parts = plan_parts([(n, Path(p).stat().st_size) for n, p in members], limit)
+    assert len(parts) >= 3
+    seen = []
+    for number, part in enumerate(parts, start=1):
+        dest = tmp_path / part_name("results.zip", number, len(parts))
+        write_zip([members[i] for i in part], str(dest), compression="deflate")
+        assert dest.stat().st_size <= limit  # the bound holds on real archives
+        with zipfile.ZipFile(dest) as zf:  # opens alone: no spanning
+            assert zf.testzip() is None
+            seen += zf.namelist()
+    assert sorted(seen) == sorted(n for n, _ in members)

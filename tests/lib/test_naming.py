@@ -98,9 +98,10 @@ def test_folder_placeholder_makes_folders_safely():
 
 def test_unknown_placeholder_lists_valid_ones():
     with pytest.raises(RecipeError) as info:
-        validate_template("{stem}_{date}.{ext}")
+        validate_template("{stem}_{camera}.{ext}")
     text = str(info.value)
-    assert "{date}" in text and "{stem}" in text and "{index}" in text and "{preset}" in text
+    assert "{camera}" in text and "{stem}" in text and "{index}" in text and "{preset}" in text
+    assert "{score}" in text and "{group}" in text
 
 
 @pytest.mark.parametrize(
@@ -120,3 +121,50 @@ def test_long_stems_are_truncated_keeping_the_extension():
 def test_missing_required_key():
     with pytest.raises(RecipeError, match="lacks ext"):
         render_names([{"stem": "a", "index": 1}], "{stem}")
+
+
+def test_run_fields_scores_and_configurable_index_width():
+    entries = [
+        {"stem": "a", "ext": "jpg", "index": 1, "profile": "web", "date": "2026-11-24",
+         "score": 71.46, "verdict": "improved", "group": "portrait", "tag": "client/A"},
+        {"stem": "b", "ext": "jpg", "index": 2, "profile": "web", "date": "2026-11-24",
+         "score": None, "verdict": None},
+    ]  # fmt: skip
+    names = render_names(
+        entries, "{date}/{profile}-{index}-{verdict}-{score:.0f}-{group}-{tag}.{ext}", index_width=4
+    )
+    assert names == [
+        "2026-11-24/web-0001-improved-71-portrait-client_A.jpg",
+        "2026-11-24/web-0002-na-na-na-na.jpg",
+    ]
+    with pytest.raises(RecipeError, match="bad format"):
+        validate_template("{score:d}")
+
+
+def test_preview_names_match_the_export_plan():
+    from retouch.lib.delivery import preview_names
+    from retouch.lib.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict(
+        {
+            "name": "shop",
+            "export": {
+                "name_template": "{preset}-{index}-{stem}.{ext}",
+                "profiles": [
+                    {"name": "web", "format": "webp"},
+                    {"name": "print", "format": "tiff"},
+                ],
+            },
+        }
+    )
+    rows = preview_names(["x/IMG 1.png", "y/IMG 1.png", "z.jpg"], recipe)
+    assert [(r["image"], r["profile"], r["name"]) for r in rows] == [
+        ("x/IMG 1.png", "web", "web/shop-1-IMG 1.webp"),
+        ("x/IMG 1.png", "print", "print/shop-1-IMG 1.tif"),
+        ("y/IMG 1.png", "web", "web/shop-2-IMG 1.webp"),
+        ("y/IMG 1.png", "print", "print/shop-2-IMG 1.tif"),
+        ("z.jpg", "web", "web/shop-3-z.webp"),
+        ("z.jpg", "print", "print/shop-3-z.tif"),
+    ]
+    same = recipe_from_dict({"export": {"format": "same", "name_template": "{stem}.{ext}"}})
+    assert [r["name"] for r in preview_names(["a.PNG", "sub/a.png"], same)] == ["a.png", "a-2.png"]
