@@ -66,6 +66,16 @@ class Settings(BaseSettings):
         7.0, gt=0, description="How long Prefect's task cache entries stay valid"
     )
     storage_retries: int = Field(3, ge=0, le=20, description="Retries for storage reads and writes")
+    follow_symlinks: bool = Field(
+        False, description="Include symlinks in local source folders that point outside them"
+    )
+    cache_max_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="Bound on the workspace's result cache in bytes: after each run the least "
+        "recently used results beyond it are evicted (never an image's current version); "
+        "empty = unbounded",
+    )
 
     def resolved_model_dir(self) -> Path:
         return Path(self.model_dir) if self.model_dir else self.home / "models"

@@ -94,6 +94,8 @@ _STORAGE_MODULES = {"botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "url
 
 _sleep = time.sleep  # tests replace this to run without waiting
 
+_READ_BLOCK = 8 << 20
+
 
 # -- URIs ------------------------------------------------------------------------------------
 
@@ -155,19 +157,68 @@ def redact(uri: str) -> str:
     return "::".join(_redact_one(part) for part in uri.split("::"))
 
 
-def _redact_one(part: str) -> str:
-    if "://" not in part:
-        return part
-    scheme, _, rest = part.partition("://")
-    rest, query, _ = rest.partition("?")
+def _userinfo_end(rest: str) -> int:
+    """Index of the '@' ending ``user[:password]`` in the part after ``scheme://``, or -1."""
     at = rest.rfind("@")
     first_slash = rest.find("/")
     colon = rest.find(":")
     # user[:password]@host: the '@' is in the host part, or a ':' precedes it (a secret
     # key may itself contain '/', which would end the host part early).
     if at >= 0 and (first_slash < 0 or at < first_slash or 0 <= colon < at):
+        return at
+    return -1
+
+
+def _redact_one(part: str) -> str:
+    if "://" not in part:
+        return part
+    scheme, _, rest = part.partition("://")
+    rest, query, _ = rest.partition("?")
+    at = _userinfo_end(rest)
+    if at >= 0:
         rest = "***@" + rest[at + 1 :]
     return _mask_env_secrets(f"{scheme}://{rest}" + ("?***" if query else ""))
+
+
+def uri_secrets(uri: str) -> list[str]:
+    """The credential strings inside ``uri`` (user info, its password, query strings).
+
+    A library's error message may quote them without the URL around them (a bucket name
+    "KEY:SECRET@bucket"), so :func:`redact_text` masks these wherever they appear.
+    """
+    found: list[str] = []
+    for part in uri.split("::"):
+        if "://" not in part:
+            continue
+        rest, _, query = part.partition("://")[2].partition("?")
+        at = _userinfo_end(rest)
+        if at >= 0:
+            userinfo = rest[:at]
+            found += [userinfo, *userinfo.split(":", 1)]
+        if query:
+            found += [query, *(v for kv in query.split("&") for v in kv.split("=", 1)[1:])]
+    # Longest first, so that a whole "user:password" goes before its pieces; very short
+    # values would mangle ordinary words.
+    return sorted({f for f in found if len(f) >= 4}, key=len, reverse=True)
+
+
+def check_no_inline_credentials(uri: str) -> None:
+    """Refuse object-store URLs carrying credentials (``s3://KEY:SECRET@bucket/...``).
+
+    Such URLs do not work (the object stores take keys from the environment or a profile,
+    so the keys would be read as part of the bucket name) and would be recorded wherever
+    the URL is. Raises :class:`StorageError` with the URL redacted.
+    """
+    for part in uri.split("::"):
+        scheme, sep, rest = part.partition("://")
+        if not sep or scheme.lower() not in _OBJECT_STORES:
+            continue
+        if _userinfo_end(rest.partition("?")[0]) >= 0:
+            raise StorageError(
+                f"{redact(uri)}: credentials inside a {scheme}:// URL are not accepted; put "
+                "them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or a "
+                "profile and give the URL without them"
+            )
 
 
 def _mask_env_secrets(text: str) -> str:
@@ -183,13 +234,16 @@ def _mask_env_secrets(text: str) -> str:
 _URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 
 
-def redact_text(text: str) -> str:
+def redact_text(text: str, uri: str | None = None) -> str:
     """Remove credentials from free text (an underlying library's error message).
 
-    URLs in the text are redacted like :func:`redact`, and the values of the AWS secret
-    key and session token environment variables are masked wherever they appear.
+    URLs in the text are redacted like :func:`redact`, the values of the AWS secret key and
+    session token environment variables are masked wherever they appear, and so are the
+    credentials of ``uri`` (the URI the message is about), even when quoted on their own.
     """
     text = _URL_IN_TEXT.sub(lambda m: _redact_one(m.group(0)), text)
+    for secret in uri_secrets(uri) if uri else ():
+        text = text.replace(secret, "***")
     return _mask_env_secrets(text)
 
 
@@ -227,6 +281,7 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     if path is not None:
         fs = fsspec.filesystem("file")
         return fs, fs._strip_protocol(path)
+    check_no_inline_credentials(uri)
     return fsspec.core.url_to_fs(uri, **_storage_options(uri))
 
 
@@ -300,9 +355,9 @@ def _is_storage_exc(exc: BaseException) -> bool:
     return any(cls.__module__.split(".")[0] in _STORAGE_MODULES for cls in type(exc).__mro__)
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, uri: str) -> str:
     text = str(exc) or type(exc).__name__
-    return redact_text(f"{type(exc).__name__}: {text}")
+    return redact_text(f"{type(exc).__name__}: {text}", uri)
 
 
 def retrying(
@@ -335,34 +390,34 @@ def retrying(
         except RetouchError:
             raise
         except FileNotFoundError as exc:
-            raise StorageError(f"{redact(uri)}: not found ({what})") from _cause(exc)
+            raise StorageError(f"{redact(uri)}: not found ({what})") from _cause(exc, uri)
         except PermissionError as exc:
             raise StorageError(
-                f"{what} {redact(uri)}: permission denied ({_describe(exc)}); "
+                f"{what} {redact(uri)}: permission denied ({_describe(exc, uri)}); "
                 "check the credentials and the access rights of this location"
-            ) from _cause(exc)
+            ) from _cause(exc, uri)
         except Exception as exc:
             if not _is_storage_exc(exc):
                 raise
             if not is_transient(exc):
-                raise StorageError(f"{what} {redact(uri)} failed: {_describe(exc)}") from _cause(
-                    exc
-                )
+                raise StorageError(
+                    f"{what} {redact(uri)} failed: {_describe(exc, uri)}"
+                ) from _cause(exc, uri)
             if attempt >= retries:
                 partial = "Nothing was left half-written. " if what == "write" else ""
                 raise StorageError(
-                    f"{what} {redact(uri)} failed after {attempt + 1} attempt(s): {_describe(exc)}. "
+                    f"{what} {redact(uri)} failed after {attempt + 1} attempt(s): {_describe(exc, uri)}. "
                     f"{partial}Re-running the same command resumes where it stopped."
-                ) from _cause(exc)
+                ) from _cause(exc, uri)
             delay = min(max_delay, base_delay * (2**attempt)) * random.uniform(0.5, 1.5)
             attempt += 1
             _sleep(delay)
 
 
-def _cause(exc: BaseException) -> BaseException | None:
+def _cause(exc: BaseException, uri: str) -> BaseException | None:
     # Chaining the original keeps tracebacks useful, but a library's message could hold
     # a signed URL; only chain when its text is already clean.
-    return exc if redact_text(str(exc)) == str(exc) else None
+    return exc if redact_text(str(exc), uri) == str(exc) else None
 
 
 # -- atomic local files ------------------------------------------------------------------------
@@ -424,8 +479,18 @@ def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
         fs, path = filesystem(uri)
         if max_bytes is None:
             return fs.cat_file(path)
+        # Read in blocks: ``read(max_bytes + 1)`` would allocate the whole limit (500 MB by
+        # default) up front for every input, however small the file.
+        parts: list[bytes] = []
+        left = max_bytes + 1
         with fs.open(path, "rb") as fh:
-            return fh.read(max_bytes + 1)
+            while left > 0:
+                block = fh.read(min(left, _READ_BLOCK))
+                if not block:
+                    break
+                parts.append(block)
+                left -= len(block)
+        return b"".join(parts)
 
     data = retrying(read, what="read", uri=uri)
     if max_bytes is not None and len(data) > max_bytes:

@@ -17,7 +17,7 @@ from .common import RunConfig, chunk_retry_delays
 @task(name="discover", retries=2, retry_delay_seconds=chunk_retry_delays())
 def discover(source: str) -> tuple[list[ImageRecord], list[dict[str, str]]]:
     """List the source's images as records, and the files skipped with their reasons."""
-    found = sources.discover(source)
+    found = sources.discover(source, follow_symlinks=get_settings().follow_symlinks)
     skipped = [{"uri": redact(uri), "reason": reason} for uri, reason in found.skipped]
     if not found.items:
         detail = (

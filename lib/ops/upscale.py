@@ -8,6 +8,9 @@ size with bicubic interpolation (``Image.with_pixels``), which is cheap and dete
 images stay gray (the three output channels are averaged). Images with a side shorter than
 ``MIN_SIDE`` are mirrored up to that size before the model and cropped after, so 1x1 and 3x3
 inputs work (the upstream helper crashes when a side is not larger than ``pre_pad``).
+When the model runs out of memory (on a huge image or tile), the image is retried with tiles
+of half the size, down to ``MIN_RETRY_TILE`` pixels, before it fails with a reason; the
+other images of the batch are not affected.
 """
 
 from __future__ import annotations
@@ -33,10 +36,46 @@ UpscaleModel = Literal[
     "realesrgan-x4plus-anime-6b",
     "realesr-general-x4v3",
     "realesr-general-wdn-x4v3",
+    "retouch-compact-x2",
+    "retouch-compact-x4",
 ]
 
 # Inputs smaller than this (either side) are mirrored up to it before the model runs.
 MIN_SIDE = 16
+# Out of memory: retry with tiles halved down to this size before failing the image.
+MIN_RETRY_TILE = 32
+
+
+class _TileError(Exception):
+    """A tile failed inside the upstream helper (which only prints the error)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True when ``exc`` says the device (GPU or CPU) ran out of memory."""
+    import torch
+
+    if isinstance(exc, MemoryError):
+        return True
+    oom_type = getattr(torch, "OutOfMemoryError", None)  # torch >= 2.5; CUDA's subclasses it
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text
+
+
+def smaller_tile(tile: int, height: int, width: int) -> int | None:
+    """The next tile size to try after running out of memory with ``tile`` (0 = whole
+    image of ``height`` x ``width``): half of it, or None below :data:`MIN_RETRY_TILE`."""
+    current = tile if tile > 0 else max(height, width, MIN_SIDE)
+    half = current // 2
+    return half if half >= MIN_RETRY_TILE else None
+
+
+def _free_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class UpscaleParams(OpParams):
@@ -113,15 +152,20 @@ def _run_model(
             upsampler.pre_process(rgb)
             if tile > 0:
                 # The helper prints a line per tile and, on a RuntimeError in a tile, prints it
-                # and reuses the previous tile's output: capture and turn that into an error.
+                # and reuses the previous tile's output (or, for the first tile, fails on a
+                # missing variable): capture that and report the tile's own error instead.
                 buf = io.StringIO()
-                with contextlib.redirect_stdout(buf):
-                    upsampler.tile_process()
+                failure: BaseException | None = None
+                try:
+                    with contextlib.redirect_stdout(buf):
+                        upsampler.tile_process()
+                except Exception as exc:
+                    failure = exc
                 errors = [line for line in buf.getvalue().splitlines() if line.startswith("Error")]
                 if errors:
-                    raise OperationError(
-                        f"upscaling a tile failed: {errors[0]}; try a smaller tile"
-                    )
+                    raise _TileError(errors[0][len("Error") :].strip())
+                if failure is not None:
+                    raise failure
             else:
                 upsampler.process()
             out = upsampler.post_process()
@@ -177,14 +221,34 @@ def upscale_pixels(
     top = 65535.0 if pixels.dtype == np.uint16 else 255.0
     h, w = pixels.shape[:2]
     pool = ctx.pool if ctx.pool is not None else default_pool()
-    with pool.use(key, factory) as upsampler:
-        out = _run_model(
-            upsampler,
-            pixels.astype(np.float32) / top,
-            tile=tile,
-            tile_pad=tile_pad,
-            pre_pad=pre_pad,
-        )
+    scaled = pixels.astype(np.float32) / top
+    tile_now = tile
+    while True:
+        try:
+            with pool.use(key, factory) as upsampler:
+                out = _run_model(
+                    upsampler, scaled, tile=tile_now, tile_pad=tile_pad, pre_pad=pre_pad
+                )
+            break
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                if isinstance(exc, _TileError):
+                    raise OperationError(
+                        f"upscaling a tile failed: {exc}; try a smaller tile"
+                    ) from None
+                raise
+            # A huge image (or tile) must not cost the batch: halve the tiles and try again.
+            # The output then differs slightly at tile seams from an untiled run.
+            _free_device_memory()
+            nxt = smaller_tile(tile_now, h, w)
+            if nxt is None:
+                how = f"{tile_now} px tiles" if tile_now else "the whole image at once"
+                raise OperationError(
+                    f"out of memory upscaling {w}x{h} with {how}, even after retrying with "
+                    f"smaller tiles ({exc}); free device memory or use a smaller model"
+                ) from None
+            ctx.count("oom_retries")
+            tile_now = nxt
     ctx.count("model_calls")
     if outscale is not None and abs(outscale - spec.scale) > 1e-9:
         size = (max(1, round(w * outscale)), max(1, round(h * outscale)))

@@ -333,3 +333,33 @@ def test_switching_endpoint_between_servers(moto_s3, monkeypatch):
         assert storage.read_bytes("s3://switch/where.txt") == b"first server"
         monkeypatch.setenv("RETOUCH_S3_ENDPOINT_URL", second.endpoint_url)
         assert storage.read_bytes("s3://switch/where.txt") == b"second server"
+
+
+def test_credentials_of_the_uri_are_masked_even_when_quoted_alone():
+    uri = "s3://AKIAKEY1:Very/Secret+Key@bucket/in/a.png?X-Amz-Signature=abcdef123456"
+    text = 'Invalid bucket name "AKIAKEY1:Very/Secret+Key@bucket": sig abcdef123456'
+    clean = storage.redact_text(text, uri)
+    assert "Very/Secret+Key" not in clean and "AKIAKEY1" not in clean
+    assert "abcdef123456" not in clean and "bucket" in clean
+
+
+def test_object_store_urls_with_inline_credentials_are_refused_without_echoing_them():
+    with pytest.raises(StorageError) as err:
+        storage.filesystem("s3://AKIAKEY1:TopSecretValue@bucket/out/")
+    assert "TopSecretValue" not in str(err.value) and "AKIAKEY1" not in str(err.value)
+    assert "s3://***@bucket/out/" in str(err.value) and "AWS_SECRET_ACCESS_KEY" in str(err.value)
+    storage.check_no_inline_credentials("s3://bucket/user@example.com/a.png")  # '@' in a key
+    storage.check_no_inline_credentials("memory://in/a.png")
+
+
+def test_bounded_read_does_not_allocate_the_limit(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "small.bin"
+    path.write_bytes(b"x" * 1000)
+    tracemalloc.start()
+    data = storage.read_bytes(str(path), max_bytes=400 << 20)
+    _now, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert data == b"x" * 1000
+    assert peak < 32 << 20
