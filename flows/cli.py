@@ -24,6 +24,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from retouch.flows import review_cli
+
 console = Console(stderr=True)
 out = Console()
 
@@ -148,6 +150,14 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show Prefect's own logs")
     ] = False,
+    auto: Annotated[
+        bool,
+        typer.Option(
+            "--auto",
+            help="Analyse first, then run each group of images with the preset recommended "
+            "for it, into OUT/<preset> (see `retouch recommend`)",
+        ),
+    ] = False,
 ) -> None:
     """Run the four-phase batch flow over SOURCE and deliver the results to --out.
 
@@ -163,11 +173,14 @@ def run(
     from retouch.lib import pipeline, progress, sources
     from retouch.lib.errors import RetouchError
     from retouch.lib.recipe import apply_overrides, load_preset
-    from retouch.lib.storage import redact
+    from retouch.lib.settings import get_settings
+    from retouch.lib.storage import check_no_inline_credentials, redact
 
     try:
         recipe = apply_overrides(load_preset(preset), overrides or [])
-        found = sources.discover(source)
+        # Refused before Prefect starts: the destination becomes a recorded flow parameter.
+        check_no_inline_credentials(out_dir)
+        found = sources.discover(source, follow_symlinks=get_settings().follow_symlinks)
         if not found.items:
             why = (
                 f"; skipped: {redact(found.skipped[0][0])}: {found.skipped[0][1]}"
@@ -184,6 +197,10 @@ def run(
     options = RunOptions(
         masks=masks, workspace=workspace, chunk_size=chunk_size, refresh=refresh, device=device
     )
+    if auto:
+        raise typer.Exit(
+            review_cli.run_auto(found.items, out_dir, overrides or [], options, json_out)
+        )
     console.print(
         f"retouch: {len(found.items)} images, preset [bold]{escape(recipe.name)}[/] "
         f"({' → '.join(s.op for s in recipe.steps) or 'no steps'}); starting Prefect…",
@@ -347,10 +364,61 @@ def models_path(
 # -- presets -------------------------------------------------------------------------------------
 
 
+@app.command()
+def names(
+    source: Annotated[
+        str, typer.Argument(help="Folder, glob, s3://bucket/prefix, list file (.txt) or .zip")
+    ],
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--preset", "-p", help="Preset name (see `retouch presets list`) or recipe file"
+        ),
+    ] = "quick",
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            help="Override STEP.PARAM=VALUE, e.g. export.name_template='{index}-{stem}.{ext}'",
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the names as JSON")] = False,
+) -> None:
+    """Preview the output names of SOURCE under the recipe's export profiles (nothing is run).
+
+    {score}, {verdict} and {group} are known only after a run and show as 'na'.
+
+    Example: retouch names ./photos --preset web-ready --set export.name_template='{index}-{stem}.{ext}'
+    """
+    from retouch.lib import delivery, sources
+    from retouch.lib.errors import RetouchError
+    from retouch.lib.recipe import apply_overrides, load_preset
+    from retouch.lib.storage import redact
+
+    try:
+        recipe = apply_overrides(load_preset(preset), overrides or [])
+        found = sources.discover(source)
+        if not found.items:
+            raise _fail(f"{redact(source)}: no images found")
+        rows = delivery.preview_names([item.name for item in found.items], recipe)
+    except RetouchError as exc:
+        raise _fail(str(exc)) from None
+    if json_out:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(show_header=True)
+    for col in ("#", "image", "profile", "name"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(str(row["index"]), escape(row["image"]), row["profile"], escape(row["name"]))
+    out.print(table)
+
+
 @presets_app.command("list")
 def presets_list() -> None:
-    """List the shipped presets."""
-    from retouch.lib.recipe import load_preset, preset_names
+    """List the shipped presets and your saved ones (`retouch tune ... --save NAME`)."""
+    from retouch.lib.recipe import is_user_preset, load_preset, preset_names
 
     table = Table(show_header=True)
     table.add_column("preset")
@@ -360,7 +428,7 @@ def presets_list() -> None:
     for name in preset_names():
         recipe = load_preset(name)
         table.add_row(
-            name,
+            f"{name} (saved)" if is_user_preset(name) else name,
             " → ".join(s.op for s in recipe.steps),
             ", ".join(recipe.models()) or "none",
             escape(recipe.description),
@@ -381,6 +449,446 @@ def presets_show(name: Annotated[str, typer.Argument(help="Preset name or recipe
     data = recipe.model_dump(mode="json")
     data["steps"] = [{"op": s["op"], "params": s["params"]} for s in recipe.canonical_steps()]
     out.print_json(json.dumps(data))
+
+
+# -- versions, regeneration, replacement, cache -----------------------------------------------
+
+WorkspaceOpt = Annotated[
+    str | None, typer.Option(help="Workspace of the results (default RETOUCH_WORKSPACE)")
+]
+
+
+def _workspace(uri: str | None) -> Any:
+    from retouch.lib.settings import get_settings
+    from retouch.lib.workspace import Workspace
+
+    return Workspace(uri or get_settings().resolved_workspace())
+
+
+def _when(epoch: float | None) -> str:
+    from datetime import UTC, datetime
+
+    if not epoch:
+        return "-"
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@app.command("versions")
+def versions_cmd(
+    image: Annotated[str, typer.Argument(help="Source file, image id (or prefix) or image name")],
+    workspace: WorkspaceOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the versions as JSON")] = False,
+) -> None:
+    """List every version of an image: number, time, run, score, recipe and result key.
+
+    An image is its source content plus its file name. Example: retouch versions photos/a.jpg
+    """
+    from retouch.lib import versions
+    from retouch.lib.errors import RetouchError
+
+    store = versions.VersionStore(_workspace(workspace))
+    try:
+        image_id = store.find(image)
+        history = store.history(image_id)
+        current = store.current(image_id, history)
+    except RetouchError as exc:
+        raise _fail(str(exc)) from None
+    if json_out:
+        items = [json.loads(versions.dumps(v)) for v in history]
+        for item in items:
+            item["current"] = current is not None and item["stamp"] == current.stamp
+        out.print_json(json.dumps({"image_id": image_id, "versions": items}))
+        return
+    table = Table(title=f"image {image_id}", show_header=True)
+    for col in ("", "version", "created", "run", "score", "verdict", "steps", "result"):
+        table.add_column(col)
+    for v in history:
+        steps = " → ".join(
+            f"{s['op']}({', '.join(f'{k}={val}' for k, val in s['params'].items())})"
+            for s in v.recipe.get("steps", [])
+        )
+        table.add_row(
+            "*" if current and v.stamp == current.stamp else "",
+            str(v.number),
+            v.created,
+            v.run_id,
+            str(v.scores.get("score", "")),
+            str(v.scores.get("verdict", "")),
+            escape(steps or "no steps"),
+            v.result_key[:12],
+        )
+    out.print(table)
+    console.print("* = current version", highlight=False)
+
+
+@app.command("compare")
+def compare_cmd(
+    image: Annotated[str, typer.Argument(help="Source file, image id or image name")],
+    v1: Annotated[int, typer.Argument(help="First version number (left)")],
+    v2: Annotated[int, typer.Argument(help="Second version number (right)")],
+    out_file: Annotated[
+        str | None, typer.Option("--out", "-o", help="PNG to write (default compare-ID-V1-V2.png)")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Write the results of two versions of an image side by side into one PNG.
+
+    Example: retouch compare photos/a.jpg 1 2 --out a-1-vs-2.png
+    """
+    from retouch.lib import storage, versions
+    from retouch.lib.errors import RetouchError
+
+    ws = _workspace(workspace)
+    store = versions.VersionStore(ws)
+    try:
+        image_id = store.find(image)
+        pair = [store.get(image_id, v1), store.get(image_id, v2)]
+        data = versions.side_by_side(ws, pair)
+        target = out_file or f"compare-{image_id[:12]}-{v1}-{v2}.png"
+        storage.write_bytes(target, data)
+    except RetouchError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(_where(target))
+
+
+@app.command("rollback")
+def rollback_cmd(
+    image: Annotated[str, typer.Argument(help="Source file, image id or image name")],
+    version: Annotated[int, typer.Argument(help="Version number to make current again")],
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Make an older version of an image current again (`retouch export RUN` re-delivers a run
+    with it). Example: retouch rollback photos/a.jpg 1
+    """
+    from retouch.lib import versions
+    from retouch.lib.errors import RetouchError
+
+    store = versions.VersionStore(_workspace(workspace))
+    try:
+        image_id = store.find(image)
+        chosen = store.get(image_id, version)
+        store.set_current(image_id, chosen, note="rollback")
+    except RetouchError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"image {image_id}: version {chosen.number} (run {chosen.run_id}) is current again",
+        highlight=False,
+    )
+
+
+def _run_regenerate(run_id: str, options: Any, json_out: bool) -> None:
+    from retouch.flows.regenerate import regenerate, select_records
+    from retouch.lib import versions
+    from retouch.lib.errors import RetouchError
+
+    try:
+        # Checked before Prefect starts, so a typo costs no server start-up.
+        state = versions.load_run(_workspace(options.workspace), run_id)
+        select_records(state.records, options)
+        summary = regenerate(run_id=run_id, options=options)
+    except RetouchError as exc:
+        raise _fail(str(exc)) from None
+    if json_out:
+        out.print_json(json.dumps(summary.model_dump(mode="json")))
+    _print_summary(summary)
+    raise typer.Exit(summary.exit_code)
+
+
+def _names(values: list[str] | None) -> list[str]:
+    return [n.strip() for v in values or [] for n in v.split(",") if n.strip()]
+
+
+@app.command("regenerate")
+def regenerate_cmd(
+    run_id: Annotated[str, typer.Argument(help="Run id (printed by `retouch run`)")],
+    select: Annotated[
+        list[str] | None,
+        typer.Option("--select", help="Image names to re-process (repeat, or comma-separated)"),
+    ] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="Re-process the failed images")] = False,
+    worse: Annotated[
+        bool, typer.Option("--worse", help="Re-process the images the review judged worse")
+    ] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override STEP.PARAM=VALUE for the re-processed images"),
+    ] = None,
+    best: Annotated[
+        bool, typer.Option("--best", help="Export each image's best-scoring version")
+    ] = False,
+    out_dir: Annotated[
+        str | None, typer.Option("--out", "-o", help="Deliver here (default: the run's --out)")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs")] = False,
+) -> None:
+    """Re-process selected images of an earlier run (its recipe plus --set overrides), record
+    them as new versions and re-deliver the run's ZIP, manifest and report.
+
+    Examples:
+      retouch regenerate 20260101-120000-ab12cd --select a.jpg,b.jpg --set sharpen.amount=0.4
+      retouch regenerate 20260101-120000-ab12cd --failed
+    """
+    _prefect_defaults(verbose)
+    from retouch.flows.regenerate import RegenerateOptions
+
+    names = _names(select)
+    if not (names or failed or worse):
+        raise _fail("nothing selected: give --select NAMES, --failed or --worse")
+    options = RegenerateOptions(
+        select=names,
+        failed=failed,
+        worse=worse,
+        overrides=overrides or [],
+        pick="best" if best else "current",
+        dest=out_dir,
+        workspace=workspace,
+    )
+    _run_regenerate(run_id, options, json_out)
+
+
+@app.command("export")
+def export_cmd(
+    run_id: Annotated[str, typer.Argument(help="Run id")],
+    best: Annotated[
+        bool, typer.Option("--best", help="Export each image's best-scoring version")
+    ] = False,
+    out_dir: Annotated[
+        str | None, typer.Option("--out", "-o", help="Deliver here (default: the run's --out)")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs")] = False,
+) -> None:
+    """Re-deliver a run with each image's current version (after a rollback), or its best one.
+
+    Example: retouch export 20260101-120000-ab12cd --best
+    """
+    _prefect_defaults(verbose)
+    from retouch.flows.regenerate import RegenerateOptions
+
+    options = RegenerateOptions(
+        pick="best" if best else "current", dest=out_dir, workspace=workspace
+    )
+    _run_regenerate(run_id, options, False)
+
+
+@app.command("replace")
+def replace_cmd(
+    run_id: Annotated[str, typer.Argument(help="Run id")],
+    name: Annotated[
+        str | None, typer.Argument(help="Image name in the run (as in its manifest)")
+    ] = None,
+    new_file: Annotated[str | None, typer.Argument(help="The new source file")] = None,
+    map_file: Annotated[
+        Path | None,
+        typer.Option("--map", help="Text file of 'OLD-NAME -> NEW-FILE' lines (many at once)"),
+    ] = None,
+    undo: Annotated[bool, typer.Option("--undo", help="Undo the run's last replacement")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Don't ask for confirmation")] = False,
+    preview_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--preview", help="Folder for the preview thumbnails (default ./retouch-preview/RUN)"
+        ),
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs")] = False,
+) -> None:
+    """Replace the source of images in a run (keeping its recipe), process them as new
+    versions and re-deliver the run; --undo brings the old sources and versions back.
+
+    Examples:
+      retouch replace 20260101-120000-ab12cd a.jpg ~/reshoot/a.jpg
+      retouch replace 20260101-120000-ab12cd --map replacements.txt --yes
+      retouch replace 20260101-120000-ab12cd --undo
+    """
+    _prefect_defaults(verbose)
+    from retouch.flows.regenerate import RegenerateOptions
+    from retouch.lib import storage, versions
+    from retouch.lib.errors import RetouchError
+
+    ws = _workspace(workspace)
+    store = versions.VersionStore(ws)
+    try:
+        if undo:
+            if name or new_file or map_file:
+                raise _fail("--undo takes only the run id")
+            undone = versions.undo_replacement(ws, run_id)
+            for item in undone["items"]:
+                if item.get("image_id") and item.get("previous_version"):
+                    target = next(
+                        (
+                            v
+                            for v in store.history(item["image_id"])
+                            if v.stamp == item["previous_version"]
+                        ),
+                        None,
+                    )
+                    if target is not None:
+                        store.set_current(item["image_id"], target, note="replacement undone")
+                console.print(
+                    f"{escape(item['name'])}: back to {escape(item['old_source'])}", highlight=False
+                )
+            _run_regenerate(run_id, RegenerateOptions(workspace=workspace), False)
+            return
+        pairs = _replacement_pairs(name, new_file, map_file)
+        state = versions.load_run(ws, run_id)
+        by_name = {r.name: r for r in state.records}
+        unknown = [old for old, _ in pairs if old not in by_name]
+        if unknown:
+            raise _fail(
+                f"no image {', '.join(map(repr, unknown))} in run {run_id}; its images: "
+                + ", ".join(sorted(by_name)[:20])
+            )
+        folder = preview_dir or os.path.join("retouch-preview", run_id)
+        lines = []
+        items = []
+        for old, new in pairs:
+            record = by_name[old]
+            new_uri = new if "://" in new else os.path.abspath(new)
+            if not storage.exists(new_uri):
+                raise _fail(f"{new}: not found (the new source for {old})")
+            stem = Path(old).stem
+            storage.write_bytes(
+                os.path.join(folder, f"{stem}-old.jpg"), versions.preview_jpeg(record.uri)
+            )
+            storage.write_bytes(
+                os.path.join(folder, f"{stem}-new.jpg"), versions.preview_jpeg(new_uri)
+            )
+            old_input = record.input
+            lines.append(
+                f"{old}: {record.source} ({old_input.get('width', '?')}x"
+                f"{old_input.get('height', '?')}, {record.bytes or 0} bytes)\n"
+                f"  -> {storage.redact(new_uri)} ({_image_size(new_uri)})"
+            )
+            image_id = versions.run_image_id(record)
+            current = store.current(image_id) if image_id else None
+            items.append(
+                {
+                    "name": old,
+                    "image_id": image_id,
+                    "old_source": record.source,
+                    "new_source": new_uri,
+                    "previous_version": current.stamp if current else None,
+                }
+            )
+        console.print(f"replacements in run {run_id}:", highlight=False)
+        for line in lines:
+            console.print(escape(line), highlight=False, soft_wrap=True)
+        console.print(
+            f"preview thumbnails (old/new): {escape(_where(folder))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if not yes and not typer.confirm(f"Replace {len(items)} image(s) and re-deliver the run?"):
+            raise _fail("nothing replaced", EXIT_NOTHING)
+        versions.save_replacement(ws, run_id, items)
+    except RetouchError as exc:
+        raise _fail(str(exc)) from None
+    options = RegenerateOptions(
+        sources={i["name"]: i["new_source"] for i in items},
+        workspace=workspace,
+        note="replacement source",
+    )
+    _run_regenerate(run_id, options, False)
+
+
+def _replacement_pairs(
+    name: str | None, new_file: str | None, map_file: Path | None
+) -> list[tuple[str, str]]:
+    if map_file is not None:
+        if name or new_file:
+            raise _fail("give either NAME NEWFILE or --map FILE, not both")
+        try:
+            lines = map_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise _fail(f"{map_file}: cannot read ({exc.strerror})") from None
+        pairs = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            if "->" not in line:
+                raise _fail(f"{map_file}:{number}: expected 'OLD-NAME -> NEW-FILE', got {line!r}")
+            old, new = (part.strip() for part in line.split("->", 1))
+            pairs.append((old, new))
+        if not pairs:
+            raise _fail(f"{map_file}: no 'OLD-NAME -> NEW-FILE' lines")
+        return pairs
+    if not (name and new_file):
+        raise _fail("give NAME NEWFILE, --map FILE or --undo")
+    return [(name, new_file)]
+
+
+def _image_size(uri: str) -> str:
+    from retouch.lib import storage
+    from retouch.lib.imageio import probe
+    from retouch.lib.settings import get_settings
+
+    data = storage.read_bytes(uri)
+    info = probe(data, uri, pixel_limit=get_settings().pixel_limit)
+    return f"{info.width}x{info.height}, {len(data)} bytes"
+
+
+cache_app = typer.Typer(help="The result cache: its size, and pruning it.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+review_cli.register(app)  # preview, tune, approve
+
+
+@cache_app.command("info")
+def cache_info(workspace: WorkspaceOpt = None) -> None:
+    """Count, size and oldest/newest use of the cached results (pinned = a current version)."""
+    from retouch.lib import cache
+    from retouch.lib.errors import RetouchError
+
+    ws = _workspace(workspace)
+    try:
+        found = cache.info(ws)
+    except RetouchError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"workspace:  {_where(ws.root)}", highlight=False, soft_wrap=True)
+    out.print(f"results:    {found.count} ({found.pinned} pinned)", highlight=False)
+    out.print(f"bytes:      {found.bytes} ({found.bytes / 1e6:.1f} MB)", highlight=False)
+    out.print(f"oldest use: {_when(found.oldest_use)}", highlight=False)
+    out.print(f"newest use: {_when(found.newest_use)}", highlight=False)
+
+
+@cache_app.command("prune")
+def cache_prune(
+    max_bytes: Annotated[
+        int | None, typer.Option(min=0, help="Evict least recently used results beyond this size")
+    ] = None,
+    older_than: Annotated[
+        float | None, typer.Option(min=0, help="Evict results unused for more than DAYS days")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Evict cached results (never an image's current version). Without options: down to the
+    cache_max_bytes setting.
+
+    Examples: retouch cache prune --max-bytes 2000000000; retouch cache prune --older-than 30
+    """
+    from retouch.lib import cache
+    from retouch.lib.errors import RetouchError
+    from retouch.lib.settings import get_settings
+
+    if max_bytes is None and older_than is None:
+        max_bytes = get_settings().cache_max_bytes
+        if max_bytes is None:
+            raise _fail("give --max-bytes N or --older-than DAYS (no cache size is set)")
+    try:
+        report = cache.prune(
+            _workspace(workspace),
+            max_bytes=max_bytes,
+            older_than_s=older_than * 86400 if older_than is not None else None,
+        )
+    except RetouchError as exc:
+        raise _fail(str(exc)) from None
+    out.print(
+        f"removed {report.removed} results ({report.freed} bytes); kept {report.kept} "
+        f"({report.kept_bytes} bytes, {report.pinned} pinned)",
+        highlight=False,
+    )
 
 
 def main() -> None:

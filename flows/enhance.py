@@ -13,16 +13,18 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from retouch.lib import delivery, naming, pipeline, progress
+from retouch.flows import approval
+from retouch.lib import delivery, pipeline, progress, versions
 from retouch.lib.models.loaders import device_for
 from retouch.lib.recipe import Recipe
 from retouch.lib.records import ImageRecord, RunSummary
 from retouch.lib.settings import get_settings
 from retouch.lib.storage import redact
+from retouch.lib.workspace import Workspace
 from retouch.tasks.common import RunConfig
 from retouch.tasks.export import deliver, export_chunk
 from retouch.tasks.prepare import check_models, discover, prepare_chunk
-from retouch.tasks.process import process_chunk
+from retouch.tasks.process import bound_cache, process_chunk, record_versions_chunk
 from retouch.tasks.review import review_chunk
 
 
@@ -81,6 +83,68 @@ def _gather(
     return out
 
 
+def process_phases(
+    chunks: list[list[ImageRecord]],
+    config: RunConfig,
+    *,
+    refresh: bool = False,
+    image_ids: dict[str, str] | None = None,
+    note: str = "",
+) -> list[list[ImageRecord]]:
+    """prepare -> process -> review -> record versions, each mapped over the chunks (so chunks
+    flow through the phases independently); then the result cache is held to its size bound.
+    ``image_ids`` gives the version identity of images by name (a run's slots), else each
+    image's own content and name are used."""
+    prepared_f = prepare_chunk.map(chunks, unmapped(config))
+    prepared = _gather(list(prepared_f), chunks, "prepare")
+    processor = process_chunk.with_options(refresh_cache=refresh)
+    processed_f = processor.map(prepared, unmapped(config))
+    processed = _gather(list(processed_f), prepared, "process")
+    reviewed_f = review_chunk.map(processed, unmapped(config))
+    reviewed = _gather(list(reviewed_f), processed, "review")
+    recorded_f = record_versions_chunk.map(
+        reviewed, unmapped(config), unmapped(image_ids or {}), unmapped(note)
+    )
+    recorded = []
+    for future, chunk in zip(recorded_f, reviewed, strict=True):
+        result = future.result(raise_on_failure=False)
+        if isinstance(result, list):
+            recorded.append(result)
+        else:  # the results exist and are delivered; only their history is missing
+            for r in chunk:
+                if r.ok:
+                    r.problems.append(f"version not recorded: {result}")
+            recorded.append(chunk)
+    keep = [r.result_key for chunk in recorded for r in chunk if r.result_key]
+    state = bound_cache(config, keep, return_state=True)
+    if state.is_failed():
+        get_run_logger().warning("could not bound the result cache: %s", state.message)
+    return recorded
+
+
+def export_phase(
+    records: list[ImageRecord],
+    skipped: list[dict[str, str]],
+    config: RunConfig,
+    source: str,
+    dest: str,
+    started: float,
+    size: int,
+) -> RunSummary:
+    """Names, export tasks over chunks, then delivery of archives, manifest and report
+    (shared by the enhance and regenerate flows)."""
+    deliverable = [r for r in records if r.ok]
+    # Every profile's names, planned before the export tasks so they never collide.
+    pipeline.assign_outputs(deliverable, config.recipe)
+    exported_f = export_chunk.map(chunked(records, size), unmapped(config))
+    exported = _gather(list(exported_f), chunked(records, size), "export")
+    final = [r for chunk in exported for r in chunk]
+    summary = deliver(final, skipped, config, source, dest, started)
+    delivery.clean_staging(config.context())  # only now: a retried delivery still needs them
+    progress.emit("done", summary=summary.model_dump())
+    return summary
+
+
 @flow(
     name="retouch-enhance",
     task_runner=ThreadPoolTaskRunner(max_workers=get_settings().workers),
@@ -119,29 +183,25 @@ def enhance(
         "run", run_id=run_id, total=len(records), skipped=len(skipped), chunks=len(chunks)
     )
 
-    # prepare -> process -> review chain per chunk, so chunks flow through phases independently.
-    prepared_f = prepare_chunk.map(chunks, unmapped(config))
-    prepared = _gather(list(prepared_f), chunks, "prepare")
-    processor = process_chunk.with_options(refresh_cache=options.refresh)
-    processed_f = processor.map(prepared, unmapped(config))
-    processed = _gather(list(processed_f), prepared, "process")
-    reviewed_f = review_chunk.map(processed, unmapped(config))
-    reviewed = _gather(list(reviewed_f), processed, "review")
+    versions.save_run_info(
+        Workspace(config.workspace),
+        run_id,
+        {
+            "run_id": run_id,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source": source,
+            "dest": dest,
+            "recipe": recipe.model_dump(mode="json"),
+            "options": options.model_dump(mode="json"),
+        },
+    )
+    reviewed = process_phases(chunks, config, refresh=options.refresh)
 
     flat = [r for chunk in reviewed for r in chunk]
-    deliverable = [r for r in flat if r.ok]
-    names = naming.render_names(
-        pipeline.name_entries(deliverable, recipe), recipe.export.name_template
-    )
-    for record, name in zip(deliverable, names, strict=True):
-        record.output_name = name
-    exported_f = export_chunk.map(chunked(flat, size), unmapped(config))
-    exported = _gather(list(exported_f), chunked(flat, size), "export")
-    final = [r for chunk in exported for r in chunk]
-
-    summary = deliver(final, skipped, config, source, dest, started)
-    delivery.clean_staging(config.context())  # only now: a retried delivery still needs them
-    progress.emit("done", summary=summary.model_dump())
+    # The recipe's quality gate, then (review.approve) a pause until someone decides.
+    flat = approval.apply_gate(flat, config, size)
+    flat, _decision = approval.wait_for_approval(flat, config, size)
+    summary = export_phase(flat, skipped, config, source, dest, started, size)
     logger.info(
         "run %s: %d succeeded, %d failed; results in %s",
         run_id,

@@ -11,21 +11,23 @@ import hashlib
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from . import analysis, progress, storage
-from .errors import RetouchError
+from . import analysis, naming, progress, storage
+from .errors import RecipeError, RetouchError
 from .image import Image, resize_plane
 from .imageio import decode, encode, format_extension, format_from_name, probe
 from .masks import MaskSource
 from .ops.base import OpContext
 from .ops.registry import registry
-from .recipe import Recipe
-from .records import ImageRecord
+from .recipe import ExportProfile, Recipe
+from .records import ImageRecord, parse_tags
 from .settings import Settings, get_settings
 from .sources import SourceItem
 from .workspace import Workspace
@@ -73,12 +75,20 @@ class RunContext:
 
     def image_key(self, record: ImageRecord, weights: dict[str, str], device: str) -> str:
         """The result key of one prepared image under this run's recipe."""
+        return self.step_keys(record, weights, device)[-1]
+
+    def step_keys(self, record: ImageRecord, weights: dict[str, str], device: str) -> list[str]:
+        """Keys of the image after 0, 1, ..., n steps of the recipe (the last is its result)."""
         assert record.sha256 is not None
         op_ctx = self.op_context(record.name, device)
         inputs = [
             registry().get(step.op).key_inputs(step.parsed(), op_ctx) for step in self.recipe.steps
         ]
-        return result_key(record.sha256, self.recipe, weights, inputs)
+        return step_keys(record.sha256, self.recipe, weights, inputs)
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[key] = self.counters.get(key, 0) + n
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -100,11 +110,31 @@ def result_key(
 ) -> str:
     """Same image bytes, same steps (with op versions), same weights and same per-image inputs
     of the steps (e.g. a mask): same key, same result."""
-    payload: dict[str, Any] = {
-        "image": image_sha,
-        "steps": recipe.canonical_steps(),
-        "weights": weights,
-    }
+    return _prefix_key(image_sha, recipe.canonical_steps(), weights, inputs or [])
+
+
+def step_keys(
+    image_sha: str, recipe: Recipe, weights: dict[str, str], inputs: list[Any] | None = None
+) -> list[str]:
+    """The key of the image after each prefix of the recipe: ``keys[i]`` covers steps
+    ``1..i`` (their canonical parameters and op versions, the weights those steps use, and
+    their per-image inputs), so ``keys[-1] == result_key(...)`` and changing step ``i``
+    leaves ``keys[:i]`` as they were: those intermediates are reused."""
+    canonical = recipe.canonical_steps()
+    inputs = list(inputs or [None] * len(canonical))
+    used: set[str] = set()
+    keys = [_prefix_key(image_sha, [], {}, [])]
+    for i, step in enumerate(recipe.steps, start=1):
+        used.update(registry().get(step.op).models(step.parsed()))
+        subset = {name: w for name, w in weights.items() if name in used}
+        keys.append(_prefix_key(image_sha, canonical[:i], subset, inputs[:i]))
+    return keys
+
+
+def _prefix_key(
+    image_sha: str, steps: list[dict[str, Any]], weights: dict[str, str], inputs: list[Any]
+) -> str:
+    payload: dict[str, Any] = {"image": image_sha, "steps": steps, "weights": weights}
     if inputs and any(i is not None for i in inputs):
         payload["inputs"] = inputs
     return sha256_bytes(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
@@ -143,6 +173,8 @@ def prepare_one(record: ImageRecord, settings: Settings) -> ImageRecord:
             "gray": image.is_gray,
             "frames": info.frames,
         }
+        if info.frames > 1:  # animations and multi-page files: the first frame is the image
+            record.problems.append(f"only the first of {info.frames} frames (pages) was processed")
         found = analysis.analyse(_small(image, ANALYSIS_MAX_SIDE))
         record.analysis = _jsonable(found)
         record.recommendations = list(analysis.recommend(found))
@@ -161,28 +193,44 @@ def prepare_one(record: ImageRecord, settings: Settings) -> ImageRecord:
 def process_one(
     record: ImageRecord, ctx: RunContext, weights: dict[str, str], device: str
 ) -> ImageRecord:
-    """Run the recipe's steps on one image, or reuse the stored result with the same key."""
+    """Run the recipe's steps on one image, reusing the longest stored prefix of them.
+
+    The result after every step is stored under its prefix key (``step_keys``), so a re-run
+    that changes only step ``i`` loads the stored result of steps ``1..i-1`` and runs the rest;
+    an unchanged recipe loads the final result and runs nothing. ``ctx.counters`` counts
+    ``steps:<op>`` (steps actually run) and ``steps_reused``.
+    """
     if not record.ok:
         progress.emit("image", phase="process", name=record.name, ok=False)
         return record
     started = time.perf_counter()
     try:
-        key = ctx.image_key(record, weights, device)
+        keys = ctx.step_keys(record, weights, device)
+        key = keys[-1]
         record.result_key = key
-        if not ctx.refresh and ctx.workspace.has_result(key):
+        steps = len(keys) - 1
+        done = _cached_prefix(keys, ctx)
+        if done == steps and (steps > 0 or _has(key, ctx)):
             record.reused = True
             meta = ctx.workspace.result_meta(key)
+            ctx.workspace.touch_result(key, meta)
+            ctx.count("steps_reused", steps)
         else:
-            data = storage.read_bytes(record.uri, max_bytes=ctx.settings.max_file_bytes)
-            if sha256_bytes(data) != record.sha256:
-                raise RetouchError(
-                    "the file changed while the run was going on; run again to process the new version"
-                )
-            image = decode(data, record.name, pixel_limit=ctx.settings.pixel_limit)
             calls_before = ctx.counters.get("model_calls", 0)
-            image = apply_steps(image, record.name, ctx, device)
+            if done > 0:
+                image = ctx.workspace.load_result(keys[done])
+                ctx.workspace.touch_result(keys[done])
+                ctx.count("steps_reused", done)
+            else:
+                image = _read_source(record, ctx)
+
+            def store(number: int, result: Image) -> None:
+                ctx.workspace.save_result(keys[number], result)
+
+            image = apply_steps(image, record.name, ctx, device, start=done, on_step=store)
+            if not ctx.recipe.steps:
+                ctx.workspace.save_result(key, image)
             record.model_calls = ctx.counters.get("model_calls", 0) - calls_before
-            ctx.workspace.save_result(key, image)
             meta = {
                 "width": image.width,
                 "height": image.height,
@@ -206,10 +254,46 @@ def process_one(
     return record
 
 
-def apply_steps(image: Image, name: str, ctx: RunContext, device: str) -> Image:
-    """Apply every step of the recipe in order; errors name the step."""
+def _has(key: str, ctx: RunContext) -> bool:
+    return not ctx.refresh and ctx.workspace.has_result(key)
+
+
+def _cached_prefix(keys: list[str], ctx: RunContext) -> int:
+    """How many leading steps have a stored result (0 when none, or with ``refresh``)."""
+    for done in range(len(keys) - 1, 0, -1):
+        if _has(keys[done], ctx):
+            return done
+    return 0
+
+
+def _read_source(record: ImageRecord, ctx: RunContext) -> Image:
+    data = storage.read_bytes(record.uri, max_bytes=ctx.settings.max_file_bytes)
+    if sha256_bytes(data) != record.sha256:
+        raise RetouchError(
+            "the file changed while the run was going on; run again to process the new version"
+        )
+    return decode(data, record.name, pixel_limit=ctx.settings.pixel_limit)
+
+
+def apply_steps(
+    image: Image,
+    name: str,
+    ctx: RunContext,
+    device: str,
+    *,
+    start: int = 0,
+    on_step: Callable[[int, Image], None] | None = None,
+) -> Image:
+    """Apply the recipe's steps after the first ``start`` in order; errors name the step.
+
+    ``image`` is the input of step ``start + 1`` (pixels HxWx3 BGR uint8|uint16).
+    ``on_step(number, result)`` is called after each step (1-based number), e.g. to store it.
+    Each step run counts ``steps:<op>`` in ``ctx.counters`` and emits a ``step`` progress event.
+    """
     op_ctx = ctx.op_context(name, device)
     for number, step in enumerate(ctx.recipe.steps, start=1):
+        if number <= start:
+            continue
         op = registry().get(step.op)
         try:
             image = op(image, step.parsed(), op_ctx)
@@ -217,6 +301,10 @@ def apply_steps(image: Image, name: str, ctx: RunContext, device: str) -> Image:
             raise RetouchError(f"step {number} ({step.op}): {_reason(exc)}") from exc
         except Exception as exc:
             raise RetouchError(f"step {number} ({step.op}): {type(exc).__name__}: {exc}") from exc
+        ctx.count(f"steps:{step.op}")
+        progress.emit("step", name=name, number=number, op=step.op)
+        if on_step is not None:
+            on_step(number, image)
     return image
 
 
@@ -235,15 +323,29 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
         )
         after = ctx.workspace.load_result(record.result_key)
         before_s, after_s = _small(before, REVIEW_MAX_SIDE), _small(after, REVIEW_MAX_SIDE)
-        scores = analysis.quality_score(before_s, after_s)
+        period = seam_period(ctx.recipe)
+        scores = analysis.quality_score(
+            before_s,
+            after_s,
+            faces_found=int((record.analysis.get("faces") or {}).get("count") or 0),
+            faces_restored=any(step.op == "restore_faces" for step in ctx.recipe.steps),
+            # Seams are one pixel wide: look for them on the full-size result, on the grid.
+            seams=analysis.tile_seams(after, period=period) if period else None,
+        )
         record.scores = _jsonable({k: v for k, v in scores.items() if k != "problems"})
-        record.problems = [str(p) for p in scores.get("problems", [])]
-        for label, img in (("before", before_s), ("after", after_s)):
-            thumb = _small(img, THUMB_MAX_SIDE)
-            thumb.info = {}
+        record.problems += [str(p) for p in scores.get("problems", [])]
+        crop_before, crop_after = detail_crops(before, after)
+        views = (
+            ("before", _small(before_s, THUMB_MAX_SIDE), 82),
+            ("after", _small(after_s, THUMB_MAX_SIDE), 82),
+            ("crop-before", crop_before, 90),
+            ("crop-after", crop_after, 90),
+        )
+        for label, view, quality in views:
+            view.info = {}
             storage.write_bytes(
                 thumb_path(ctx, record, label),
-                encode(thumb, "jpg", quality=82, keep_metadata=False),
+                encode(view, "jpg", quality=quality, keep_metadata=False),
             )
     except RetouchError as exc:
         # A review problem is reported but does not withhold a result that was produced.
@@ -255,6 +357,58 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     return record
 
 
+THUMB_LABELS = ("before", "after", "crop-before", "crop-after")
+CROP_SIDE = 320
+
+
+def detail_crops(before: Image, after: Image) -> tuple[Image, Image]:
+    """The same region of input and result at the result's full resolution (100% zoom).
+
+    The region (at most 320x320 result pixels) is centred on the most detailed part of the
+    result; the input's region is enlarged to the same size with cubic interpolation, which
+    is what the image would look like without the recipe.
+    """
+    side_w, side_h = min(CROP_SIDE, after.width), min(CROP_SIDE, after.height)
+    dmap = analysis.detail_map(after.pixels)
+    my, mx = np.unravel_index(int(np.argmax(dmap)), dmap.shape)
+    cx = int((mx + 0.5) * after.width / dmap.shape[1])
+    cy = int((my + 0.5) * after.height / dmap.shape[0])
+    x0 = min(max(0, cx - side_w // 2), after.width - side_w)
+    y0 = min(max(0, cy - side_h // 2), after.height - side_h)
+    # Alpha is left out: the crops become JPEG previews.
+    crop_after = replace(
+        after, pixels=after.pixels[y0 : y0 + side_h, x0 : x0 + side_w].copy(), alpha=None
+    )
+    fx, fy = before.width / after.width, before.height / after.height
+    bx0, by0 = int(x0 * fx), int(y0 * fy)
+    bx1 = max(bx0 + 1, min(before.width, round((x0 + side_w) * fx)))
+    by1 = max(by0 + 1, min(before.height, round((y0 + side_h) * fy)))
+    region = before.pixels[by0:by1, bx0:bx1]
+    crop_before = replace(
+        before, pixels=resize_plane(np.ascontiguousarray(region), side_w, side_h), alpha=None
+    )
+    return crop_before, crop_after
+
+
+def seam_period(recipe: Recipe) -> int | None:
+    """The tile grid of the result in output pixels, when the last size-changing step is a
+    tiled upscale (where seams could appear); None otherwise."""
+    period: int | None = None
+    for step in recipe.steps:
+        if step.op == "upscale":
+            params = step.parsed()
+            if params.tile > 0:
+                from .models.specs import get_spec
+
+                scale = params.outscale or get_spec(params.model).scale
+                period = round(params.tile * scale) if float(scale).is_integer() else None
+            else:
+                period = None
+        elif step.op == "fit":
+            period = None
+    return period
+
+
 def thumb_path(ctx: RunContext, record: ImageRecord, label: str) -> str:
     return ctx.workspace.run_path(ctx.run_id, "thumbs", f"{record.index:06d}-{label}.jpg")
 
@@ -262,26 +416,114 @@ def thumb_path(ctx: RunContext, record: ImageRecord, label: str) -> str:
 # -- export ------------------------------------------------------------------------------------
 
 
-def output_format(record: ImageRecord, recipe: Recipe) -> str:
-    return format_from_name(recipe.export.format, record.input.get("format"))
+def output_format(record: ImageRecord, recipe: Recipe, profile: ExportProfile | None = None) -> str:
+    """The format ``profile`` (by default the export's first profile) writes ``record`` in."""
+    profile = profile or recipe.export.effective_profiles()[0]
+    return format_from_name(profile.format, record.input.get("format"))
 
 
-def name_entries(records: list[ImageRecord], recipe: Recipe) -> list[dict[str, Any]]:
-    """What the naming template may use, one dict per record to export."""
+def name_entries(
+    records: list[ImageRecord],
+    recipe: Recipe,
+    profile: ExportProfile | None = None,
+    *,
+    date: str | None = None,
+) -> list[dict[str, Any]]:
+    """What the naming template of ``profile`` (default: the first) may use, per record."""
+    profile = profile or recipe.export.effective_profiles()[0]
+    day = date or datetime.now(UTC).date().isoformat()
     return [
         {
             "stem": PurePosixPath(r.name).stem,
             "folder": _folder(r.name),
-            "ext": format_extension(output_format(r, recipe)),
+            "ext": format_extension(output_format(r, recipe, profile)),
             "index": r.index,
             "preset": recipe.name,
+            "profile": profile.name,
+            "date": day,
+            "score": r.scores.get("score"),
+            "verdict": r.scores.get("verdict"),
+            "group": r.category("group"),
+            "tag": r.category("tag"),
         }
         for r in records
     ]
 
 
+def assign_outputs(records: list[ImageRecord], recipe: Recipe, *, date: str | None = None) -> None:
+    """Name every output of ``records`` (the deliverable ones), profile by profile.
+
+    Sets ``record.tags`` (from ``export.tags``), ``record.outputs`` (one planned
+    ``{"profile", "name"}`` per profile) and ``record.output_name`` (the first). Names are
+    unique within a profile; with several profiles each one's outputs sit in a folder named
+    after it (``web/a.jpg``, ``archive/a.tif``), with one profile at the top as before.
+
+    Raises:
+        RecipeError: a bad name template, an unreadable tag file or watermark file.
+    """
+    from . import watermark
+
+    export = recipe.export
+    profiles = export.effective_profiles()
+    for profile in profiles:
+        if profile.watermark is not None:
+            watermark.check_watermark(profile.watermark)
+    tags = read_tags(export.tags) if export.tags else {}
+    for r in records:
+        tag = tags.get(r.name, tags.get(PurePosixPath(r.name).name))
+        r.tags = [tag] if tag else []
+        r.outputs = []
+    several = len(profiles) > 1
+    for profile in profiles:
+        names = naming.render_names(
+            name_entries(records, recipe, profile, date=date),
+            profile.name_template,
+            index_width=profile.index_width,
+        )
+        for r, name in zip(records, names, strict=True):
+            member = f"{profile.name}/{name}" if several else name
+            r.outputs.append({"profile": profile.name, "name": member})
+    for r in records:
+        r.output_name = r.outputs[0]["name"] if r.outputs else None
+        r.output_sha256 = None
+
+
+def read_tags(uri: str) -> dict[str, str]:
+    """The user tag file at ``uri`` (see :func:`retouch.lib.records.parse_tags`).
+
+    Raises:
+        RecipeError: the file cannot be read or parsed.
+    """
+    try:
+        text = storage.read_bytes(uri, max_bytes=16 * 1024 * 1024).decode("utf-8-sig")
+        return parse_tags(text, storage.redact(uri))
+    except (RetouchError, UnicodeDecodeError, ValueError) as exc:
+        raise RecipeError(f"export.tags: {exc}") from None
+
+
+def _planned(record: ImageRecord, recipe: Recipe) -> list[tuple[ExportProfile, str]]:
+    profiles = recipe.export.effective_profiles()
+    planned = record.outputs
+    if (
+        len(planned) == len(profiles)
+        and planned[0].get("name") == record.output_name
+        and [o.get("profile") for o in planned] == [p.name for p in profiles]
+    ):
+        return [(p, str(o["name"])) for p, o in zip(profiles, planned, strict=True)]
+    # Named by a caller that only set output_name: the first profile alone.
+    return [(profiles[0], str(record.output_name))]
+
+
 def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
-    """Encode one result in the export format into the run's staging area."""
+    """Encode one result once per export profile into the run's staging area.
+
+    Each profile resizes, converts the colour, marks and encodes the stored result (pixels
+    HxWx3 BGR uint8/uint16) its own way; ``record.outputs`` then lists every file written
+    with its sha256, and ``output_sha256`` is the first one's. A failure in any profile
+    fails the image, so the delivery never holds part of an image's outputs.
+    """
+    from . import watermark
+
     if not record.ok or record.result_key is None or record.output_name is None:
         progress.emit("image", phase="export", name=record.name, ok=False)
         return record
@@ -293,17 +535,32 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
                 "run again with --refresh to recompute it"
             )
         image = ctx.workspace.load_result(record.result_key)
-        export = ctx.recipe.export
-        data = encode(
-            image,
-            output_format(record, ctx.recipe),
-            quality=export.quality,
-            keep_metadata=export.keep_metadata,
-        )
-        storage.write_bytes(staging_path(ctx, record.output_name), data)
-        record.output_sha256 = sha256_bytes(data)
-        record.output["bytes"] = len(data)
-        record.output["format"] = output_format(record, ctx.recipe)
+        outputs: list[dict[str, Any]] = []
+        for profile, member in _planned(record, ctx.recipe):
+            fmt = output_format(record, ctx.recipe, profile)
+            try:
+                shaped = watermark.apply_profile(image, profile)
+                data = encode(
+                    shaped, fmt, quality=profile.quality, keep_metadata=profile.keep_metadata
+                )
+            except RetouchError as exc:
+                raise RetouchError(f"export profile {profile.name!r}: {_reason(exc)}") from exc
+            storage.write_bytes(staging_path(ctx, member), data)
+            outputs.append(
+                {
+                    "profile": profile.name,
+                    "name": member,
+                    "format": fmt,
+                    "width": shaped.width,
+                    "height": shaped.height,
+                    "bytes": len(data),
+                    "sha256": sha256_bytes(data),
+                }
+            )
+        record.outputs = outputs
+        record.output_sha256 = str(outputs[0]["sha256"])
+        record.output["bytes"] = outputs[0]["bytes"]
+        record.output["format"] = outputs[0]["format"]
         record.status = "ok"
     except RetouchError as exc:
         record.fail("export", _reason(exc))
@@ -311,6 +568,7 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
         record.fail("export", f"{type(exc).__name__}: {exc}")
     if not record.ok:  # not in the ZIP, so the manifest must not name a file for it
         record.output_name = record.output_sha256 = None
+        record.outputs = []
     record.timings["export"] = round(time.perf_counter() - started, 4)
     progress.emit("image", phase="export", name=record.name, ok=record.ok)
     return record

@@ -1,0 +1,338 @@
+"""``retouch preview`` and ``retouch tune``: try a recipe on a few images in seconds.
+
+Both run in this process without Prefect (no server to start), on a sample of the source
+reduced to preview size (or cut to a region), and write a contact sheet with a score per
+cell. ``tune`` also names the best-scoring value and can save it as a user preset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _variants(presets: list[str], grid: str | None, overrides: list[str]):
+    from retouch.lib import preview
+    from retouch.lib.recipe import apply_overrides, load_preset
+
+    recipes = [load_preset(p) for p in presets]
+    if overrides:
+        recipes = [apply_overrides(r, overrides) for r in recipes]
+    parsed = preview.parse_grid(grid) if grid else None
+    if parsed and len(recipes) > 1:
+        raise ValueError("use --grid with one preset, or several presets without --grid")
+    if len(recipes) > 1:  # style comparison: one column per preset
+        return [preview.Variant(r.name, r) for r in recipes]
+    return preview.variants_for(recipes[0], parsed)
+
+
+def _print_table(result) -> None:
+    table = Table(title="scores (0-100)", show_lines=False)
+    table.add_column("image")
+    for v in result.variants:
+        table.add_column(escape(v), justify="right")
+    for name in result.images:
+        row = [escape(name)]
+        for v in result.variants:
+            cell = next((c for c in result.cells if c.image == name and c.variant == v), None)
+            if cell is None or cell.score is None:
+                row.append("[red]failed[/]")
+            else:
+                row.append(f"{cell.score:.0f} {cell.verdict}")
+        table.add_row(*row)
+    console.print(table)
+
+
+def _preview_command(
+    source: str,
+    presets: list[str],
+    grid: str | None,
+    sample: int,
+    region: str | None,
+    out_file: str,
+    overrides: list[str],
+    device: str | None,
+    as_json: bool,
+):
+    from retouch.lib import preview
+    from retouch.lib.errors import RetouchError
+    from retouch.lib.models.loaders import device_for
+    from retouch.lib.settings import get_settings
+
+    try:
+        variants = _variants(presets, grid, overrides)
+        result = preview.run_preview(
+            source,
+            variants,
+            out_file,
+            sample_size=sample,
+            region=preview.parse_region(region) if region else None,
+            device=device_for(device or get_settings().device),
+        )
+    except (RetouchError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        out.print_json(json.dumps(result.as_dict()))
+    else:
+        _print_table(result)
+        where = out_file if "://" in out_file else os.path.abspath(out_file)
+        console.print(f"contact sheet: [bold]{escape(where)}[/] ({result.seconds:.1f} s)")
+    return result
+
+
+SourceArg = Annotated[str, typer.Argument(help="Folder, glob, s3://bucket/prefix, list or .zip")]
+PresetOpt = Annotated[
+    list[str],
+    typer.Option("--preset", "-p", help="Preset or recipe file; repeat to compare styles"),
+]
+GridOpt = Annotated[
+    str | None,
+    typer.Option("--grid", help="One parameter swept over values, e.g. sharpen.amount=0.3,0.6,1"),
+]
+SampleOpt = Annotated[int, typer.Option("--sample", "-n", min=1, max=50, help="Images to try")]
+RegionOpt = Annotated[
+    str | None,
+    typer.Option("--region", help="X,Y,W,H in pixels or fractions: a full-resolution crop"),
+]
+SetOpt = Annotated[
+    list[str], typer.Option("--set", help="STEP.PARAM=VALUE applied before the grid")
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the scores as JSON")]
+
+
+def preview(
+    source: SourceArg,
+    preset: PresetOpt = ["quick"],  # noqa: B006 (typer reads the default; never mutated)
+    grid: GridOpt = None,
+    sample: SampleOpt = 3,
+    region: RegionOpt = None,
+    out_file: Annotated[
+        str, typer.Option("--out", "-o", help="Contact sheet (PNG); scores go beside it as JSON")
+    ] = "retouch-preview.png",
+    overrides: SetOpt = [],  # noqa: B006
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Try a recipe on a few images in seconds: one contact sheet, original | result per
+    grid value (or per preset), with a score under every cell."""
+    _preview_command(source, preset, grid, sample, region, out_file, overrides, device, as_json)
+
+
+def tune(
+    source: SourceArg,
+    grid: Annotated[str, typer.Option("--grid", help="e.g. denoise.strength=3,6,10")],
+    preset: Annotated[str, typer.Option("--preset", "-p", help="Preset or recipe file")] = "quick",
+    sample: SampleOpt = 3,
+    region: RegionOpt = None,
+    out_file: Annotated[
+        str, typer.Option("--out", "-o", help="Contact sheet of the trials (PNG)")
+    ] = "retouch-tune.png",
+    save: Annotated[
+        str | None,
+        typer.Option("--save", help="Save the best parameters as a user preset of this name"),
+    ] = None,
+    overrides: SetOpt = [],  # noqa: B006
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Try each value of a grid on a sample and report the best-scoring one (mean score);
+    --save keeps it as a user preset (see `retouch presets list`)."""
+    result = _preview_command(
+        source, [preset], grid, sample, region, out_file, overrides, device, as_json
+    )
+    best = result.best()
+    if best is None:
+        raise _fail("no trial produced a result: see the contact sheet and the reasons above")
+    label, mean = best
+    console.print(f"best: [bold]{escape(label)}[/] (mean score {mean:.1f})")
+    if save:
+        from retouch.lib.errors import RetouchError
+        from retouch.lib.recipe import apply_overrides, load_preset, save_user_preset
+
+        try:
+            recipe = apply_overrides(load_preset(preset), [*overrides, label])
+            path = save_user_preset(save, recipe)
+        except RetouchError as exc:
+            raise _fail(str(exc)) from None
+        console.print(f"saved preset [bold]{escape(save)}[/]: {escape(str(Path(path)))}")
+
+
+def approve(
+    run_id: Annotated[str, typer.Argument(help="The run id shown when the run started")],
+    regenerate: Annotated[
+        list[str],
+        typer.Option("--regenerate", "-r", help="Image to redo before export (repeatable)"),
+    ] = [],  # noqa: B006
+    overrides: Annotated[
+        list[str], typer.Option("--set", help="STEP.PARAM=VALUE for the regenerated images")
+    ] = [],  # noqa: B006
+    reject: Annotated[bool, typer.Option("--reject", help="Export nothing")] = False,
+    note: Annotated[str, typer.Option("--note", help="Kept in the run's records")] = "",
+    workspace: Annotated[
+        str | None, typer.Option("--workspace", help="Workspace of the run (default: setting)")
+    ] = None,
+) -> None:
+    """Resume a run paused for approval (recipe review.approve): approve its export, redo
+    some images with overrides first, or reject it."""
+    from uuid import UUID
+
+    from retouch.flows.approval import APPROVAL_FILE
+    from retouch.lib.errors import RetouchError
+    from retouch.lib.gate import ApprovalDecision
+    from retouch.lib.settings import get_settings
+    from retouch.lib.workspace import Workspace
+
+    if reject and regenerate:
+        raise _fail("--reject and --regenerate exclude each other")
+    ws = Workspace(workspace or get_settings().resolved_workspace())
+    try:
+        pending = ws.read_json(ws.run_path(run_id, APPROVAL_FILE))
+    except (RetouchError, OSError, ValueError):
+        raise _fail(
+            f"run {run_id} is not waiting for approval in {ws.root} "
+            "(check the run id and --workspace)"
+        ) from None
+    if pending.get("status") != "waiting" or not pending.get("flow_run_id"):
+        raise _fail(f"run {run_id} is not waiting for approval (status: {pending.get('status')})")
+    names = {img["name"] for img in pending.get("images", [])}
+    unknown = sorted(set(regenerate) - names)
+    if unknown:
+        raise _fail(
+            f"run {run_id} has no image named {', '.join(unknown)}; its images: "
+            + ", ".join(sorted(names))
+        )
+    action = "reject" if reject else "regenerate" if regenerate else "approve"
+    decision = ApprovalDecision(action=action, images=regenerate, overrides=overrides, note=note)
+    try:
+        if overrides:  # validate now, while the user is here to fix a typo
+            from retouch.lib.recipe import apply_overrides, recipe_from_dict
+
+            manifest_recipe = pending.get("recipe")
+            if manifest_recipe:
+                apply_overrides(recipe_from_dict(manifest_recipe), overrides)
+        from prefect.flow_runs import resume_flow_run
+
+        resume_flow_run(UUID(pending["flow_run_id"]), run_input=decision.model_dump())
+    except (RetouchError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:  # the Prefect API refused (e.g. the run is no longer paused)
+        raise _fail(f"could not resume run {run_id}: {type(exc).__name__}: {exc}") from None
+    console.print(f"run {escape(run_id)}: {action} sent")
+
+
+def _advice_table(advice) -> Table:
+    table = Table(title="recommendations", show_header=True)
+    for col in ("image", "preset", "why"):
+        table.add_column(col, overflow="fold")
+    for a in advice:
+        why = "[red]" + escape(a.error) + "[/]" if a.error else escape("; ".join(a.tips))
+        table.add_row(escape(a.name), a.preset or "-", why)
+    return table
+
+
+def recommend(
+    source: SourceArg,
+    as_json: JsonOpt = False,
+) -> None:
+    """Analyse SOURCE and recommend a preset per image, grouped by what the images need
+    (size, faces, blur, noise, exposure, colour cast, drawing or photo). `retouch run
+    --auto` runs each group with its preset."""
+    from retouch.lib import recommend as rec
+    from retouch.lib import sources
+    from retouch.lib.errors import RetouchError
+    from retouch.lib.settings import get_settings
+
+    try:
+        found = sources.discover(source, follow_symlinks=get_settings().follow_symlinks)
+    except RetouchError as exc:
+        raise _fail(str(exc)) from None
+    if not found.items:
+        raise _fail("no images found")
+    advice = rec.advise(found.items, pixel_limit=get_settings().pixel_limit)
+    grouped = rec.groups(advice)
+    if as_json:
+        data = {
+            "images": [a.as_dict() for a in advice],
+            "groups": {k: [a.name for a in v] for k, v in grouped.items()},
+        }
+        out.print_json(json.dumps(data))
+        return
+    console.print(_advice_table(advice))
+    for preset, members in grouped.items():
+        console.print(f"[bold]{preset}[/]: {len(members)} image(s)")
+
+
+def run_auto(items, out_dir: str, overrides: list[str], options, json_out: bool) -> int:
+    """Run each recommended group with its preset into OUT/<preset>; the worst exit code."""
+    import tempfile
+
+    from retouch.flows.enhance import enhance
+    from retouch.lib import recommend as rec
+    from retouch.lib import storage
+    from retouch.lib.errors import RetouchError
+    from retouch.lib.recipe import apply_overrides, load_preset
+    from retouch.lib.settings import get_settings
+
+    advice = rec.advise(items, pixel_limit=get_settings().pixel_limit)
+    grouped = rec.groups(advice)
+    if not json_out:
+        console.print(_advice_table(advice))
+    # Only export settings apply across presets; step overrides name one recipe's steps.
+    shared = [o for o in overrides if o.split("=", 1)[0].startswith("export.")]
+    codes, summaries = [], {}
+    with tempfile.TemporaryDirectory(prefix="retouch-auto-") as tmp:
+        for preset, members in grouped.items():
+            listing = Path(tmp) / f"{preset}.txt"
+            listing.write_text("\n".join(a.uri for a in members) + "\n", encoding="utf-8")
+            try:
+                recipe = apply_overrides(load_preset(preset), shared)
+                summary = enhance(
+                    source=str(listing),
+                    dest=storage.join(out_dir, preset),
+                    recipe=recipe,
+                    options=options,
+                )
+            except RetouchError as exc:
+                console.print(f"[red]{preset}: {escape(str(exc))}[/]")
+                codes.append(1)
+                continue
+            codes.append(summary.exit_code)
+            summaries[preset] = summary.model_dump(mode="json")
+            console.print(
+                f"[bold]{preset}[/]: {summary.succeeded} of {summary.total} delivered to "
+                f"{escape(storage.redact(storage.join(out_dir, preset)))}"
+            )
+    unreadable = [a for a in advice if a.error]
+    if json_out:
+        out.print_json(
+            json.dumps({"groups": summaries, "unreadable": [a.as_dict() for a in unreadable]})
+        )
+    if not codes:
+        return 1
+    if max(codes) == 1 and min(codes) == 1:
+        return 1
+    return 2 if unreadable or any(c != 0 for c in codes) else 0
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``preview``, ``tune``, ``approve`` and ``recommend`` to the ``retouch`` command line."""
+    app.command()(preview)
+    app.command()(tune)
+    app.command()(approve)
+    app.command()(recommend)

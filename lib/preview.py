@@ -1,0 +1,312 @@
+"""Previews: a recipe tried on a few images, small and fast, laid out as one contact sheet.
+
+A preview runs the recipe's steps directly (no Prefect, no workspace) on a sample of the
+source, each image first reduced to a small size or cut to a region, once per value of a
+parameter grid (or once per preset), scores every cell against its input and draws the
+sheet: one row per image, the original first, then one column per value.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from . import analysis, storage
+from .errors import RecipeError, RetouchError, SourceError
+from .image import Image, resize_plane, to_uint8
+from .imageio import decode, encode
+from .ops.base import OpContext
+from .ops.registry import registry
+from .recipe import Recipe, apply_overrides, parse_value
+from .sources import SourceItem, discover
+
+PREVIEW_MAX_SIDE = 384
+CELL_SIDE = 256
+LABEL_HEIGHT = 34
+
+
+@dataclass
+class Grid:
+    """One parameter swept over values: ``target.param`` as in ``--set`` overrides."""
+
+    key: str
+    values: list[Any]
+
+    def override(self, value: Any) -> str:
+        text = value if isinstance(value, str) else json.dumps(value)
+        return f"{self.key}={text}"
+
+
+@dataclass
+class Variant:
+    """One column of the sheet: a label and the recipe it runs."""
+
+    label: str
+    recipe: Recipe
+
+
+@dataclass
+class Cell:
+    image: str
+    variant: str
+    score: float | None = None
+    verdict: str | None = None
+    problems: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class PreviewResult:
+    """Where the sheet was written and the score of every cell."""
+
+    sheet_uri: str
+    variants: list[str]
+    images: list[str]
+    cells: list[Cell]
+    seconds: float
+
+    def best(self) -> tuple[str, float] | None:
+        """The variant with the highest mean score over the images where it worked."""
+        means = []
+        for v in self.variants:
+            vals = [c.score for c in self.cells if c.variant == v and c.score is not None]
+            if vals:
+                means.append((sum(vals) / len(vals), v))
+        if not means:
+            return None
+        mean, label = max(means)
+        return label, round(mean, 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        best = self.best()
+        return {
+            "sheet": storage.redact(self.sheet_uri),
+            "variants": self.variants,
+            "images": self.images,
+            "best": {"variant": best[0], "mean_score": best[1]} if best else None,
+            "cells": [c.__dict__ for c in self.cells],
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def parse_grid(text: str) -> Grid:
+    """``step.param=a,b,c`` into a :class:`Grid` (values parsed like ``--set`` values)."""
+    key, sep, raw = text.partition("=")
+    if not sep or "." not in key or not raw.strip():
+        raise RecipeError(
+            f"grid {text!r}: expected STEP.PARAM=V1,V2,..., e.g. sharpen.amount=0.3,0.6,1.0"
+        )
+    values = [parse_value(v.strip()) for v in raw.split(",") if v.strip()]
+    if len(values) < 2:
+        raise RecipeError(f"grid {text!r}: give at least two values to compare")
+    return Grid(key=key.strip(), values=values)
+
+
+def parse_region(text: str) -> tuple[float, float, float, float]:
+    """``x,y,w,h`` in pixels, or as fractions of the image (all four at most 1)."""
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0 or min(parts) < 0:
+        raise RecipeError(
+            f"region {text!r}: expected X,Y,W,H in pixels (e.g. 100,80,400,300) "
+            "or fractions (e.g. 0.25,0.25,0.5,0.5)"
+        )
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def variants_for(recipe: Recipe, grid: Grid | None) -> list[Variant]:
+    """The columns: one per grid value (each validated now), or just the recipe."""
+    if grid is None:
+        return [Variant(recipe.name, recipe)]
+    return [
+        Variant(f"{grid.key}={v}", apply_overrides(recipe, [grid.override(v)])) for v in grid.values
+    ]
+
+
+def sample(items: list[SourceItem], n: int) -> list[SourceItem]:
+    """``n`` images spread evenly over the (sorted) listing, so a sample is repeatable."""
+    if n >= len(items):
+        return list(items)
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
+def _prepare(image: Image, region: tuple[float, float, float, float] | None) -> Image:
+    """Cut the region (at full resolution) or reduce the image to the preview size."""
+    if region is not None:
+        x, y, w, h = region
+        if max(region) <= 1.0:
+            x, w = x * image.width, w * image.width
+            y, h = y * image.height, h * image.height
+        x0, y0 = int(min(max(0, x), image.width - 1)), int(min(max(0, y), image.height - 1))
+        x1, y1 = int(min(image.width, x0 + max(1, w))), int(min(image.height, y0 + max(1, h)))
+        alpha = image.alpha[y0:y1, x0:x1].copy() if image.alpha is not None else None
+        return Image(image.pixels[y0:y1, x0:x1].copy(), alpha=alpha, is_gray=image.is_gray, info={})
+    scale = PREVIEW_MAX_SIDE / max(image.width, image.height)
+    if scale >= 1:
+        return image
+    w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    return image.with_pixels(resize_plane(image.pixels, w, h))
+
+
+def _run(image: Image, recipe: Recipe, name: str, device: str, counters: dict[str, int]) -> Image:
+    from .models.pool import default_pool
+
+    ctx = OpContext(name=name, device=device, pool=default_pool(), counters=counters)
+    for number, step in enumerate(recipe.steps, start=1):
+        try:
+            image = registry().get(step.op)(image, step.parsed(), ctx)
+        except RetouchError as exc:
+            raise RetouchError(f"step {number} ({step.op}): {exc}") from exc
+    return image
+
+
+def _cell_view(pixels: np.ndarray) -> np.ndarray:
+    """An HxWx3 BGR uint8 array letterboxed into a CELL_SIDE square on dark gray."""
+    bgr = to_uint8(pixels)
+    h, w = bgr.shape[:2]
+    scale = CELL_SIDE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST
+    small = cv2.resize(bgr, size, interpolation=interp)
+    out = np.full((CELL_SIDE, CELL_SIDE, 3), 40, np.uint8)
+    y0, x0 = (CELL_SIDE - size[1]) // 2, (CELL_SIDE - size[0]) // 2
+    out[y0 : y0 + size[1], x0 : x0 + size[0]] = small
+    return out
+
+
+def _label(text: str, sub: str = "") -> np.ndarray:
+    strip = np.full((LABEL_HEIGHT, CELL_SIDE, 3), 250, np.uint8)
+    for row, (t, scale) in enumerate(((text, 0.42), (sub, 0.38))):
+        if not t:
+            continue
+        # OpenCV draws ASCII only; then shorten until it fits the cell.
+        t = t.encode("ascii", "replace").decode()
+        while (
+            len(t) > 4
+            and cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > CELL_SIDE - 8
+        ):
+            t = t[:-3] + "~"
+        cv2.putText(
+            strip,
+            t,
+            (4, 13 + row * 16),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (30, 30, 30),
+            1,
+            cv2.LINE_AA,
+        )
+    return strip
+
+
+def contact_sheet(
+    rows: list[tuple[str, Image, list[tuple[str, Image | None, str]]]],
+) -> np.ndarray:
+    """Rows of (image name, original, [(column label, result or None, caption)]) drawn as
+    one HxWx3 BGR uint8 sheet: the original first, then one cell per column."""
+    out_rows = []
+    for name, original, cells in rows:
+        tiles = [np.vstack([_label(name, "original"), _cell_view(original.pixels)])]
+        for label, result, caption in cells:
+            view = (
+                _cell_view(result.pixels)
+                if result is not None
+                else np.full((CELL_SIDE, CELL_SIDE, 3), (60, 60, 160), np.uint8)
+            )
+            tiles.append(np.vstack([_label(label, caption), view]))
+        out_rows.append(np.hstack(tiles))
+    width = max(r.shape[1] for r in out_rows)
+    padded = [
+        np.hstack([r, np.full((r.shape[0], width - r.shape[1], 3), 255, np.uint8)])
+        if r.shape[1] < width
+        else r
+        for r in out_rows
+    ]
+    return np.vstack(padded)
+
+
+def run_preview(
+    source: str,
+    variants: list[Variant],
+    out: str,
+    *,
+    sample_size: int = 3,
+    region: tuple[float, float, float, float] | None = None,
+    device: str = "cpu",
+    pixel_limit: int | None = None,
+) -> PreviewResult:
+    """Run each variant on a sample of ``source`` and write the contact sheet to ``out``.
+
+    Args:
+        source: anything :func:`retouch.lib.sources.discover` accepts.
+        variants: the columns (see :func:`variants_for`; several presets compare styles).
+        out: URI of the sheet (PNG); a JSON file with the scores is written beside it.
+        sample_size: how many images (spread over the listing).
+        region: cut this region (pixels, or fractions) instead of reducing the image.
+
+    Returns:
+        The sheet's URI and the score of every cell. A cell that fails (bad image, step
+        error) is drawn as a red square with the reason in the result; the others go on.
+
+    Raises:
+        SourceError: the source has no images.
+    """
+    from .settings import get_settings
+
+    started = time.perf_counter()
+    limit = pixel_limit or get_settings().pixel_limit
+    found = discover(source).items
+    if not found:
+        raise SourceError(f"{storage.redact(source)}: no images to preview")
+    chosen = sample(found, sample_size)
+    counters: dict[str, int] = {}
+    rows, cells = [], []
+    for item in chosen:
+        try:
+            original = _prepare(
+                decode(storage.read_bytes(item.uri), item.name, pixel_limit=limit), region
+            )
+        except RetouchError as exc:
+            cells.append(Cell(item.name, "original", error=str(exc)))
+            continue
+        row_cells: list[tuple[str, Image | None, str]] = []
+        for variant in variants:
+            t0 = time.perf_counter()
+            cell = Cell(item.name, variant.label)
+            try:
+                result = _run(original, variant.recipe, item.name, device, counters)
+                q = analysis.quality_score(original.pixels, result.pixels)
+                cell.score, cell.verdict, cell.problems = q["score"], q["verdict"], q["problems"]
+                caption = f"score {q['score']:.0f} {q['verdict']}"
+            except RetouchError as exc:
+                result, cell.error, caption = None, str(exc), "failed"
+            cell.seconds = round(time.perf_counter() - t0, 3)
+            cells.append(cell)
+            row_cells.append((variant.label, result, caption))
+        rows.append((item.name, original, row_cells))
+    if not rows:
+        raise RetouchError(
+            f"{storage.redact(source)}: none of the sampled images could be read: "
+            + "; ".join(c.error or "" for c in cells)
+        )
+    sheet = contact_sheet(rows)
+    storage.write_bytes(out, encode(Image(sheet), "png", keep_metadata=False))
+    preview = PreviewResult(
+        sheet_uri=out,
+        variants=[v.label for v in variants],
+        images=[r[0] for r in rows],
+        cells=cells,
+        seconds=time.perf_counter() - started,
+    )
+    base = out[: -len(".png")] if out.lower().endswith(".png") else out
+    storage.write_bytes(base + ".json", json.dumps(preview.as_dict(), indent=2).encode())
+    return preview
