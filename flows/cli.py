@@ -40,7 +40,9 @@ app = typer.Typer(
 models_app = typer.Typer(
     help="The model registry: list, download, import and locate weights.", no_args_is_help=True
 )
-presets_app = typer.Typer(help="Shipped recipes: list them or show one.", no_args_is_help=True)
+presets_app = typer.Typer(
+    help="Recipes: shipped and saved presets; list, show or save one.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 app.add_typer(presets_app, name="presets")
 
@@ -102,23 +104,26 @@ class _Bars:
                 self.progress.update(self.ids[event["phase"]], advance=1, current=f"{name}{mark}")
 
 
+# Shared by the commands that take a source and a recipe.
+SourceArg = Annotated[
+    str, typer.Argument(help="Folder, glob, s3://bucket/prefix, list file (.txt) or .zip")
+]
+PresetOpt = Annotated[
+    str,
+    typer.Option("--preset", "-p", help="Preset name (see `retouch presets list`) or recipe file"),
+]
+
+
 @app.command()
 def run(
-    source: Annotated[
-        str, typer.Argument(help="Folder, glob, s3://bucket/prefix, list file (.txt) or .zip")
-    ],
+    source: SourceArg,
     out_dir: Annotated[
         str,
         typer.Option(
             "--out", "-o", help="Destination folder or fsspec URL for ZIP, manifest, report"
         ),
     ],
-    preset: Annotated[
-        str,
-        typer.Option(
-            "--preset", "-p", help="Preset name (see `retouch presets list`) or recipe file"
-        ),
-    ] = "quick",
+    preset: PresetOpt = "quick",
     overrides: Annotated[
         list[str] | None,
         typer.Option(
@@ -366,15 +371,8 @@ def models_path(
 
 @app.command()
 def names(
-    source: Annotated[
-        str, typer.Argument(help="Folder, glob, s3://bucket/prefix, list file (.txt) or .zip")
-    ],
-    preset: Annotated[
-        str,
-        typer.Option(
-            "--preset", "-p", help="Preset name (see `retouch presets list`) or recipe file"
-        ),
-    ] = "quick",
+    source: SourceArg,
+    preset: PresetOpt = "quick",
     overrides: Annotated[
         list[str] | None,
         typer.Option(
@@ -434,6 +432,29 @@ def presets_list() -> None:
             escape(recipe.description),
         )
     out.print(table)
+
+
+@presets_app.command("save")
+def presets_save(
+    name: Annotated[str, typer.Argument(help="Name of the new preset")],
+    preset: PresetOpt = "quick",
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="Override STEP.PARAM=VALUE")
+    ] = None,
+) -> None:
+    """Save a preset (or recipe file) with overrides as your own preset, every parameter
+    written out. The JSON file it prints can be shared: anyone can pass it to --preset.
+
+    Example: retouch presets save studio-web -p web-ready --set sharpen.amount=0.4
+    """
+    from retouch.lib.errors import RetouchError
+    from retouch.lib.recipe import apply_overrides, load_preset, save_user_preset
+
+    try:
+        path = save_user_preset(name, apply_overrides(load_preset(preset), overrides or []))
+    except RetouchError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"saved preset [bold]{escape(name)}[/]: {escape(str(path))}")
 
 
 @presets_app.command("show")

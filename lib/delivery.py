@@ -72,7 +72,7 @@ def build_manifest(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": storage.redact(source),
         "dest": storage.redact(dest),
-        "recipe": _redacted(ctx.recipe.model_dump(mode="json")),
+        "recipe": storage.redact_tree(ctx.recipe.model_dump(mode="json")),
         "profiles": [p.name for p in ctx.recipe.export.effective_profiles()],
         "summary": {
             "total": len(records),
@@ -484,17 +484,6 @@ def preview_names(
         for r in records
         for o in r.outputs
     ]
-
-
-def _redacted(value: Any) -> Any:
-    """URLs inside a recipe (mask folders...) with any credentials removed."""
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    if isinstance(value, str) and "://" in value:
-        return storage.redact(value)
-    return value
 
 
 def _local_copy(uri: str, tmp: str) -> str:

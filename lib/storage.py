@@ -157,6 +157,18 @@ def redact(uri: str) -> str:
     return "::".join(_redact_one(part) for part in uri.split("::"))
 
 
+def redact_tree(value: Any) -> Any:
+    """A JSON-like value (dicts, lists, strings) with credentials removed from every URL in
+    it (recipes, run records and manifests name mask folders, sources, destinations)."""
+    if isinstance(value, dict):
+        return {k: redact_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_tree(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return redact(value)
+    return value
+
+
 def _userinfo_end(rest: str) -> int:
     """Index of the '@' ending ``user[:password]`` in the part after ``scheme://``, or -1."""
     at = rest.rfind("@")

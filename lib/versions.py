@@ -331,7 +331,7 @@ def record_run_image(
             record,
             image=image or image_id(record.sha256, record.name),
             run_id=ctx.run_id,
-            recipe=_redacted(recipe),
+            recipe=storage.redact_tree(recipe),
             thumbs=thumbs,
             note=note,
         )
@@ -393,7 +393,7 @@ class RunState:
 def save_run_info(ws: Workspace, run_id: str, info: dict[str, Any]) -> None:
     """``runs/<run_id>/run.json``: source, destination, recipe and options of a run (URIs
     redacted: credentials belong in the environment)."""
-    ws.write_json(ws.run_path(run_id, "run.json"), _redacted(info))
+    ws.write_json(ws.run_path(run_id, "run.json"), storage.redact_tree(info))
 
 
 def load_run(ws: Workspace, run_id: str) -> RunState:
@@ -448,7 +448,7 @@ def save_replacement(ws: Workspace, run_id: str, items: list[dict[str, Any]]) ->
     stamp = new_stamp()
     ws.write_json(
         ws.run_path(run_id, "replacements", stamp + ".json"),
-        {"stamp": stamp, "items": _redacted(items)},
+        {"stamp": stamp, "items": storage.redact_tree(items)},
     )
     return stamp
 
@@ -474,16 +474,6 @@ def undo_replacement(ws: Workspace, run_id: str) -> dict[str, Any]:
         {"undone": stamp, "at": datetime.now(UTC).isoformat(timespec="seconds")},
     )
     return dict(data)
-
-
-def _redacted(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    if isinstance(value, str) and "://" in value:
-        return storage.redact(value)
-    return value
 
 
 def dumps(version: Version) -> str:

@@ -136,3 +136,26 @@ def test_recommend_groups_images_and_run_auto_uses_each_groups_preset(
     assert sorted(i["name"] for i in quick["images"]) == ["big_1.png", "big_2.png"]
     (only,) = upscaled["images"]
     assert only["name"] == "small_1.png" and only["output"]["width"] == 4 * 160
+
+
+def test_presets_save_writes_a_complete_shareable_recipe(tmp_path):
+    runner = CliRunner()
+    saved = runner.invoke(
+        app, ["presets", "save", "studio-soft", "-p", "web-ready", "--set", "sharpen.amount=0.25"]
+    )
+    assert saved.exit_code == 0, saved.output
+    from retouch.lib.recipe import user_preset_dir
+
+    assert "saved preset studio-soft" in saved.output
+    path = user_preset_dir() / "studio-soft.json"
+    assert path.is_file()
+    data = json.loads(path.read_text())
+    # every parameter written out, defaults included, so the file stands on its own
+    sharpen = [s for s in data["steps"] if s["op"] == "sharpen"][0]["params"]
+    assert sharpen["amount"] == 0.25 and "radius" in sharpen and "threshold" in sharpen
+    shared = tmp_path / "shared.json"
+    shared.write_text(path.read_text())
+    again = runner.invoke(app, ["presets", "show", str(shared)])
+    assert again.exit_code == 0 and json.loads(again.output)["name"] == "studio-soft"
+    clash = runner.invoke(app, ["presets", "save", "quick", "-p", "web-ready"])
+    assert clash.exit_code == 1 and "shipped preset" in clash.output
