@@ -88,6 +88,26 @@ def publish_artifacts(summary: RunSummary, records: list[ImageRecord], config: R
             link = shown if "://" in shown else "file://" + os.path.abspath(shown)
             create_link_artifact(link, link_text=text, key=key)
     publish_share_links(summary)
+    publish_previews(records)
+
+
+def publish_previews(records: list[ImageRecord], limit: int = 100) -> None:
+    """Result previews with scores, for images whose storage gave a browser-fetchable URL
+    (share links); nothing is published where there is none (local files can't be shown)."""
+    rows = []
+    for r in records:
+        link = next((o["link"] for o in r.outputs if o.get("link")), None)
+        if r.ok and link:
+            score = r.scores.get("score")
+            rows.append(
+                f"| {r.name} | {'' if score is None else f'{score:.0f}'} | "
+                f"{r.scores.get('verdict') or ''} | ![{r.name}]({link}) |"
+            )
+    if rows:
+        lines = ["# Results", "", "| image | score | verdict | preview |", "|---|---|---|---|"]
+        create_markdown_artifact(
+            "\n".join(lines + rows[:limit]), key="retouch-previews", description="Result previews"
+        )
 
 
 def publish_share_links(summary: RunSummary) -> None:

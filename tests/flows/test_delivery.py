@@ -98,7 +98,14 @@ def test_split_parts_open_alone_sync_uploads_changes_only_and_links_work(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="retouch-share-")),
             flow_run_filter=FlowRunFilter(id={"any_": [state.state_details.flow_run_id]}),
         )
+        previews = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["retouch-previews"])),
+            flow_run_filter=FlowRunFilter(id={"any_": [state.state_details.flow_run_id]}),
+        )
     assert arts and all("Signature=" in a.data for a in arts)
+    # Image previews in the Prefect UI: one per image, through its presigned link.
+    assert len(previews) == 1 and previews[0].data.count("![") == 6
+    assert "Signature=" in previews[0].data
 
     # Same run again: nothing changed in the outputs, so none is uploaded again.
     (src / "p1.png").write_bytes(_noise(101, 64, 48))  # ...except this image's two outputs
