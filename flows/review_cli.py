@@ -249,6 +249,10 @@ def _advice_table(advice) -> Table:
 def recommend(
     source: SourceArg,
     as_json: JsonOpt = False,
+    workspace: Annotated[
+        str | None,
+        typer.Option("--workspace", help="Workspace whose history informs the advice"),
+    ] = None,
 ) -> None:
     """Analyse SOURCE and recommend a preset per image, grouped by what the images need
     (size, faces, blur, noise, exposure, colour cast, drawing or photo). `retouch run
@@ -257,6 +261,7 @@ def recommend(
     from retouch.lib import sources
     from retouch.lib.errors import RetouchError
     from retouch.lib.settings import get_settings
+    from retouch.lib.workspace import Workspace
 
     try:
         found = sources.discover(source, follow_symlinks=get_settings().follow_symlinks)
@@ -264,18 +269,21 @@ def recommend(
         raise _fail(str(exc)) from None
     if not found.items:
         raise _fail("no images found")
-    advice = rec.advise(found.items, pixel_limit=get_settings().pixel_limit)
+    learned = rec.learn_from_history(Workspace(workspace or get_settings().resolved_workspace()))
+    advice = rec.advise(found.items, pixel_limit=get_settings().pixel_limit, learned=learned)
     grouped = rec.groups(advice)
     if as_json:
         data = {
             "images": [a.as_dict() for a in advice],
             "groups": {k: [a.name for a in v] for k, v in grouped.items()},
+            "learned": {k: v.__dict__ for k, v in learned.items()},
         }
         out.print_json(json.dumps(data))
         return
     console.print(_advice_table(advice))
     for preset, members in grouped.items():
-        console.print(f"[bold]{preset}[/]: {len(members)} image(s)")
+        extra = f" with {', '.join(members[0].overrides)}" if members[0].overrides else ""
+        console.print(f"[bold]{preset}[/]{escape(extra)}: {len(members)} image(s)")
 
 
 def run_auto(items, out_dir: str, overrides: list[str], options, json_out: bool) -> int:
@@ -288,8 +296,11 @@ def run_auto(items, out_dir: str, overrides: list[str], options, json_out: bool)
     from retouch.lib.errors import RetouchError
     from retouch.lib.recipe import apply_overrides, load_preset
     from retouch.lib.settings import get_settings
+    from retouch.lib.workspace import Workspace
 
-    advice = rec.advise(items, pixel_limit=get_settings().pixel_limit)
+    ws = Workspace(options.workspace or get_settings().resolved_workspace())
+    learned = rec.learn_from_history(ws)
+    advice = rec.advise(items, pixel_limit=get_settings().pixel_limit, learned=learned)
     grouped = rec.groups(advice)
     if not json_out:
         console.print(_advice_table(advice))
@@ -301,7 +312,8 @@ def run_auto(items, out_dir: str, overrides: list[str], options, json_out: bool)
             listing = Path(tmp) / f"{preset}.txt"
             listing.write_text("\n".join(a.uri for a in members) + "\n", encoding="utf-8")
             try:
-                recipe = apply_overrides(load_preset(preset), shared)
+                # What the history learned for this kind of image, then the user's export.
+                recipe = apply_overrides(load_preset(preset), [*members[0].overrides, *shared])
                 summary = enhance(
                     source=str(listing),
                     dest=storage.join(out_dir, preset),
