@@ -333,6 +333,10 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
             seams=analysis.tile_seams(after, period=period) if period else None,
         )
         record.scores = _jsonable({k: v for k, v in scores.items() if k != "problems"})
+        record.scores["faces"] = {
+            "before": int((record.analysis.get("faces") or {}).get("count") or 0),
+            "after": len(analysis.detect_faces(after_s.pixels, max_side=320)),
+        }
         record.problems += [str(p) for p in scores.get("problems", [])]
         crop_before, crop_after = detail_crops(before, after)
         views = (

@@ -58,7 +58,13 @@ def test_quick_preset_on_samples_delivers_zip_manifest_report(prefect_server, tm
         assert img["status"] == "ok"
         assert len(img["sha256"]) == 64 and len(img["output_sha256"]) == 64
         assert img["scores"]["verdict"] in ("improved", "unchanged", "worse")
+        assert 0 <= img["scores"]["score"] <= 100 and img["scores"]["quality"]["after"] > 0
         assert {"prepare", "process", "review", "export"} <= set(img["timings"])
+    astronaut = next(i for i in manifest["images"] if i["name"] == "astronaut.jpg")
+    # faces before and after (the quick preset keeps the astronaut's face findable)
+    assert (
+        astronaut["scores"]["faces"]["before"] >= 1 and astronaut["scores"]["faces"]["after"] >= 1
+    )
     # The ZIP holds exactly the bytes the manifest describes.
     with zipfile.ZipFile(dest / "results.zip") as zf:
         for img in manifest["images"]:
