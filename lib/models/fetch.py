@@ -1,6 +1,8 @@
 """Finding, downloading, importing and verifying weight files.
 
-Resolution order for a registry name (:func:`resolve`):
+Weights that ship with retouch (``spec.bundled``, in ``lib/models/weights/``) resolve to the
+packaged file, checked against the registry's size and sha256; nothing else is tried for them.
+Resolution order for every other registry name (:func:`resolve`):
 
 1. an explicit path given by the caller (must exist);
 2. ``<model dir>/<filename>`` (``RETOUCH_MODEL_DIR``, default ``~/.cache/retouch/models``);
@@ -40,6 +42,10 @@ _hash_cache: dict[tuple[str, int, int], str] = {}
 _hash_lock = threading.Lock()
 
 
+# Where weights that ship inside the package live (``ModelSpec.bundled``).
+BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
+
+
 def model_dir() -> Path:
     """The folder holding weight files (from the settings; not created here)."""
     return get_settings().resolved_model_dir()
@@ -48,6 +54,30 @@ def model_dir() -> Path:
 def _lock_for(filename: str) -> threading.Lock:
     with _fetch_locks_guard:
         return _fetch_locks.setdefault(filename, threading.Lock())
+
+
+def bundled_path(spec: ModelSpec) -> Path:
+    """Where the packaged weight file of a bundled spec lives (it may be missing in a broken
+    install; :func:`resolve` checks)."""
+    return BUNDLED_DIR / spec.filename
+
+
+def _bundled(spec: ModelSpec) -> Path:
+    """The packaged file of a bundled spec, verified against the registry's size and sha256."""
+    path = bundled_path(spec)
+    if not path.is_file():
+        raise ModelNotAvailableError(
+            f"model {spec.name!r} ships with retouch, but its weight file {path} is missing: "
+            "the installation is incomplete. Reinstall retouch (pip install --force-reinstall)."
+        )
+    size = path.stat().st_size
+    try:
+        _check(spec, str(path), size, file_sha256(path))
+    except ModelChecksumError as exc:
+        raise ModelChecksumError(
+            f"{exc} The file ships with retouch: reinstall retouch to restore it."
+        ) from None
+    return path
 
 
 def _how_to_provide(spec: ModelSpec) -> str:
@@ -148,6 +178,8 @@ def _download_url(url: str, spec: ModelSpec) -> Path:
 
 
 def _fetch(spec: ModelSpec, *, allow_download: bool, skip_local: bool = False) -> Path:
+    if spec.bundled:
+        return _bundled(spec)
     settings = get_settings()
     dest = model_dir() / spec.filename
     reasons: list[str] = []
@@ -196,7 +228,8 @@ def resolve(
 
     Order: ``explicit_path`` (must exist; not checked against the registry, it is the caller's
     choice), the model dir, the mirror, the official URL (unless offline or
-    ``allow_download=False``). Raises UnknownNameError for a name not in the registry,
+    ``allow_download=False``). Without ``explicit_path`` a bundled model resolves to its packaged,
+    verified file. Raises UnknownNameError for a name not in the registry,
     ModelNotAvailableError (naming the file, the official URL, the three ways to provide it and
     why each way failed), ModelChecksumError when a fetched file does not match.
     """
@@ -232,6 +265,11 @@ def import_file(name: str, file: str | os.PathLike[str], force: bool = False) ->
     import fsspec
 
     spec = get_spec(name)
+    if spec.bundled:
+        raise ModelError(
+            f"model {name!r} ships with retouch ({bundled_path(spec)}); there is nothing to "
+            "import. Register your own file under a new name instead."
+        )
     src_name = os.fspath(file)
     try:
         with fsspec.open(src_name, "rb") as src:
@@ -289,10 +327,11 @@ def status(name: str) -> dict[str, Any]:
 
     Returns a dict: name, filename, path, present, size (on disk or None), expected_size,
     expected_sha256, sha256 (on disk or None), verified (True when size and sha256 match what
-    is recorded, False on a mismatch, None when absent or nothing is recorded), url.
+    is recorded, False on a mismatch, None when absent or nothing is recorded), url, bundled
+    (True for weights that ship with retouch; their path is the packaged file).
     """
     spec = get_spec(name)
-    path = model_dir() / spec.filename
+    path = bundled_path(spec) if spec.bundled else model_dir() / spec.filename
     present = path.is_file()
     size = path.stat().st_size if present else None
     sha = file_sha256(path) if present else None
@@ -312,4 +351,5 @@ def status(name: str) -> dict[str, Any]:
         "sha256": sha,
         "verified": verified,
         "url": spec.url,
+        "bundled": spec.bundled,
     }

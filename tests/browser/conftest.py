@@ -23,9 +23,14 @@ def _chromium() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless browser for the session; offline (the pages must need no network)."""
+    """A headless browser for one test module; offline (the pages must need no network).
+
+    Module scope, not session: Playwright's sync API runs an event loop in this thread while
+    it is open, and Prefect flows called from a thread with a running loop return coroutines,
+    which would break every flow test that runs after the browser tests.
+    """
     executable = _chromium()
     if executable is None:
         if os.environ.get("CI"):

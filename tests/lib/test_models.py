@@ -98,8 +98,16 @@ def test_registry_entries_are_consistent():
     ):
         assert name in all_names
     for spec in specs.all_specs():
+        if spec.bundled:
+            # Shipped inside retouch: nothing to download, but always verifiable.
+            assert spec.url == "" and spec.size and spec.sha256 and len(spec.sha256) == 64
+            continue
         assert spec.url.startswith("https://github.com/") and spec.url.endswith("/" + spec.filename)
         assert spec.sha256 is None or len(spec.sha256) == 64
+    assert [s.name for s in specs.all_specs() if s.bundled] == [
+        "retouch-compact-x2",
+        "retouch-compact-x4",
+    ]
     assert specs.required_models("gfpgan-v1.4") == [
         "gfpgan-v1.4",
         "retinaface-resnet50",
