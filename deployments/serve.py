@@ -1,40 +1,123 @@
-"""Serve the enhance and regenerate flows as deployments from this process (a single box,
-needs a Prefect server).
+"""The retouch deployments, defined here and only here: ``enhance`` and ``regenerate``.
 
-    PREFECT_API_URL=http://127.0.0.1:4200/api python -m retouch.deployments.serve
+Two ways to run them:
+
+* ``retouch serve`` (or ``python -m retouch.deployments.serve``): one process serves them
+  (schedules and event triggers included) for a single box; needs a Prefect server.
+* ``retouch deploy`` (:mod:`retouch.deployments.deploy`): applies them to the configured
+  Prefect server on a ``process`` work pool, where any number of
+  ``prefect worker start --pool retouch`` processes, on any hosts, share the runs.
 
 Runs started from the Prefect UI get their parameters as forms (the flows' parameters are
 pydantic models: the recipe for ``enhance``, ``RegenerateOptions`` for ``regenerate``).
+
+``enhance`` carries an event trigger: every ``retouch.images.arrived`` event (sent by
+``retouch watch``, by hand with ``prefect event emit``, or by any system) starts a run with
+``source`` and ``dest`` taken from the event's payload, using the configured preset. With an
+inbox configured it also has a nightly cron schedule over that inbox.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import serve
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from retouch.flows.enhance import enhance
-from retouch.flows.regenerate import regenerate
+ARRIVED_EVENT = "retouch.images.arrived"
+URGENT_QUEUE, BULK_QUEUE = "urgent", "bulk"
 
 
-def deployments() -> list[Any]:
-    """The deployments this module serves (also used by tests to check their parameters)."""
+class TeamConfig(BaseSettings):
+    """Where the shared deployments look and deliver; read from ``RETOUCH_TEAM_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="RETOUCH_TEAM_", extra="ignore")
+
+    pool: str = Field("retouch", description="Process work pool the deployments run on")
+    inbox: str | None = Field(
+        None, description="Folder or prefix the nightly run enhances (no schedule when unset)"
+    )
+    nightly_dest: str | None = Field(
+        None, description="Where the nightly run delivers (default INBOX/../delivery/nightly)"
+    )
+    nightly_cron: str = Field("0 2 * * *", description="When the nightly run starts (cron)")
+    timezone: str = Field("UTC", description="Time zone of the cron schedule")
+    preset: str = Field("web-ready", description="Preset used by scheduled and triggered runs")
+
+
+def _recipe(preset: str) -> dict[str, Any]:
+    from retouch.lib.recipe import load_preset
+
+    return load_preset(preset).model_dump(mode="json")
+
+
+def nightly_dest(config: TeamConfig) -> str:
+    from retouch.lib import storage
+
+    if config.nightly_dest:
+        return config.nightly_dest
+    assert config.inbox is not None
+    parent = config.inbox.rstrip("/").rsplit("/", 1)[0] or "/"
+    return storage.join(parent, "delivery", "nightly")
+
+
+def deployments(config: TeamConfig | None = None) -> list[Any]:
+    """The deployments (also used by ``deploy`` and by tests to check parameters,
+    schedules and triggers)."""
+    from prefect.deployments.runner import EntrypointType
+    from prefect.events import DeploymentEventTrigger
+    from prefect.schedules import Cron
+
+    from retouch.flows.enhance import enhance
+    from retouch.flows.regenerate import regenerate
+
+    config = config or TeamConfig()
+    recipe = _recipe(config.preset)
+    schedules = []
+    if config.inbox:
+        schedules.append(
+            Cron(
+                config.nightly_cron,
+                timezone=config.timezone,
+                slug="nightly-inbox",
+                parameters={"source": config.inbox, "dest": nightly_dest(config), "recipe": recipe},
+            )
+        )
+    arrived = DeploymentEventTrigger(
+        name="enhance-on-arrival",
+        description="Enhance each batch of images announced by a retouch.images.arrived event",
+        expect={ARRIVED_EVENT},
+        match={"prefect.resource.id": "retouch.*"},
+        parameters={
+            "source": "{{ event.payload.source }}",
+            "dest": "{{ event.payload.dest }}",
+            "recipe": recipe,
+        },
+    )
     return [
         enhance.to_deployment(
             name="enhance",
             tags=["retouch"],
             description="Batch-enhance a folder, bucket prefix, list or ZIP",
+            schedules=schedules,
+            triggers=[arrived],
+            work_queue_name=BULK_QUEUE,
+            entrypoint_type=EntrypointType.MODULE_PATH,
         ),
         regenerate.to_deployment(
             name="regenerate",
             tags=["retouch"],
             description="Re-process selected images of an earlier run (recipe plus overrides), "
             "record new versions and re-deliver the run",
+            work_queue_name=BULK_QUEUE,
+            entrypoint_type=EntrypointType.MODULE_PATH,
         ),
     ]
 
 
 def main() -> None:
+    from prefect import serve
+
     serve(*deployments())
 
 

@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from retouch.flows import review_cli
+from retouch.flows import deploy_cli, review_cli
 
 console = Console(stderr=True)
 out = Console()
@@ -853,7 +853,8 @@ def _image_size(uri: str) -> str:
 
 cache_app = typer.Typer(help="The result cache: its size, and pruning it.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-review_cli.register(app)  # preview, tune, approve
+review_cli.register(app)  # preview, tune, approve, recommend
+deploy_cli.register(app)  # deploy, serve, watch, submit
 
 
 @cache_app.command("info")

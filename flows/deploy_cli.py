@@ -1,0 +1,148 @@
+"""``retouch deploy``, ``retouch serve``, ``retouch watch`` and ``retouch submit``: running
+retouch for a team against a Prefect server (``PREFECT_API_URL``).
+
+The deployments themselves are defined in :mod:`retouch.deployments.serve`; where they look
+and deliver is read from ``RETOUCH_TEAM_*`` (see ``TeamConfig``) or given as options here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _config(pool: str | None, inbox: str | None, cron: str | None, preset: str | None):
+    from retouch.deployments.serve import TeamConfig
+
+    given = {"pool": pool, "inbox": inbox, "nightly_cron": cron, "preset": preset}
+    return TeamConfig(**{k: v for k, v in given.items() if v is not None})
+
+
+PoolOpt = Annotated[
+    str | None, typer.Option(help="Process work pool (default RETOUCH_TEAM_POOL or 'retouch')")
+]
+InboxOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Folder or prefix for the nightly run (default RETOUCH_TEAM_INBOX; none: no schedule)"
+    ),
+]
+CronOpt = Annotated[str | None, typer.Option(help="Nightly cron (default '0 2 * * *')")]
+PresetOpt = Annotated[
+    str | None, typer.Option(help="Preset for scheduled and triggered runs (default web-ready)")
+]
+
+
+def deploy(
+    pool: PoolOpt = None, inbox: InboxOpt = None, cron: CronOpt = None, preset: PresetOpt = None
+) -> None:
+    """Apply the deployments to the Prefect server on a process work pool (created with
+    'urgent' and 'bulk' queues when missing). Then start workers:
+    prefect worker start --pool retouch"""
+    from retouch.deployments.deploy import apply
+    from retouch.lib.errors import RetouchError
+
+    try:
+        config = _config(pool, inbox, cron, preset)
+        ids = apply(config)
+    except (RetouchError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    for name, ident in ids.items():
+        typer.echo(f"{name} {ident}")
+    console.print(f"start workers with: prefect worker start --pool {escape(config.pool)}")
+
+
+def serve(inbox: InboxOpt = None, cron: CronOpt = None, preset: PresetOpt = None) -> None:
+    """Serve the deployments from this process (schedules and triggers included) on one box."""
+    from prefect import serve as prefect_serve
+
+    from retouch.deployments.serve import deployments
+
+    try:
+        built = deployments(_config(None, inbox, cron, preset))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    prefect_serve(*built)
+
+
+def watch(
+    source: Annotated[str, typer.Argument(help="Folder or prefix to watch (s3://bucket/inbox)")],
+    dest: Annotated[str, typer.Option(help="Deliveries go to DEST/<batch>")],
+    settle: Annotated[float, typer.Option(min=0, help="Seconds a file must stay unchanged")] = 10.0,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most images per batch")] = 50,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between scans")] = 5.0,
+    once: Annotated[bool, typer.Option(help="Scan once, announce what is ready, and exit")] = False,
+) -> None:
+    """Watch SOURCE and announce each settled batch of new images as a
+    retouch.images.arrived event (the enhance deployment's trigger runs it)."""
+    from retouch.flows.watch import run_watcher
+    from retouch.lib.errors import RetouchError
+
+    def show(payload: dict) -> None:
+        typer.echo(json.dumps({k: payload[k] for k in ("source", "dest", "count")}))
+
+    try:
+        run_watcher(
+            source,
+            dest,
+            settle_s=settle,
+            max_batch=max_batch,
+            interval_s=interval,
+            once=once,
+            on_batch=show,
+        )
+    except RetouchError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def submit(
+    source: Annotated[str, typer.Argument(help="Folder, prefix, list file or ZIP")],
+    dest: Annotated[str, typer.Option(help="Where to deliver")],
+    preset: Annotated[str, typer.Option(help="Preset")] = "web-ready",
+    urgent: Annotated[
+        bool, typer.Option(help="Put the run on the urgent queue, ahead of queued bulk runs")
+    ] = False,
+    at: Annotated[
+        str | None, typer.Option(help="Run at this time (ISO 8601 with timezone) instead of now")
+    ] = None,
+) -> None:
+    """Queue an enhance run on the deployments (workers pick it up); prints its id."""
+    from datetime import datetime
+
+    from retouch.deployments.deploy import submit as submit_run
+    from retouch.lib.errors import RetouchError
+    from retouch.lib.recipe import load_preset
+
+    try:
+        when = datetime.fromisoformat(at) if at else None
+        recipe = load_preset(preset).model_dump(mode="json")
+        ident = submit_run(
+            "retouch-enhance/enhance",
+            {"source": source, "dest": dest, "recipe": recipe},
+            urgent=urgent,
+            at=when,
+        )
+    except (RetouchError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(str(ident))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``deploy``, ``serve``, ``watch`` and ``submit`` to the ``retouch`` command line."""
+    app.command()(deploy)
+    app.command()(serve)
+    app.command()(watch)
+    app.command()(submit)
