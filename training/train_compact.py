@@ -23,6 +23,7 @@ import random
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -66,6 +67,20 @@ def _grad_l1(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return dx.abs().mean() + dy.abs().mean()
 
 
+def sharpen_targets(hr: np.ndarray, amount: float, sigma: float) -> np.ndarray:
+    """Unsharp-mask a batch of HR targets (NxCxHxW RGB float32 0..1, returned the same way):
+    ``hr + amount * (hr - gaussian(hr, sigma))``, clipped. A positive amount sharpens, a
+    negative one softens (-1 is the plain blur). Only the targets change; the LR inputs are
+    still made from the unfiltered patch, so the model learns an enlargement slightly crisper
+    (or softer) than the ground truth."""
+    out = np.empty_like(hr)
+    for i, img in enumerate(hr):
+        hwc = np.ascontiguousarray(img.transpose(1, 2, 0))
+        blurred = cv2.GaussianBlur(hwc, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
+        out[i] = np.clip(hwc + amount * (hwc - blurred), 0.0, 1.0).transpose(2, 0, 1)
+    return out
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -93,12 +108,21 @@ def train(
     log_every: int = 100,
     save_every: int = 0,
     grad_weight: float = 0.0,
+    init: Path | None = None,
+    target_sharpen: float = 0.0,
+    sharpen_sigma: float = 1.0,
 ) -> dict[str, object]:
-    """Train one model and write it to ``out``; returns the log (also written as JSON)."""
+    """Train one model and write it to ``out``; returns the log (also written as JSON).
+    With ``init`` the network (and its average) start from that weight file's
+    ``params_ema`` instead of random weights: a fine-tuning stage. ``target_sharpen`` > 0
+    unsharp-masks the HR targets (see :func:`sharpen_targets`)."""
     torch.set_num_threads(threads)
     _seed_everything(seed)
     spec = get_spec(f"retouch-compact-x{scale}")
     net = build_sr_network(spec).to(device)
+    if init is not None:
+        start = torch.load(init, map_location="cpu", weights_only=True)
+        net.load_state_dict(start.get("params_ema", start))
     ema = build_sr_network(spec).to(device)
     ema.load_state_dict(net.state_dict())
     for p in ema.parameters():
@@ -124,6 +148,8 @@ def train(
     net.train()
     for step in range(iters):
         lr_np, hr_np = sampler.batch(step, batch)
+        if target_sharpen:
+            hr_np = sharpen_targets(hr_np, target_sharpen, sharpen_sigma)
         x = torch.from_numpy(lr_np).to(device)
         y = torch.from_numpy(hr_np).to(device)
         pred = net(x)
@@ -169,6 +195,9 @@ def train(
         "hr_patch": HR_PATCH[scale],
         "lr": lr,
         "grad_weight": grad_weight,
+        "init": str(init) if init is not None else None,
+        "target_sharpen": target_sharpen,
+        "sharpen_sigma": sharpen_sigma,
         "seed": seed,
         "threads": threads,
         "device": device,
@@ -195,6 +224,16 @@ def main(argv: list[str] | None = None) -> None:
         "--save-every", type=int, default=0, help="also write <out>.stepN.pth every N steps"
     )
     parser.add_argument("--grad-weight", type=float, default=None, help="default: 1.0 (x2), 0 (x4)")
+    parser.add_argument(
+        "--init", type=Path, default=None, help="start from this weight file (fine-tuning)"
+    )
+    parser.add_argument(
+        "--target-sharpen",
+        type=float,
+        default=0.0,
+        help="unsharp-mask amount for the HR targets (0 = off, < 0 softens)",
+    )
+    parser.add_argument("--sharpen-sigma", type=float, default=1.0, help="unsharp-mask sigma")
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 = reproducible)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -210,6 +249,9 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device,
         save_every=args.save_every,
         grad_weight=GRAD_WEIGHT[args.scale] if args.grad_weight is None else args.grad_weight,
+        init=args.init,
+        target_sharpen=args.target_sharpen,
+        sharpen_sigma=args.sharpen_sigma,
     )
 
 

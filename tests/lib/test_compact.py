@@ -149,3 +149,45 @@ def test_quick_preset_enlarges_with_the_bundled_x2_model():
     upscale = [s for s in steps if s["op"] == "upscale"]
     assert [s["params"]["model"] for s in upscale] == ["retouch-compact-x2"]
     assert specs.get_spec("retouch-compact-x2").bundled  # works offline, nothing to fetch
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def test_fine_tune_starts_from_init_and_logs_the_target_filter(tmp_path):
+    # lr 0: the network never moves, so the written average must equal the starting file;
+    # a fine-tune that silently started from random weights would differ everywhere.
+    import json
+    import subprocess
+    import sys
+
+    start = fetch.BUNDLED_DIR / "retouch-compact-x2.pth"
+    out = tmp_path / "tuned.pth"
+    cmd = [sys.executable, "-m", "training.train_compact", "--scale", "2", "--init", str(start)]
+    cmd += ["--iters", "1", "--batch", "1", "--lr", "0", "--target-sharpen", "-0.5"]
+    cmd += ["--out", str(out)]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=300)
+    before = torch.load(start, weights_only=True)["params_ema"]
+    after = torch.load(out, weights_only=True)["params_ema"]
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        assert torch.allclose(value, after[key], atol=1e-7), key
+    log = json.loads(out.with_suffix(".json").read_text())
+    assert log["init"] == str(start) and log["target_sharpen"] == -0.5
+
+
+def test_target_filter_softens_or_sharpens_and_keeps_range(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+    from training.train_compact import sharpen_targets
+
+    rng = np.random.default_rng(0)
+    hr = rng.random((2, 3, 24, 24), dtype=np.float32)  # NxCxHxW RGB 0..1, busy
+
+    def detail(x: np.ndarray) -> float:
+        return float(np.abs(np.diff(x, axis=-1)).mean())
+
+    softer, sharper = sharpen_targets(hr, -0.5, 1.0), sharpen_targets(hr, 0.5, 1.0)
+    assert softer.shape == sharper.shape == hr.shape and softer.dtype == np.float32
+    assert detail(softer) < detail(hr) < detail(sharper)
+    assert sharper.min() >= 0.0 and sharper.max() <= 1.0
+    np.testing.assert_allclose(sharpen_targets(hr, 0.0, 1.0), hr, atol=1e-6)
