@@ -183,7 +183,7 @@ def prepare_one(record: ImageRecord, settings: Settings) -> ImageRecord:
     except Exception as exc:  # an unexpected decoder failure is still this file's problem
         record.fail("prepare", f"could not read image: {type(exc).__name__}: {exc}")
     record.timings["prepare"] = round(time.perf_counter() - started, 4)
-    progress.emit("image", phase="prepare", name=record.name, ok=record.ok)
+    progress.emit("image", phase="prepare", name=record.name, ok=record.ok, reason=record.reason)
     return record
 
 
@@ -201,7 +201,7 @@ def process_one(
     ``steps:<op>`` (steps actually run) and ``steps_reused``.
     """
     if not record.ok:
-        progress.emit("image", phase="process", name=record.name, ok=False)
+        progress.emit("image", phase="process", name=record.name, ok=False, reason=record.reason)
         return record
     started = time.perf_counter()
     try:
@@ -209,7 +209,7 @@ def process_one(
         key = keys[-1]
         record.result_key = key
         steps = len(keys) - 1
-        done = _cached_prefix(keys, ctx)
+        done = _cached_prefix(keys, ctx, _stored_steps(ctx.recipe))
         if done == steps and (steps > 0 or _has(key, ctx)):
             record.reused = True
             meta = ctx.workspace.result_meta(key)
@@ -224,8 +224,11 @@ def process_one(
             else:
                 image = _read_source(record, ctx)
 
+            stored = _stored_steps(ctx.recipe)
+
             def store(number: int, result: Image) -> None:
-                ctx.workspace.save_result(keys[number], result)
+                if number in stored:
+                    ctx.workspace.save_result(keys[number], result)
 
             image = apply_steps(image, record.name, ctx, device, start=done, on_step=store)
             if not ctx.recipe.steps:
@@ -250,7 +253,14 @@ def process_one(
     except Exception as exc:  # e.g. a model running out of memory on this image only
         record.fail("process", f"{type(exc).__name__}: {exc}")
     record.timings["process"] = round(time.perf_counter() - started, 4)
-    progress.emit("image", phase="process", name=record.name, ok=record.ok, reused=record.reused)
+    progress.emit(
+        "image",
+        phase="process",
+        name=record.name,
+        ok=record.ok,
+        reused=record.reused,
+        reason=record.reason,
+    )
     return record
 
 
@@ -258,10 +268,21 @@ def _has(key: str, ctx: RunContext) -> bool:
     return not ctx.refresh and ctx.workspace.has_result(key)
 
 
-def _cached_prefix(keys: list[str], ctx: RunContext) -> int:
+def _stored_steps(recipe: Recipe) -> set[int]:
+    """The 1-based step numbers whose result is stored: every checkpointing step and the last."""
+    ops = registry()
+    last = len(recipe.steps)
+    return {
+        n
+        for n, step in enumerate(recipe.steps, start=1)
+        if n == last or ops.get(step.op).checkpoint
+    }
+
+
+def _cached_prefix(keys: list[str], ctx: RunContext, stored: set[int]) -> int:
     """How many leading steps have a stored result (0 when none, or with ``refresh``)."""
     for done in range(len(keys) - 1, 0, -1):
-        if _has(keys[done], ctx):
+        if done in stored and _has(keys[done], ctx):
             return done
     return 0
 
@@ -350,6 +371,7 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
             storage.write_bytes(
                 thumb_path(ctx, record, label),
                 encode(view, "jpg", quality=quality, keep_metadata=False),
+                durable=False,  # previews, written again by a re-run
             )
     except RetouchError as exc:
         # A review problem is reported but does not withhold a result that was produced.
@@ -357,7 +379,17 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     except Exception as exc:
         record.problems.append(f"review failed: {type(exc).__name__}: {exc}")
     record.timings["review"] = round(time.perf_counter() - started, 4)
-    progress.emit("image", phase="review", name=record.name, ok=record.ok)
+    progress.emit(
+        "image",
+        phase="review",
+        name=record.name,
+        ok=record.ok,
+        index=record.index,
+        score=record.scores.get("score"),
+        verdict=record.scores.get("verdict"),
+        # Where the before/after previews were written (a front end can show them at once).
+        thumbs={label: thumb_path(ctx, record, label) for label in THUMB_LABELS},
+    )
     return record
 
 
@@ -529,7 +561,7 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     from . import watermark
 
     if not record.ok or record.result_key is None or record.output_name is None:
-        progress.emit("image", phase="export", name=record.name, ok=False)
+        progress.emit("image", phase="export", name=record.name, ok=False, reason=record.reason)
         return record
     started = time.perf_counter()
     try:
@@ -549,7 +581,8 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
                 )
             except RetouchError as exc:
                 raise RetouchError(f"export profile {profile.name!r}: {_reason(exc)}") from exc
-            storage.write_bytes(staging_path(ctx, member), data)
+            # Staged for the archive, which is the durable copy.
+            storage.write_bytes(staging_path(ctx, member), data, durable=False)
             outputs.append(
                 {
                     "profile": profile.name,
@@ -574,7 +607,9 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
         record.output_name = record.output_sha256 = None
         record.outputs = []
     record.timings["export"] = round(time.perf_counter() - started, 4)
-    progress.emit("image", phase="export", name=record.name, ok=record.ok)
+    progress.emit(
+        "image", phase="export", name=record.name, ok=record.ok, output_name=record.output_name
+    )
     return record
 
 

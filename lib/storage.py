@@ -442,10 +442,14 @@ def temp_name(path: str) -> str:
 
 
 @contextmanager
-def atomic_local_file(path: str) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto
-    ``path``, on error it is deleted and ``path`` is left as it was.
+def atomic_local_file(path: str, *, durable: bool = True) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on
+    error it is deleted and ``path`` is left as it was.
 
+    The rename alone makes a killed process harmless (``path`` is the old or the new file,
+    never a part). ``durable`` also fsyncs the file and its folder, so the new content
+    survives a power cut; files that can be recomputed (cached results, previews) skip it:
+    two fsyncs cost more than encoding a small image.
     The parent folder is created if needed.
     """
     folder = os.path.dirname(os.path.abspath(path))
@@ -453,14 +457,16 @@ def atomic_local_file(path: str) -> Iterator[str]:
     tmp = temp_name(os.path.abspath(path))
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(folder)
+    if durable:
+        _fsync_dir(folder)
 
 
 def _fsync_dir(folder: str) -> None:
@@ -514,16 +520,18 @@ def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
     return data
 
 
-def write_bytes(uri: str, data: bytes) -> None:
+def write_bytes(uri: str, data: bytes, *, durable: bool = True) -> None:
     """Write ``data`` to ``uri`` atomically, replacing any existing file.
 
     Local parent folders are created. On S3 the object is written by a single PUT.
+    ``durable=False`` (local files only) skips the fsyncs, for data that can be recomputed
+    (see :func:`atomic_local_file`).
     """
     path = local_path(uri)
     if path is not None:
 
         def write_local() -> None:
-            with atomic_local_file(path) as tmp:
+            with atomic_local_file(path, durable=durable) as tmp:
                 with open(tmp, "wb") as fh:
                     fh.write(data)
 

@@ -118,7 +118,7 @@ class VersionStore:
         label, "before"/"after") are written first, so a listed version always has them."""
         stamp = new_stamp()
         for label, data in (thumbs or {}).items():
-            storage.write_bytes(self.thumb_uri(image, stamp, label), data)
+            storage.write_bytes(self.thumb_uri(image, stamp, label), data, durable=False)
         version = Version(
             stamp=stamp,
             image_id=image,

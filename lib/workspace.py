@@ -8,8 +8,9 @@ Layout under the workspace root::
     versions/<image-id>/...      version history of one image (see ``lib/versions.py``)
     runs/<run_id>/...            records, thumbnails, export staging, report of one run
 
-A result is only visible once its sidecar exists, and both are written atomically, so a
-crash never leaves something that looks like a finished result. Results are keyed per step
+A result is only visible once its sidecar exists and names the pixel file's size, and both
+are written atomically (without fsync: they can be recomputed), so neither a crash nor a power
+cut leaves something that looks like a finished result. Results are keyed per step
 prefix (see ``pipeline.step_keys``): the final result of a recipe and the intermediate after
 each of its steps are all stored the same way, and ``lib/cache.py`` bounds their total size.
 """
@@ -46,16 +47,29 @@ class Workspace:
         return self.path("results", key[:2], key + suffix)
 
     def has_result(self, key: str) -> bool:
-        return storage.exists(self._result(key, ".json")) and storage.exists(
-            self._result(key, ".png")
-        )
+        """True when ``key``'s sidecar and pixels are both there and agree on the size.
+
+        Results are written without fsync (they can always be recomputed), so after a power
+        cut a sidecar may name a truncated or empty pixel file: that counts as missing.
+        """
+        try:
+            meta = self.result_meta(key)
+        except (RetouchError, ValueError):  # absent, unreadable or torn sidecar
+            return False
+        expected = meta.get("bytes") if isinstance(meta, dict) else None
+        try:
+            if expected is None:
+                return storage.exists(self._result(key, ".png"))
+            return storage.size(self._result(key, ".png")) == int(expected)
+        except RetouchError:
+            return False
 
     def save_result(self, key: str, image: Image) -> None:
         """Store ``image`` (pixels HxWx3 BGR uint8|uint16, alpha kept) under ``key``: pixels
         first, then the sidecar that commits them."""
         # Results are intermediates read back once or twice: fast compression beats small files.
         data = encode(image, "png", keep_metadata=False, png_compression=1)
-        storage.write_bytes(self._result(key, ".png"), data)
+        storage.write_bytes(self._result(key, ".png"), data, durable=False)
         meta = {
             "layout": RESULT_LAYOUT_VERSION,
             "is_gray": image.is_gray,
@@ -68,7 +82,7 @@ class Workspace:
             "created": round(time.time(), 3),
             "last_used": round(time.time(), 3),
         }
-        storage.write_bytes(self._result(key, ".json"), json.dumps(meta).encode())
+        storage.write_bytes(self._result(key, ".json"), json.dumps(meta).encode(), durable=False)
 
     def touch_result(self, key: str, meta: dict[str, Any] | None = None) -> None:
         """Record that ``key`` was just used (for least-recently-used eviction).
@@ -85,7 +99,9 @@ class Workspace:
             if not storage.exists(self._result(key, ".png")):
                 return  # evicted meanwhile: don't resurrect a sidecar without pixels
             meta["last_used"] = round(now, 3)
-            storage.write_bytes(self._result(key, ".json"), json.dumps(meta).encode())
+            storage.write_bytes(
+                self._result(key, ".json"), json.dumps(meta).encode(), durable=False
+            )
         except RetouchError:
             pass
 

@@ -87,6 +87,7 @@ def _neutral_gains(f: np.ndarray, top: int) -> np.ndarray:
 
 class AutoColor(Operation):
     id = "auto_color"
+    checkpoint = False  # cheaper to redo than to store
     version = "2"
     Params = AutoColorParams
     summary = "Automatic levels and white balance"

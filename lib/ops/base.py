@@ -62,6 +62,10 @@ class Operation(ABC, Generic[P]):
     version: ClassVar[str] = "1"
     Params: ClassVar[type[OpParams]]
     summary: ClassVar[str] = ""
+    # Store this step's result as an intermediate, so a re-run that changes only later steps
+    # starts from it. Worth it for slow steps (models, denoising); for steps cheaper than
+    # encoding and writing the image (levels, resizing, sharpening) it costs more than it saves.
+    checkpoint: ClassVar[bool] = True
 
     def models(self, params: P) -> list[str]:
         """Registry names of the model weights this step needs (checked before a run starts)."""

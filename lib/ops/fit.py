@@ -119,6 +119,7 @@ def _best_offset(profile: np.ndarray, window: float, max_offset: int, factor: fl
 
 class Fit(Operation):
     id = "fit"
+    checkpoint = False  # cheaper to redo than to store
     version = "1"
     Params = FitParams
     summary = "Resize to a maximum side or an exact size (contain/pad, cover/smart crop, stretch)"

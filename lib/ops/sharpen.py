@@ -33,6 +33,7 @@ class SharpenParams(OpParams):
 
 class Sharpen(Operation):
     id = "sharpen"
+    checkpoint = False  # cheaper to redo than to store
     version = "1"
     Params = SharpenParams
     summary = "Unsharp mask (amount, radius, threshold)"
