@@ -1,20 +1,21 @@
-"""The batch flow: prepare -> process -> review -> export, each a task mapped over chunks."""
+"""The batch flow: prepare -> process -> review -> export, each a task run per chunk of images."""
 
 from __future__ import annotations
 
 import math
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from retouch.flows import approval
-from retouch.lib import delivery, pipeline, progress, versions
+from retouch.lib import delivery, perf, pipeline, progress, versions
 from retouch.lib.models.loaders import device_for
 from retouch.lib.recipe import Recipe
 from retouch.lib.records import ImageRecord, RunSummary
@@ -60,27 +61,72 @@ def chunked(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _settle(future: PrefectFuture, chunk: list[ImageRecord], phase: str) -> list[ImageRecord]:
+    """A chunk task's records; a task that failed outright marks its own images failed only."""
+    result = future.result(raise_on_failure=False)
+    if isinstance(result, BaseException) or not isinstance(result, list):
+        reason = f"{phase} task failed: {result}"
+        return [r.model_copy(deep=True).fail(phase, reason) if r.ok else r for r in chunk]
+    if future.state.name == "Cached":
+        # The task body didn't run, so neither did its per-image progress reports.
+        for r in result:
+            # These records come from the run that computed them; this run did no work.
+            r.reused = r.reused or r.ok
+            r.model_calls = 0
+            r.timings[phase] = 0.0
+            progress.emit("image", phase=phase, name=r.name, ok=r.ok, reused=True)
+    return result
+
+
 def _gather(
     futures: list[PrefectFuture], chunks: list[list[ImageRecord]], phase: str
 ) -> list[list[ImageRecord]]:
-    """Results per chunk; a chunk whose task failed outright marks its own images failed only."""
-    out = []
-    for future, chunk in zip(futures, chunks, strict=True):
-        result = future.result(raise_on_failure=False)
-        if isinstance(result, BaseException) or not isinstance(result, list):
-            reason = f"{phase} task failed: {result}"
-            out.append([r.model_copy(deep=True).fail(phase, reason) if r.ok else r for r in chunk])
+    """Results per chunk (see :func:`_settle`)."""
+    return [_settle(f, chunk, phase) for f, chunk in zip(futures, chunks, strict=True)]
+
+
+def _versions_settled(future: PrefectFuture, chunk: list[ImageRecord]) -> list[ImageRecord]:
+    result = future.result(raise_on_failure=False)
+    if isinstance(result, list):
+        return result
+    for r in chunk:  # the results exist and are delivered; only their history is missing
+        if r.ok:
+            r.problems.append(f"version not recorded: {result}")
+    return chunk
+
+
+def _stream(
+    chunks: list[list[ImageRecord]],
+    stages: list[tuple[str, Callable[[list[ImageRecord]], PrefectFuture]]],
+    slots: int,
+) -> list[list[ImageRecord]]:
+    """Run every chunk through ``stages`` (phase name, submit function) in order, each chunk
+    as soon as its previous stage is done, with at most ``slots`` task runs in flight.
+
+    Later stages go first: a chunk that has been processed is reviewed and recorded before
+    the next chunk starts processing, so first results (and their previews) appear while
+    the batch is still running, and only about ``slots`` chunks' worth of work is ever
+    pending - where waiting for a whole phase to finish would leave the other workers idle
+    behind its slowest chunk.
+    """
+    results: list[list[ImageRecord]] = list(chunks)
+    ready: list[tuple[int, int]] = [(0, i) for i in range(len(chunks))]  # (stage, chunk)
+    running: dict[PrefectFuture, tuple[int, int]] = {}
+    while ready or running:
+        ready.sort(key=lambda item: (-item[0], item[1]))
+        while ready and len(running) < slots:
+            stage, i = ready.pop(0)
+            running[stages[stage][1](results[i])] = (stage, i)
+        future = next(as_completed(list(running)))
+        stage, i = running.pop(future)
+        phase = stages[stage][0]
+        if phase == "versions":
+            results[i] = _versions_settled(future, results[i])
         else:
-            if future.state.name == "Cached":
-                # The task body didn't run, so neither did its per-image progress reports.
-                for r in result:
-                    # These records come from the run that computed them; this run did no work.
-                    r.reused = r.reused or r.ok
-                    r.model_calls = 0
-                    r.timings[phase] = 0.0
-                    progress.emit("image", phase=phase, name=r.name, ok=r.ok, reused=True)
-            out.append(result)
-    return out
+            results[i] = _settle(future, results[i], phase)
+        if stage + 1 < len(stages):
+            ready.append((stage + 1, i))
+    return results
 
 
 def process_phases(
@@ -91,30 +137,19 @@ def process_phases(
     image_ids: dict[str, str] | None = None,
     note: str = "",
 ) -> list[list[ImageRecord]]:
-    """prepare -> process -> review -> record versions, each mapped over the chunks (so chunks
-    flow through the phases independently); then the result cache is held to its size bound.
-    ``image_ids`` gives the version identity of images by name (a run's slots), else each
-    image's own content and name are used."""
-    prepared_f = prepare_chunk.map(chunks, unmapped(config))
-    prepared = _gather(list(prepared_f), chunks, "prepare")
+    """prepare -> process -> review -> record versions for every chunk, each chunk moving on
+    as soon as its previous phase is done (see :func:`_stream`); then the result cache is
+    held to its size bound. ``image_ids`` gives the version identity of images by name (a
+    run's slots), else each image's own content and name are used."""
     processor = process_chunk.with_options(refresh_cache=refresh)
-    processed_f = processor.map(prepared, unmapped(config))
-    processed = _gather(list(processed_f), prepared, "process")
-    reviewed_f = review_chunk.map(processed, unmapped(config))
-    reviewed = _gather(list(reviewed_f), processed, "review")
-    recorded_f = record_versions_chunk.map(
-        reviewed, unmapped(config), unmapped(image_ids or {}), unmapped(note)
-    )
-    recorded = []
-    for future, chunk in zip(recorded_f, reviewed, strict=True):
-        result = future.result(raise_on_failure=False)
-        if isinstance(result, list):
-            recorded.append(result)
-        else:  # the results exist and are delivered; only their history is missing
-            for r in chunk:
-                if r.ok:
-                    r.problems.append(f"version not recorded: {result}")
-            recorded.append(chunk)
+    ids = image_ids or {}
+    stages: list[tuple[str, Callable[[list[ImageRecord]], PrefectFuture]]] = [
+        ("prepare", lambda c: prepare_chunk.submit(c, config)),
+        ("process", lambda c: processor.submit(c, config)),
+        ("review", lambda c: review_chunk.submit(c, config)),
+        ("versions", lambda c: record_versions_chunk.submit(c, config, ids, note)),
+    ]
+    recorded = _stream(chunks, stages, slots=max(1, get_settings().workers))
     keep = [r.result_key for chunk in recorded for r in chunk if r.result_key]
     state = bound_cache(config, keep, return_state=True)
     if state.is_failed():
@@ -130,16 +165,25 @@ def export_phase(
     dest: str,
     started: float,
     size: int,
+    meter: perf.RunMeter | None = None,
 ) -> RunSummary:
     """Names, export tasks over chunks, then delivery of archives, manifest and report
-    (shared by the enhance and regenerate flows)."""
-    deliverable = [r for r in records if r.ok]
-    # Every profile's names, planned before the export tasks so they never collide.
-    pipeline.assign_outputs(deliverable, config.recipe)
-    exported_f = export_chunk.map(chunked(records, size), unmapped(config))
-    exported = _gather(list(exported_f), chunked(records, size), "export")
-    final = [r for chunk in exported for r in chunk]
-    summary = deliver(final, skipped, config, source, dest, started)
+    (shared by the enhance and regenerate flows). ``meter``: the run's performance meter;
+    its figures go into the manifest and the performance artifact."""
+    meter = meter or perf.RunMeter()
+    try:
+        deliverable = [r for r in records if r.ok]
+        # Every profile's names, planned before the export tasks so they never collide.
+        pipeline.assign_outputs(deliverable, config.recipe)
+        meter.start("export")
+        exported_f = export_chunk.map(chunked(records, size), unmapped(config))
+        exported = _gather(list(exported_f), chunked(records, size), "export")
+        meter.stop("export")
+        final = [r for chunk in exported for r in chunk]
+        figures = meter.report(final, workers=get_settings().workers)
+        summary = deliver(final, skipped, config, source, dest, started, figures)
+    finally:
+        meter.close()
     delivery.clean_staging(config.context())  # only now: a retried delivery still needs them
     progress.emit("done", summary=summary.model_dump())
     return summary
@@ -154,7 +198,16 @@ def enhance(
     source: str, dest: str, recipe: Recipe, options: RunOptions | None = None
 ) -> RunSummary:
     """Enhance every image in SOURCE with RECIPE and deliver ZIP, manifest and report to DEST."""
-    options = options or RunOptions()
+    meter = perf.RunMeter()
+    try:
+        return _enhance(source, dest, recipe, options or RunOptions(), meter)
+    finally:
+        meter.close()  # a long-running worker must not keep a sampler per failed run
+
+
+def _enhance(
+    source: str, dest: str, recipe: Recipe, options: RunOptions, meter: perf.RunMeter
+) -> RunSummary:
     settings = get_settings()
     logger = get_run_logger()
     started = time.time()
@@ -195,13 +248,15 @@ def enhance(
             "options": options.model_dump(mode="json"),
         },
     )
+    meter.start("prepare-process-review")
     reviewed = process_phases(chunks, config, refresh=options.refresh)
+    meter.stop("prepare-process-review")
 
     flat = [r for chunk in reviewed for r in chunk]
     # The recipe's quality gate, then (review.approve) a pause until someone decides.
     flat = approval.apply_gate(flat, config, size)
     flat, _decision = approval.wait_for_approval(flat, config, size)
-    summary = export_phase(flat, skipped, config, source, dest, started, size)
+    summary = export_phase(flat, skipped, config, source, dest, started, size, meter)
     logger.info(
         "run %s: %d succeeded, %d failed; results in %s",
         run_id,

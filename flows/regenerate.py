@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from retouch.lib import pipeline, progress, storage, versions
+from retouch.lib import perf, pipeline, progress, storage, versions
 from retouch.lib.errors import RetouchError
 from retouch.lib.models.loaders import device_for
 from retouch.lib.recipe import apply_overrides, recipe_from_dict
@@ -78,7 +78,14 @@ def select_records(records: list[ImageRecord], options: RegenerateOptions) -> li
 def regenerate(run_id: str, options: RegenerateOptions | None = None) -> RunSummary:
     """Re-process the selected images of run RUN_ID (its recipe plus overrides), record new
     versions and re-deliver the run with every image's current (or best) version."""
-    options = options or RegenerateOptions()
+    meter = perf.RunMeter()
+    try:
+        return _regenerate(run_id, options or RegenerateOptions(), meter)
+    finally:
+        meter.close()
+
+
+def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -> RunSummary:
     settings = get_settings()
     logger = get_run_logger()
     started = time.time()
@@ -166,7 +173,7 @@ def regenerate(run_id: str, options: RegenerateOptions | None = None) -> RunSumm
     size = chunk_size_for(
         len(merged), options.chunk_size or settings.chunk_size, settings.max_chunks
     )
-    summary = export_phase(merged, state.skipped, config, state.source, dest, started, size)
+    summary = export_phase(merged, state.skipped, config, state.source, dest, started, size, meter)
     logger.info(
         "run %s: %d regenerated; %d succeeded, %d failed; results in %s",
         run_id,

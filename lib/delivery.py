@@ -241,8 +241,12 @@ def finalize(
     source: str,
     dest: str,
     started: float,
+    performance: dict[str, Any] | None = None,
 ) -> RunSummary:
     """Deliver a run to ``dest``: the archives, manifest.json and report.html.
+
+    ``performance`` (figures of the run up to delivery, see ``lib/perf.py``) goes into the
+    manifest and the summary.
 
     Every output of every delivered image goes into the archives (one ZIP, or one per
     category with ``group_by``, each split into independent parts under ``split_mb``); each
@@ -341,6 +345,8 @@ def finalize(
             sync=sync_info,
             links=links,
         )
+        if performance:
+            manifest["performance"] = performance
         manifest_uri = storage.join(dest, "manifest.json")
         ctx.workspace.write_json(manifest_uri, manifest)
         ctx.workspace.write_json(ctx.workspace.run_path(ctx.run_id, "manifest.json"), manifest)
@@ -394,6 +400,7 @@ def finalize(
         links_expire=links["expires"] if links else None,
         seconds=round(time.time() - started, 3),
         model_calls=sum(r.model_calls for r in records),
+        performance=performance or {},
     )
 
 

@@ -134,6 +134,10 @@ class RunSummary(BaseModel):
     links_expire: str | None = None
     seconds: float = 0.0
     model_calls: int = 0
+    performance: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Throughput, time per phase, model loading, memory (see lib/perf.py)",
+    )
 
     @property
     def exit_code(self) -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from retouch.lib import delivery, pipeline
+from retouch.lib import delivery, perf, pipeline
 from retouch.lib.records import ImageRecord, RunSummary
 from retouch.lib.storage import redact
 
@@ -29,10 +31,22 @@ def deliver(
     source: str,
     dest: str,
     started: float,
+    performance: dict[str, Any] | None = None,
 ) -> RunSummary:
     """Write the ZIP, manifest.json and report.html to the destination; publish artifacts."""
     ctx = config.context()
-    summary = delivery.finalize(records, skipped, ctx, source=source, dest=dest, started=started)
+    delivering = time.time()
+    summary = delivery.finalize(
+        records,
+        skipped,
+        ctx,
+        source=source,
+        dest=dest,
+        started=started,
+        performance=performance,
+    )
+    if summary.performance:
+        summary.performance["spans"]["deliver"] = round(time.time() - delivering, 3)
     try:
         publish_artifacts(summary, records, config)
     except Exception as exc:  # the delivery is done; a missing artifact must not undo it
@@ -89,6 +103,12 @@ def publish_artifacts(summary: RunSummary, records: list[ImageRecord], config: R
             create_link_artifact(link, link_text=text, key=key)
     publish_share_links(summary)
     publish_previews(records)
+    if summary.performance:
+        create_markdown_artifact(
+            perf.markdown(summary.performance),
+            key="retouch-performance",
+            description="Throughput, time per phase, model loading, memory",
+        )
 
 
 def publish_previews(records: list[ImageRecord], limit: int = 100) -> None:

@@ -273,7 +273,13 @@ def test_run_publishes_summary_table_and_link_artifacts(prefect_server, tmp_path
     )
     summary = state.result()
     assert summary.exit_code == 2
-    keys = ["retouch-summary", "retouch-images", "retouch-zip", "retouch-report"]
+    keys = [
+        "retouch-summary",
+        "retouch-images",
+        "retouch-zip",
+        "retouch-report",
+        "retouch-performance",
+    ]
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)),
@@ -286,6 +292,45 @@ def test_run_publishes_summary_table_and_link_artifacts(prefect_server, tmp_path
     rows = json.loads(table) if isinstance(table, str) else table
     assert {r["image"]: r["status"] for r in rows} == {"a.jpg": "ok", "b.jpg": "failed"}
     assert "file://" in by_key["retouch-zip"].data and "results.zip" in by_key["retouch-zip"].data
+    assert "images/s" in by_key["retouch-performance"].data
+    figures = summary.performance
+    assert figures["images"] == 2 and figures["succeeded"] == 1
+    assert figures["images_per_s"] > 0 and figures["rss_peak_mb"] > 0
+    assert set(figures["phase_seconds"]) == {"prepare", "process", "review", "export"}
+    assert {"prepare-process-review", "export", "deliver"} <= set(figures["spans"])
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["performance"]["images"] == 2
+
+
+def test_chunks_stream_through_the_phases(prefect_server, tmp_path):
+    """A chunk is reviewed as soon as it is processed: the first review comes before the last
+    image is processed (a phase-at-a-time flow would process every image first)."""
+    from retouch.flows.enhance import RunOptions, enhance
+    from retouch.lib import progress
+    from retouch.lib.recipe import load_preset
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"p{i}.jpg").write_bytes(_photo(i))
+    events: list[tuple[str, str]] = []
+    unsubscribe = progress.subscribe(
+        lambda e: events.append((e["phase"], e["name"])) if e["event"] == "image" else None
+    )
+    try:
+        summary = enhance(
+            source=str(src),
+            dest=str(tmp_path / "out"),
+            recipe=load_preset("web-ready"),
+            options=RunOptions(chunk_size=1),
+        )
+    finally:
+        unsubscribe()
+    assert summary.succeeded == 6
+    phases = [phase for phase, _ in events]
+    assert phases.count("process") == 6 and phases.count("review") == 6
+    last_process = max(i for i, p in enumerate(phases) if p == "process")
+    assert phases.index("review") < last_process
 
 
 def test_chunking_is_one_image_per_task_when_small_and_bounded_when_large():

@@ -1,0 +1,169 @@
+"""Per-run performance figures: throughput, time per phase, model loading, memory, CPU/GPU use.
+
+A :class:`RunMeter` is started when a run starts; a background thread samples the process's
+resident memory (and, on CUDA, GPU utilisation) a few times a second, because the process
+peak (``ru_maxrss``) never goes down in a long-running worker and would hide whether this
+run used more than the last one. :meth:`RunMeter.report` turns it and the run's records into
+a plain dict that goes into the manifest and the run's performance artifact.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from typing import Any
+
+from .records import ImageRecord
+
+PHASES = ("prepare", "process", "review", "export")
+SAMPLE_EVERY_S = 0.25
+
+
+def rss_bytes() -> int | None:
+    """The process's resident memory now (Linux /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory since it started (``ru_maxrss``)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) * 1024  # kilobytes on Linux
+
+
+def _cuda() -> Any:
+    try:
+        import torch
+
+        return torch.cuda if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    except Exception:
+        return None
+
+
+class RunMeter:
+    """Wall clock, CPU time and sampled memory of one run (see the module docstring)."""
+
+    def __init__(self, sample_every: float = SAMPLE_EVERY_S) -> None:
+        self.started = time.time()
+        self._cpu0 = time.process_time()
+        self.spans: dict[str, float] = {}
+        self._span_start: dict[str, float] = {}
+        self.rss_start = rss_bytes()
+        self.rss_peak = self.rss_start or 0
+        self._gpu_util: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._sample, args=(sample_every,), name="retouch-meter", daemon=True
+        )
+        self._thread.start()
+
+    def _sample(self, every: float) -> None:
+        while not self._stop.wait(every):
+            now = rss_bytes()
+            if now is not None and now > self.rss_peak:
+                self.rss_peak = now
+            cuda = _cuda()
+            if cuda is not None:
+                try:
+                    self._gpu_util.append(float(cuda.utilization()))
+                except Exception:  # needs the NVML bindings; memory figures still come
+                    pass
+
+    def start(self, span: str) -> None:
+        self._span_start[span] = time.time()
+
+    def stop(self, span: str) -> None:
+        began = self._span_start.pop(span, None)
+        if began is not None:
+            self.spans[span] = round(self.spans.get(span, 0.0) + time.time() - began, 3)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def report(self, records: list[ImageRecord], *, workers: int) -> dict[str, Any]:
+        """The run's figures so far (the meter keeps sampling until :meth:`close`).
+
+        ``phase_seconds`` adds up each image's own time in a phase (work done, across all
+        workers); ``spans`` are wall-clock stretches of the flow (phases overlap, so they are
+        not a sum of the former).
+        """
+        seconds = max(time.time() - self.started, 1e-9)
+        now = rss_bytes()
+        if now is not None:
+            self.rss_peak = max(self.rss_peak, now)
+        done = [r for r in records if r.ok]
+        phase_seconds = {
+            phase: round(sum(float(r.timings.get(phase) or 0.0) for r in records), 3)
+            for phase in PHASES
+        }
+        out: dict[str, Any] = {
+            "images": len(records),
+            "succeeded": len(done),
+            "reused": sum(1 for r in records if r.reused),
+            "seconds": round(seconds, 3),
+            "images_per_s": round(len(done) / seconds, 3),
+            "spans": dict(self.spans),
+            "phase_seconds": phase_seconds,
+            "model_load_s": round(sum(float(r.timings.get("model_load") or 0) for r in records), 3),
+            "model_calls": sum(r.model_calls for r in records),
+            "workers": workers,
+            "cpu_percent": round(100 * (time.process_time() - self._cpu0) / seconds, 1),
+            "cores": os.cpu_count(),
+            "rss_start_mb": _mb(self.rss_start),
+            "rss_peak_mb": _mb(self.rss_peak),
+            "process_peak_rss_mb": _mb(peak_rss_bytes()),
+        }
+        cuda = _cuda()
+        if cuda is not None:
+            try:
+                out["gpu"] = {
+                    "name": cuda.get_device_name(),
+                    "max_memory_allocated_mb": _mb(cuda.max_memory_allocated()),
+                    "memory_reserved_mb": _mb(cuda.memory_reserved()),
+                    "utilization_mean_percent": (
+                        round(sum(self._gpu_util) / len(self._gpu_util), 1)
+                        if self._gpu_util
+                        else None
+                    ),
+                }
+            except Exception as exc:  # never fail a run over a figure
+                out["gpu"] = {"error": str(exc)}
+        return out
+
+
+def _mb(value: int | None) -> float | None:
+    return None if value is None else round(value / (1 << 20), 1)
+
+
+def markdown(perf: dict[str, Any]) -> str:
+    """The performance artifact's text."""
+    lines = [
+        "# Performance",
+        "",
+        "| images | seconds | images/s | model load s | peak memory MB | CPU % |",
+        "|---|---|---|---|---|---|",
+        f"| {perf.get('images')} | {perf.get('seconds')} | {perf.get('images_per_s')} | "
+        f"{perf.get('model_load_s')} | {perf.get('rss_peak_mb')} | {perf.get('cpu_percent')} |",
+        "",
+        "| phase | image-seconds (all workers) |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in (perf.get("phase_seconds") or {}).items()]
+    if perf.get("spans"):
+        lines += ["", "| stretch of the flow | wall seconds |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in perf["spans"].items()]
+    gpu = perf.get("gpu")
+    if gpu:
+        lines += ["", "| GPU | utilisation % (mean) | max allocated MB | reserved MB |"]
+        lines += ["|---|---|---|---|"]
+        lines += [
+            f"| {gpu.get('name')} | {gpu.get('utilization_mean_percent')} | "
+            f"{gpu.get('max_memory_allocated_mb')} | {gpu.get('memory_reserved_mb')} |"
+        ]
+    return "\n".join(lines)
