@@ -169,3 +169,54 @@ def test_prune_rejects_negative_ages(tmp_path, days):
 
     result = CliRunner().invoke(app, ["cache", "prune", "--older-than", days])
     assert result.exit_code == 2
+
+
+CHEAP_THEN_SLOW = {
+    "name": "mixed",
+    "steps": [
+        {"op": "auto_color", "params": {}},
+        {"op": "denoise", "params": {}},
+        {"op": "sharpen", "params": {"amount": 0.5}},
+        {"op": "fit", "params": {"max_side": 16}},
+    ],
+}
+
+
+def test_only_slow_steps_and_the_result_are_stored(tmp_path):
+    """auto_color, sharpen and fit are cheaper to redo than to store; denoise is kept, so
+    changing the last step restarts from it."""
+    ws = Workspace(str(tmp_path / "ws"))
+    src = tmp_path / "a.png"
+    _photo(src)
+    recipe = recipe_from_dict(CHEAP_THEN_SLOW)
+    record, counters = _process(ws, recipe, src)
+    keys = pipeline.step_keys(record.sha256, recipe, {})
+    assert [ws.has_result(k) for k in keys[1:]] == [False, True, False, True]
+    assert counters.get("steps:denoise") == 1
+
+    changed = apply_overrides(recipe, ["fit.max_side=20"])
+    _, counters = _process(ws, changed, src)
+    assert counters.get("steps:denoise") is None and counters.get("steps:auto_color") is None
+    assert counters.get("steps:sharpen") == 1 and counters.get("steps:fit") == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty-sidecar"])
+def test_a_torn_result_counts_as_missing_and_is_recomputed(tmp_path, damage):
+    """Results are written without fsync; after a power cut the sidecar may name a pixel file
+    that did not reach the disk whole. Such a result is recomputed, never served."""
+    ws = Workspace(str(tmp_path / "ws"))
+    src = tmp_path / "a.png"
+    _photo(src)
+    recipe = recipe_from_dict(TWO_STEPS)
+    record, _ = _process(ws, recipe, src)
+    final = record.result_key
+    png = tmp_path / "ws" / "results" / final[:2] / f"{final}.png"
+    good = png.read_bytes()
+    if damage == "truncate":
+        png.write_bytes(good[: len(good) // 2])
+    else:
+        png.with_suffix(".json").write_bytes(b"")
+    assert not ws.has_result(final)
+    again, counters = _process(ws, recipe, src)
+    assert not again.reused and counters.get("steps:sharpen") == 1
+    assert ws.has_result(final) and png.read_bytes() == good
