@@ -18,7 +18,7 @@ from .errors import StorageError
 from .pipeline import THUMB_LABELS, RunContext, assign_outputs, staging_path, thumb_path
 from .recipe import ExportSettings, Recipe
 from .records import ImageRecord, RunSummary
-from .report import render_report
+from .report import write_report
 
 
 def retouch_version() -> str:
@@ -351,8 +351,12 @@ def finalize(
         ctx.workspace.write_json(manifest_uri, manifest)
         ctx.workspace.write_json(ctx.workspace.run_path(ctx.run_id, "manifest.json"), manifest)
 
-        thumbs = {}
-        for r in ok:
+        by_index = {r.index: r for r in ok}
+
+        def views_of(index: int) -> dict[str, bytes]:
+            r = by_index.get(index)
+            if r is None:
+                return {}
             pair = {}
             for label in THUMB_LABELS:
                 uri = thumb_path(ctx, r, label)
@@ -365,22 +369,22 @@ def finalize(
                 pair[f"version:{replaced.get('version')}"] = storage.read_bytes(old_thumb)
                 if "after" in pair:
                     pair[f"version:{r.output.get('version')}"] = pair["after"]
-            thumbs[r.index] = pair
-        html = render_report(manifest, thumbs)
+            return pair
+
         report_uri = storage.join(dest, "report.html")
-        storage.write_bytes(report_uri, html.encode("utf-8"))
-        storage.write_bytes(ctx.workspace.run_path(ctx.run_id, "report.html"), html.encode("utf-8"))
+        # Written section by section to a local file: the report of a large batch holds
+        # every image's previews, which need not all be in memory at once.
+        report_local = os.path.join(tmp, "report.html")
+        with open(report_local, "w", encoding="utf-8") as fh:
+            write_report(fh, manifest, views_of)
+        storage.put_file(report_local, report_uri)
+        storage.put_file(report_local, ctx.workspace.run_path(ctx.run_id, "report.html"))
         uploaded = len(sync_info["uploaded"]) if sync_info else 0
         if mirror and export.sync:
-            extra = []
-            for name, data in (
-                ("manifest.json", json.dumps(manifest, indent=1).encode()),
-                ("report.html", html.encode("utf-8")),
-            ):
-                path = os.path.join(tmp, name)
-                with open(path, "wb") as fh:
-                    fh.write(data)
-                extra.append((name, path))
+            manifest_local = os.path.join(tmp, "manifest.json")
+            with open(manifest_local, "w", encoding="utf-8") as mf:
+                mf.write(json.dumps(manifest, indent=1))
+            extra = [("manifest.json", manifest_local), ("report.html", report_local)]
             more = sync.sync_files(extra, mirror, versioning=export.sync.versioning)
             uploaded += len(more["uploaded"])
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d232a;background:#f5f6f8}
@@ -218,7 +220,7 @@ def _components(scores: dict[str, Any]) -> str:
 
 
 def render_report(manifest: dict[str, Any], thumbs: dict[int, dict[str, bytes]]) -> str:
-    """Render the run's report.
+    """The run's report as one string (see :func:`write_report`).
 
     Args:
         manifest: the run manifest (see ``delivery.build_manifest``); an image entry may carry
@@ -226,9 +228,23 @@ def render_report(manifest: dict[str, Any], thumbs: dict[int, dict[str, bytes]])
         thumbs: per image index, JPEG bytes by view: "before", "after" (thumbnails),
             "crop-before", "crop-after" (100% crops) and "version:<label>" (other versions).
     """
+    out = io.StringIO()
+    write_report(out, manifest, lambda index: thumbs.get(index, {}))
+    return out.getvalue()
+
+
+def write_report(
+    out: TextIO, manifest: dict[str, Any], views_of: Callable[[int], dict[str, bytes]]
+) -> None:
+    """Write the run's report to ``out``, one image section at a time.
+
+    ``views_of(index)`` returns an image's JPEG views (as ``thumbs`` of :func:`render_report`)
+    when its section is written, so only one image's previews are in memory at once, however
+    large the batch.
+    """
     s = manifest["summary"]
     recipe = manifest["recipe"]
-    rows, sections = [], []
+    rows = []
     verdicts: dict[str, int] = {}
     score_values = []
     for img in manifest["images"]:
@@ -255,25 +271,6 @@ def render_report(manifest: dict[str, Any], thumbs: dict[int, dict[str, bytes]])
             f"<td>{html.escape(notes)}</td>"
             "</tr>"
         )
-        if status == "failed":
-            continue
-        views = thumbs.get(img["index"], {})
-        problems = "".join(f"<li>{html.escape(p)}</li>" for p in img.get("problems") or [])
-        hints = "".join(f"<li>{html.escape(h)}</li>" for h in scores.get("hints") or [])
-        sections.append(
-            f'<section class="image mode-slider" id="img-{img["index"]}">'
-            f"<h3>{html.escape(img['name'])}</h3>"
-            f"<p>score <b>{_fmt(scores.get('score'))}</b> "
-            f'<span class="{html.escape(str(verdict or ""))}">{_fmt(verdict)}</span>'
-            f"{' · reused from an earlier run' if img.get('reused') else ''}"
-            f" · {size_in} → {size_out}</p>"
-            + _compare(views, size_in, size_out)
-            + (f'<ul class="problems">{problems}</ul>' if problems else "")
-            + (f'<ul class="hints">{hints}</ul>' if hints else "")
-            + _components(scores)
-            + _versions(views, img.get("versions") or _version_entries(img))
-            + "</section>"
-        )
     skipped = "".join(
         f"<li><code>{html.escape(x.get('uri', ''))}</code>: {html.escape(x.get('reason', ''))}</li>"
         for x in manifest.get("skipped", [])
@@ -281,7 +278,7 @@ def render_report(manifest: dict[str, Any], thumbs: dict[int, dict[str, bytes]])
     steps = " → ".join(html.escape(st["op"]) for st in recipe.get("steps", [])) or "(no steps)"
     head = ["#", "image", "status", "score", "verdict", "gain", "input", "output", "file", "notes"]
     mean = f"{sum(score_values) / len(score_values):.1f}" if score_values else "–"
-    return (
+    out.write(
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>retouch report {html.escape(manifest['run_id'])}</title>"
         f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{_CSS}</style></head><body>'
@@ -302,9 +299,32 @@ def render_report(manifest: dict[str, Any], thumbs: dict[int, dict[str, bytes]])
         + '</div><table id="images"><thead><tr>'
         + "".join(f'<th data-col="{i}">{h}</th>' for i, h in enumerate(head))
         + "</tr></thead><tbody>"
-        + "".join(rows)
-        + "</tbody></table>"
-        + (f"<h2>Skipped files</h2><ul>{skipped}</ul>" if skipped else "")
-        + "".join(sections)
-        + f"</main><script>{_JS}</script></body></html>"
     )
+    out.writelines(rows)
+    out.write("</tbody></table>")
+    if skipped:
+        out.write(f"<h2>Skipped files</h2><ul>{skipped}</ul>")
+    for img in manifest["images"]:
+        if img["status"] == "failed":
+            continue
+        scores = img.get("scores") or {}
+        verdict = scores.get("verdict")
+        size_in, size_out = _size(img.get("input")), _size(img.get("output"))
+        views = views_of(img["index"])
+        problems = "".join(f"<li>{html.escape(p)}</li>" for p in img.get("problems") or [])
+        hints = "".join(f"<li>{html.escape(h)}</li>" for h in scores.get("hints") or [])
+        out.write(
+            f'<section class="image mode-slider" id="img-{img["index"]}">'
+            f"<h3>{html.escape(img['name'])}</h3>"
+            f"<p>score <b>{_fmt(scores.get('score'))}</b> "
+            f'<span class="{html.escape(str(verdict or ""))}">{_fmt(verdict)}</span>'
+            f"{' · reused from an earlier run' if img.get('reused') else ''}"
+            f" · {size_in} → {size_out}</p>"
+            + _compare(views, size_in, size_out)
+            + (f'<ul class="problems">{problems}</ul>' if problems else "")
+            + (f'<ul class="hints">{hints}</ul>' if hints else "")
+            + _components(scores)
+            + _versions(views, img.get("versions") or _version_entries(img))
+            + "</section>"
+        )
+    out.write(f"</main><script>{_JS}</script></body></html>")
