@@ -65,10 +65,10 @@ def process_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRe
     # The GPU is a named, global resource: runs on several workers share it precisely.
     guard = concurrency(get_settings().gpu_concurrency, occupy=1) if needs_gpu else nullcontext()
     with guard:
-        return [
-            pipeline.process_one(r.model_copy(deep=True), ctx, config.weights, config.device)
-            for r in records
-        ]
+        # Reading and writing overlap with the steps (see pipeline.process_many).
+        return pipeline.process_many(
+            [r.model_copy(deep=True) for r in records], ctx, config.weights, config.device
+        )
 
 
 @task(name="record-versions", retries=2, retry_delay_seconds=chunk_retry_delays())

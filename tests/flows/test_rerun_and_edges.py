@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 from retouch.flows.cli import app
 
 
-def _gradient(path, marked=False):
+def _gradient(path, marked=False, corner=0):
     yy, xx = np.mgrid[0:48, 64:128]
     arr = np.stack([xx, yy * 4, xx + yy], axis=2).astype(np.uint8)
+    arr[-1, -1] = corner  # distinct content where asked (identical images share one result)
     if marked:
         arr[10:30, 10:40] = (255, 0, 0)
     PILImage.fromarray(arr).save(path)
@@ -36,7 +37,7 @@ def test_changed_or_added_masks_are_never_served_from_an_earlier_run(prefect_ser
     src.mkdir()
     masks.mkdir()
     _gradient(src / "a.png", marked=True)
-    _gradient(src / "b.png", marked=True)
+    _gradient(src / "b.png", marked=True, corner=9)
     _mask(masks / "a.png", (0, 5, 0, 5))  # misses the red block
     args = ["run", str(src), "-p", "remove-objects", "--masks", str(masks)]
     runner = CliRunner()
