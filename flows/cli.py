@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from retouch.flows import deploy_cli, review_cli
+from retouch.flows import deploy_cli, review_cli, web_cli
 
 console = Console(stderr=True)
 out = Console()
@@ -59,7 +59,10 @@ def _prefect_defaults(verbose: bool) -> None:
 
 
 def _fail(message: str, code: int = EXIT_NOTHING) -> typer.Exit:
+    from retouch.lib import progress
+
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    progress.emit("error", message=message)  # also into an --events file, when one is followed
     return typer.Exit(code)
 
 
@@ -102,6 +105,59 @@ class _Bars:
                 name = escape(event["name"])
                 mark = "" if event.get("ok", True) else " [red](failed)[/]"
                 self.progress.update(self.ids[event["phase"]], advance=1, current=f"{name}{mark}")
+
+
+class _EventLog:
+    """Appends every lib.progress event to a file as one JSON line (for a front end to follow).
+
+    Events come from the flow's worker threads: a lock keeps lines whole, and each line is
+    flushed so a reader sees it at once.
+    """
+
+    def __init__(self, path: str):
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed by close())
+        self.lock = threading.Lock()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        line = json.dumps(event, default=str, ensure_ascii=False)
+        with self.lock:
+            self.file.write(line + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        with self.lock:
+            self.file.close()
+
+
+def _follow_events(path: str | None) -> Any:
+    """Subscribe an :class:`_EventLog` on ``path`` (if given); returns the function that stops it."""
+    from retouch.lib import progress
+
+    if not path:
+        return lambda: None
+    try:
+        log = _EventLog(path)
+    except OSError as exc:
+        raise _fail(f"{path}: cannot write the events file ({exc.strerror})") from None
+    unsubscribe = progress.subscribe(log)
+
+    def stop() -> None:
+        unsubscribe()
+        log.close()
+
+    return stop
+
+
+EventsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--events",
+        help="Append every progress event to FILE as one JSON line (for front ends)",
+        metavar="FILE",
+    ),
+]
 
 
 # Shared by the commands that take a source and a recipe.
@@ -163,6 +219,7 @@ def run(
             "for it, into OUT/<preset> (see `retouch recommend`)",
         ),
     ] = False,
+    events: EventsOpt = None,
 ) -> None:
     """Run the four-phase batch flow over SOURCE and deliver the results to --out.
 
@@ -175,7 +232,7 @@ def run(
       retouch run shoot.zip -p upscale-x4 --set upscale.outscale=2 --set export.format=webp -o out
     """
     _prefect_defaults(verbose)
-    from retouch.lib import pipeline, progress, sources
+    from retouch.lib import pipeline, sources
     from retouch.lib.errors import RetouchError
     from retouch.lib.recipe import apply_overrides, load_preset
     from retouch.lib.settings import get_settings
@@ -197,11 +254,33 @@ def run(
     except RetouchError as exc:
         raise _fail(str(exc)) from None
 
-    from retouch.flows.enhance import RunOptions, enhance
+    from retouch.flows.enhance import RunOptions
 
     options = RunOptions(
         masks=masks, workspace=workspace, chunk_size=chunk_size, refresh=refresh, device=device
     )
+    stop_events = _follow_events(events)
+    try:
+        _run_flow(source, out_dir, recipe, found, options, overrides, json_out, auto)
+    finally:
+        stop_events()
+
+
+def _run_flow(
+    source: str,
+    out_dir: str,
+    recipe: Any,
+    found: Any,
+    options: Any,
+    overrides: list[str] | None,
+    json_out: bool,
+    auto: bool,
+) -> None:
+    from retouch.flows.enhance import enhance
+    from retouch.lib import progress
+    from retouch.lib.errors import RetouchError
+    from retouch.lib.storage import redact
+
     if auto:
         raise typer.Exit(
             review_cli.run_auto(found.items, out_dir, overrides or [], options, json_out)
@@ -597,7 +676,7 @@ def rollback_cmd(
     )
 
 
-def _run_regenerate(run_id: str, options: Any, json_out: bool) -> None:
+def _run_regenerate(run_id: str, options: Any, json_out: bool, events: str | None = None) -> None:
     from retouch.flows.regenerate import regenerate, select_records
     from retouch.lib import versions
     from retouch.lib.errors import RetouchError
@@ -606,7 +685,11 @@ def _run_regenerate(run_id: str, options: Any, json_out: bool) -> None:
         # Checked before Prefect starts, so a typo costs no server start-up.
         state = versions.load_run(_workspace(options.workspace), run_id)
         select_records(state.records, options)
-        summary = regenerate(run_id=run_id, options=options)
+        stop_events = _follow_events(events)
+        try:
+            summary = regenerate(run_id=run_id, options=options)
+        finally:
+            stop_events()
     except RetouchError as exc:
         raise _fail(str(exc)) from None
     if json_out:
@@ -643,6 +726,7 @@ def regenerate_cmd(
     workspace: WorkspaceOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs")] = False,
+    events: EventsOpt = None,
 ) -> None:
     """Re-process selected images of an earlier run (its recipe plus --set overrides), record
     them as new versions and re-deliver the run's ZIP, manifest and report.
@@ -666,7 +750,7 @@ def regenerate_cmd(
         dest=out_dir,
         workspace=workspace,
     )
-    _run_regenerate(run_id, options, json_out)
+    _run_regenerate(run_id, options, json_out, events)
 
 
 @app.command("export")
@@ -855,6 +939,7 @@ cache_app = typer.Typer(help="The result cache: its size, and pruning it.", no_a
 app.add_typer(cache_app, name="cache")
 review_cli.register(app)  # preview, tune, approve, recommend
 deploy_cli.register(app)  # deploy, serve, watch, submit
+web_cli.register(app)  # web
 
 
 @cache_app.command("info")

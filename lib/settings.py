@@ -76,6 +76,33 @@ class Settings(BaseSettings):
         "recently used results beyond it are evicted (never an image's current version); "
         "empty = unbounded",
     )
+    # -- retouch web ------------------------------------------------------------------------
+    web_token: str | None = Field(
+        None,
+        description="Token every /api request of `retouch web` must carry (Authorization: Bearer "
+        "or ?token=); required when it listens beyond loopback",
+    )
+    web_max_files: int = Field(
+        1000, ge=1, le=100_000, description="Most images (masks included) one upload may hold"
+    )
+    web_max_file_bytes: int = Field(
+        100 * 1024 * 1024, ge=1, description="Largest single uploaded file in bytes"
+    )
+    web_max_batch_bytes: int = Field(
+        2 * 1024 * 1024 * 1024, ge=1, description="Largest total upload of one batch in bytes"
+    )
+    web_max_running: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Batches run at once by `retouch web` (the rest wait in a queue); 0 accepts "
+        "batches but starts none",
+    )
+    web_source_roots: list[Path] = Field(
+        default_factory=list,
+        description="Local folders that POST /api/batches/from-uris may read (JSON list); empty: "
+        "only remote URLs (s3://...) are accepted",
+    )
 
     def resolved_model_dir(self) -> Path:
         return Path(self.model_dir) if self.model_dir else self.home / "models"

@@ -1,8 +1,9 @@
-"""The CLI's registry and preset commands (no Prefect run needed)."""
+"""The CLI's registry and preset commands, and the events file of a run."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 from typer.testing import CliRunner
@@ -76,3 +77,33 @@ def test_models_unknown_name_lists_valid_ones():
     result = CliRunner().invoke(app, ["models", "pull", "esrgan-ultra"])
     assert result.exit_code == 1
     assert "unknown model 'esrgan-ultra'" in result.output and "realesrgan-x4plus" in result.output
+
+
+def test_run_events_file_has_one_json_line_per_event(prefect_server, tmp_path):
+    """`--events FILE`: what a front end follows - every image through every phase, the
+    failing file's reason, review scores and previews, and the summary at the end."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    PILImage.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(src / "a.png")
+    (src / "b.jpg").write_text("not a picture")
+    log = tmp_path / "events" / "run.jsonl"
+    result = CliRunner().invoke(
+        app,
+        ["run", str(src), "-p", "web-ready", "-o", str(tmp_path / "out"), "--events", str(log)],
+    )
+    assert result.exit_code == 2, result.output
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert events[0]["event"] == "run" and events[0]["total"] == 2
+    assert events[-1]["event"] == "done" and events[-1]["summary"]["succeeded"] == 1
+    a = [e for e in events if e["event"] == "image" and e["name"] == "a.png"]
+    assert [e["phase"] for e in a] == ["prepare", "process", "review", "export"]
+    review = a[2]
+    assert review["ok"] and review["verdict"] in ("improved", "unchanged", "worse")
+    assert all(Path(p).is_file() for p in review["thumbs"].values())
+    assert a[3]["output_name"] == "a.jpg"
+    b = [e for e in events if e["event"] == "image" and e["name"] == "b.jpg"]
+    assert b[0]["phase"] == "prepare" and not b[0]["ok"] and "not" in b[0]["reason"]

@@ -1,0 +1,121 @@
+"""``retouch web``: the page and REST API for people who don't use the command line."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import threading
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _prefect_server() -> tuple[str, object | None]:
+    """The Prefect API for the batches: PREFECT_API_URL when set, else a local server started
+    here (each batch then starts in seconds instead of starting its own)."""
+    from prefect.settings import PREFECT_API_URL
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        return configured, None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    console.print("starting a local Prefect server for the batches…", highlight=False)
+    server = SubprocessASGIServer()
+    server.start(timeout=180)
+    return server.api_url, server
+
+
+def web(
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (beyond loopback a token is required)")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on")] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Require this token on every API call (default RETOUCH_WEB_TOKEN)"),
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open/--no-open", help="Open the page in the default browser")
+    ] = False,
+) -> None:
+    """Serve the web page and REST API: upload a batch, follow each image, review, download.
+
+    Batches run as `retouch run` processes (RETOUCH_WEB_MAX_RUNNING at once) against
+    PREFECT_API_URL, or a Prefect server started here. Uploads are limited by
+    RETOUCH_WEB_MAX_FILES, RETOUCH_WEB_MAX_FILE_BYTES and RETOUCH_WEB_MAX_BATCH_BYTES.
+    The API is described at /openapi.json.
+
+    Examples:
+      retouch web
+      retouch web --host 0.0.0.0 --port 8080 --token "$(openssl rand -hex 16)"
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from retouch.lib.settings import get_settings
+
+    token = token or get_settings().web_token
+    if not token and not is_loopback(host):
+        raise _fail(
+            f"listening on {host} (beyond this machine) needs a token: give --token TOKEN or "
+            "set RETOUCH_WEB_TOKEN"
+        )
+    if not _port_free(host, port):
+        raise _fail(f"{host}:{port} is in use: choose another --port")
+
+    import uvicorn
+
+    from retouch.web.app import create_app
+
+    try:
+        api_url, server = _prefect_server()
+    except Exception as exc:  # the server's own errors vary; the message says what failed
+        raise _fail(f"could not start a Prefect server: {exc}") from None
+    try:
+        app = create_app(token=token, prefect_api_url=api_url)
+        shown = "localhost" if host in ("127.0.0.1", "::1") else host
+        url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+        console.print(f"retouch web: {escape(url)}  (Prefect API {escape(api_url)})")
+        if open_browser:
+            import webbrowser
+
+            threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        if server is not None:
+            server.stop()  # type: ignore[attr-defined]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``web`` to the ``retouch`` command line."""
+    app.command()(web)

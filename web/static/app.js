@@ -1,0 +1,1496 @@
+/* retouch web page: choose photos, start a batch, follow it, compare, download, regenerate.
+ *
+ * Plain JavaScript over the REST API (/api/...). No build step and no network beyond the
+ * page's own server. Every string shown goes through I18N.t (i18n.js).
+ */
+(function () {
+  "use strict";
+
+  var t = window.I18N.t;
+  var POLL_MS = 700;
+  var IMAGE_EXT = ["jpg", "jpeg", "jpe", "png", "webp", "tif", "tiff", "bmp", "gif"];
+  var FINAL_STATES = { done: true, failed: true, cancelled: true };
+  var FINAL_STATUS = { done: true, failed: true };
+
+  var token = new URLSearchParams(window.location.search).get("token");
+
+  var state = {
+    presets: [],
+    files: [], // [{file, path}]
+    notes: { refused: [], ignored: [] },
+    masks: [],
+    form: null, // parameter form of the new batch
+    regenForm: null,
+    regenPreset: null,
+    batch: null,
+    cards: {}, // name -> {el, parts..., gen, regen, status}
+    selected: {}, // name -> true
+    pollTimer: null,
+    pollFailures: 0,
+    compareIndex: -1,
+    busy: false
+  };
+
+  function $(id) {
+    return document.getElementById(id);
+  }
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    if (attrs) {
+      Object.keys(attrs).forEach(function (key) {
+        var value = attrs[key];
+        if (value === null || value === undefined || value === false) return;
+        if (key === "text") node.textContent = value;
+        else if (key === "className") node.className = value;
+        else if (key.slice(0, 2) === "on") node.addEventListener(key.slice(2), value);
+        else node.setAttribute(key, value === true ? "" : value);
+      });
+    }
+    (children || []).forEach(function (child) {
+      if (child) node.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
+    });
+    return node;
+  }
+
+  function show(node, visible) {
+    node.hidden = !visible;
+  }
+
+  function message(node, text) {
+    node.textContent = text || "";
+    show(node, !!text);
+  }
+
+  // -- talking to the server ----------------------------------------------------------------
+
+  /** A URL for <img>/<a>: the token goes in the query string (headers cannot be set there). */
+  function withToken(url, extra) {
+    if (!url) return url;
+    var params = [];
+    if (token) params.push("token=" + encodeURIComponent(token));
+    if (extra) params.push(extra);
+    if (!params.length) return url;
+    return url + (url.indexOf("?") >= 0 ? "&" : "?") + params.join("&");
+  }
+
+  /** The server's {"detail": ...} as one readable line (FastAPI validation errors are lists). */
+  function detailText(body, fallback) {
+    var detail = body && body.detail !== undefined ? body.detail : body;
+    if (Array.isArray(detail)) {
+      return detail
+        .map(function (d) {
+          if (d && typeof d === "object") {
+            var where = Array.isArray(d.loc) ? d.loc.join(".") + ": " : "";
+            return where + (d.msg || JSON.stringify(d));
+          }
+          return String(d);
+        })
+        .join("; ");
+    }
+    if (detail && typeof detail === "object") return JSON.stringify(detail);
+    if (detail === undefined || detail === null || detail === "") return fallback || "";
+    return String(detail);
+  }
+
+  function HttpError(status, detail) {
+    this.status = status;
+    this.detail = detail;
+    this.message =
+      status === 401 ? t("error.auth") : t("error.http", { status: status, detail: detail });
+  }
+
+  function parseBody(text) {
+    if (!text) return null;
+    try {
+      return JSON.parse(text);
+    } catch (e) {
+      return text;
+    }
+  }
+
+  function api(method, path, body) {
+    var headers = { Accept: "application/json" };
+    if (token) headers.Authorization = "Bearer " + token;
+    var init = { method: method, headers: headers };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return fetch(path, init).then(
+      function (response) {
+        return response.text().then(function (text) {
+          var data = parseBody(text);
+          if (!response.ok) {
+            throw new HttpError(response.status, detailText(data, response.statusText));
+          }
+          return data;
+        });
+      },
+      function (err) {
+        throw new Error(t("error.network", { reason: err.message || String(err) }));
+      }
+    );
+  }
+
+  /** Multipart upload with progress (fetch cannot report upload progress). */
+  function upload(path, formData, onProgress) {
+    return new Promise(function (resolve, reject) {
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", path);
+      xhr.setRequestHeader("Accept", "application/json");
+      if (token) xhr.setRequestHeader("Authorization", "Bearer " + token);
+      xhr.upload.addEventListener("progress", function (e) {
+        if (e.lengthComputable) onProgress(Math.round((100 * e.loaded) / e.total));
+      });
+      xhr.addEventListener("load", function () {
+        var data = parseBody(xhr.responseText);
+        if (xhr.status >= 200 && xhr.status < 300) resolve(data);
+        else reject(new HttpError(xhr.status, detailText(data, xhr.statusText)));
+      });
+      xhr.addEventListener("error", function () {
+        reject(new Error(t("error.upload")));
+      });
+      xhr.send(formData);
+    });
+  }
+
+  // -- small formatting helpers -------------------------------------------------------------
+
+  function formatSize(bytes) {
+    var lang = window.I18N.lang();
+    function n(x, digits) {
+      return x.toLocaleString(lang, { maximumFractionDigits: digits });
+    }
+    if (bytes < 1024) return t("size.b", { n: n(bytes, 0) });
+    if (bytes < 1024 * 1024) return t("size.kb", { n: n(bytes / 1024, 1) });
+    if (bytes < 1024 * 1024 * 1024) return t("size.mb", { n: n(bytes / 1048576, 1) });
+    return t("size.gb", { n: n(bytes / 1073741824, 2) });
+  }
+
+  function formatTime(iso) {
+    if (!iso) return "";
+    var d = new Date(iso);
+    if (isNaN(d.getTime())) return iso;
+    return d.toLocaleString(window.I18N.lang());
+  }
+
+  function word(prefix, value) {
+    if (value === null || value === undefined || value === "") return "";
+    var key = prefix + "." + value;
+    var text = t(key);
+    return text === key ? String(value) : text;
+  }
+
+  function extension(name) {
+    var base = name.split("/").pop();
+    var dot = base.lastIndexOf(".");
+    return dot > 0 ? base.slice(dot + 1).toLowerCase() : "";
+  }
+
+  function isHidden(path) {
+    return path.split("/").some(function (part) {
+      return part.charAt(0) === "." || part === "__MACOSX" || part.toLowerCase() === "thumbs.db";
+    });
+  }
+
+  function formatScore(score) {
+    return typeof score === "number" ? score.toFixed(1) : "";
+  }
+
+  // -- choosing files -----------------------------------------------------------------------
+
+  function addFiles(items) {
+    items.forEach(function (item) {
+      var path = (item.path || item.file.name).replace(/^\/+/, "");
+      if (isHidden(path)) {
+        state.notes.ignored.push(path);
+        return;
+      }
+      var typeOk = item.file.type ? item.file.type.indexOf("image/") === 0 : false;
+      if (IMAGE_EXT.indexOf(extension(path)) < 0 && !typeOk) {
+        state.notes.refused.push(path);
+        return;
+      }
+      state.files = state.files.filter(function (f) {
+        return f.path !== path;
+      });
+      state.files.push({ file: item.file, path: path });
+    });
+    message($("form-error"), "");
+    renderChosen();
+  }
+
+  function renderChosen() {
+    var total = state.files.reduce(function (sum, f) {
+      return sum + f.file.size;
+    }, 0);
+    var count = state.files.length;
+    $("chosen-summary").textContent = count
+      ? t(count === 1 ? "files.summary.one" : "files.summary", {
+          count: count,
+          size: formatSize(total)
+        })
+      : t("files.none");
+    show($("clear-files"), count > 0);
+    var list = $("chosen-list");
+    list.textContent = "";
+    var shown = state.files.slice(0, 40);
+    shown.forEach(function (f) {
+      list.appendChild(
+        el("li", null, [
+          el("span", { className: "name", text: f.path, title: f.path }),
+          el("span", { className: "muted", text: formatSize(f.file.size) }),
+          el("button", {
+            type: "button",
+            className: "icon",
+            text: "×",
+            "aria-label": t("files.remove", { name: f.path }),
+            title: t("files.remove", { name: f.path }),
+            onclick: function () {
+              state.files = state.files.filter(function (g) {
+                return g !== f;
+              });
+              renderChosen();
+            }
+          })
+        ])
+      );
+    });
+    if (count > shown.length) {
+      list.appendChild(el("li", { className: "muted", text: t("files.more", { count: count - shown.length }) }));
+    }
+    var notes = [];
+    if (state.notes.refused.length) {
+      notes.push(t("files.refused", { names: state.notes.refused.slice(0, 10).join(", ") }));
+    }
+    if (state.notes.ignored.length) {
+      notes.push(t("files.ignored", { names: state.notes.ignored.slice(0, 10).join(", ") }));
+    }
+    message($("chosen-notes"), notes.join(" "));
+  }
+
+  /** Mark the chosen files that the server's refusal names (it names the file first). */
+  function markRefused(detail) {
+    var items = $("chosen-list").querySelectorAll("li");
+    state.files.slice(0, items.length).forEach(function (f, i) {
+      var named = detail.indexOf(f.path + ":") === 0 || detail.indexOf(" " + f.path + ":") >= 0;
+      items[i].classList.toggle("refused", named);
+    });
+  }
+
+  function fromInput(input) {
+    var items = Array.prototype.map.call(input.files, function (file) {
+      return { file: file, path: file.webkitRelativePath || file.name };
+    });
+    state.notes = { refused: [], ignored: [] };
+    addFiles(items);
+    input.value = "";
+  }
+
+  /** Every file under a dropped entry, with its path relative to the drop. */
+  function walkEntry(entry) {
+    if (!entry) return Promise.resolve([]);
+    if (entry.isFile) {
+      return new Promise(function (resolve) {
+        entry.file(
+          function (file) {
+            resolve([{ file: file, path: entry.fullPath.replace(/^\/+/, "") }]);
+          },
+          function () {
+            resolve([]);
+          }
+        );
+      });
+    }
+    if (entry.isDirectory) {
+      var reader = entry.createReader();
+      var all = [];
+      // readEntries returns at most 100 entries per call: read until it returns none.
+      return new Promise(function (resolve) {
+        function next() {
+          reader.readEntries(
+            function (batch) {
+              if (!batch.length) {
+                Promise.all(all.map(walkEntry)).then(function (lists) {
+                  resolve([].concat.apply([], lists));
+                });
+                return;
+              }
+              all = all.concat(Array.prototype.slice.call(batch));
+              next();
+            },
+            function () {
+              resolve([]);
+            }
+          );
+        }
+        next();
+      });
+    }
+    return Promise.resolve([]);
+  }
+
+  function onDrop(event) {
+    event.preventDefault();
+    $("drop").classList.remove("over");
+    var dt = event.dataTransfer;
+    if (!dt) return;
+    var entries = [];
+    var loose = [];
+    if (dt.items && dt.items.length) {
+      Array.prototype.forEach.call(dt.items, function (item) {
+        if (item.kind !== "file") return;
+        var entry = item.webkitGetAsEntry ? item.webkitGetAsEntry() : null;
+        if (entry) entries.push(entry);
+        else {
+          var file = item.getAsFile();
+          if (file) loose.push({ file: file, path: file.name });
+        }
+      });
+    } else if (dt.files) {
+      Array.prototype.forEach.call(dt.files, function (file) {
+        loose.push({ file: file, path: file.name });
+      });
+    }
+    state.notes = { refused: [], ignored: [] };
+    if (!entries.length) {
+      addFiles(loose);
+      return;
+    }
+    $("chosen-summary").textContent = t("files.reading");
+    Promise.all(entries.map(walkEntry)).then(function (lists) {
+      addFiles(loose.concat([].concat.apply([], lists)));
+    });
+  }
+
+  function setupDrop() {
+    var zone = $("drop");
+    ["dragenter", "dragover"].forEach(function (type) {
+      zone.addEventListener(type, function (e) {
+        e.preventDefault();
+        if (e.dataTransfer) e.dataTransfer.dropEffect = "copy";
+        zone.classList.add("over");
+      });
+    });
+    zone.addEventListener("dragleave", function (e) {
+      if (!zone.contains(e.relatedTarget)) zone.classList.remove("over");
+    });
+    zone.addEventListener("drop", onDrop);
+    // A drop that misses the zone must not make the browser navigate away to the file.
+    window.addEventListener("dragover", function (e) {
+      e.preventDefault();
+    });
+    window.addEventListener("drop", function (e) {
+      if (!zone.contains(e.target)) e.preventDefault();
+    });
+    zone.addEventListener("keydown", function (e) {
+      if (e.target === zone && (e.key === "Enter" || e.key === " ")) {
+        e.preventDefault();
+        $("files").click();
+      }
+    });
+    $("pick-files").addEventListener("click", function () {
+      $("files").click();
+    });
+    $("pick-folder").addEventListener("click", function () {
+      $("folder").click();
+    });
+    $("files").addEventListener("change", function () {
+      fromInput($("files"));
+    });
+    $("folder").addEventListener("change", function () {
+      fromInput($("folder"));
+    });
+    $("clear-files").addEventListener("click", function () {
+      state.files = [];
+      state.notes = { refused: [], ignored: [] };
+      renderChosen();
+    });
+    $("pick-masks").addEventListener("click", function () {
+      $("masks").click();
+    });
+    $("masks").addEventListener("change", function () {
+      state.masks = Array.prototype.slice.call($("masks").files);
+      renderMasks();
+    });
+  }
+
+  function renderMasks() {
+    $("masks-summary").textContent = state.masks.length
+      ? t("masks.count", { count: state.masks.length })
+      : t("masks.none");
+  }
+
+  // -- the parameter form, generated from each step's JSON schema ---------------------------
+
+  /** The schema of a value without its "or null" branch, and whether null is allowed. */
+  function resolveSchema(schema) {
+    if (schema && Array.isArray(schema.anyOf)) {
+      var rest = schema.anyOf.filter(function (s) {
+        return s.type !== "null";
+      });
+      var nullable = rest.length < schema.anyOf.length;
+      var base = rest.length === 1 ? rest[0] : { type: "string" };
+      var merged = {};
+      Object.keys(schema).forEach(function (k) {
+        if (k !== "anyOf") merged[k] = schema[k];
+      });
+      Object.keys(base).forEach(function (k) {
+        merged[k] = base[k];
+      });
+      merged.nullable = nullable;
+      return merged;
+    }
+    var copy = {};
+    Object.keys(schema || {}).forEach(function (k) {
+      copy[k] = schema[k];
+    });
+    if (Array.isArray(copy.type)) {
+      copy.nullable = copy.type.indexOf("null") >= 0;
+      copy.type = copy.type.filter(function (x) {
+        return x !== "null";
+      })[0];
+    }
+    return copy;
+  }
+
+  function decimals(x) {
+    var s = String(x);
+    var i = s.indexOf(".");
+    return i < 0 ? 0 : s.length - i - 1;
+  }
+
+  /** A step for number inputs that the starting value fits (else "any", never invalid). */
+  function numberStep(schema, value) {
+    if (schema.multipleOf) return String(schema.multipleOf);
+    if (schema.type === "integer") return "1";
+    var lo = typeof schema.minimum === "number" ? schema.minimum : null;
+    var hi = typeof schema.maximum === "number" ? schema.maximum : null;
+    var step = hi !== null && lo !== null ? (hi - lo <= 1 ? 0.05 : hi - lo <= 10 ? 0.1 : 1) : 0.1;
+    var base = lo !== null ? lo : 0;
+    if (typeof value === "number") {
+      var scale = Math.pow(10, Math.max(decimals(step), decimals(value), decimals(base)));
+      var units = Math.round((value - base) * scale);
+      if (units % Math.round(step * scale) !== 0) return "any";
+    }
+    return String(step);
+  }
+
+  function same(a, b) {
+    return JSON.stringify(a === undefined ? null : a) === JSON.stringify(b === undefined ? null : b);
+  }
+
+  /**
+   * Build the form for a preset's steps into container. initial: {"step.param": value}
+   * applied over the preset's values (a batch's overrides when regenerating).
+   * Returns {overrides(): {...} changed values, or throws a list of messages; reset()}.
+   */
+  function buildParamForm(container, preset, initial, idPrefix, onChange) {
+    container.textContent = "";
+    var fields = [];
+    var relabels = [];
+    var seen = {};
+    (preset ? preset.steps : []).forEach(function (step, i) {
+      seen[step.op] = (seen[step.op] || 0) + 1;
+      var target = seen[step.op] > 1 ? step.op + "#" + seen[step.op] : step.op;
+      var legend = el("legend", { text: t("params.step", { n: i + 1, op: step.op }) });
+      relabels.push(function () {
+        legend.textContent = t("params.step", { n: i + 1, op: step.op });
+      });
+      var box = el("fieldset", { className: "step" }, [legend]);
+      var props = (step.schema && step.schema.properties) || {};
+      var names = Object.keys(props);
+      if (!names.length) box.appendChild(el("p", { className: "muted", text: t("params.none") }));
+      var grid = el("div", { className: "grid" });
+      box.appendChild(grid);
+      names.forEach(function (name) {
+        var schema = resolveSchema(props[name]);
+        var key = target + "." + name;
+        var presetValue =
+          step.params && Object.prototype.hasOwnProperty.call(step.params, name)
+            ? step.params[name]
+            : schema.default === undefined
+              ? null
+              : schema.default;
+        var start =
+          initial && Object.prototype.hasOwnProperty.call(initial, key) ? initial[key] : presetValue;
+        var field = makeField(idPrefix + "-" + i + "-" + name, key, name, schema, start);
+        field.start = start;
+        fields.push(field);
+        grid.appendChild(field.wrap);
+        field.input.addEventListener("input", function () {
+          field.wrap.classList.toggle("changed", field.changed());
+          if (onChange) onChange();
+        });
+        field.input.addEventListener("change", function () {
+          field.wrap.classList.toggle("changed", field.changed());
+          if (onChange) onChange();
+        });
+      });
+      container.appendChild(box);
+    });
+
+    return {
+      overrides: function () {
+        var out = {};
+        var errors = [];
+        fields.forEach(function (f) {
+          var v = f.read();
+          f.wrap.classList.toggle("invalid", !!v.error);
+          if (v.error) errors.push(v.error);
+          else if (!same(v.value, f.start)) out[f.key] = v.value;
+        });
+        if (errors.length) throw errors;
+        return out;
+      },
+      changedCount: function () {
+        return fields.filter(function (f) {
+          return f.changed();
+        }).length;
+      },
+      relabel: function () {
+        relabels.forEach(function (fn) {
+          fn();
+        });
+        fields.forEach(function (f) {
+          if (f.relabel) f.relabel();
+        });
+      },
+      reset: function () {
+        fields.forEach(function (f) {
+          f.write(f.start);
+          f.wrap.classList.remove("changed", "invalid");
+        });
+        if (onChange) onChange();
+      }
+    };
+  }
+
+  function optionText(opt) {
+    if (opt === null) return t("params.default") + " " + t("params.empty");
+    if (opt === true) return t("params.on");
+    if (opt === false) return t("params.off");
+    return String(opt);
+  }
+
+  function makeField(id, key, name, schema, start) {
+    var label = el("label", { for: id, text: name });
+    var hint = schema.description ? el("small", { className: "muted", text: schema.description }) : null;
+    var input;
+    var read;
+    var write;
+    var field = { key: key };
+    var type = schema.type;
+
+    if (Array.isArray(schema.enum) || (type === "boolean" && schema.nullable)) {
+      var options = Array.isArray(schema.enum) ? schema.enum.slice() : [true, false];
+      if (schema.nullable) options.unshift(null);
+      input = el(
+        "select",
+        { id: id },
+        options.map(function (opt, i) {
+          return el("option", { value: String(i), text: optionText(opt) });
+        })
+      );
+      field.relabel = function () {
+        Array.prototype.forEach.call(input.options, function (o, i) {
+          o.textContent = optionText(options[i]);
+        });
+      };
+      read = function () {
+        return { value: options[Number(input.value)] };
+      };
+      write = function (v) {
+        var i = options.findIndex(function (o) {
+          return same(o, v);
+        });
+        input.value = String(i < 0 ? 0 : i);
+      };
+    } else if (type === "boolean") {
+      input = el("input", { id: id, type: "checkbox" });
+      read = function () {
+        return { value: input.checked };
+      };
+      write = function (v) {
+        input.checked = !!v;
+      };
+      field.inline = true;
+    } else if (type === "number" || type === "integer") {
+      input = el("input", {
+        id: id,
+        type: "number",
+        inputmode: type === "integer" ? "numeric" : "decimal",
+        min: typeof schema.minimum === "number" ? schema.minimum : null,
+        max: typeof schema.maximum === "number" ? schema.maximum : null,
+        step: numberStep(schema, start),
+        placeholder: schema.nullable ? t("params.empty") : null
+      });
+      read = function () {
+        var raw = input.value.trim();
+        if (raw === "") {
+          if (schema.nullable) return { value: null };
+          return { error: t("params.bad.number", { field: key }) };
+        }
+        var num = Number(raw);
+        if (!isFinite(num) || input.validity.badInput) {
+          return { error: t("params.bad.number", { field: key }) };
+        }
+        if (type === "integer" && Math.floor(num) !== num) {
+          return { error: t("params.bad.integer", { field: key }) };
+        }
+        if (typeof schema.minimum === "number" && num < schema.minimum) {
+          return { error: t("params.bad.min", { field: key, min: schema.minimum }) };
+        }
+        if (typeof schema.maximum === "number" && num > schema.maximum) {
+          return { error: t("params.bad.max", { field: key, max: schema.maximum }) };
+        }
+        return { value: num };
+      };
+      write = function (v) {
+        input.value = v === null || v === undefined ? "" : String(v);
+      };
+    } else if (type === "array" || type === "object") {
+      input = el("input", { id: id, type: "text", placeholder: schema.nullable ? t("params.empty") : null });
+      read = function () {
+        var raw = input.value.trim();
+        if (raw === "") return schema.nullable ? { value: null } : { error: t("params.bad.json", { field: key }) };
+        try {
+          return { value: JSON.parse(raw) };
+        } catch (e) {
+          return { error: t("params.bad.json", { field: key }) };
+        }
+      };
+      write = function (v) {
+        input.value = v === null || v === undefined ? "" : JSON.stringify(v);
+      };
+    } else {
+      input = el("input", {
+        id: id,
+        type: "text",
+        pattern: schema.pattern || null,
+        placeholder: schema.nullable ? t("params.empty") : null
+      });
+      read = function () {
+        var raw = input.value;
+        if (raw === "" && schema.nullable) return { value: null };
+        if (schema.pattern && !new RegExp(schema.pattern).test(raw)) {
+          return { error: t("params.bad.pattern", { field: key }) };
+        }
+        return { value: raw };
+      };
+      write = function (v) {
+        input.value = v === null || v === undefined ? "" : String(v);
+      };
+    }
+    if (schema.nullable && input.tagName === "INPUT" && input.type !== "checkbox") {
+      field.relabel = function () {
+        input.setAttribute("placeholder", t("params.empty"));
+      };
+    }
+    if (schema.description) input.setAttribute("title", schema.description);
+    input.setAttribute("data-key", key);
+    write(start);
+    field.input = input;
+    field.read = read;
+    field.write = write;
+    field.changed = function () {
+      var v = read();
+      return !!v.error || !same(v.value, field.start);
+    };
+    field.wrap = el("div", { className: "field" + (field.inline ? " inline" : "") }, field.inline ? [input, label, hint] : [label, input, hint]);
+    return field;
+  }
+
+  // -- presets ------------------------------------------------------------------------------
+
+  function presetByName(name) {
+    return state.presets.filter(function (p) {
+      return p.name === name;
+    })[0];
+  }
+
+  function hasInpaint(preset) {
+    return !!(preset && preset.steps.some(function (s) {
+      return s.op === "inpaint";
+    }));
+  }
+
+  function renderPresetOptions() {
+    var select = $("preset");
+    var chosen = select.value;
+    select.textContent = "";
+    state.presets.forEach(function (p) {
+      select.appendChild(el("option", { value: p.name, text: p.name }));
+    });
+    if (presetByName(chosen)) select.value = chosen;
+    else if (presetByName("quick")) select.value = "quick";
+  }
+
+  function onPresetChange() {
+    var preset = presetByName($("preset").value);
+    $("preset-description").textContent = preset ? preset.description || "" : "";
+    state.form = buildParamForm($("params"), preset, null, "p", updateChangedPill);
+    updateChangedPill();
+    show($("masks-box"), hasInpaint(preset));
+    renderMasks();
+  }
+
+  function updateChangedPill() {
+    var n = state.form ? state.form.changedCount() : 0;
+    $("params-changed").textContent = t("params.changed", { count: n });
+    show($("params-changed"), n > 0);
+  }
+
+  function loadPresets() {
+    return api("GET", "/api/presets").then(
+      function (presets) {
+        state.presets = presets || [];
+        renderPresetOptions();
+        onPresetChange();
+      },
+      function (err) {
+        message($("global-error"), t("error.presets", { reason: err.message }));
+      }
+    );
+  }
+
+  // -- submitting a batch -------------------------------------------------------------------
+
+  function errorList(err) {
+    return Array.isArray(err) ? err.join("; ") : err.message || String(err);
+  }
+
+  function onSubmit(event) {
+    event.preventDefault();
+    if (state.busy) return;
+    var errorBox = $("form-error");
+    message(errorBox, "");
+    if (!state.files.length) {
+      message(errorBox, t("error.nofiles"));
+      return;
+    }
+    var overrides;
+    try {
+      overrides = state.form ? state.form.overrides() : {};
+    } catch (errs) {
+      $("params-box").open = true;
+      message(errorBox, errorList(errs));
+      return;
+    }
+    var fd = new FormData();
+    state.files.forEach(function (f) {
+      fd.append("files", f.file, f.path);
+    });
+    if (hasInpaint(presetByName($("preset").value))) {
+      state.masks.forEach(function (m) {
+        fd.append("masks", m, m.name);
+      });
+    }
+    fd.append("preset", $("preset").value);
+    if (Object.keys(overrides).length) fd.append("overrides", JSON.stringify(overrides));
+
+    state.busy = true;
+    $("submit").disabled = true;
+    $("submit-status").textContent = t("submit.uploading", { percent: 0 });
+    upload("/api/batches", fd, function (percent) {
+      $("submit-status").textContent =
+        percent >= 100 ? t("submit.starting") : t("submit.uploading", { percent: percent });
+    })
+      .then(function (batch) {
+        state.files = [];
+        state.notes = { refused: [], ignored: [] };
+        renderChosen();
+        openBatch(batch);
+        loadHistory();
+      })
+      .catch(function (err) {
+        message(errorBox, err.message || String(err));
+        markRefused(err.detail || "");
+      })
+      .then(function () {
+        state.busy = false;
+        $("submit").disabled = false;
+        $("submit-status").textContent = "";
+      });
+  }
+
+  // -- the live batch view ------------------------------------------------------------------
+
+  function stopPolling() {
+    if (state.pollTimer) clearTimeout(state.pollTimer);
+    state.pollTimer = null;
+  }
+
+  function schedulePoll(delay) {
+    stopPolling();
+    state.pollTimer = setTimeout(poll, delay);
+  }
+
+  function poll() {
+    state.pollTimer = null;
+    var batch = state.batch;
+    if (!batch) return;
+    var id = batch.id;
+    api("GET", "/api/batches/" + encodeURIComponent(id)).then(
+      function (fresh) {
+        if (!state.batch || state.batch.id !== id) return; // another batch was opened meanwhile
+        state.pollFailures = 0;
+        message($("global-error"), "");
+        var wasFinal = FINAL_STATES[state.batch.state];
+        updateBatch(fresh);
+        if (!FINAL_STATES[fresh.state]) schedulePoll(POLL_MS);
+        else if (!wasFinal) loadHistory();
+      },
+      function (err) {
+        if (!state.batch || state.batch.id !== id) return;
+        if (err.status === 404) {
+          message($("batch-error"), t("error.batch", { id: id, reason: err.message }));
+          return;
+        }
+        state.pollFailures += 1;
+        message($("global-error"), t("error.poll", { reason: err.message }));
+        schedulePoll(Math.min(10000, POLL_MS * Math.pow(2, state.pollFailures)));
+      }
+    );
+  }
+
+  function openBatch(batch) {
+    stopPolling();
+    state.cards = {};
+    state.selected = {};
+    state.batch = null;
+    $("cards").textContent = "";
+    show($("batch"), true);
+    if (window.location.hash !== "#" + batch.id) {
+      history.replaceState(null, "", window.location.pathname + window.location.search + "#" + batch.id);
+    }
+    updateBatch(batch);
+    setupRegenForm();
+    if (!batch.images || !FINAL_STATES[batch.state]) schedulePoll(batch.images ? POLL_MS : 0);
+    $("batch").scrollIntoView({ behavior: "smooth", block: "start" });
+  }
+
+  function openBatchById(id) {
+    return api("GET", "/api/batches/" + encodeURIComponent(id)).then(openBatch, function (err) {
+      message($("global-error"), t("error.batch", { id: id, reason: err.message }));
+    });
+  }
+
+  function closeBatch() {
+    stopPolling();
+    state.batch = null;
+    state.cards = {};
+    state.selected = {};
+    $("cards").textContent = "";
+    show($("batch"), false);
+    history.replaceState(null, "", window.location.pathname + window.location.search);
+  }
+
+  function batchZipUrl(batch) {
+    return batch.zip_url || "/api/batches/" + encodeURIComponent(batch.id) + "/zip";
+  }
+
+  /** Whether the batch's ZIP can be downloaded (the server says so with its zip_url). */
+  function zipReady(batch) {
+    if (batch.zip_url !== undefined) return !!batch.zip_url;
+    return batch.state === "done" && counts(batch).done > 0;
+  }
+
+  function counts(batch) {
+    var c = batch.counts || {};
+    var images = batch.images || [];
+    function count(fn) {
+      return images.filter(fn).length;
+    }
+    return {
+      done: c.done !== undefined ? c.done : count(function (i) { return i.status === "done"; }),
+      failed: c.failed !== undefined ? c.failed : count(function (i) { return i.status === "failed"; }),
+      pending: c.pending !== undefined ? c.pending : count(function (i) { return i.status === "pending"; }),
+      running: c.running !== undefined ? c.running : count(function (i) { return !FINAL_STATUS[i.status] && i.status !== "pending"; })
+    };
+  }
+
+  function updateBatch(batch) {
+    var previous = state.batch;
+    state.batch = batch;
+    if (!batch.images && previous && previous.id === batch.id) batch.images = previous.images;
+    var finished = !!FINAL_STATES[batch.state];
+
+    $("batch-title").textContent = t("batch.title", { id: batch.id });
+    var meta = [t("batch.preset", { preset: batch.preset || "" })];
+    if (batch.created) meta.push(t("batch.created", { time: formatTime(batch.created) }));
+    var ov = batch.overrides || {};
+    var ovKeys = Object.keys(ov);
+    if (ovKeys.length) {
+      meta.push(
+        t("batch.overrides", {
+          list: ovKeys
+            .map(function (k) {
+              return k + "=" + JSON.stringify(ov[k]);
+            })
+            .join(", ")
+        })
+      );
+    }
+    $("batch-meta").textContent = meta.join(" · ");
+    var badge = $("batch-state");
+    badge.textContent = word("state", batch.state);
+    badge.className = "badge state-" + batch.state;
+
+    var c = counts(batch);
+    var total = batch.total || (batch.images || []).length;
+    var pctDone = total ? (100 * c.done) / total : 0;
+    var pctFailed = total ? (100 * c.failed) / total : 0;
+    $("progress-done").style.width = pctDone + "%";
+    $("progress-failed").style.width = pctFailed + "%";
+    var progress = $("progress");
+    progress.setAttribute("aria-valuenow", String(Math.round(pctDone + pctFailed)));
+    progress.classList.toggle("live", !finished);
+    $("progress-text").textContent = t("batch.progress", { finished: c.done + c.failed, total: total });
+    $("progress-counts").textContent = t("batch.counts", c);
+
+    message($("batch-error"), batch.state === "failed" && batch.error ? t("batch.failed", { error: batch.error }) : "");
+    var notice = "";
+    if (batch.state === "cancelled") notice = t("batch.cancelled");
+    else if (batch.state === "done" && c.failed > 0) notice = t("batch.partial", { failed: c.failed, total: total });
+    message($("batch-notice"), notice);
+
+    var skipped = batch.skipped || [];
+    show($("skipped-box"), skipped.length > 0);
+    var skippedList = $("skipped");
+    skippedList.textContent = "";
+    skipped.forEach(function (s) {
+      skippedList.appendChild(el("li", null, [el("code", { text: s.name || s.uri || "" }), ": " + (s.reason || "")]));
+    });
+
+    var cancel = $("cancel");
+    show(cancel, !finished);
+    if (!finished && !cancel.classList.contains("pending")) cancel.disabled = false;
+    if (finished) cancel.classList.remove("pending");
+
+    var report = $("report");
+    show(report, !!batch.report_url);
+    if (batch.report_url) report.href = withToken(batch.report_url);
+    var zip = $("zip-all");
+    var ready = zipReady(batch);
+    show(zip, ready);
+    if (ready) zip.href = withToken(batchZipUrl(batch));
+
+    renderCards(batch);
+    updateSelection();
+    if (state.compareIndex >= 0 && $("compare").open) renderCompare();
+  }
+
+  function renderCards(batch) {
+    var list = $("cards");
+    var images = batch.images || [];
+    if (!images.length) {
+      if (!list.querySelector(".empty")) {
+        list.textContent = "";
+        list.appendChild(el("li", { className: "empty muted" }));
+      }
+      list.querySelector(".empty").textContent = t("batch.empty");
+      return;
+    }
+    var empty = list.querySelector(".empty");
+    if (empty) empty.remove();
+    images.forEach(function (img, i) {
+      var card = state.cards[img.name];
+      if (!card) {
+        card = makeCard(img);
+        state.cards[img.name] = card;
+      }
+      if (list.children[i] !== card.el) list.insertBefore(card.el, list.children[i] || null);
+      fillCard(card, img);
+    });
+  }
+
+  function makeCard(img) {
+    var card = { gen: 0, regen: false, status: null, srcKey: null };
+    card.check = el("input", { type: "checkbox", className: "pick" });
+    card.check.addEventListener("change", function () {
+      if (card.check.checked) state.selected[card.name] = true;
+      else delete state.selected[card.name];
+      updateSelection();
+    });
+    card.thumb = el("img", { alt: "" });
+    card.thumbButton = el("button", { type: "button", className: "thumb", tabindex: "-1" }, [card.thumb]);
+    card.placeholder = el("span", { className: "placeholder" });
+    card.thumbButton.appendChild(card.placeholder);
+    card.thumbButton.addEventListener("click", function () {
+      openCompare(card.name);
+    });
+    card.nameEl = el("span", { className: "name" });
+    card.badge = el("span", { className: "badge" });
+    card.phase = el("span", { className: "muted phase" });
+    card.score = el("span", { className: "score" });
+    card.error = el("p", { className: "error-text" });
+    card.note = el("p", { className: "note muted" });
+    card.compare = el("button", { type: "button", className: "small" });
+    card.compare.addEventListener("click", function () {
+      openCompare(card.name);
+    });
+    card.download = el("a", { className: "button small", download: "" });
+    card.label = el("label", { className: "card-title" }, [card.check, card.nameEl]);
+    card.el = el("li", { className: "card" }, [
+      card.thumbButton,
+      el("div", { className: "card-body" }, [
+        card.label,
+        el("div", { className: "row" }, [card.badge, card.phase, card.score]),
+        card.error,
+        card.note,
+        el("div", { className: "row actions" }, [card.compare, card.download])
+      ])
+    ]);
+    return card;
+  }
+
+  function fillCard(card, img) {
+    var prev = card.status;
+    // A regenerated image comes back with the same thumbnail URLs: bump a version so the
+    // browser fetches the new pictures instead of showing its cached old ones.
+    if (prev && FINAL_STATUS[prev] && !FINAL_STATUS[img.status]) {
+      card.gen += 1;
+      card.regen = true;
+    }
+    if (card.regen && img.status === "done" && prev !== "done") {
+      card.gen += 1;
+      card.regen = false;
+    }
+    card.status = img.status;
+    card.name = img.name;
+    card.img = img;
+    card.el.setAttribute("data-name", img.name);
+    card.el.setAttribute("data-status", img.status);
+    card.nameEl.textContent = img.name;
+    card.nameEl.title = img.name;
+    card.check.setAttribute("aria-label", t("card.select", { name: img.name }));
+    card.check.checked = !!state.selected[img.name];
+    card.badge.textContent = word("status", img.status);
+    card.badge.className = "badge status-" + img.status;
+    card.phase.textContent =
+      img.phase && !FINAL_STATUS[img.status] ? t("card.phase", { phase: word("phase", img.phase) }) : "";
+    var score = formatScore(img.score);
+    card.score.textContent = score
+      ? t("card.score", { score: score }) + (img.verdict ? " · " + word("verdict", img.verdict) : "")
+      : "";
+    card.score.className = "score " + (img.verdict || "");
+    message(card.error, img.status === "failed" ? img.error || word("status", "failed") : "");
+    message(card.note, img.note || "");
+
+    var thumbs = img.thumbs || {};
+    var url = thumbs.after || thumbs.before || null;
+    var key = url ? url + "|" + card.gen : null;
+    if (key !== card.srcKey) {
+      card.srcKey = key;
+      if (url) card.thumb.src = withToken(url, card.gen ? "v=" + card.gen : null);
+      else card.thumb.removeAttribute("src");
+    }
+    card.thumb.alt = url ? (thumbs.after ? t("compare.after") : t("compare.before")) + ": " + img.name : "";
+    card.thumb.hidden = !url;
+    card.thumbButton.classList.toggle("before-only", !!url && !thumbs.after);
+    card.placeholder.textContent = url ? "" : t("card.nopreview");
+    show(card.placeholder, !url);
+
+    var canCompare = !!(thumbs.before || thumbs.after);
+    card.compare.textContent = t("card.compare");
+    card.compare.setAttribute("aria-label", t("card.compare.label", { name: img.name }));
+    card.compare.disabled = !canCompare;
+    card.thumbButton.disabled = !canCompare;
+
+    var result = !!img.result_url && img.status === "done";
+    show(card.download, result);
+    if (result) {
+      card.download.href = withToken(img.result_url);
+      card.download.textContent = t("card.download");
+      card.download.setAttribute("aria-label", t("card.download.label", { name: img.name }));
+    }
+  }
+
+  function selectedNames() {
+    var images = (state.batch && state.batch.images) || [];
+    return images
+      .filter(function (img) {
+        return state.selected[img.name];
+      })
+      .map(function (img) {
+        return img.name;
+      });
+  }
+
+  function updateSelection() {
+    var batch = state.batch;
+    var names = selectedNames();
+    var finished = batch && FINAL_STATES[batch.state];
+    $("selected-count").textContent = t("batch.selected", { count: names.length });
+    var zipSel = $("zip-selected");
+    var exported = names.filter(function (n) {
+      var card = state.cards[n];
+      return card && card.img && card.img.status === "done";
+    });
+    zipSel.textContent = t("batch.zip.selected", { count: exported.length });
+    show(zipSel, !!batch && zipReady(batch));
+    zipSel.disabled = exported.length === 0;
+    var regen = $("regen");
+    regen.textContent = t("regen.submit", { count: names.length });
+    regen.disabled = !names.length || !finished;
+  }
+
+  function downloadSelected() {
+    var batch = state.batch;
+    var names = selectedNames().filter(function (n) {
+      var card = state.cards[n];
+      return card && card.img && card.img.status === "done";
+    });
+    if (!batch || !names.length) return;
+    // One names= per image (a name may itself hold a comma).
+    var query = names
+      .map(function (n) {
+        return "names=" + encodeURIComponent(n);
+      })
+      .join("&");
+    var url = withToken(batchZipUrl(batch), query);
+    var a = el("a", { href: url, download: "" });
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+  }
+
+  function cancelBatch() {
+    var batch = state.batch;
+    if (!batch) return;
+    var button = $("cancel");
+    button.disabled = true;
+    button.classList.add("pending");
+    button.textContent = t("batch.cancelling");
+    api("POST", "/api/batches/" + encodeURIComponent(batch.id) + "/cancel").then(
+      function (fresh) {
+        button.textContent = t("batch.cancel");
+        if (state.batch && state.batch.id === fresh.id) {
+          updateBatch(fresh);
+          if (!FINAL_STATES[fresh.state]) schedulePoll(POLL_MS);
+          else loadHistory();
+        }
+      },
+      function (err) {
+        button.disabled = false;
+        button.classList.remove("pending");
+        button.textContent = t("batch.cancel");
+        message($("batch-error"), err.message);
+      }
+    );
+  }
+
+  // -- regenerate ---------------------------------------------------------------------------
+
+  function setupRegenForm() {
+    var batch = state.batch;
+    var preset = batch ? presetByName(batch.preset) : null;
+    state.regenPreset = preset;
+    state.regenForm = buildParamForm($("regen-params"), preset, (batch && batch.overrides) || {}, "r");
+    show($("regen-box"), !!preset);
+    message($("regen-error"), "");
+  }
+
+  function regenerate() {
+    var batch = state.batch;
+    var errorBox = $("regen-error");
+    message(errorBox, "");
+    if (!batch) return;
+    var names = selectedNames();
+    if (!names.length) {
+      message(errorBox, t("regen.none"));
+      return;
+    }
+    if (!FINAL_STATES[batch.state]) {
+      message(errorBox, t("regen.busy"));
+      return;
+    }
+    var overrides;
+    try {
+      overrides = state.regenForm ? state.regenForm.overrides() : {};
+    } catch (errs) {
+      message(errorBox, errorList(errs));
+      return;
+    }
+    $("regen").disabled = true;
+    api("POST", "/api/batches/" + encodeURIComponent(batch.id) + "/regenerate", {
+      names: names,
+      overrides: overrides
+    }).then(
+      function (fresh) {
+        names.forEach(function (n) {
+          var card = state.cards[n];
+          if (card) {
+            card.gen += 1;
+            card.regen = true;
+          }
+        });
+        if (state.batch && state.batch.id === fresh.id) {
+          updateBatch(fresh);
+          schedulePoll(POLL_MS);
+        }
+      },
+      function (err) {
+        message(errorBox, err.message);
+        updateSelection();
+      }
+    );
+  }
+
+  // -- before/after comparison --------------------------------------------------------------
+
+  function comparable() {
+    var images = (state.batch && state.batch.images) || [];
+    return images.filter(function (img) {
+      var th = img.thumbs || {};
+      return th.before || th.after;
+    });
+  }
+
+  function openCompare(name) {
+    var list = comparable();
+    var index = list.findIndex(function (img) {
+      return img.name === name;
+    });
+    if (index < 0) return;
+    state.compareName = name;
+    state.compareIndex = index;
+    setSlider(50);
+    renderCompare();
+    var dialog = $("compare");
+    if (!dialog.open) dialog.showModal();
+    $("compare-range").focus();
+  }
+
+  function setImg(node, url, gen, alt) {
+    var src = url ? withToken(url, gen ? "v=" + gen : null) : "";
+    if (node.getAttribute("data-src") !== src) {
+      node.setAttribute("data-src", src);
+      if (src) node.src = src;
+      else node.removeAttribute("src");
+    }
+    node.alt = alt;
+    node.hidden = !src;
+  }
+
+  function renderCompare() {
+    var list = comparable();
+    var index = list.findIndex(function (img) {
+      return img.name === state.compareName;
+    });
+    if (index < 0) index = Math.min(state.compareIndex, list.length - 1);
+    if (index < 0) {
+      $("compare").close();
+      return;
+    }
+    state.compareIndex = index;
+    var img = list[index];
+    state.compareName = img.name;
+    var card = state.cards[img.name] || { gen: 0 };
+    var th = img.thumbs || {};
+    $("compare-title").textContent = t("compare.title", { name: img.name });
+    var facts = [];
+    if (typeof img.score === "number") facts.push(t("compare.score") + ": " + formatScore(img.score));
+    if (img.verdict) facts.push(t("compare.verdict") + ": " + word("verdict", img.verdict));
+    facts.push(word("status", img.status));
+    if (img.output_name) facts.push(t("compare.output") + ": " + img.output_name);
+    var factsEl = $("compare-facts");
+    factsEl.textContent = facts.join(" · ");
+    factsEl.className = "facts " + (img.verdict || "");
+    message($("compare-error"), img.status === "failed" ? img.error || "" : img.note || "");
+
+    var both = !!(th.before && th.after);
+    show($("compare-slider"), !!(th.before || th.after));
+    setImg($("compare-after"), th.after || th.before, card.gen, t("compare.after") + ": " + img.name);
+    setImg($("compare-before"), both ? th.before : null, card.gen, t("compare.before") + ": " + img.name);
+    $("compare-range").disabled = !both;
+    $("compare-stage").classList.toggle("single", !both);
+    setImg($("crop-before"), th["crop-before"], card.gen, t("compare.crop.before"));
+    setImg($("crop-after"), th["crop-after"], card.gen, t("compare.crop.after"));
+    show($("crop-before").parentNode.parentNode, !!(th["crop-before"] || th["crop-after"]));
+    show($("compare-missing"), !(th.before || th.after));
+    $("compare-prev").disabled = index <= 0;
+    $("compare-next").disabled = index >= list.length - 1;
+  }
+
+  function setSlider(p) {
+    p = Math.max(0, Math.min(100, p));
+    var stage = $("compare-stage");
+    $("compare-before").style.clipPath = "inset(0 " + (100 - p) + "% 0 0)";
+    $("compare-handle").style.left = "calc(" + p + "% - 1px)";
+    stage.setAttribute("data-pos", p.toFixed(1));
+    var range = $("compare-range");
+    if (Number(range.value) !== p) range.value = String(p);
+  }
+
+  function setupCompare() {
+    var stage = $("compare-stage");
+    var dragging = false;
+    function move(e) {
+      var r = stage.getBoundingClientRect();
+      if (r.width > 0) setSlider((100 * (e.clientX - r.left)) / r.width);
+    }
+    stage.addEventListener("pointerdown", function (e) {
+      if (stage.classList.contains("single")) return;
+      dragging = true;
+      if (stage.setPointerCapture) stage.setPointerCapture(e.pointerId);
+      move(e);
+    });
+    stage.addEventListener("pointermove", function (e) {
+      if (dragging) move(e);
+    });
+    ["pointerup", "pointercancel"].forEach(function (type) {
+      stage.addEventListener(type, function () {
+        dragging = false;
+      });
+    });
+    $("compare-range").addEventListener("input", function () {
+      setSlider(Number($("compare-range").value));
+    });
+    $("compare-close").addEventListener("click", function () {
+      $("compare").close();
+    });
+    $("compare").addEventListener("close", function () {
+      state.compareIndex = -1;
+      var card = state.cards[state.compareName];
+      if (card) card.compare.focus();
+    });
+    // A click on the backdrop (outside the dialog's box) closes it.
+    $("compare").addEventListener("click", function (e) {
+      if (e.target !== $("compare")) return;
+      var r = $("compare").getBoundingClientRect();
+      if (e.clientX < r.left || e.clientX > r.right || e.clientY < r.top || e.clientY > r.bottom) {
+        $("compare").close();
+      }
+    });
+    function step(delta) {
+      var list = comparable();
+      var i = state.compareIndex + delta;
+      if (i >= 0 && i < list.length) {
+        state.compareName = list[i].name;
+        state.compareIndex = i;
+        renderCompare();
+      }
+    }
+    $("compare-prev").addEventListener("click", function () {
+      step(-1);
+    });
+    $("compare-next").addEventListener("click", function () {
+      step(1);
+    });
+    $("compare").addEventListener("keydown", function (e) {
+      if (e.target === $("compare-range")) return; // arrows move the slider there
+      if (e.key === "ArrowLeft" || e.key === "PageUp") step(-1);
+      else if (e.key === "ArrowRight" || e.key === "PageDown") step(1);
+    });
+  }
+
+  // -- earlier batches ----------------------------------------------------------------------
+
+  function loadHistory() {
+    return api("GET", "/api/batches").then(renderHistory, function (err) {
+      message($("global-error"), err.message);
+    });
+  }
+
+  function renderHistory(list) {
+    state.history = list || [];
+    var rows = $("history-rows");
+    rows.textContent = "";
+    var items = state.history.slice().sort(function (a, b) {
+      return String(b.created || "").localeCompare(String(a.created || ""));
+    });
+    show($("history-empty"), !items.length);
+    show($("history-table"), items.length > 0);
+    items.forEach(function (b) {
+      var c = counts(b);
+      rows.appendChild(
+        el("tr", { "data-id": b.id }, [
+          el("td", { text: formatTime(b.created) }),
+          el("td", null, [el("code", { text: b.id })]),
+          el("td", { text: b.preset || "" }),
+          el("td", null, [el("span", { className: "badge state-" + b.state, text: word("state", b.state) })]),
+          el("td", { text: t("history.images", { done: c.done, failed: c.failed, total: b.total || 0 }) }),
+          el("td", null, [
+            el("button", {
+              type: "button",
+              className: "small",
+              text: t("history.open"),
+              "aria-label": t("history.open.label", { id: b.id }),
+              onclick: function () {
+                openBatchById(b.id);
+              }
+            })
+          ])
+        ])
+      );
+    });
+  }
+
+  // -- language -----------------------------------------------------------------------------
+
+  function rerender() {
+    renderChosen();
+    renderMasks();
+    // Relabel the parameter forms in place: rebuilding them would lose the user's edits.
+    if (state.form) state.form.relabel();
+    if (state.regenForm) state.regenForm.relabel();
+    updateChangedPill();
+    if (state.batch) updateBatch(state.batch);
+    if (state.history) renderHistory(state.history);
+    if ($("compare").open) renderCompare();
+    $("lang").setAttribute("lang", window.I18N.lang() === "en" ? "zh-CN" : "en");
+  }
+
+  // -- start --------------------------------------------------------------------------------
+
+  function start() {
+    window.I18N.setLang(window.I18N.lang());
+    $("lang").setAttribute("lang", window.I18N.lang() === "en" ? "zh-CN" : "en");
+    $("lang").addEventListener("click", function () {
+      window.I18N.toggle();
+    });
+    window.I18N.onChange(rerender);
+    setupDrop();
+    setupCompare();
+    renderChosen();
+    $("new-form").addEventListener("submit", onSubmit);
+    $("preset").addEventListener("change", onPresetChange);
+    $("params-reset").addEventListener("click", function () {
+      if (state.form) state.form.reset();
+    });
+    $("regen-reset").addEventListener("click", function () {
+      if (state.regenForm) state.regenForm.reset();
+    });
+    $("regen").addEventListener("click", regenerate);
+    $("cancel").addEventListener("click", cancelBatch);
+    $("zip-selected").addEventListener("click", downloadSelected);
+    $("batch-close").addEventListener("click", closeBatch);
+    $("history-refresh").addEventListener("click", loadHistory);
+    $("select-all").addEventListener("click", function () {
+      ((state.batch && state.batch.images) || []).forEach(function (img) {
+        state.selected[img.name] = true;
+      });
+      Object.keys(state.cards).forEach(function (n) {
+        state.cards[n].check.checked = true;
+      });
+      updateSelection();
+    });
+    $("select-none").addEventListener("click", function () {
+      state.selected = {};
+      Object.keys(state.cards).forEach(function (n) {
+        state.cards[n].check.checked = false;
+      });
+      updateSelection();
+    });
+    loadPresets().then(function () {
+      var id = window.location.hash.replace(/^#/, "");
+      if (id) openBatchById(decodeURIComponent(id));
+    });
+    loadHistory();
+  }
+
+  start();
+})();
