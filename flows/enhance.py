@@ -9,9 +9,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 from pydantic import BaseModel, Field
 
 from retouch.flows import approval
@@ -143,11 +144,14 @@ def process_phases(
     run's slots), else each image's own content and name are used."""
     processor = process_chunk.with_options(refresh_cache=refresh)
     ids = image_ids or {}
+    # quote(): Prefect would otherwise walk every record of every chunk (looking for
+    # futures and upstream tasks) on each task run: most of a large run's orchestration time.
+    conf = quote(config)
     stages: list[tuple[str, Callable[[list[ImageRecord]], PrefectFuture]]] = [
-        ("prepare", lambda c: prepare_chunk.submit(c, config)),
-        ("process", lambda c: processor.submit(c, config)),
-        ("review", lambda c: review_chunk.submit(c, config)),
-        ("versions", lambda c: record_versions_chunk.submit(c, config, ids, note)),
+        ("prepare", lambda c: prepare_chunk.submit(quote(c), conf)),
+        ("process", lambda c: processor.submit(quote(c), conf)),
+        ("review", lambda c: review_chunk.submit(quote(c), conf)),
+        ("versions", lambda c: record_versions_chunk.submit(quote(c), conf, quote(ids), note)),
     ]
     recorded = _stream(chunks, stages, slots=max(1, get_settings().workers))
     keep = [r.result_key for chunk in recorded for r in chunk if r.result_key]
@@ -176,12 +180,13 @@ def export_phase(
         # Every profile's names, planned before the export tasks so they never collide.
         pipeline.assign_outputs(deliverable, config.recipe)
         meter.start("export")
-        exported_f = export_chunk.map(chunked(records, size), unmapped(config))
-        exported = _gather(list(exported_f), chunked(records, size), "export")
+        chunks = chunked(records, size)
+        exported_f = [export_chunk.submit(quote(c), quote(config)) for c in chunks]
+        exported = _gather(exported_f, chunks, "export")
         meter.stop("export")
         final = [r for chunk in exported for r in chunk]
         figures = meter.report(final, workers=get_settings().workers)
-        summary = deliver(final, skipped, config, source, dest, started, figures)
+        summary = deliver(quote(final), skipped, quote(config), source, dest, started, figures)
     finally:
         meter.close()
     delivery.clean_staging(config.context())  # only now: a retried delivery still needs them
