@@ -1,0 +1,205 @@
+"""The baseline: plain loops written like the reference scripts.
+
+``inference_realesrgan.py`` and ``inference_gfpgan.py`` build ``RealESRGANer`` / ``GFPGANer``
+once, then loop ``cv2.imread -> enhance -> cv2.imwrite`` over the inputs, one tile and one
+face per forward pass. The ``classic`` loop decodes with OpenCV, applies retouch's own
+classic operations directly (same ops, same parameters) and encodes, so its compute is the
+same as retouch's and any difference is orchestration.
+
+Model settings (tile size, padding, scale) and the output format are read from the same
+preset and overrides retouch is given, so both sides do the same work.
+
+Run as ``python -m bench.baseline MODE --preset P [--set STEP.PARAM=V] --src DIR --dest DIR
+--report FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+T_START = time.time()
+
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def _inputs(src: Path) -> list[Path]:
+    return sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+
+
+def _writer(recipe: Any):
+    """Encode like the recipe's export settings (format and JPEG/WebP quality)."""
+    fmt = recipe.export.format
+    quality = recipe.export.quality
+
+    def write(path: Path, img: np.ndarray, src: Path) -> Path:
+        ext = src.suffix.lower().lstrip(".") if fmt == "same" else fmt
+        ext = "jpg" if ext == "jpeg" else ext
+        params: list[int] = []
+        if ext == "jpg":
+            params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+        elif ext == "webp":
+            params = [cv2.IMWRITE_WEBP_QUALITY, quality]
+        out = path.with_suffix(f".{ext}")
+        if not cv2.imwrite(str(out), img, params):
+            raise RuntimeError(f"could not write {out}")
+        return out
+
+    return write
+
+
+def _step(recipe: Any, op: str) -> Any:
+    for step in recipe.steps:
+        if step.op == op:
+            return step.parsed()
+    raise SystemExit(f"baseline: the recipe has no {op} step")
+
+
+def build_upscaler(recipe: Any, model_path: str, device: str) -> Any:
+    """RealESRGANer as ``inference_realesrgan.py`` builds it for RealESRGAN_x4plus."""
+    import torch
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+    from realesrgan import RealESRGANer
+
+    p = _step(recipe, "upscale")
+    model = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=4)
+    return RealESRGANer(
+        scale=4,
+        model_path=model_path,
+        dni_weight=None,
+        model=model,
+        tile=p.tile,
+        tile_pad=p.tile_pad,
+        pre_pad=p.pre_pad,
+        half=device.startswith("cuda"),
+        device=torch.device(device),
+    )
+
+
+def build_restorer(recipe: Any, model_path: str, device: str) -> Any:
+    """GFPGANer as ``inference_gfpgan.py`` builds it for v1.4 (no background upsampler, as
+    the script does on CPU; the recipe's upscale factor)."""
+    import torch
+    from gfpgan import GFPGANer
+
+    return GFPGANer(
+        model_path=model_path,
+        upscale=_step(recipe, "restore_faces").upscale,
+        arch="clean",
+        channel_multiplier=2,
+        bg_upsampler=None,
+        device=torch.device(device),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.baseline")
+    ap.add_argument("mode", choices=["upscale", "faces", "classic"])
+    ap.add_argument("--preset", required=True, help="preset name or recipe file (as retouch's)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="override")
+    ap.add_argument("--src", required=True, type=Path)
+    ap.add_argument("--dest", required=True, type=Path)
+    ap.add_argument("--report", required=True, type=Path)
+    ap.add_argument("--model-path", help="weight file (upscale, faces)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+
+    from retouch.lib.recipe import apply_overrides, load_preset
+
+    recipe = apply_overrides(load_preset(args.preset), args.overrides)
+    write = _writer(recipe)
+    paths = _inputs(args.src)
+    args.dest.mkdir(parents=True, exist_ok=True)
+
+    torch = None
+    if args.mode in ("upscale", "faces"):  # the classic loop does not pay for importing torch
+        import torch
+
+        # The same compatibility shim retouch uses (basicsr on current torchvision; facexlib's
+        # detector and parser weights from the model dir instead of a download).
+        from retouch.lib.models.compat import ensure_compat
+
+        ensure_compat()
+    t_imported = time.time()
+
+    if args.mode == "upscale":
+        upsampler = build_upscaler(recipe, args.model_path, args.device)
+        outscale = _step(recipe, "upscale").outscale or 4
+
+        def enhance(img: np.ndarray) -> np.ndarray:
+            return upsampler.enhance(img, outscale=outscale)[0]
+
+    elif args.mode == "faces":
+        restorer = build_restorer(recipe, args.model_path, args.device)
+        p = _step(recipe, "restore_faces")
+
+        def enhance(img: np.ndarray) -> np.ndarray:
+            _, _, restored = restorer.enhance(
+                img,
+                has_aligned=False,
+                only_center_face=p.only_center_face,
+                paste_back=True,
+                weight=p.weight,
+            )
+            return restored
+
+    else:
+        from retouch.lib.image import Image
+        from retouch.lib.ops.base import OpContext
+        from retouch.lib.ops.registry import registry
+
+        steps = [(registry().get(s.op), s.parsed()) for s in recipe.steps]
+
+        def enhance(img: np.ndarray) -> np.ndarray:
+            image = Image(pixels=img)
+            ctx = OpContext(device=args.device)
+            for op, params in steps:
+                image = op(image, params, ctx)
+            return image.pixels
+
+    t_loaded = time.time()
+    per_image: list[float] = []
+    first_result: float | None = None
+    for path in paths:
+        started = time.perf_counter()
+        img = cv2.imread(
+            str(path), cv2.IMREAD_COLOR if args.mode == "faces" else cv2.IMREAD_UNCHANGED
+        )
+        if img is None:
+            raise SystemExit(f"baseline: cannot read {path}")
+        out = enhance(img)
+        write(args.dest / path.stem, out, path)
+        per_image.append(time.perf_counter() - started)
+        if first_result is None:
+            first_result = time.time()
+    t_done = time.time()
+    report = {
+        "mode": args.mode,
+        "images": len(paths),
+        "device": args.device,
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "import_s": round(t_imported - T_START, 3),
+        "load_s": round(t_loaded - t_imported, 3),
+        "loop_s": round(t_done - t_loaded, 3),
+        "per_image_s": [round(x, 4) for x in per_image],
+        "first_result_epoch": first_result,
+        "start_epoch": T_START,
+    }
+    if torch is not None and args.device.startswith("cuda"):
+        report["cuda_max_memory_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    args.report.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    sys.exit(main())

@@ -1,0 +1,512 @@
+"""The cases: the same inputs and models through the baseline loop and through ``retouch run``.
+
+Every run (baseline or retouch) is its own process with its own temporary ``RETOUCH_HOME``
+(so its own workspace and result cache: nothing is reused across runs or cases), the shared
+bench model dir, ``RETOUCH_OFFLINE=1`` and the same torch thread count (``OMP_NUM_THREADS``,
+``MKL_NUM_THREADS``). retouch runs talk to one local Prefect server started for the whole
+bench, as a user with a running server would, except the cold-start case, which measures
+the ephemeral (embedded) server path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import images, models
+from .proc import Measured, run_measured, venv_tool
+
+REPO = Path(__file__).resolve().parent.parent
+ALL_CASES = ("upscale", "faces", "classic", "scaling", "coldstart", "leak")
+SERVER_CASES = ("upscale", "faces", "classic", "scaling", "leak")
+RUN_TIMEOUT_S = 1500
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each case does (``--quick`` shrinks everything)."""
+
+    upscale: list[tuple[int, int]]
+    faces: list[tuple[int, int]]
+    classic_count: int
+    classic_size: tuple[int, int]
+    scaling: tuple[int, int]
+    leak_runs: int
+    leak_images: int
+    gpu_images: int
+    gpu_size: tuple[int, int] = (1920, 1080)
+
+
+FULL = Sizes(
+    upscale=[(64, 64), (96, 64), (64, 96), (80, 80), (96, 72), (72, 96), (96, 96), (88, 64)],
+    faces=[(96, 96), (112, 96), (96, 112)],
+    classic_count=2000,
+    classic_size=(96, 72),
+    scaling=(20, 200),
+    leak_runs=20,
+    leak_images=4,
+    gpu_images=8,
+)
+QUICK = Sizes(
+    upscale=[(32, 32), (40, 32)],
+    faces=[(64, 64)],
+    classic_count=60,
+    classic_size=(96, 72),
+    scaling=(10, 40),
+    leak_runs=3,
+    leak_images=2,
+    gpu_images=2,
+)
+
+# (preset, overrides) per case: retouch gets them as --preset/--set, the baseline applies the
+# very same ones (bench.baseline), so configuration cannot drift between the two.
+RECIPES: dict[str, tuple[str, list[str]]] = {
+    "upscale": ("upscale-x4", []),
+    "faces": ("portrait-restore", ["restore_faces.upscale=1"]),
+    "classic": ("web-ready", ["fit.max_side=80"]),
+    "leak": ("quick", []),
+}
+
+TARGETS = {
+    "upscale": "retouch throughput >= 1.0x baseline (CPU)",
+    "upscale_gpu": "retouch throughput >= 2.0x baseline at 1080p (CUDA)",
+    "classic": "overhead < 15 ms per image",
+    "scaling": "peak RSS(200 images) <= 1.2x peak RSS(20 images)",
+    "leak": "RSS (and CUDA memory) after every batch within 5% of the level after the first",
+}
+
+
+@dataclass
+class Bench:
+    root: Path
+    sizes: Sizes
+    threads: int
+    log: Callable[[str], None] = print
+    server_url: str | None = None
+    events: bool = False
+    model_info: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "models"
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def detect_events(self) -> bool:
+        """Whether this retouch's ``run`` takes ``--events FILE`` (feature-detected)."""
+        import subprocess
+
+        env = {**os.environ, "COLUMNS": "300"}
+        out = subprocess.run(
+            [venv_tool("retouch"), "run", "--help"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        self.events = "--events" in out.stdout
+        return self.events
+
+    def make_inputs(self, cases: list[str]) -> dict[str, Any]:
+        s, data = self.sizes, self.root / "inputs"
+        made: dict[str, Any] = {}
+        if "upscale" in cases or "coldstart" in cases:
+            paths = images.write_set(data / "upscale", len(s.upscale), s.upscale, ext="png", seed=1)
+            self.inputs["upscale"] = data / "upscale"
+            self.inputs["coldstart"] = images.link_subset(paths[:1], data / "coldstart")
+            made["upscale"] = {"count": len(paths), "sizes": s.upscale, "format": "png"}
+            made["coldstart"] = {"count": 1, "sizes": s.upscale[:1], "format": "png"}
+        if "faces" in cases:
+            images.write_set(data / "faces", len(s.faces), s.faces, ext="png", seed=2)
+            self.inputs["faces"] = data / "faces"
+            made["faces"] = {"count": len(s.faces), "sizes": s.faces, "format": "png"}
+        if any(c in cases for c in ("classic", "scaling", "leak")):
+            count = max(
+                s.classic_count if "classic" in cases else 0,
+                s.scaling[1] if "scaling" in cases else 0,
+                s.leak_images,
+            )
+            paths = images.write_set(
+                data / "classic", count, [s.classic_size], ext="jpg", seed=3, prefix="photo"
+            )
+            self.inputs["classic"] = data / "classic"
+            for n in s.scaling:
+                self.inputs[f"scaling-{n}"] = images.link_subset(paths[:n], data / f"scaling-{n}")
+            self.inputs["leak"] = images.link_subset(paths[: s.leak_images], data / "leak")
+            made["classic"] = {"count": count, "sizes": [s.classic_size], "format": "jpg q90"}
+        if "upscale" in cases and _cuda():
+            images.write_set(
+                data / "upscale-gpu", s.gpu_images, [s.gpu_size], ext="png", seed=4, prefix="hd"
+            )
+            self.inputs["upscale_gpu"] = data / "upscale-gpu"
+            made["upscale_gpu"] = {"count": s.gpu_images, "sizes": [s.gpu_size], "format": "png"}
+        return made
+
+    def install_models(self, cases: list[str]) -> dict[str, Any]:
+        names = models.needed(cases)
+        if names:
+            self.model_info = models.install(self.model_dir, self.root / "staging", names)
+        return self.model_info
+
+    # -- one run ----------------------------------------------------------------------------
+
+    def env(self, run_dir: Path, *, server: bool, device: str = "cpu") -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("RETOUCH_", "PREFECT_")) and k not in ("OMP_NUM_THREADS",)
+        }
+        env.update(
+            {
+                "RETOUCH_HOME": str(run_dir / "home"),
+                "RETOUCH_MODEL_DIR": str(self.model_dir),
+                "RETOUCH_OFFLINE": "1",
+                "RETOUCH_DEVICE": device,
+                "OMP_NUM_THREADS": str(self.threads),
+                "MKL_NUM_THREADS": str(self.threads),
+                "PREFECT_HOME": str(run_dir / "prefect"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PYTHONPATH": str(REPO),
+            }
+        )
+        if server:
+            if self.server_url is None:
+                raise RuntimeError("no Prefect server is running for this case")
+            env["PREFECT_API_URL"] = self.server_url
+        return env
+
+    def run_retouch(
+        self,
+        tag: str,
+        src: Path,
+        preset: str,
+        overrides: list[str],
+        *,
+        server: bool = True,
+        device: str = "cpu",
+    ) -> tuple[Measured, dict[str, Any]]:
+        run_dir = self.root / "runs" / tag
+        dest = run_dir / "out"
+        argv = [venv_tool("retouch"), "run", str(src), "--preset", preset, "--out", str(dest)]
+        for item in overrides:
+            argv += ["--set", item]
+        events = None
+        if self.events:
+            events = run_dir / "events.jsonl"
+            argv += ["--events", str(events)]
+        self.log(f"  retouch   {tag}: {len(_files(src))} images ...")
+        m = run_measured(
+            argv,
+            env=self.env(run_dir, server=server, device=device),
+            cwd=REPO,
+            log_path=run_dir / "log.txt",
+            events_path=events,
+            timeout_s=RUN_TIMEOUT_S,
+        )
+        check = _check_retouch(m, dest, len(_files(src)))
+        self.log(f"            {m.wall_s:.2f} s, peak RSS {m.peak_rss_mb:.0f} MB {check['status']}")
+        return m, check
+
+    def run_baseline(
+        self,
+        tag: str,
+        mode: str,
+        src: Path,
+        preset: str,
+        overrides: list[str],
+        model: str | None = None,
+        device: str = "cpu",
+    ) -> tuple[Measured, dict[str, Any]]:
+        run_dir = self.root / "runs" / tag
+        report = run_dir / "baseline.json"
+        argv = [sys.executable, "-m", "bench.baseline", mode, "--preset", preset]
+        for item in overrides:
+            argv += ["--set", item]
+        argv += ["--src", str(src), "--dest", str(run_dir / "out"), "--report", str(report)]
+        argv += ["--device", device]
+        if model is not None:
+            argv += ["--model-path", self.model_info[model]["path"]]
+        self.log(f"  baseline  {tag}: {len(_files(src))} images ...")
+        m = run_measured(
+            argv,
+            env=self.env(run_dir, server=False, device=device),
+            cwd=REPO,
+            log_path=run_dir / "log.txt",
+            timeout_s=RUN_TIMEOUT_S,
+        )
+        detail: dict[str, Any] = {}
+        if m.returncode == 0 and report.is_file():
+            detail = json.loads(report.read_text())
+            written = len(_files(run_dir / "out"))
+            ok = detail.get("images") == len(_files(src)) == written
+            detail["status"] = "ok" if ok else f"wrote {written} of {len(_files(src))}"
+        else:
+            detail["status"] = f"failed (exit {m.returncode}); log: {run_dir / 'log.txt'}"
+            detail["log_tail"] = m.log[-1500:]
+        self.log(
+            f"            {m.wall_s:.2f} s, peak RSS {m.peak_rss_mb:.0f} MB {detail['status']}"
+        )
+        return m, detail
+
+    # -- cases ------------------------------------------------------------------------------
+
+    def compare(
+        self,
+        case: str,
+        mode: str,
+        preset: str,
+        overrides: list[str],
+        model: str | None,
+        device: str = "cpu",
+    ) -> dict[str, Any]:
+        src = self.inputs[case]
+        n = len(_files(src))
+        b, b_detail = self.run_baseline(
+            f"{case}-baseline", mode, src, preset, overrides, model, device
+        )
+        r, r_check = self.run_retouch(f"{case}-retouch", src, preset, overrides, device=device)
+        result: dict[str, Any] = {
+            "case": case,
+            "images": n,
+            "device": device,
+            "preset": preset,
+            "overrides": overrides,
+            "baseline": {**b.as_json(), "detail": _strip(b_detail)},
+            "retouch": {**r.as_json(), "check": r_check},
+            "valid": b_detail.get("status") == "ok" and r_check["status"] == "ok",
+        }
+        result.update(throughput(n, b.wall_s, r.wall_s))
+        if "loop_s" in b_detail and n:
+            result["baseline_loop_only_s_per_image"] = round(b_detail["loop_s"] / n, 4)
+        return result
+
+    def case_upscale(self) -> list[dict[str, Any]]:
+        preset, overrides = RECIPES["upscale"]
+        out = [self.compare("upscale", "upscale", preset, overrides, models.UPSCALE_MODEL)]
+        out[0]["target"] = TARGETS["upscale"]
+        out[0]["pass"] = out[0]["valid"] and out[0]["ratio"] >= 1.0
+        if "upscale_gpu" in self.inputs:
+            gpu = self.compare(
+                "upscale_gpu", "upscale", preset, overrides, models.UPSCALE_MODEL, device="cuda"
+            )
+            gpu["target"] = TARGETS["upscale_gpu"]
+            gpu["pass"] = gpu["valid"] and gpu["ratio"] >= 2.0
+            out.append(gpu)
+        else:
+            out.append(
+                {
+                    "case": "upscale_gpu",
+                    "skipped": "no CUDA device here (torch.cuda.is_available() is False); "
+                    "the 1080p GPU comparison runs where one is",
+                    "target": TARGETS["upscale_gpu"],
+                }
+            )
+        return out
+
+    def case_faces(self) -> list[dict[str, Any]]:
+        preset, overrides = RECIPES["faces"]
+        res = self.compare("faces", "faces", preset, overrides, models.FACE_MODEL)
+        res["target"] = "none (reported)"
+        return [res]
+
+    def case_classic(self) -> list[dict[str, Any]]:
+        preset, overrides = RECIPES["classic"]
+        res = self.compare("classic", "classic", preset, overrides, None)
+        res["target"] = TARGETS["classic"]
+        res["pass"] = res["valid"] and res["overhead_ms_per_image"] < 15
+        return [res]
+
+    def case_scaling(self) -> list[dict[str, Any]]:
+        preset, overrides = RECIPES["classic"]
+        small, large = self.sizes.scaling
+        runs = {}
+        for n in (small, large):
+            m, check = self.run_retouch(
+                f"scaling-{n}", self.inputs[f"scaling-{n}"], preset, overrides
+            )
+            runs[n] = {**m.as_json(), "check": check}
+        ratio = runs[large]["peak_rss_mb"] / max(runs[small]["peak_rss_mb"], 1e-9)
+        tree_ratio = runs[large]["peak_tree_rss_mb"] / max(runs[small]["peak_tree_rss_mb"], 1e-9)
+        valid = all(r["check"]["status"] == "ok" for r in runs.values())
+        return [
+            {
+                "case": "scaling",
+                "preset": preset,
+                "overrides": overrides,
+                "images": [small, large],
+                "runs": {str(k): v for k, v in runs.items()},
+                "rss_ratio": round(ratio, 3),
+                "tree_rss_ratio": round(tree_ratio, 3),
+                "valid": valid,
+                "target": TARGETS["scaling"],
+                "pass": valid and ratio <= 1.2,
+            }
+        ]
+
+    def case_coldstart(self) -> list[dict[str, Any]]:
+        preset, overrides = RECIPES["upscale"]
+        src = self.inputs["coldstart"]
+        b, b_detail = self.run_baseline(
+            "coldstart-baseline", "upscale", src, preset, overrides, models.UPSCALE_MODEL
+        )
+        r, r_check = self.run_retouch("coldstart-retouch", src, preset, overrides, server=False)
+        first_b = None
+        if b_detail.get("first_result_epoch"):
+            first_b = b_detail["first_result_epoch"] - b.start_epoch
+        if r.first_event_s is not None:
+            first_r, how = r.first_event_s, "first process-phase ok event (--events)"
+        else:
+            first_r, how = r.wall_s, "wall time of a 1-image run (no --events)"
+        return [
+            {
+                "case": "coldstart",
+                "images": 1,
+                "preset": preset,
+                "overrides": overrides,
+                "prefect": "ephemeral (no PREFECT_API_URL; fresh PREFECT_HOME, so its database "
+                "is created in the run)",
+                "baseline": {**b.as_json(), "detail": _strip(b_detail)},
+                "retouch": {**r.as_json(), "check": r_check},
+                "baseline_first_result_s": None if first_b is None else round(first_b, 3),
+                "retouch_first_result_s": round(first_r, 3),
+                "retouch_first_result_measured_by": how,
+                # Time, not throughput: above 1.0 retouch's first result comes later.
+                "first_result_time_ratio": None if not first_b else round(first_r / first_b, 2),
+                "valid": b_detail.get("status") == "ok" and r_check["status"] == "ok",
+                "target": "none (reported)",
+            }
+        ]
+
+    def case_leak(self) -> list[dict[str, Any]]:
+        preset, overrides = RECIPES["leak"]
+        run_dir = self.root / "runs" / "leak"
+        report = run_dir / "leak.json"
+        argv = [sys.executable, "-m", "bench.leak", "--src", str(self.inputs["leak"])]
+        argv += ["--dest", str(run_dir / "out"), "--preset", preset]
+        for item in overrides:
+            argv += ["--set", item]
+        argv += ["--runs", str(self.sizes.leak_runs), "--report", str(report)]
+        device = "cuda" if _cuda() else "cpu"
+        self.log(
+            f"  leak      {self.sizes.leak_runs} batches of {self.sizes.leak_images} images ..."
+        )
+        m = run_measured(
+            argv,
+            env=self.env(run_dir, server=True, device=device),
+            cwd=REPO,
+            log_path=run_dir / "log.txt",
+            timeout_s=RUN_TIMEOUT_S,
+        )
+        result: dict[str, Any] = {
+            "case": "leak",
+            "preset": preset,
+            "overrides": overrides,
+            "images": self.sizes.leak_images,
+            "batches": self.sizes.leak_runs,
+            "device": device,
+            "process": m.as_json(),
+            "target": TARGETS["leak"],
+        }
+        if m.returncode != 0 or not report.is_file():
+            result.update({"valid": False, "pass": False, "error": m.log[-1500:]})
+            return [result]
+        rows = json.loads(report.read_text())["batches"]
+        result["series"] = rows
+        result.update(leak_verdict(rows))
+        result["valid"] = all(r["failed"] == 0 for r in rows)
+        result["pass"] = result["valid"] and result["within_5pct"]
+        self.log(f"            {m.wall_s:.2f} s, RSS series (MB): {[r['rss_mb'] for r in rows]}")
+        return [result]
+
+
+def leak_verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every batch after the first within 5% of the level after the first (RSS, and CUDA
+    allocated memory when recorded)."""
+    base = rows[0]["rss_mb"]
+    worst = max(abs(r["rss_mb"] - base) / base for r in rows)
+    out: dict[str, Any] = {
+        "rss_after_first_mb": base,
+        "rss_last_mb": rows[-1]["rss_mb"],
+        "rss_max_deviation_pct": round(100 * worst, 2),
+    }
+    ok = worst <= 0.05
+    if "cuda_allocated_mb" in rows[0]:
+        cbase = rows[0]["cuda_allocated_mb"]
+        cworst = max(abs(r["cuda_allocated_mb"] - cbase) for r in rows) / max(cbase, 1e-9)
+        out["cuda_max_deviation_pct"] = round(100 * cworst, 2)
+        ok = ok and cworst <= 0.05
+    out["within_5pct"] = ok
+    return out
+
+
+def throughput(n: int, base_wall: float, retouch_wall: float) -> dict[str, Any]:
+    """Per-image seconds, images/s, ratio (retouch / baseline throughput) and the overhead
+    per image, all from whole-process wall times (start-up and model load included)."""
+    return {
+        "baseline_s_per_image": round(base_wall / n, 4),
+        "retouch_s_per_image": round(retouch_wall / n, 4),
+        "baseline_images_per_s": round(n / base_wall, 4),
+        "retouch_images_per_s": round(n / retouch_wall, 4),
+        "ratio": round(base_wall / retouch_wall, 3),
+        "overhead_ms_per_image": round(1000 * (retouch_wall - base_wall) / n, 2),
+    }
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _strip(detail: dict[str, Any]) -> dict[str, Any]:
+    """The baseline's report without the per-image list (kept as a summary)."""
+    out = {k: v for k, v in detail.items() if k != "per_image_s"}
+    per = detail.get("per_image_s")
+    if per:
+        out["per_image_s_min"], out["per_image_s_max"] = min(per), max(per)
+    return out
+
+
+def _check_retouch(m: Measured, dest: Path, expected: int) -> dict[str, Any]:
+    """Did the run deliver every image? (exit code and the manifest's statuses)"""
+    manifest = dest / "manifest.json"
+    check: dict[str, Any] = {"exit_code": m.returncode}
+    if not manifest.is_file():
+        check["status"] = f"failed: no manifest (exit {m.returncode})"
+        check["log_tail"] = m.log[-1500:]
+        return check
+    data = json.loads(manifest.read_text())
+    imgs = data.get("images", [])
+    ok = [i for i in imgs if i.get("status") != "failed"]
+    check["succeeded"] = len(ok)
+    check["failed"] = len(imgs) - len(ok)
+    phases: dict[str, float] = {}
+    for img in imgs:
+        for phase, secs in (img.get("timings") or {}).items():
+            if isinstance(secs, int | float):
+                phases[phase] = phases.get(phase, 0.0) + secs
+    check["phase_seconds_sum"] = {k: round(v, 3) for k, v in phases.items()}
+    if isinstance(data.get("performance"), dict):  # retouch's own per-run figures, if it has them
+        check["performance"] = data["performance"]
+    good = m.returncode == 0 and len(ok) == expected
+    check["status"] = "ok" if good else f"{len(ok)} of {expected} delivered (exit {m.returncode})"
+    if not good:
+        check["log_tail"] = m.log[-1500:]
+    return check
+
+
+def cleanup(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)
