@@ -12,6 +12,7 @@ from prefect import task
 from prefect.concurrency.sync import concurrency
 
 from retouch.lib import cache, pipeline, versions
+from retouch.lib.models.pool import default_pool
 from retouch.lib.records import ImageRecord
 from retouch.lib.settings import get_settings
 from retouch.lib.workspace import Workspace
@@ -64,11 +65,19 @@ def process_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRe
     needs_gpu = config.device.startswith("cuda") and bool(config.recipe.models())
     # The GPU is a named, global resource: runs on several workers share it precisely.
     guard = concurrency(get_settings().gpu_concurrency, occupy=1) if needs_gpu else nullcontext()
+    pool = default_pool()
+    loading = pool.load_seconds
     with guard:
         # Reading and writing overlap with the steps (see pipeline.process_many).
-        return pipeline.process_many(
+        out = pipeline.process_many(
             [r.model_copy(deep=True) for r in records], ctx, config.weights, config.device
         )
+    # Model loading this chunk paid for (on its first image), for the performance figures.
+    # Another chunk loading at the same time in this process may be counted here too.
+    loaded = pool.load_seconds - loading
+    if loaded > 0 and out:
+        out[0].timings["model_load"] = round(loaded, 3)
+    return out
 
 
 @task(name="record-versions", retries=2, retry_delay_seconds=chunk_retry_delays())

@@ -9,6 +9,7 @@ threads can share a process and a model, but not run the same instance at the sa
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,12 +34,15 @@ class ModelPool:
     Attributes:
         loads: key -> number of times the factory ran (tests and benchmarks read it; a key
             above 1 means the model was rebuilt, e.g. after :meth:`clear`).
+        load_seconds: total seconds spent building models in this process (a task reads it
+            before and after its work to report its own model loading).
     """
 
     def __init__(self) -> None:
         self._entries: dict[PoolKey, _Entry] = {}
         self._guard = threading.Lock()
         self.loads: dict[PoolKey, int] = {}
+        self.load_seconds = 0.0
 
     def _entry(self, key: PoolKey) -> _Entry:
         with self._guard:
@@ -53,9 +57,11 @@ class ModelPool:
             return entry
         with entry.build_lock:
             if not entry.built:
+                started = time.perf_counter()
                 value = factory()
                 with self._guard:
                     self.loads[key] = self.loads.get(key, 0) + 1
+                    self.load_seconds += time.perf_counter() - started
                 entry.value = value
                 entry.built = True
         return entry

@@ -45,16 +45,22 @@ def test_upscale_preset_runs_the_model_once_per_image_and_export_changes_reuse_i
         assert result.exit_code == 0, result.output
         return json.loads((tmp_path / dest / "manifest.json").read_text())
 
+    from retouch.lib.models.pool import default_pool
+
+    default_pool().clear()  # so this run loads the model (and reports the time it took)
     manifest = run_upscale("a", "upscale.tile=0", json_out=True)
     assert _zip_sizes(tmp_path / "a" / "results.zip") == {
         f"img{i}.png": (160, 112) for i in range(3)
     }
     assert [img["model_calls"] for img in manifest["images"]] == [1, 1, 1]
+    assert manifest["performance"]["model_load_s"] > 0
+    assert manifest["performance"]["model_calls"] == 3
 
     # Only the export format changes: the stored results are re-encoded, no model runs.
     manifest = run_upscale("b", "upscale.tile=0", "export.format=webp")
     assert [img["model_calls"] for img in manifest["images"]] == [0, 0, 0]
     assert manifest["summary"]["reused"] == 3
+    assert manifest["performance"]["model_load_s"] == 0
     assert _zip_sizes(tmp_path / "b" / "results.zip") == {
         f"img{i}.webp": (160, 112) for i in range(3)
     }
