@@ -29,6 +29,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def page_url(host: str, port: int, token: str | None) -> str:
+    """The address to open: loopback shown as localhost, IPv6 in brackets, the token
+    URL-encoded (it may hold '&', '#', '+'...)."""
+    from urllib.parse import quote
+
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/" + (f"?token={quote(token, safe='')}" if token else "")
+
+
 def _port_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -63,7 +74,10 @@ def web(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on")] = 8765,
     token: Annotated[
         str | None,
-        typer.Option(help="Require this token on every API call (default RETOUCH_WEB_TOKEN)"),
+        typer.Option(
+            help="Require this token on every API call (default RETOUCH_WEB_TOKEN; prefer the "
+            "setting: other users of this machine can read a command line)"
+        ),
     ] = None,
     open_browser: Annotated[
         bool, typer.Option("--open/--no-open", help="Open the page in the default browser")
@@ -103,8 +117,7 @@ def web(
         raise _fail(f"could not start a Prefect server: {exc}") from None
     try:
         app = create_app(token=token, prefect_api_url=api_url)
-        shown = "localhost" if host in ("127.0.0.1", "::1") else host
-        url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+        url = page_url(host, port, token)
         console.print(f"retouch web: {escape(url)}  (Prefect API {escape(api_url)})")
         if open_browser:
             import webbrowser

@@ -6,6 +6,7 @@ from a CDN, so they are off; the schema itself is at /openapi.json.
 
 from __future__ import annotations
 
+import gzip
 import hmac
 import json
 import mimetypes
@@ -25,6 +26,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect
+from starlette.responses import MalformedRangeHeader
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from retouch.lib.settings import get_settings
 
@@ -33,9 +38,10 @@ from .batches import THUMB_LABELS, Batch, Runner, new_batch_id
 from .uploads import UploadError
 
 STATIC_DIR = Path(__file__).parent / "static"
+GZIP_FROM_BYTES = 32 * 1024
 # Overrides that name files or folders on the server, or send results elsewhere: a web
 # client must not point the server at its own files.
-_SERVER_PATH_KEYS = ("mask_dir", "tags", "image", "dest")
+_SERVER_PATH_KEYS = ("mask_dir", "tags", "image", "font", "dest")
 
 
 def _version() -> str:
@@ -124,7 +130,7 @@ class RegenerateIn(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 415, 416, 422)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 415, 416, 422, 507)
 }
 MULTIPART_BODY = {
     "requestBody": {
@@ -186,10 +192,22 @@ def check_recipe(preset: str, overrides: Any, extra: dict[str, Any] | None = Non
                 )
         sets += override_args(group)
     try:
-        recipe = apply_overrides(load_preset(preset), sets)
+        base = load_preset(preset)
+        recipe = apply_overrides(base, sets)
         recipe.validate_steps()
     except RetouchError as exc:
         raise HTTPException(400, str(exc)) from None
+    # The keys above are only the direct spellings: a whole group given as a value
+    # ({"export.watermark": {"image": ...}}), a profile list or a step number reach the same
+    # settings, so the resulting recipe is compared with the preset's.
+    before = _server_settings(base)
+    for where, value in _server_settings(recipe).items():
+        if value != before.get(where):
+            raise HTTPException(
+                400,
+                f"overrides: {where} names a file, folder or destination on the server, which "
+                "the web API does not set (upload masks instead, or use `retouch run`)",
+            )
     if recipe.review.approve:
         raise HTTPException(
             400,
@@ -204,6 +222,27 @@ def check_recipe(preset: str, overrides: Any, extra: dict[str, Any] | None = Non
                 raise HTTPException(400, str(exc)) from None
 
 
+def _server_settings(recipe: Any) -> dict[str, Any]:
+    """Every recipe setting that reads or writes a server path or URL, by where it is."""
+    data = recipe.model_dump(mode="json")
+    export = data["export"]
+    found: dict[str, Any] = {"export.sync": export.get("sync"), "export.tags": export.get("tags")}
+    groups = [("export", export)] + [
+        (f"export.profiles.{p.get('name') or i}", p)
+        for i, p in enumerate(export.get("profiles") or [], start=1)
+    ]
+    for where, group in groups:
+        mark = group.get("watermark") or {}
+        found[f"{where}.watermark.image"] = mark.get("image")
+        found[f"{where}.watermark.font"] = mark.get("font")
+    for i, step in enumerate(recipe.steps, start=1):
+        params = step.parsed().model_dump(mode="json")
+        for key in _SERVER_PATH_KEYS:
+            if key in params:
+                found[f"step {i} ({step.op}).{key}"] = params[key]
+    return found
+
+
 def _parse_overrides(text: str | None) -> dict[str, Any]:
     if not text or not text.strip():
         return {}
@@ -216,14 +255,18 @@ def _parse_overrides(text: str | None) -> dict[str, Any]:
     return value
 
 
-def _check_sources(sources: list[str]) -> None:
-    """Refuse credentials in URLs and local paths outside RETOUCH_WEB_SOURCE_ROOTS."""
-    import os
+# Object stores the web API may read with the server's credentials. Other URL kinds
+# (http, ftp, chained ``a::b`` URLs...) would let a caller make the server fetch what it
+# can reach and it cannot.
+REMOTE_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
 
+
+def _check_sources(sources: list[str]) -> None:
+    """Refuse credentials in URLs, URL kinds other than object stores, and local paths
+    outside RETOUCH_WEB_SOURCE_ROOTS."""
     from retouch.lib import storage
     from retouch.lib.errors import RetouchError
 
-    roots = [os.path.realpath(r) for r in get_settings().web_source_roots]
     for source in sources:
         if not source.strip():
             raise HTTPException(400, "sources: an empty source")
@@ -233,16 +276,177 @@ def _check_sources(sources: list[str]) -> None:
             storage.check_no_inline_credentials(source)
         except RetouchError as exc:
             raise HTTPException(400, str(exc)) from None
-        path = storage.local_path(source)
-        if path is None:
-            continue
-        real = os.path.realpath(path)
-        if not any(os.path.commonpath([real, root]) == root for root in roots):
-            raise HTTPException(
-                400,
-                f"{source}: local paths are read only under RETOUCH_WEB_SOURCE_ROOTS "
-                f"({', '.join(roots) or 'none set'}); upload the files instead",
+        _check_uri(source, source)
+
+
+def _check_uri(uri: str, source: str) -> None:
+    """One source, or one image a source led to, must be an object-store URL or a local
+    path under RETOUCH_WEB_SOURCE_ROOTS (symlinks resolved)."""
+    import os
+
+    from retouch.lib import storage
+
+    shown = storage.redact(uri)
+    via = "" if uri == source else f" (found through {storage.redact(source)})"
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else None
+    if uri.startswith("zip://") and uri != source:
+        uri = uri.split("::", 1)[1] if "::" in uri else uri  # an image inside a .zip source
+        scheme = uri.split("://", 1)[0].lower() if "://" in uri else None
+    if "::" in uri or (scheme is not None and scheme not in ("file", *REMOTE_SCHEMES)):
+        raise HTTPException(
+            400,
+            f"{shown}{via}: the web API reads only local paths and "
+            f"{', '.join(s + '://' for s in REMOTE_SCHEMES)} URLs; upload the files instead",
+        )
+    path = storage.local_path(uri)
+    if path is None:
+        return
+    roots = [os.path.realpath(r) for r in get_settings().web_source_roots]
+    real = os.path.realpath(path)
+    if not any(os.path.commonpath([real, root]) == root for root in roots):
+        raise HTTPException(
+            400,
+            f"{shown}{via}: local paths are read only under RETOUCH_WEB_SOURCE_ROOTS "
+            f"({', '.join(roots) or 'none set'}); upload the files instead",
+        )
+
+
+# -- the guard in front of everything -----------------------------------------------------
+
+# Sent with every answer: no sniffing, no framing, and no address (which may carry the token)
+# passed on as a Referer.
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "content-security-policy": (
+        "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+}
+# The review report is one self-contained page (inline style and script, data: images): it
+# runs sandboxed in an origin of its own, so nothing in it can call the API.
+REPORT_CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'; sandbox allow-scripts"
+)
+
+
+def _split_host(value: str) -> tuple[str, str]:
+    """``host[:port]`` (IPv6 in brackets) as (lower-case host, port or '')."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        return host, rest.removeprefix(":")
+    host, _, port = value.partition(":")
+    return host, port
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for names and addresses that can only mean this machine."""
+    import ipaddress
+
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _same_origin(origin: str, host_header: str, scheme: str) -> bool:
+    from urllib.parse import urlsplit
+
+    default = {"http": "80", "https": "443"}
+    try:
+        parts = urlsplit(origin)
+        o_host, o_port = (parts.hostname or ""), str(parts.port or default.get(parts.scheme, ""))
+    except ValueError:
+        return False
+    h_host, h_port = _split_host(host_header)
+    return (o_host, o_port) == (h_host, h_port or default.get(scheme, ""))
+
+
+class Guard:
+    """Refuses what a browser may be tricked into sending, and adds the security headers.
+
+    Without a token the server trusts whoever can reach it, which is only this machine, but
+    a web page open in this machine's browser can reach it too: a cross-site POST (an upload
+    is a "simple" request that needs no CORS preflight) carries an ``Origin`` of another
+    site, and a DNS-rebinding page sends its own host name. Both are refused, so only the
+    page served here and non-browser clients get through.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None):
+        self.app = app
+        self.token = token
+
+    def _refusal(self, scope: Scope) -> str | None:
+        headers = Headers(scope=scope)
+        host = headers.get("host", "")
+        if not self.token and not is_loopback_host(_split_host(host)[0]):
+            return (
+                f"host {host!r} refused: without a token, retouch web answers only requests "
+                "addressed to this machine (localhost, 127.0.0.1, ::1); set RETOUCH_WEB_TOKEN "
+                "to serve it under other names"
             )
+        origin = headers.get("origin")
+        if origin is not None and scope["path"].startswith("/api/"):
+            if not _same_origin(origin, host, scope.get("scheme", "http")):
+                return (
+                    f"cross-origin request from {origin!r} refused: the API answers only its "
+                    "own page and clients that are not browsers"
+                )
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            response = JSONResponse({"detail": refusal}, status_code=403)
+            await response(scope, receive, self._with_headers(send))
+            return
+        await self.app(scope, receive, self._with_headers(send))
+
+    @staticmethod
+    def _with_headers(send: Send) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for key, value in SECURITY_HEADERS.items():
+                    if key not in headers:
+                        headers[key] = value
+            await send(message)
+
+        return wrapped
+
+
+# -- downloads ----------------------------------------------------------------------------
+
+
+class Download(FileResponse):
+    """A file download with ranges for resuming (Starlette's), an ASCII fallback beside the
+    UTF-8 file name, and a malformed or foreign-unit Range ignored (RFC 9110 14.2: the whole
+    file, 200) instead of answered with 400."""
+
+    def __init__(self, path: Path, media_type: str, filename: str, **kwargs: Any):
+        from urllib.parse import quote
+
+        fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\;' else "_" for c in filename)
+        disposition = f'attachment; filename="{fallback}"'
+        if fallback != filename or quote(filename) != filename:
+            disposition += f"; filename*=utf-8''{quote(filename, safe='')}"
+        headers = {**kwargs.pop("headers", {}), "content-disposition": disposition}
+        super().__init__(path, media_type=media_type, headers=headers, **kwargs)
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []
 
 
 # -- the app ---------------------------------------------------------------------------------
@@ -296,6 +500,7 @@ def create_app(
     )
     app.state.runner = runner
     app.state.token = token
+    app.add_middleware(Guard, token=token)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -414,6 +619,11 @@ def create_app(
         except UploadError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise HTTPException(exc.status, exc.message) from None
+        except ClientDisconnect:
+            # The client went away mid-upload (cancelled, closed the page): an ordinary
+            # event, not a server error; nothing is kept.
+            shutil.rmtree(staging, ignore_errors=True)
+            raise HTTPException(400, "the upload was cut off before its end") from None
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -457,6 +667,8 @@ def create_app(
                 raise HTTPException(
                     400, f"{storage.redact(source)}: cannot be listed ({type(exc).__name__}: {exc})"
                 ) from None
+            for item in found.items:  # a list file may name anything
+                _check_uri(item.uri, source if len(body.sources) == 1 else item.uri)
             skipped = [{"name": storage.redact(u), "reason": r} for u, r in found.skipped]
             if not found.items:
                 why = f"; skipped: {skipped[0]['name']}: {skipped[0]['reason']}" if skipped else ""
@@ -489,9 +701,21 @@ def create_app(
         return runner.list()
 
     @api.get("/batches/{batch_id}", response_model=BatchOut, tags=["batches"])
-    def get_batch(batch_id: str) -> dict[str, Any]:
+    def get_batch(batch_id: str, request: Request) -> Any:
         """A batch with the state of each image (poll it while the batch runs)."""
-        return snapshot(batch_id)
+        data = snapshot(batch_id)
+        if "gzip" not in request.headers.get("accept-encoding", ""):
+            return data
+        # Polled every second or so, and a few hundred bytes per image: a big batch's state
+        # is sent compressed (about 20 times smaller).
+        body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        if len(body) < GZIP_FROM_BYTES:
+            return data
+        return Response(
+            gzip.compress(body, compresslevel=5),
+            media_type="application/json",
+            headers={"content-encoding": "gzip", "vary": "accept-encoding"},
+        )
 
     def idle_or_409(batch: Batch) -> None:
         if not batch.idle:
@@ -541,7 +765,7 @@ def create_app(
         if path is None:
             raise HTTPException(404, f"{image.output_name}: not in the batch's ZIP")
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media, filename=Path(image.output_name).name)
+        return Download(path, media, Path(image.output_name).name)
 
     @api.get(
         "/batches/{batch_id}/thumbs/{index}/{label}",
@@ -594,12 +818,11 @@ def create_app(
             idle_or_409(batch)
             if not names:
                 path = batch.archives()[0]
-                filename = f"{batch.id}-{path.name}"
-                return FileResponse(path, media_type="application/zip", filename=filename)
+                return Download(path, "application/zip", f"{batch.id}-{path.name}")
             members = _members_for(batch, names)
         # Built outside the lock: a big selection must not hold up the other requests.
         path = _changing(batch, lambda: selection_zip(batch, members))
-        return FileResponse(path, media_type="application/zip", filename=f"{batch.id}-selected.zip")
+        return Download(path, "application/zip", f"{batch.id}-selected.zip")
 
     @api.get(
         "/batches/{batch_id}/report",
@@ -614,7 +837,9 @@ def create_app(
             report = batch.report_path() if batch.idle else None
         if report is None:
             raise HTTPException(409, f"batch {batch.id} ({batch.state}) has no report yet")
-        return FileResponse(report, media_type="text/html")
+        return FileResponse(
+            report, media_type="text/html", headers={"content-security-policy": REPORT_CSP}
+        )
 
     @api.post(
         "/batches/{batch_id}/regenerate",
@@ -656,6 +881,15 @@ def create_app(
             raise HTTPException(409, f"batch {batch.id} is {batch.state}: nothing to cancel")
         return snapshot(batch_id)
 
+    # HEAD as well, for download managers that ask for the size before they fetch (kept out
+    # of the schema: it describes the GETs).
+    for path, endpoint in (
+        ("/batches/{batch_id}/results/{index}", get_result),
+        ("/batches/{batch_id}/thumbs/{index}/{label}", get_thumb),
+        ("/batches/{batch_id}/zip", get_zip),
+        ("/batches/{batch_id}/report", get_report),
+    ):
+        api.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
     app.include_router(api)
     return app
 

@@ -42,6 +42,8 @@ PHASE_STATUS = {
 }
 # Seconds between SIGTERM and SIGKILL when a job is cancelled or the server stops.
 KILL_GRACE_S = 8.0
+# ZIPs of selected results kept per batch (the most recently used ones).
+MAX_SELECTIONS = 8
 
 
 def new_batch_id() -> str:
@@ -189,8 +191,11 @@ class Batch:
     def append_event(self, event: dict[str, Any]) -> None:
         """Write one of our own markers (no process writes the file at the same time)."""
         self.read_events()
+        # A process killed in the middle of a line leaves it unfinished: end it first, or
+        # the marker would be glued to it and lost with it (the batch stuck as running).
+        torn = "\n" if self._partial else ""
         with open(self.events_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event, ensure_ascii=False) + "\n")
+            fh.write(torn + json.dumps(event, ensure_ascii=False) + "\n")
         self.read_events()
 
     def fold(self, event: dict[str, Any]) -> None:
@@ -632,6 +637,7 @@ class Runner:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        env.pop("RETOUCH_WEB_TOKEN", None)  # a run has no use for the web server's secret
         env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         if self.prefect_api_url:
             env["PREFECT_API_URL"] = self.prefect_api_url
@@ -711,6 +717,8 @@ class Runner:
                     "the job's process ended without a result (the server was restarted while "
                     "it ran); start the batch again"
                 )
+            elif rc < 0:
+                error = f"the run was killed (signal {-rc}) before it finished"
             else:
                 error = _error_line(log) or f"retouch exited with code {rc}"
             if kind == "regenerate":
@@ -743,8 +751,10 @@ def _zip_stamp(paths: list[Path]) -> str:
 def extract_result(batch: Batch, member: str) -> Path | None:
     """The delivered file ``member`` (a path in the batch's ZIPs), extracted once into the
     batch's cache so it can be served with ranges; None when no archive holds it."""
+    from retouch.lib.naming import is_safe_name
+
     archives = batch.archives()
-    if not archives:
+    if not archives or not is_safe_name(member):  # never a path out of the cache
         return None
     target = batch.folder / "cache" / f"results-{_zip_stamp(archives)}" / member
     if target.is_file():
@@ -776,8 +786,12 @@ def selection_zip(batch: Batch, members: list[str]) -> Path:
     ).hexdigest()[:20]
     target = batch.folder / "cache" / f"selected-{key}.zip"
     if target.is_file():
+        # Marked as recently used by its access time: the modification time is part of the
+        # ETag that resumed downloads rely on, so it stays.
+        os.utime(target, ns=(time.time_ns(), target.stat().st_mtime_ns))
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    _drop_old_selections(target.parent, keep=MAX_SELECTIONS - 1)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     left = set(wanted)
     with zipfile.ZipFile(tmp, "w", allowZip64=True) as out:
@@ -790,6 +804,19 @@ def selection_zip(batch: Batch, members: list[str]) -> Path:
                             shutil.copyfileobj(src, dst, 1024 * 1024)
     tmp.replace(target)
     return target
+
+
+def _drop_old_selections(cache: Path, keep: int) -> None:
+    """Delete all but the ``keep`` most recently used selection ZIPs: each distinct
+    selection is a copy of its results, and asking for many must not fill the disk."""
+    found = []
+    for path in cache.glob("selected-*.zip"):
+        try:
+            found.append((path.stat().st_atime_ns, path))
+        except FileNotFoundError:
+            continue
+    for _mtime, path in sorted(found, reverse=True)[keep:]:
+        path.unlink(missing_ok=True)
 
 
 def archive_members(batch: Batch) -> dict[str, int]:

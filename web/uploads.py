@@ -8,6 +8,7 @@ only when all of its files are usable, and any refusal names the file and the re
 
 from __future__ import annotations
 
+import errno
 import re
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -145,10 +146,16 @@ class _Receiver:
             self.error = UploadError(status, message)
         self._close()
 
-    def _close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
+    def _close(self) -> OSError | None:
+        """Close the file being written; returns the error when its last bytes could not be
+        written (a full disk shows at the flush)."""
+        out, self._out = self._out, None
+        if out is not None:
+            try:
+                out.close()
+            except OSError as exc:
+                return exc
+        return None
 
     def close(self) -> None:
         self._close()
@@ -226,7 +233,10 @@ class _Receiver:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._out = open(target, "xb")  # noqa: SIM115  (closed at the part's end)
         except OSError as exc:
-            self.fail(400, f"{safe}: cannot be stored beside the other files ({exc.strerror})")
+            if _out_of_space(exc):
+                self._no_space(safe, exc)
+            else:
+                self.fail(400, f"{safe}: cannot be stored beside the other files ({exc.strerror})")
             return
         target_map[safe] = target
         self._field, self._name = name, safe
@@ -258,7 +268,17 @@ class _Receiver:
             )
             return
         assert self._out is not None
-        self._out.write(data[start:end])
+        try:
+            self._out.write(data[start:end])
+        except OSError as exc:
+            self._no_space(self._name, exc)
+
+    def _no_space(self, name: str, exc: OSError) -> None:
+        """The server's disk (or quota) is full, or writing failed: 507, naming the file."""
+        why = "the server's disk is full" if _out_of_space(exc) else "the server cannot write"
+        self.fail(
+            507, f"{name}: cannot be stored: {why} ({exc.strerror or exc}); nothing was started"
+        )
 
     def on_part_end(self) -> None:
         if self.error is not None:
@@ -268,7 +288,10 @@ class _Receiver:
                 self.fail(400, f"field {self._field!r} was sent twice")
                 return
             self.upload.fields[self._field] = _decode_header(bytes(self._text))
-        self._close()
+        failed = self._close()
+        if failed is not None:
+            self._no_space(self._name, failed)
+            return
         self._field = None
 
     def on_end(self) -> None:
@@ -285,6 +308,10 @@ class _Receiver:
             "on_headers_finished": self.on_headers_finished,
             "on_end": self.on_end,
         }
+
+
+def _out_of_space(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def boundary_of(content_type: str | None) -> bytes:

@@ -245,6 +245,9 @@ def test_batch_from_upload_to_zip(web, web_page, tmp_path, screenshot_dir):
     page.wait_for_selector("#batch-state.state-done")
     page.wait_for_function(THUMBS_LOADED, timeout=20_000)
     assert page.locator("#progress-text").inner_text() == "6 of 6 finished"
+    # Previews load lazily (a batch of thousands must not fetch them all at once).
+    lazy = page.locator("#cards .card .thumb img").evaluate_all("imgs => imgs.map(i => i.loading)")
+    assert lazy == ["lazy"] * 6
     assert page.locator("#progress").get_attribute("aria-valuenow") == "100"
     page.screenshot(path=str(screenshot_dir / "web-done.png"), full_page=True)
 

@@ -85,3 +85,75 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"batch still {batch['state']} after {timeout} s: {batch}")
         time.sleep(0.3)
+
+
+def stored_batch(
+    root: Path,
+    results: dict[str, bytes],
+    *,
+    batch_id: str = "b-20260101-000000-abcdef",
+    members: dict[str, bytes] | None = None,
+) -> str:
+    """A finished batch on disk, as a run leaves it (batch.json, events.jsonl, out/ with a
+    ZIP, manifest and report), for download tests that need no Prefect run. ``results``:
+    image name -> the bytes delivered for it under the same name; ``members``: the ZIP's
+    members when they should differ from ``results``."""
+    import io
+    import json
+    import zipfile
+
+    folder = root / batch_id
+    out = folder / "out"
+    out.mkdir(parents=True)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in (members if members is not None else results).items():
+            zf.writestr(name, data)
+    (out / "results.zip").write_bytes(buffer.getvalue())
+    manifest = {
+        "images": [
+            {"name": n, "status": "done", "output_name": n, "outputs": [{"name": n}]}
+            for n in results
+        ]
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    (out / "report.html").write_text("<!doctype html><title>retouch report</title>")
+    names = list(results)
+    info = {
+        "id": batch_id,
+        "created": "2026-01-01T00:00:00+00:00",
+        "preset": "web-ready",
+        "overrides": {},
+        "names": names,
+        "source": str(folder / "input"),
+        "masks": False,
+        "skipped": [],
+        "state": "done",
+        "error": None,
+        "pid": None,
+        "pending_job": None,
+    }
+    (folder / "batch.json").write_text(json.dumps(info), encoding="utf-8")
+    summary = {
+        "run_id": "run-1",
+        "total": len(names),
+        "succeeded": len(names),
+        "failed": 0,
+        "archives": [str(out / "results.zip")],
+        "zip_uri": str(out / "results.zip"),
+        "manifest_uri": str(out / "manifest.json"),
+        "report_uri": str(out / "report.html"),
+    }
+    events = [
+        {"event": "web-job", "job": 1, "kind": "run", "names": [], "overrides": {}},
+        *(
+            {"event": "image", "phase": "export", "name": n, "ok": True, "output_name": n}
+            for n in names
+        ),
+        {"event": "done", "summary": summary},
+        {"event": "web-job-end", "state": "done", "error": None, "exit_code": 0},
+    ]
+    (folder / "events.jsonl").write_text(
+        "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events), encoding="utf-8"
+    )
+    return batch_id

@@ -219,3 +219,48 @@ def test_a_job_stopped_by_a_server_shutdown_runs_again_at_the_next_start(prefect
     again = serve(runner=later).client.get(f"/api/batches/{bid}").json()
     assert again["state"] == "queued"
     assert [(b, j.kind) for b, j in later.queue] == [(bid, "run")]
+
+
+CRASHING_RUN = """#!{python}
+import json, os, signal, sys
+events = sys.argv[sys.argv.index("--events") + 1]
+with open(events, "a") as fh:
+    fh.write(json.dumps({{"event": "image", "phase": "prepare", "name": "rocket.jpg",
+                         "ok": True}}) + "\\n")
+    fh.write('{{"event": "image", "phase": "proc')  # a line cut by the crash
+    fh.flush()
+if "{how}" == "signal":
+    os.kill(os.getpid(), signal.SIGKILL)
+print("warming up", file=sys.stderr)
+print("error: out of memory while upscaling rocket.jpg", file=sys.stderr)
+sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize("how", ["error", "signal"])
+def test_a_crashing_run_fails_the_batch_with_its_reason(serve, tmp_path, how):
+    """The run process dies (an error it reports, or killed outright): the batch fails with
+    the reason, its images keep the progress they made, and it can be read again."""
+    import sys
+
+    from retouch.lib.settings import get_settings
+    from retouch.web.batches import Runner
+
+    fake = tmp_path / "python"
+    fake.write_text(CRASHING_RUN.format(python=sys.executable, how=how))
+    fake.chmod(0o755)
+    runner = Runner(get_settings().home / "web" / "batches", python=str(fake), poll_s=0.05)
+    c = serve(runner=runner).client
+    created = c.post("/api/batches", files=sample_files(["rocket.jpg", "coffee.jpg"]))
+    assert created.status_code == 201, created.text
+    batch = wait_for(c, created.json()["id"], ("done", "failed", "cancelled"), timeout=30)
+    assert batch["state"] == "failed"
+    if how == "error":
+        assert batch["error"] == "out of memory while upscaling rocket.jpg"
+        assert batch["exit_code"] == 1
+    else:
+        assert batch["error"] == "the run was killed (signal 9) before it finished"
+    statuses = {i["name"]: i["status"] for i in batch["images"]}
+    assert statuses == {"rocket.jpg": "prepared", "coffee.jpg": "pending"}
+    assert batch["zip_url"] is None
+    assert c.get(f"/api/batches/{batch['id']}/zip").status_code == 409

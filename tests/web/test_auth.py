@@ -81,3 +81,17 @@ def test_presets_carry_each_steps_params_and_schema(serve):
     sharpen = next(s for s in presets["quick"]["steps"] if s["op"] == "sharpen")
     assert sharpen["params"]["amount"] == 0.6
     assert "amount" in sharpen["schema"]["properties"]
+
+
+def test_the_printed_address_carries_the_token_intact():
+    from urllib.parse import parse_qs, urlsplit
+
+    from retouch.flows.web_cli import page_url
+
+    token = "a&b#c+d/e=f%"
+    url = page_url("0.0.0.0", 8080, token)
+    parts = urlsplit(url)
+    assert (parts.hostname, parts.port, parts.fragment) == ("0.0.0.0", 8080, "")
+    assert parse_qs(parts.query) == {"token": [token]}
+    assert page_url("127.0.0.1", 8765, None) == "http://localhost:8765/"
+    assert urlsplit(page_url("::", 8765, "t")).hostname == "::"

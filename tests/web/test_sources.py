@@ -86,3 +86,37 @@ def test_masks_are_kept_beside_the_images_for_the_run(queued):
     command = runner.command(batch, runner.queue[0][1])
     assert command[command.index("--masks") + 1] == str(batch.folder / "masks")
     assert command[command.index("--preset") + 1] == "remove-objects"
+
+
+def test_from_uris_cannot_reach_past_the_roots(queued, monkeypatch, tmp_path):
+    """Other URL kinds, chained URLs and list files naming outside files are refused, so the
+    server fetches nothing the caller could not name directly."""
+    from retouch.lib.settings import reload_settings
+
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "private"
+    outside.mkdir()
+    shutil.copy(SAMPLES / "rocket.jpg", outside / "secret.jpg")
+    shutil.copy(SAMPLES / "coffee.jpg", root / "coffee.jpg")
+    (root / "list.txt").write_text(f"{root / 'coffee.jpg'}\n{outside / 'secret.jpg'}\n")
+    shutil.make_archive(str(outside / "private"), "zip", outside)
+    monkeypatch.setenv("RETOUCH_WEB_SOURCE_ROOTS", f'["{root}"]')
+    reload_settings()
+    c = queued.client
+    cases = {
+        "http://169.254.169.254/latest/meta-data/list.txt": "reads only local paths",
+        f"zip://secret.jpg::{outside / 'private.zip'}": "reads only local paths",
+        f"simplecache::file://{outside}/": "reads only local paths",
+        f"file://{outside}/": "RETOUCH_WEB_SOURCE_ROOTS",
+        str(root / "list.txt"): "RETOUCH_WEB_SOURCE_ROOTS",
+    }
+    for source, words in cases.items():
+        answer = c.post("/api/batches/from-uris", json={"sources": [source]})
+        assert answer.status_code == 400, (source, answer.text)
+        assert words in answer.json()["detail"], (source, answer.text)
+    listed = c.post("/api/batches/from-uris", json={"sources": [str(root / "list.txt")]})
+    assert str(outside / "secret.jpg") in listed.json()["detail"]
+    assert "list.txt" in listed.json()["detail"]
+    assert c.get("/api/batches").json() == []
+    assert [p.name for p in queued.runner.root.iterdir()] == []

@@ -102,6 +102,30 @@ CASES = [
         id="override-pointing-at-server-paths",
     ),
     pytest.param(
+        {
+            "files": sample_files(["rocket.jpg"]),
+            "data": {"overrides": json.dumps({"export.watermark": {"image": "/etc/a.png"}})},
+        },
+        {},
+        400,
+        ["export.watermark.image", "on the server"],
+        id="server-path-inside-a-group-value",
+    ),
+    pytest.param(
+        {
+            "files": sample_files(["rocket.jpg"]),
+            "data": {
+                "overrides": json.dumps(
+                    {"export.profiles": [{"name": "w", "watermark": {"text": "x", "font": "/f"}}]}
+                )
+            },
+        },
+        {},
+        400,
+        ["export.profiles.w.watermark.font", "on the server"],
+        id="server-path-inside-a-profile",
+    ),
+    pytest.param(
         {"files": [("files", (".secret.jpg", ROCKET))]},
         {},
         400,
@@ -163,7 +187,7 @@ def test_an_upload_over_the_declared_length_is_refused_before_reading(serve, mon
     host, port = web.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
-            b"POST /api/batches HTTP/1.1\r\nHost: x\r\n"
+            b"POST /api/batches HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: multipart/form-data; boundary=zz\r\n"
             b"Content-Length: 50000000\r\n\r\n"
         )
@@ -218,3 +242,69 @@ def test_safe_name_refuses(raw, words):
     with pytest.raises(UploadError) as info:
         safe_name(raw)
     assert info.value.status == 400 and words in info.value.message
+
+
+@pytest.mark.parametrize("fails_at", ["write", "close"])
+def test_a_full_disk_during_the_upload_is_a_507_naming_the_file(serve, monkeypatch, fails_at):
+    """The disk fills up while the second file arrives (at a write, or at the flush when
+    the file is closed): the answer says so and names the file, and nothing is kept."""
+    import errno
+
+    from retouch.web import uploads
+
+    real_open = open
+
+    class FillingDisk:
+        def __init__(self, path, mode):
+            self.file = real_open(path, mode)
+            self.full = path.name == "b.jpg"
+
+        def write(self, data):
+            if self.full and fails_at == "write":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.file.write(data)
+
+        def close(self):
+            self.file.close()
+            if self.full and fails_at == "close":
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(uploads, "open", FillingDisk, raising=False)
+    web = serve()
+    answer = web.client.post(
+        "/api/batches", files=[("files", ("a.jpg", ROCKET)), ("files", ("b.jpg", ASTRONAUT))]
+    )
+    assert answer.status_code == 507, answer.text
+    detail = answer.json()["detail"]
+    assert detail.startswith("b.jpg: cannot be stored: the server's disk is full"), detail
+    assert web.client.get("/api/batches").json() == []
+    assert list(web.runner.root.iterdir()) == []
+
+
+def test_an_upload_cut_off_midway_leaves_nothing_and_no_error_trace(serve, capfd):
+    """The browser closes the connection during an upload (cancelled, page closed)."""
+    import time
+
+    web = serve()
+    host, port = web.url.removeprefix("http://").split(":")
+    part = (
+        b'--zz\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + ASTRONAUT[:20000]
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/batches HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: multipart/form-data; boundary=zz\r\n"
+            b"Content-Length: 900000\r\n\r\n" + part
+        )
+        deadline = time.monotonic() + 10
+        while not any(web.runner.root.glob(".staging-*/input/a.jpg")):
+            assert time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while any(web.runner.root.iterdir()):
+        assert time.monotonic() < deadline, list(web.runner.root.iterdir())
+        time.sleep(0.05)
+    time.sleep(0.2)  # what the server logs about it comes right after
+    assert "Traceback" not in capfd.readouterr().err
+    assert web.client.get("/api/batches").json() == []

@@ -1014,7 +1014,8 @@
       else delete state.selected[card.name];
       updateSelection();
     });
-    card.thumb = el("img", { alt: "" });
+    // Lazy: a batch of thousands must not fetch every preview at once.
+    card.thumb = el("img", { alt: "", loading: "lazy", decoding: "async" });
     card.thumbButton = el("button", { type: "button", className: "thumb", tabindex: "-1" }, [card.thumb]);
     card.placeholder = el("span", { className: "placeholder" });
     card.thumbButton.appendChild(card.placeholder);
