@@ -3,20 +3,23 @@
 Pixels in and out are HxWx3 BGR uint8/uint16 and keep their dtype. The model runs on float32
 RGB in 0..1 (fp16 on CUDA when ``half`` allows), so 16-bit inputs keep 16-bit precision (we do
 not use ``RealESRGANer.enhance``, which guesses the bit depth from ``max > 256`` and returns a
-dark 16-bit image as 8-bit). Alpha is not sent through the model: it is resized to the output
+dark 16-bit image as 8-bit). The network is loaded by ``RealESRGANer`` but driven by
+:func:`retouch.lib.models.tiling.upscale_tiled`: several same-size tiles per forward pass,
+overlaps blended with smooth weights (no seams), the tile size chosen from a memory budget
+when ``tile`` is 0 (a small image runs whole, a large one in tiles), inference mode and, on
+CPU, channels-last. Alpha is not sent through the model: it is resized to the output
 size with bicubic interpolation (``Image.with_pixels``), which is cheap and deterministic. Gray
 images stay gray (the three output channels are averaged). Images with a side shorter than
 ``MIN_SIDE`` are mirrored up to that size before the model and cropped after, so 1x1 and 3x3
 inputs work (the upstream helper crashes when a side is not larger than ``pre_pad``).
-When the model runs out of memory (on a huge image or tile), the image is retried with tiles
-of half the size, down to ``MIN_RETRY_TILE`` pixels, before it fails with a reason; the
-other images of the batch are not affected.
+When the model runs out of memory (on a huge image or tile), fewer tiles go per pass; with
+one tile per pass the image is retried with tiles of half the size, down to
+``MIN_RETRY_TILE`` pixels, before it fails with a reason; the other images of the batch are
+not affected.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 from typing import Any, Literal
 
 import cv2
@@ -46,36 +49,12 @@ MIN_SIDE = 16
 MIN_RETRY_TILE = 32
 
 
-class _TileError(Exception):
-    """A tile failed inside the upstream helper (which only prints the error)."""
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True when ``exc`` says the device (GPU or CPU) ran out of memory."""
-    import torch
-
-    if isinstance(exc, MemoryError):
-        return True
-    oom_type = getattr(torch, "OutOfMemoryError", None)  # torch >= 2.5; CUDA's subclasses it
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    text = str(exc).lower()
-    return "out of memory" in text or "can't allocate memory" in text
-
-
 def smaller_tile(tile: int, height: int, width: int) -> int | None:
     """The next tile size to try after running out of memory with ``tile`` (0 = whole
     image of ``height`` x ``width``): half of it, or None below :data:`MIN_RETRY_TILE`."""
     current = tile if tile > 0 else max(height, width, MIN_SIDE)
     half = current // 2
     return half if half >= MIN_RETRY_TILE else None
-
-
-def _free_device_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 class UpscaleParams(OpParams):
@@ -92,9 +71,23 @@ class UpscaleParams(OpParams):
         0,
         ge=0,
         le=8192,
-        description="Tile size in pixels to bound memory (0 = whole image; else >= 32)",
+        description="Tile size in pixels to bound memory (0 = automatic: the whole image when "
+        "it fits the memory budget, else tiles; else >= 32)",
     )
-    tile_pad: int = Field(10, ge=0, le=256, description="Overlap around each tile, in input pixels")
+    tile_batch: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Tiles per forward pass (0 = automatic: as many as fit the memory budget "
+        "on a GPU, one on CPU)",
+    )
+    tile_pad: int = Field(
+        10,
+        ge=0,
+        le=256,
+        description="Context around each tile, in input pixels: neighbouring tiles overlap by "
+        "at least twice this and are blended there",
+    )
     pre_pad: int = Field(
         10, ge=0, le=256, description="Mirror padding at the image border, in input pixels"
     )
@@ -130,54 +123,6 @@ def _precision(device: str, half: bool | None) -> str:
     return "fp16" if use_half(device, half) else "fp32"
 
 
-def _run_model(
-    upsampler: Any, bgr: np.ndarray, *, tile: int, tile_pad: int, pre_pad: int
-) -> np.ndarray:
-    """HxWx3 BGR float32 0..1 -> (H*s)x(W*s)x3 BGR float32 0..1 at the model's native scale.
-
-    The caller holds the pool's lock for ``upsampler`` (it keeps per-call state)."""
-    import torch
-
-    h, w = bgr.shape[:2]
-    pad_h, pad_w = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
-    if pad_h or pad_w:
-        bgr = np.pad(bgr, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
-    rgb = np.ascontiguousarray(bgr[..., ::-1])
-    upsampler.tile_size = tile
-    upsampler.tile_pad = tile_pad
-    # Reflection padding needs pad < side; the upstream helper crashes otherwise.
-    upsampler.pre_pad = min(pre_pad, min(rgb.shape[:2]) - 1)
-    try:
-        with torch.no_grad():
-            upsampler.pre_process(rgb)
-            if tile > 0:
-                # The helper prints a line per tile and, on a RuntimeError in a tile, prints it
-                # and reuses the previous tile's output (or, for the first tile, fails on a
-                # missing variable): capture that and report the tile's own error instead.
-                buf = io.StringIO()
-                failure: BaseException | None = None
-                try:
-                    with contextlib.redirect_stdout(buf):
-                        upsampler.tile_process()
-                except Exception as exc:
-                    failure = exc
-                errors = [line for line in buf.getvalue().splitlines() if line.startswith("Error")]
-                if errors:
-                    raise _TileError(errors[0][len("Error") :].strip())
-                if failure is not None:
-                    raise failure
-            else:
-                upsampler.process()
-            out = upsampler.post_process()
-            out = out.squeeze(0).float().cpu().clamp_(0, 1).numpy()
-    finally:
-        upsampler.img = None
-        upsampler.output = None
-    s = int(upsampler.scale)
-    out = np.transpose(out, (1, 2, 0))[..., ::-1]
-    return np.ascontiguousarray(out[: h * s, : w * s])
-
-
 def upscale_pixels(
     pixels: np.ndarray,
     ctx: OpContext,
@@ -189,15 +134,22 @@ def upscale_pixels(
     pre_pad: int = 10,
     denoise_strength: float | None = None,
     half: bool | None = None,
+    tile_batch: int = 0,
+    memory_budget: int | None = None,
 ) -> np.ndarray:
     """Upscale HxWx3 BGR uint8/uint16 pixels with registry model ``model``; same dtype out.
 
     The output is ``round(W * outscale) x round(H * outscale)`` (native scale when ``outscale``
     is None). The model comes from ``ctx.pool`` (built once per process, device ``ctx.device``)
-    and is used under the pool's per-model lock. Counts one ``model_calls``.
+    and is used under the pool's per-model lock. ``tile=0`` picks tiles from the memory budget
+    (``memory_budget`` bytes per pass; None = :func:`retouch.lib.models.budget.memory_budget`);
+    ``tile_batch`` tiles go per pass (0 = as many as the budget allows on a GPU, one on CPU;
+    see :data:`retouch.lib.models.tiling.CPU_TILE_BATCH`). Counts one
+    ``model_calls`` and the network's ``forward_passes``.
     """
     from ..models.fetch import weights_key
-    from ..models.loaders import device_for, load_realesrganer
+    from ..models.loaders import device_for, load_realesrganer, wants_channels_last
+    from ..models.tiling import TiledOutOfMemory, free_device_memory, upscale_tiled
 
     spec = get_spec(model)
     device = device_for(ctx.device)
@@ -220,29 +172,41 @@ def upscale_pixels(
 
     top = 65535.0 if pixels.dtype == np.uint16 else 255.0
     h, w = pixels.shape[:2]
+    pad_h, pad_w = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
+    src = pixels
+    if pad_h or pad_w:
+        src = np.pad(pixels, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
+    native = outscale is None or abs(outscale - spec.scale) < 1e-9
+    # At the native scale the tiles are written straight into the output dtype (no float
+    # copy of the whole output); another scale resizes the float output first.
+    out_dtype = pixels.dtype if native else None
     pool = ctx.pool if ctx.pool is not None else default_pool()
-    scaled = pixels.astype(np.float32) / top
     tile_now = tile
     while True:
         try:
             with pool.use(key, factory) as upsampler:
-                out = _run_model(
-                    upsampler, scaled, tile=tile_now, tile_pad=tile_pad, pre_pad=pre_pad
+                out, stats = upscale_tiled(
+                    upsampler.model,
+                    src,
+                    scale=int(upsampler.scale),
+                    top=top,
+                    device=upsampler.device,
+                    half=bool(upsampler.half),
+                    channels_last=wants_channels_last(device),
+                    tile=tile_now,
+                    tile_pad=tile_pad,
+                    pre_pad=pre_pad,
+                    batch=tile_batch,
+                    budget=memory_budget,
+                    out_dtype=out_dtype,
                 )
             break
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                if isinstance(exc, _TileError):
-                    raise OperationError(
-                        f"upscaling a tile failed: {exc}; try a smaller tile"
-                    ) from None
-                raise
+        except TiledOutOfMemory as exc:
             # A huge image (or tile) must not cost the batch: halve the tiles and try again.
-            # The output then differs slightly at tile seams from an untiled run.
-            _free_device_memory()
-            nxt = smaller_tile(tile_now, h, w)
+            free_device_memory()
+            nxt = smaller_tile(exc.tile, h, w)
             if nxt is None:
-                how = f"{tile_now} px tiles" if tile_now else "the whole image at once"
+                how = f"{exc.tile} px tiles" if exc.tile else "the whole image at once"
                 raise OperationError(
                     f"out of memory upscaling {w}x{h} with {how}, even after retrying with "
                     f"smaller tiles ({exc}); free device memory or use a smaller model"
@@ -250,7 +214,15 @@ def upscale_pixels(
             ctx.count("oom_retries")
             tile_now = nxt
     ctx.count("model_calls")
-    if outscale is not None and abs(outscale - spec.scale) > 1e-9:
+    ctx.count("forward_passes", stats.forward_passes)
+    if stats.batch_retries:
+        ctx.count("oom_retries", stats.batch_retries)
+    s = spec.scale
+    out = out[: h * s, : w * s]
+    if out_dtype is not None:
+        return np.ascontiguousarray(out)
+    if not native:
+        assert outscale is not None
         size = (max(1, round(w * outscale)), max(1, round(h * outscale)))
         interp = cv2.INTER_LANCZOS4 if outscale > spec.scale else cv2.INTER_AREA
         out = np.clip(cv2.resize(out, size, interpolation=interp), 0.0, 1.0)
@@ -265,7 +237,7 @@ def gray_like(pixels: np.ndarray) -> np.ndarray:
 
 class Upscale(Operation):
     id = "upscale"
-    version = "1"
+    version = "2"  # 2: blended tiles, automatic tiling of large images
     Params = UpscaleParams
     summary = "Super-resolution with Real-ESRGAN (x2/x4 models, any final scale 1-8)"
 
@@ -289,6 +261,7 @@ class Upscale(Operation):
             pre_pad=params.pre_pad,
             denoise_strength=params.denoise_strength,
             half=params.half,
+            tile_batch=params.tile_batch,
         )
         if image.is_gray:
             out = gray_like(out)
