@@ -733,7 +733,7 @@ def quality_score(
         where = ", ".join(f"{axis}={pos}" for axis, pos in seams[:4])
         problems.append(
             f"visible tile seams at {where}: raise upscale.tile_pad or set upscale.tile to 0 "
-            "(whole image) if memory allows"
+            "(tiles sized to the memory available, overlaps blended)"
         )
 
     if natural_known:
