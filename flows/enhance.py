@@ -62,6 +62,21 @@ def chunked(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _quoting() -> Callable[[Any], Any]:
+    """How chunk arguments are handed to task runs in this flow run.
+
+    In threads, ``quote``: Prefect would otherwise walk every record of every chunk (looking
+    for futures and upstream tasks) on each task run, most of a large run's orchestration
+    time. Other task runners (Dask) ship arguments to other processes and are given them
+    plain.
+    """
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    runner = ctx.task_runner if ctx is not None else None
+    return quote if isinstance(runner, ThreadPoolTaskRunner) else (lambda value: value)
+
+
 def _settle(future: PrefectFuture, chunk: list[ImageRecord], phase: str) -> list[ImageRecord]:
     """A chunk task's records; a task that failed outright marks its own images failed only."""
     result = future.result(raise_on_failure=False)
@@ -144,14 +159,13 @@ def process_phases(
     run's slots), else each image's own content and name are used."""
     processor = process_chunk.with_options(refresh_cache=refresh)
     ids = image_ids or {}
-    # quote(): Prefect would otherwise walk every record of every chunk (looking for
-    # futures and upstream tasks) on each task run: most of a large run's orchestration time.
-    conf = quote(config)
+    wrap = _quoting()
+    conf = wrap(config)
     stages: list[tuple[str, Callable[[list[ImageRecord]], PrefectFuture]]] = [
-        ("prepare", lambda c: prepare_chunk.submit(quote(c), conf)),
-        ("process", lambda c: processor.submit(quote(c), conf)),
-        ("review", lambda c: review_chunk.submit(quote(c), conf)),
-        ("versions", lambda c: record_versions_chunk.submit(quote(c), conf, quote(ids), note)),
+        ("prepare", lambda c: prepare_chunk.submit(wrap(c), conf)),
+        ("process", lambda c: processor.submit(wrap(c), conf)),
+        ("review", lambda c: review_chunk.submit(wrap(c), conf)),
+        ("versions", lambda c: record_versions_chunk.submit(wrap(c), conf, wrap(ids), note)),
     ]
     recorded = _stream(chunks, stages, slots=max(1, get_settings().workers))
     keep = [r.result_key for chunk in recorded for r in chunk if r.result_key]
@@ -181,12 +195,13 @@ def export_phase(
         pipeline.assign_outputs(deliverable, config.recipe)
         meter.start("export")
         chunks = chunked(records, size)
-        exported_f = [export_chunk.submit(quote(c), quote(config)) for c in chunks]
+        wrap = _quoting()
+        exported_f = [export_chunk.submit(wrap(c), wrap(config)) for c in chunks]
         exported = _gather(exported_f, chunks, "export")
         meter.stop("export")
         final = [r for chunk in exported for r in chunk]
         figures = meter.report(final, workers=get_settings().workers)
-        summary = deliver(quote(final), skipped, quote(config), source, dest, started, figures)
+        summary = deliver(wrap(final), skipped, wrap(config), source, dest, started, figures)
     finally:
         meter.close()
     delivery.clean_staging(config.context())  # only now: a retried delivery still needs them
