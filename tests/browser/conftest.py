@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,13 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-@pytest.fixture
-def page(browser) -> Iterator[Any]:
-    """A fresh page that records console errors and refuses every network request."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+@contextmanager
+def recording_page(
+    browser, allowed: Callable[[str], bool], **context_options: Any
+) -> Iterator[Any]:
+    """A fresh page that records console errors (``page.errors``) and refuses, and records
+    (``page.requested``), every request whose URL ``allowed`` rejects."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, **context_options)
     pg = context.new_page()
     pg.errors = []  # type: ignore[attr-defined]
     pg.on("console", lambda m: m.type == "error" and pg.errors.append(m.text))
@@ -57,16 +61,25 @@ def page(browser) -> Iterator[Any]:
     requested: list[str] = []
     pg.requested = requested  # type: ignore[attr-defined]
 
-    def block_network(route):
+    def guard(route):
         url = route.request.url
-        if url.startswith(("http://", "https://")):
-            requested.append(url)
-            return route.abort()
-        return route.continue_()
+        if allowed(url):
+            return route.continue_()
+        requested.append(url)
+        return route.abort()
 
-    pg.route("**/*", block_network)
-    yield pg
-    context.close()
+    pg.route("**/*", guard)
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Any]:
+    """A fresh page that records console errors and refuses every network request."""
+    with recording_page(browser, lambda url: not url.startswith(("http://", "https://"))) as pg:
+        yield pg
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.browser.conftest import recording_page
+
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 CJK = re.compile(r"[\u4e00-\u9fff]")
 ALL_DONE = """() => {
@@ -86,26 +88,12 @@ def web(prefect_server, retouch_home, monkeypatch) -> Iterator[_Server]:
 def _open_page(browser, server: _Server) -> Iterator[Any]:
     """A page that may reach only the app's own server; console errors and any other
     request are recorded (``page.errors``, ``page.requested``)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    pg = context.new_page()
-    pg.errors = []  # type: ignore[attr-defined]
-    pg.on("console", lambda m: m.type == "error" and pg.errors.append(m.text))
-    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-    requested: list[str] = []
-    pg.requested = requested  # type: ignore[attr-defined]
 
-    def only_own_server(route):
-        url = route.request.url
-        if url.startswith(("data:", "blob:")) or url.startswith(server.url + "/"):
-            return route.continue_()
-        requested.append(url)
-        return route.abort()
+    def own(url: str) -> bool:
+        return url.startswith(("data:", "blob:")) or url.startswith(server.url + "/")
 
-    pg.route("**/*", only_own_server)
-    try:
+    with recording_page(browser, own, accept_downloads=True) as pg:
         yield pg
-    finally:
-        context.close()
 
 
 @pytest.fixture
