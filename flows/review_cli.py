@@ -71,7 +71,7 @@ def _preview_command(
 ):
     from retouch.lib import preview
     from retouch.lib.errors import RetouchError
-    from retouch.lib.models.loaders import device_for
+    from retouch.lib.models.device import device_for
     from retouch.lib.settings import get_settings
 
     try:
@@ -291,6 +291,7 @@ def run_auto(items, out_dir: str, overrides: list[str], options, json_out: bool)
     import tempfile
 
     from retouch.flows.enhance import enhance
+    from retouch.flows.runtime import ad_hoc_run
     from retouch.lib import recommend as rec
     from retouch.lib import storage
     from retouch.lib.errors import RetouchError
@@ -314,12 +315,13 @@ def run_auto(items, out_dir: str, overrides: list[str], options, json_out: bool)
             try:
                 # What the history learned for this kind of image, then the user's export.
                 recipe = apply_overrides(load_preset(preset), [*members[0].overrides, *shared])
-                summary = enhance(
-                    source=str(listing),
-                    dest=storage.join(out_dir, preset),
-                    recipe=recipe,
-                    options=options,
-                )
+                with ad_hoc_run():
+                    summary = enhance(
+                        source=str(listing),
+                        dest=storage.join(out_dir, preset),
+                        recipe=recipe,
+                        options=options,
+                    )
             except RetouchError as exc:
                 console.print(f"[red]{preset}: {escape(str(exc))}[/]")
                 codes.append(1)

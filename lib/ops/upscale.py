@@ -118,7 +118,7 @@ class UpscaleParams(OpParams):
 
 
 def _precision(device: str, half: bool | None) -> str:
-    from ..models.loaders import use_half
+    from ..models.device import use_half
 
     return "fp16" if use_half(device, half) else "fp32"
 
