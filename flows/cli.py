@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -56,6 +57,8 @@ def _prefect_defaults(verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL", "WARNING")
+        # "Still processing items" while the last events are sent at exit: nothing is lost.
+        logging.getLogger("EventsWorker").setLevel(logging.ERROR)
 
 
 def _fail(message: str, code: int = EXIT_NOTHING) -> typer.Exit:
@@ -254,6 +257,9 @@ def run(
     except RetouchError as exc:
         raise _fail(str(exc)) from None
 
+    from retouch.lib.models.compat import preload
+
+    preload(recipe.models())  # the model libraries import while Prefect starts
     from retouch.flows.enhance import RunOptions
 
     options = RunOptions(
@@ -277,6 +283,7 @@ def _run_flow(
     auto: bool,
 ) -> None:
     from retouch.flows.enhance import enhance
+    from retouch.flows.runtime import ad_hoc_run
     from retouch.lib import progress
     from retouch.lib.errors import RetouchError
     from retouch.lib.storage import redact
@@ -305,7 +312,8 @@ def _run_flow(
         ) as bars:
             unsubscribe = progress.subscribe(_Bars(bars))
             try:
-                summary = enhance(source=source, dest=out_dir, recipe=recipe, options=options)
+                with ad_hoc_run():
+                    summary = enhance(source=source, dest=out_dir, recipe=recipe, options=options)
             finally:
                 unsubscribe()
     except RetouchError as exc:
@@ -678,6 +686,7 @@ def rollback_cmd(
 
 def _run_regenerate(run_id: str, options: Any, json_out: bool, events: str | None = None) -> None:
     from retouch.flows.regenerate import regenerate, select_records
+    from retouch.flows.runtime import ad_hoc_run
     from retouch.lib import versions
     from retouch.lib.errors import RetouchError
 
@@ -687,7 +696,8 @@ def _run_regenerate(run_id: str, options: Any, json_out: bool, events: str | Non
         select_records(state.records, options)
         stop_events = _follow_events(events)
         try:
-            summary = regenerate(run_id=run_id, options=options)
+            with ad_hoc_run():
+                summary = regenerate(run_id=run_id, options=options)
         finally:
             stop_events()
     except RetouchError as exc:
@@ -998,8 +1008,42 @@ def cache_prune(
     )
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The ``retouch`` command: run it, then exit without the interpreter's teardown."""
+    try:
+        app(argv, prog_name="retouch")
+    except SystemExit as exc:
+        _exit_now(exc.code)
+    _exit_now(0)
+
+
+def _exit_now(code: object) -> NoReturn:
+    """Exit with ``code`` (as ``sys.exit`` reads it) once the exit handlers have run.
+
+    With torch loaded, tearing the interpreter down takes about a second (freeing every module
+    and libtorch's own destructors) after the work is done and every file is closed. So once
+    the other threads are finished and the exit handlers have run (Prefect sends its last
+    events and logs and stops a server it started, logging flushes), the process ends
+    without that teardown. Without torch the teardown is short and runs as usual.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    if "torch" not in sys.modules:
+        raise SystemExit(status)
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

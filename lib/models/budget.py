@@ -137,6 +137,13 @@ def sr_bytes_per_pixel(model: Any, *, scale: int, elem_bytes: int) -> float:
     return total / (side * side)
 
 
+def surely_enough_per_pixel(scale: int, elem_bytes: int) -> float:
+    """Bytes per input pixel that no supported network exceeds: twice the untraced guess
+    (:data:`FALLBACK_BYTES_PER_OUTPUT_PIXEL`, itself the heaviest network rounded up). An input
+    that fits the budget at this rate fits in one pass without tracing the network."""
+    return 2 * FALLBACK_BYTES_PER_OUTPUT_PIXEL * scale * scale * elem_bytes / 4
+
+
 def batch_for(budget: int, bytes_per_item: float, *, most: int) -> int:
     """How many items of ``bytes_per_item`` fit ``budget`` in one pass: 1..``most``."""
     if bytes_per_item <= 0:

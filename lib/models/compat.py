@@ -111,3 +111,35 @@ def import_realesrgan() -> Any:
     import realesrgan
 
     return realesrgan
+
+
+def preload(names: list[str]) -> threading.Thread | None:
+    """Start importing the libraries the models ``names`` need (torch, basicsr, realesrgan,
+    gfpgan, facexlib: about 3 s) in a daemon thread, so the import overlaps the flow's start
+    (Prefect's own import, creating the flow run, preparing the first images).
+
+    Nothing is built and nothing is kept: the flow imports the same modules when it loads a
+    model and either finds them ready or waits for this thread's import of them. An error
+    here is ignored; the flow's own import raises it where it is reported. None when no model
+    is named.
+    """
+    from .specs import get_spec
+
+    kinds = {get_spec(name).kind for name in names}
+    if not kinds:
+        return None
+
+    def work() -> None:
+        try:
+            from . import loaders, tiling  # noqa: F401  (torch, and the modules that run models)
+
+            if "realesrgan" in kinds or "gfpgan" in kinds:
+                import_realesrgan()
+            if "gfpgan" in kinds:
+                import_gfpgan()
+        except Exception:  # noqa: BLE001 - reported by the flow's own import
+            return
+
+    thread = threading.Thread(target=work, name="retouch-preload", daemon=True)
+    thread.start()
+    return thread

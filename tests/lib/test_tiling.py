@@ -313,3 +313,25 @@ def test_blending_beats_a_hard_cut_when_the_pad_is_shorter_than_the_network_reac
     assert not np.array_equal(blended, cut)
     assert _max_diff(blended, whole) <= _max_diff(cut, whole)
     assert _rms(blended, whole) < _rms(cut, whole)
+
+
+def test_an_input_that_surely_fits_is_not_traced(recorded, monkeypatch):
+    """Tracing the network (0.4 s for RRDBNet) only to learn that a small input fits in one
+    pass is skipped; a budget the input may exceed still traces it."""
+    from retouch.lib.models import tiling
+
+    seen, _ = recorded
+    traced: list[int] = []
+    real = tiling.sr_bytes_per_pixel
+
+    def counting(model, **kwargs):
+        traced.append(1)
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(tiling, "sr_bytes_per_pixel", counting)
+    pool = ModelPool()
+    upscale_pixels(_pixels(60, 70), _ctx(pool), model="realesr-general-x4v3")
+    assert traced == [] and seen == [(1, 3, 70, 80)]
+    tight = int(budget.surely_enough_per_pixel(4, 4) * 70 * 80) - 1
+    upscale_pixels(_pixels(60, 70), _ctx(pool), model="realesr-general-x4v3", memory_budget=tight)
+    assert traced == [1]

@@ -47,9 +47,9 @@ def main() -> None:
             return upsampler
 
         patch.setattr(loaders, "load_realesrganer", slow_loader)
-    from retouch.flows.cli import app
+    from retouch.flows.cli import main as cli_main
 
-    app(sys.argv[1:], prog_name="retouch")
+    cli_main(sys.argv[1:])  # the console script's own exit path
 
 
 if __name__ == "__main__":

@@ -1,0 +1,120 @@
+"""What a command-line run costs before and after its work: no heartbeat thread to join, no
+interpreter teardown, model libraries imported while Prefect starts, torch left alone by
+recipes that do not use it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from retouch.flows.runtime import ad_hoc_run
+
+
+def _python(code: str, tmp_path, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        **kwargs,
+    )
+
+
+def test_ad_hoc_runs_send_no_heartbeat_unless_the_user_asked(monkeypatch):
+    from prefect.settings import get_current_settings
+
+    monkeypatch.delenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", raising=False)
+    monkeypatch.delenv("PREFECT_RUNNER_HEARTBEAT_FREQUENCY", raising=False)
+    default = get_current_settings().flows.heartbeat_frequency
+    assert default is not None
+    with ad_hoc_run():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == default
+
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
+    with ad_hoc_run():  # the user's setting is left to Prefect: nothing is overridden
+        assert get_current_settings().flows.heartbeat_frequency == default
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "stderr"), [(2, 2, ""), (None, 0, ""), ("bad things", 1, "bad things")]
+)
+def test_exit_now_runs_exit_handlers_then_exits_with_the_code(tmp_path, code, status, stderr):
+    done = tmp_path / "handler-ran"
+    proc = _python(
+        f"""
+        import atexit, threading, time
+        import torch  # with torch loaded the teardown is skipped
+        from retouch.flows.cli import _exit_now
+
+        def late():
+            time.sleep(0.3)
+            open({str(tmp_path / "thread-done")!r}, "w").write("yes")
+
+        threading.Thread(target=late).start()  # not a daemon: waited for, as Python would
+        atexit.register(lambda: open({str(done)!r}, "w").write("yes"))
+        print("buffered output", end="")
+        _exit_now({code!r})
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == status, proc.stderr
+    assert proc.stdout == "buffered output"
+    assert stderr in proc.stderr
+    assert done.read_text() == "yes"
+    assert (tmp_path / "thread-done").read_text() == "yes"
+
+
+def test_a_classic_recipe_never_imports_torch(tmp_path):
+    proc = _python(
+        """
+        import sys
+        from retouch.lib.models.device import run_device
+        from retouch.lib.recipe import load_preset
+        import retouch.flows.enhance, retouch.lib.perf
+        print(run_device(load_preset("web-ready"), "auto"), "torch" in sys.modules)
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["cpu", "False"]
+
+
+def test_device_checks():
+    from retouch.lib.errors import ModelError
+    from retouch.lib.models.device import device_for, run_device
+    from retouch.lib.recipe import load_preset
+
+    assert run_device(load_preset("upscale-x4"), "cpu") == "cpu"
+    assert run_device(load_preset("web-ready"), "cuda") == "cpu"  # nothing runs on a device
+    with pytest.raises(ModelError, match="unknown device 'gpu'"):
+        run_device(load_preset("web-ready"), "gpu")
+    with pytest.raises(ModelError, match="unknown device"):
+        device_for("tpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="CUDA is not available"):
+            run_device(load_preset("upscale-x4"), "cuda")
+        assert device_for("auto") == "cpu"
+
+
+def test_preload_imports_the_model_libraries_in_the_background(tmp_path):
+    proc = _python(
+        """
+        import sys
+        from retouch.lib.models.compat import preload
+        assert preload([]) is None
+        thread = preload(["realesrgan-x4plus"])
+        thread.join(300)
+        print(thread.daemon, "torch" in sys.modules, "realesrgan" in sys.modules,
+              "gfpgan" in sys.modules)
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True", "True", "False"]
