@@ -17,12 +17,13 @@ from pydantic import BaseModel, Field
 
 from retouch.flows import approval
 from retouch.lib import delivery, perf, pipeline, progress, versions
-from retouch.lib.models.loaders import device_for
+from retouch.lib.models.device import run_device
 from retouch.lib.recipe import Recipe
 from retouch.lib.records import ImageRecord, RunSummary
 from retouch.lib.settings import get_settings
 from retouch.lib.storage import redact
 from retouch.lib.workspace import Workspace
+from retouch.tasks import parallel
 from retouch.tasks.common import RunConfig
 from retouch.tasks.export import deliver, export_chunk
 from retouch.tasks.prepare import check_models, discover, prepare_chunk
@@ -50,12 +51,22 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
-def chunk_size_for(count: int, explicit: int | None, max_chunks: int) -> int:
-    """An explicit size wins; otherwise one image per task for small batches and at most
-    ``max_chunks`` tasks per phase for large ones (2,000 images: 25 chunks of 80)."""
+SMALL_BATCH_CHUNK = 4
+"""Automatic chunking of a small batch: up to this many images per task, one chunk per
+worker. A task run costs the flow process ~20 ms and the Prefect server ~40 ms of CPU (four
+phases for each chunk), which one image per task paid for every image: 8 upscaled images in
+chunks of 4 ran about 8% faster than one image per task on a 2-core machine (bench/)."""
+
+
+def chunk_size_for(count: int, explicit: int | None, max_chunks: int, workers: int = 1) -> int:
+    """Images per task. An explicit size wins. Otherwise enough chunks to keep ``workers``
+    busy, each of at most :data:`SMALL_BATCH_CHUNK` images (8 images, 2 workers: 2 chunks of
+    4; 100 images: 25 chunks of 4), and at most ``max_chunks`` tasks per phase for large
+    batches (2,000 images: 25 chunks of 80)."""
     if explicit:
         return explicit
-    return max(1, math.ceil(count / max_chunks))
+    per_worker = math.ceil(count / max(1, workers))
+    return max(1, math.ceil(count / max_chunks), min(per_worker, SMALL_BATCH_CHUNK))
 
 
 def chunked(items: list[Any], size: int) -> list[list[Any]]:
@@ -223,6 +234,7 @@ def enhance(
         return _enhance(source, dest, recipe, options or RunOptions(), meter)
     finally:
         meter.close()  # a long-running worker must not keep a sampler per failed run
+        parallel.shutdown()  # worker processes, if a chunk started them
 
 
 def _enhance(
@@ -241,12 +253,15 @@ def _enhance(
         workspace=options.workspace or settings.resolved_workspace(),
         recipe=recipe,
         masks=options.masks,
-        device=device_for(options.device or settings.device),
+        device=run_device(recipe, options.device or settings.device),
         weights=weights,
         refresh=options.refresh,
     )
     size = chunk_size_for(
-        len(records), options.chunk_size or settings.chunk_size, settings.max_chunks
+        len(records),
+        options.chunk_size or settings.chunk_size,
+        settings.max_chunks,
+        settings.workers,
     )
     chunks = chunked(records, size)
     logger.info(

@@ -12,11 +12,12 @@ from pydantic import BaseModel, Field
 
 from retouch.lib import perf, pipeline, progress, storage, versions
 from retouch.lib.errors import RetouchError
-from retouch.lib.models.loaders import device_for
+from retouch.lib.models.device import run_device
 from retouch.lib.recipe import apply_overrides, recipe_from_dict
 from retouch.lib.records import ImageRecord, RunSummary
 from retouch.lib.settings import get_settings
 from retouch.lib.workspace import Workspace
+from retouch.tasks import parallel
 from retouch.tasks.common import RunConfig
 from retouch.tasks.prepare import check_models
 
@@ -83,6 +84,7 @@ def regenerate(run_id: str, options: RegenerateOptions | None = None) -> RunSumm
         return _regenerate(run_id, options or RegenerateOptions(), meter)
     finally:
         meter.close()
+        parallel.shutdown()  # worker processes, if a chunk started them
 
 
 def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -> RunSummary:
@@ -103,7 +105,7 @@ def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -
         workspace=ws.root,
         recipe=recipe,
         masks=state.options.get("masks"),
-        device=device_for(options.device or settings.device),
+        device=run_device(recipe, options.device or settings.device),
         weights=check_models(recipe) if selected else {},
         refresh=options.refresh,
     )
@@ -116,7 +118,7 @@ def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -
         uri = options.sources.get(r.name, r.uri)
         fresh.append(ImageRecord(index=r.index, source=storage.redact(uri), name=r.name, uri=uri))
     size = chunk_size_for(
-        len(fresh), options.chunk_size or settings.chunk_size, settings.max_chunks
+        len(fresh), options.chunk_size or settings.chunk_size, settings.max_chunks, settings.workers
     )
     done = process_phases(
         chunked(fresh, size) if fresh else [],
@@ -171,7 +173,10 @@ def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -
 
     # Export and delivery: the same phase as the enhance flow's.
     size = chunk_size_for(
-        len(merged), options.chunk_size or settings.chunk_size, settings.max_chunks
+        len(merged),
+        options.chunk_size or settings.chunk_size,
+        settings.max_chunks,
+        settings.workers,
     )
     summary = export_phase(merged, state.skipped, config, state.source, dest, started, size, meter)
     logger.info(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import threading
 import time
 from typing import Any
@@ -37,12 +38,34 @@ def peak_rss_bytes() -> int:
 
 
 def _cuda() -> Any:
+    """``torch.cuda`` when this process uses CUDA, else None. Never imports torch: a run that
+    has not imported it (classic operations only) has no GPU figures to report, and the
+    import costs seconds."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
     try:
-        import torch
-
         return torch.cuda if torch.cuda.is_available() and torch.cuda.is_initialized() else None
     except Exception:
         return None
+
+
+_workers_lock = threading.Lock()
+_workers = {"cpu_s": 0.0, "peak_rss": 0, "processes": 0}
+
+
+def note_worker(cpu_s: float, peak_rss: int, processes: int) -> None:
+    """Work done for this process in worker processes (``retouch.tasks.parallel``): their CPU
+    seconds add to the run's CPU time, their peak memory is reported beside this process's."""
+    with _workers_lock:
+        _workers["cpu_s"] += cpu_s
+        _workers["peak_rss"] = max(int(_workers["peak_rss"]), peak_rss)
+        _workers["processes"] = max(int(_workers["processes"]), processes)
+
+
+def _worker_totals() -> dict[str, float]:
+    with _workers_lock:
+        return dict(_workers)
 
 
 class RunMeter:
@@ -51,6 +74,10 @@ class RunMeter:
     def __init__(self, sample_every: float = SAMPLE_EVERY_S) -> None:
         self.started = time.time()
         self._cpu0 = time.process_time()
+        self._workers0 = _worker_totals()
+        with _workers_lock:
+            _workers["peak_rss"] = 0  # per run: the peak of this run's workers
+            _workers["processes"] = 0
         self.spans: dict[str, float] = {}
         self._span_start: dict[str, float] = {}
         self.rss_start = rss_bytes()
@@ -98,6 +125,8 @@ class RunMeter:
         if now is not None:
             self.rss_peak = max(self.rss_peak, now)
         done = [r for r in records if r.ok]
+        workers_now = _worker_totals()
+        worker_cpu = workers_now["cpu_s"] - self._workers0["cpu_s"]
         phase_seconds = {
             phase: round(sum(float(r.timings.get(phase) or 0.0) for r in records), 3)
             for phase in PHASES
@@ -113,12 +142,18 @@ class RunMeter:
             "model_load_s": round(sum(float(r.timings.get("model_load") or 0) for r in records), 3),
             "model_calls": sum(r.model_calls for r in records),
             "workers": workers,
-            "cpu_percent": round(100 * (time.process_time() - self._cpu0) / seconds, 1),
+            "cpu_percent": round(
+                100 * (time.process_time() - self._cpu0 + worker_cpu) / seconds, 1
+            ),
             "cores": os.cpu_count(),
             "rss_start_mb": _mb(self.rss_start),
             "rss_peak_mb": _mb(self.rss_peak),
             "process_peak_rss_mb": _mb(peak_rss_bytes()),
         }
+        if workers_now["processes"]:
+            out["worker_processes"] = int(workers_now["processes"])
+            out["worker_cpu_s"] = round(worker_cpu, 2)
+            out["worker_peak_rss_mb"] = _mb(int(workers_now["peak_rss"]))
         cuda = _cuda()
         if cuda is not None:
             try:

@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     workers: int = Field(
         2, ge=1, le=64, description="Concurrent chunk tasks (threads) per flow run"
     )
+    processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Worker processes for the per-image work of large chunks of recipes "
+        "without models (bound by one interpreter lock in the flow's process); 0 = one per "
+        "CPU core, 1 = none",
+    )
     pixel_limit: int = Field(
         100_000_000,
         ge=1,

@@ -9,18 +9,18 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from retouch.lib import delivery, perf, pipeline
+from retouch.lib import delivery, perf
 from retouch.lib.records import ImageRecord, RunSummary
 from retouch.lib.storage import redact
 
 from .common import RunConfig, chunk_retry_delays
+from .parallel import map_images
 
 
 @task(name="export-chunk", retries=2, retry_delay_seconds=chunk_retry_delays())
 def export_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRecord]:
     """Encode each result in the export format into the run's staging area."""
-    ctx = config.context()
-    return [pipeline.export_one(r.model_copy(deep=True), ctx) for r in records]
+    return map_images("export", records, config)
 
 
 @task(name="deliver", retries=2, retry_delay_seconds=chunk_retry_delays())

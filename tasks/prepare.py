@@ -12,6 +12,7 @@ from retouch.lib.settings import get_settings
 from retouch.lib.storage import redact
 
 from .common import RunConfig, chunk_retry_delays
+from .parallel import map_images
 
 
 @task(name="discover", retries=2, retry_delay_seconds=chunk_retry_delays())
@@ -39,5 +40,4 @@ def check_models(recipe: Recipe) -> dict[str, str]:
 @task(name="prepare-chunk", retries=2, retry_delay_seconds=chunk_retry_delays())
 def prepare_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRecord]:
     """Fingerprint, validate and analyse a chunk of images."""
-    settings = get_settings()
-    return [pipeline.prepare_one(r.model_copy(deep=True), settings) for r in records]
+    return map_images("prepare", records, config)

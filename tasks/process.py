@@ -11,13 +11,14 @@ from typing import Any
 from prefect import task
 from prefect.concurrency.sync import concurrency
 
-from retouch.lib import cache, pipeline, versions
+from retouch.lib import cache
 from retouch.lib.models.pool import default_pool
 from retouch.lib.records import ImageRecord
 from retouch.lib.settings import get_settings
 from retouch.lib.workspace import Workspace
 
 from .common import RunConfig, chunk_retry_delays
+from .parallel import map_images
 
 
 def process_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
@@ -61,7 +62,6 @@ def process_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
 )
 def process_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRecord]:
     """Apply the recipe to every image of the chunk (results reused by content key)."""
-    ctx = config.context()
     needs_gpu = config.device.startswith("cuda") and bool(config.recipe.models())
     # The GPU is a named, global resource: runs on several workers share it precisely.
     guard = concurrency(get_settings().gpu_concurrency, occupy=1) if needs_gpu else nullcontext()
@@ -69,9 +69,7 @@ def process_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRe
     loading = pool.load_seconds
     with guard:
         # Reading and writing overlap with the steps (see pipeline.process_many).
-        out = pipeline.process_many(
-            [r.model_copy(deep=True) for r in records], ctx, config.weights, config.device
-        )
+        out = map_images("process", records, config)
     # Model loading this chunk paid for (on its first image), for the performance figures.
     # Another chunk loading at the same time in this process may be counted here too.
     loaded = pool.load_seconds - loading
@@ -88,11 +86,7 @@ def record_versions_chunk(
     note: str = "",
 ) -> list[ImageRecord]:
     """Record each processed image's result as a version (``image_ids``: slot ids by name)."""
-    ctx = config.context()
-    return [
-        versions.record_run_image(r.model_copy(deep=True), ctx, (image_ids or {}).get(r.name), note)
-        for r in records
-    ]
+    return map_images("versions", records, config, {"image_ids": image_ids or {}, "note": note})
 
 
 @task(name="bound-cache")

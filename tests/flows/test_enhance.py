@@ -333,10 +333,14 @@ def test_chunks_stream_through_the_phases(prefect_server, tmp_path):
     assert phases.index("review") < last_process
 
 
-def test_chunking_is_one_image_per_task_when_small_and_bounded_when_large():
+def test_chunking_is_one_chunk_per_worker_when_small_and_bounded_when_large():
     from retouch.flows.enhance import chunk_size_for, chunked
 
-    assert chunk_size_for(6, None, 25) == 1
+    assert chunk_size_for(6, None, 25) == 4  # one worker: chunks of at most 4
+    assert chunk_size_for(6, None, 25, workers=2) == 3  # one chunk per worker
+    assert chunk_size_for(8, None, 25, workers=2) == 4
+    assert chunk_size_for(3, None, 25, workers=4) == 1
+    assert chunk_size_for(100, None, 25, workers=2) == 4
     assert chunk_size_for(2000, None, 25) == 80
     assert len(chunked(list(range(2000)), chunk_size_for(2000, None, 25))) == 25
     assert len(chunked(list(range(2001)), chunk_size_for(2001, None, 25))) == 25

@@ -1,0 +1,273 @@
+"""The per-image work of a chunk in worker processes, for recipes without models.
+
+Classic operations on small images are cheap in C but cost milliseconds of Python per image
+(decoding, measuring, thumbnails, records, version objects), and the flow's threads share
+one interpreter lock: a 2,000-image run kept one core busy out of two. Such chunks hand
+their images, a few at a time, to a pool of worker processes (one per core, setting
+``processes``), each running the same ``pipeline`` functions the flow's threads run.
+
+- Only recipes without models: a model is loaded once per process and held, so model
+  recipes stay in the flow's process (the GPU, or torch's own threads, keep them busy).
+- Only chunks of at least :data:`MIN_IMAGES` images: below that, starting and feeding the
+  workers costs more than it saves.
+- Progress events emitted in a worker are sent back with its results and emitted again
+  here, in order, so progress bars and event files see every image.
+- A worker that dies (a crash in a decoder, the out-of-memory killer) costs only its own
+  image: the images it held are tried again one at a time in a fresh pool, and one that
+  kills its worker again is reported failed with that reason.
+- The pool lives for one flow run (:func:`shutdown` in the flow's ``finally``); its workers
+  are forked from a small server process that has imported retouch's library only.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from retouch.lib import perf, pipeline, progress, versions
+from retouch.lib.pipeline import RunContext
+from retouch.lib.records import ImageRecord
+from retouch.lib.settings import Settings, get_settings, reload_settings
+from retouch.lib.workspace import Workspace
+
+from .common import RunConfig
+
+MIN_IMAGES = 16
+"""A chunk smaller than this runs in the flow's process."""
+
+BATCH = 8
+"""Images per call to a worker: fewer round trips, progress still every few images."""
+
+PHASES = ("prepare", "process", "review", "export", "versions")
+
+_pool: ProcessPoolExecutor | None = None
+_pool_size = 0
+_lock = threading.Lock()
+
+
+def processes_for(config: RunConfig, count: int, settings: Settings | None = None) -> int:
+    """How many worker processes a chunk of ``count`` images of ``config`` uses (0: none)."""
+    if config.recipe.models() or count < MIN_IMAGES:
+        return 0
+    wanted = (settings or get_settings()).processes or (os.cpu_count() or 1)
+    return wanted if wanted >= 2 else 0
+
+
+def map_images(
+    phase: str,
+    records: list[ImageRecord],
+    config: RunConfig,
+    extra: dict[str, Any] | None = None,
+) -> list[ImageRecord]:
+    """Run ``phase``'s per-image function over ``records`` (copies; the inputs are left as
+    they were), in worker processes when :func:`processes_for` says so, else here."""
+    settings = get_settings()
+    size = processes_for(config, len(records), settings)
+    if not size:
+        return _apply(phase, [r.model_copy(deep=True) for r in records], config, settings, extra)
+    batches = [records[i : i + BATCH] for i in range(0, len(records), BATCH)]
+    pool = _get_pool(size)
+    futures = [_submit(pool, phase, batch, config, settings, extra) for batch in batches]
+    out: list[ImageRecord] = []
+    for batch, future in zip(batches, futures, strict=True):
+        try:
+            done, events, used = future.result()
+            perf.note_worker(used["cpu_s"], used["peak_rss"], size)
+        except BrokenProcessPool:
+            _drop_pool(pool)
+            done, events = _one_at_a_time(phase, batch, config, settings, extra)
+        for event in events:
+            progress.emit(**event)
+        out.extend(done)
+    return out
+
+
+def shutdown() -> None:
+    """Stop this process's worker pool, if any (the next chunk that needs one starts one)."""
+    global _pool
+    with _lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# -- the parent side -------------------------------------------------------------------------
+
+
+def _get_pool(size: int) -> ProcessPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size != size:
+            old, _pool = _pool, None
+            if old is not None:
+                old.shutdown(wait=False, cancel_futures=True)
+            _pool, _pool_size = _new_pool(size), size
+        return _pool
+
+
+def _new_pool(size: int) -> ProcessPoolExecutor:
+    context = multiprocessing.get_context("forkserver")
+    # Workers fork from a server that imported only this module (and so the library), never
+    # from the flow's process with its threads and Prefect state.
+    context.set_forkserver_preload([__name__])
+    return ProcessPoolExecutor(
+        max_workers=size,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(dict(os.environ),),
+    )
+
+
+def _drop_pool(broken: ProcessPoolExecutor) -> None:
+    global _pool
+    with _lock:
+        if _pool is broken:
+            _pool = None
+    broken.shutdown(wait=False, cancel_futures=True)
+
+
+def _submit(
+    pool: ProcessPoolExecutor,
+    phase: str,
+    batch: list[ImageRecord],
+    config: RunConfig,
+    settings: Settings,
+    extra: dict[str, Any] | None,
+) -> Future[tuple[list[ImageRecord], list[dict[str, Any]], dict[str, Any]]]:
+    try:
+        return pool.submit(_work, phase, batch, config, settings, extra)
+    except BrokenProcessPool:  # broken by another chunk's batch: a fresh pool for this one
+        _drop_pool(pool)
+        return _get_pool(_pool_size or 2).submit(_work, phase, batch, config, settings, extra)
+
+
+def _one_at_a_time(
+    phase: str,
+    batch: list[ImageRecord],
+    config: RunConfig,
+    settings: Settings,
+    extra: dict[str, Any] | None,
+) -> tuple[list[ImageRecord], list[dict[str, Any]]]:
+    """A worker died while ``batch`` was in the pool (its own image or another chunk's):
+    each image again on its own, in a private one-worker pool, so a death now can only be
+    that image's doing."""
+    done: list[ImageRecord] = []
+    events: list[dict[str, Any]] = []
+    pool: ProcessPoolExecutor | None = None
+    try:
+        for record in batch:
+            if pool is None:
+                pool = _new_pool(1)
+            try:
+                got, got_events, _ = pool.submit(
+                    _work, phase, [record], config, settings, extra
+                ).result()
+            except BrokenProcessPool as exc:
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = None
+                got = [_died(record, phase, exc)]
+                got_events = [
+                    {
+                        "event": "image",
+                        "phase": phase,
+                        "name": record.name,
+                        "ok": False,
+                        "reason": got[0].reason,
+                    }
+                ]
+            done.extend(got)
+            events.extend(got_events)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    return done, events
+
+
+def _died(record: ImageRecord, phase: str, exc: BaseException) -> ImageRecord:
+    return record.model_copy(deep=True).fail(
+        phase,
+        f"the worker process handling this image died ({exc or 'killed'}); "
+        "the other images were not affected",
+    )
+
+
+# -- the worker side -------------------------------------------------------------------------
+
+_contexts: dict[str, RunContext] = {}
+
+
+def _init_worker(environ: dict[str, str]) -> None:
+    """The flow process's environment as it is now (the fork server started with the one of
+    the first run), so settings, credentials and storage options are the same here."""
+    os.environ.clear()
+    os.environ.update(environ)
+    reload_settings()
+
+
+def _context(config: RunConfig, settings: Settings) -> RunContext:
+    key = config.model_dump_json() + settings.model_dump_json()
+    ctx = _contexts.get(key)
+    if ctx is None:
+        _contexts.clear()  # one run at a time per worker
+        ctx = _contexts[key] = RunContext(
+            run_id=config.run_id,
+            workspace=Workspace(config.workspace),
+            recipe=config.recipe,
+            masks_dir=config.masks,
+            settings=settings,
+            refresh=config.refresh,
+        )
+    return ctx
+
+
+def _work(
+    phase: str,
+    batch: list[ImageRecord],
+    config: RunConfig,
+    settings: Settings,
+    extra: dict[str, Any] | None,
+) -> tuple[list[ImageRecord], list[dict[str, Any]], dict[str, Any]]:
+    """In a worker: the batch's records, the progress events they emitted, and the CPU time
+    and peak memory of this worker (for the run's performance figures)."""
+    events: list[dict[str, Any]] = []
+    cpu0 = time.process_time()
+    unsubscribe = progress.subscribe(events.append)
+    try:
+        done = _apply(phase, batch, config, settings, extra, _context(config, settings))
+    finally:
+        unsubscribe()
+    used = {"cpu_s": time.process_time() - cpu0, "peak_rss": perf.peak_rss_bytes()}
+    return done, events, used
+
+
+def _apply(
+    phase: str,
+    records: list[ImageRecord],
+    config: RunConfig,
+    settings: Settings,
+    extra: dict[str, Any] | None,
+    ctx: RunContext | None = None,
+) -> list[ImageRecord]:
+    """The phase's function over ``records`` (already copies: they are changed in place)."""
+    if phase == "prepare":
+        return [pipeline.prepare_one(r, settings) for r in records]
+    ctx = ctx or config.context()
+    if phase == "process":
+        return pipeline.process_many(records, ctx, config.weights, config.device)
+    one: Callable[[ImageRecord], ImageRecord]
+    if phase == "review":
+        one = lambda r: pipeline.review_one(r, ctx)  # noqa: E731
+    elif phase == "export":
+        one = lambda r: pipeline.export_one(r, ctx)  # noqa: E731
+    elif phase == "versions":
+        ids, note = (extra or {}).get("image_ids") or {}, (extra or {}).get("note", "")
+        one = lambda r: versions.record_run_image(r, ctx, ids.get(r.name), note)  # noqa: E731
+    else:
+        raise ValueError(f"unknown phase {phase!r}; one of {', '.join(PHASES)}")
+    return [one(r) for r in records]

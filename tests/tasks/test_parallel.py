@@ -1,0 +1,168 @@
+"""Per-image work in worker processes (retouch.tasks.parallel): the same results as in the
+flow's process, every progress event, and a dead worker costs only its own image."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from retouch.lib import pipeline, progress, sources
+from retouch.lib.recipe import load_preset
+from retouch.lib.settings import reload_settings
+from retouch.tasks import parallel
+from retouch.tasks.common import RunConfig
+
+PHASES = ("prepare", "process", "review", "versions", "export")
+
+
+def _photo(seed: int, w: int = 72, h: int = 54) -> bytes:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    PILImage.fromarray(arr).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _no_pool_left():
+    yield
+    parallel.shutdown()
+
+
+def _records(folder, count):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (folder / f"p{i:02d}.jpg").write_bytes(_photo(i))
+    found = sources.discover(str(folder))
+    return [pipeline.new_record(item, i) for i, item in enumerate(found.items, start=1)]
+
+
+def _config(tmp_path, name):
+    return RunConfig(
+        run_id=f"run-{name}",
+        workspace=str(tmp_path / f"ws-{name}"),
+        recipe=load_preset("web-ready"),
+    )
+
+
+def _run_phases(records, config):
+    events = []
+    unsubscribe = progress.subscribe(events.append)
+    try:
+        for phase in PHASES:
+            extra = {"image_ids": {}, "note": ""} if phase == "versions" else None
+            records = parallel.map_images(phase, records, config, extra)
+    finally:
+        unsubscribe()
+    return records, events
+
+
+def _use_processes(monkeypatch, n):
+    monkeypatch.setenv("RETOUCH_PROCESSES", str(n))
+    reload_settings()
+
+
+def test_worker_processes_give_the_same_results_and_events(tmp_path, monkeypatch):
+    records = _records(tmp_path / "src", 20)
+    _use_processes(monkeypatch, 1)
+    config_inline = _config(tmp_path, "inline")
+    assert parallel.processes_for(config_inline, len(records)) == 0
+    inline, inline_events = _run_phases(records, config_inline)
+
+    _use_processes(monkeypatch, 2)
+    config_pool = _config(tmp_path, "pool")
+    assert parallel.processes_for(config_pool, len(records)) == 2
+    pooled, pooled_events = _run_phases(records, config_pool)
+    assert parallel._pool is not None  # the work really went to worker processes
+    worker_pids = {p.pid for p in parallel._pool._processes.values()}
+    assert worker_pids and os.getpid() not in worker_pids
+
+    assert [r.name for r in pooled] == [r.name for r in inline]
+    assert all(r.ok for r in pooled), [r.reason for r in pooled if not r.ok]
+    for a, b in zip(inline, pooled, strict=True):
+        assert a.result_key == b.result_key  # same content key: same recipe, same input
+        assert a.scores["score"] == b.scores["score"]
+        assert a.output_name == b.output_name and a.output_sha256 == b.output_sha256
+    ws_inline, ws_pool = tmp_path / "ws-inline", tmp_path / "ws-pool"
+    results = sorted(p.relative_to(ws_inline) for p in (ws_inline / "results").rglob("*.png"))
+    assert results and results == sorted(
+        p.relative_to(ws_pool) for p in (ws_pool / "results").rglob("*.png")
+    )
+    for rel in results:
+        assert (ws_inline / rel).read_bytes() == (ws_pool / rel).read_bytes()
+    # One version recorded per image, by the workers as by the flow's process.
+    assert len(list((ws_pool / "versions").rglob("v/*.json"))) == 20
+    assert len(list((ws_inline / "versions").rglob("v/*.json"))) == 20
+
+    def per_phase(events):
+        return sorted((e.get("phase"), e.get("name")) for e in events if e["event"] == "image")
+
+    assert per_phase(pooled_events) == per_phase(inline_events)
+    assert len(per_phase(pooled_events)) == 20 * 4  # recording versions emits no event
+    # The records passed in are left as they were (the phases return changed copies).
+    assert all(r.sha256 is None and not r.scores for r in records)
+
+
+def test_small_chunks_and_model_recipes_stay_in_the_flow_process(tmp_path, monkeypatch):
+    _use_processes(monkeypatch, 4)
+    config = _config(tmp_path, "x")
+    assert parallel.processes_for(config, parallel.MIN_IMAGES - 1) == 0
+    assert parallel.processes_for(config, parallel.MIN_IMAGES) == 4
+    models = config.model_copy(update={"recipe": load_preset("upscale-x4")})
+    assert models.recipe.models()
+    assert parallel.processes_for(models, 500) == 0
+
+
+def test_killed_workers_cost_no_image(tmp_path, monkeypatch):
+    """Every worker is killed after the pool starts: the batches they held are redone one
+    image at a time in a fresh pool, and every image still succeeds."""
+    records = _records(tmp_path / "src", 16)
+    _use_processes(monkeypatch, 2)
+    config = _config(tmp_path, "kill")
+    prepared = parallel.map_images("prepare", records, config)
+    pool = parallel._pool
+    assert pool is not None
+    for proc in list(pool._processes.values()):
+        os.kill(proc.pid, signal.SIGKILL)
+    deadline = time.time() + 10
+    while any(p.is_alive() for p in pool._processes.values()) and time.time() < deadline:
+        time.sleep(0.05)
+    processed = parallel.map_images("process", prepared, config)
+    assert [r.name for r in processed] == [r.name for r in prepared]
+    assert all(r.ok and r.result_key for r in processed), [r.reason for r in processed]
+    assert parallel._pool is not pool  # a fresh pool took over
+
+
+def _crashing_work(phase, batch, *args):
+    """Stands in for parallel._work in the workers: dies on p03.jpg, like a decoder crash."""
+    if any(r.name == "p03.jpg" for r in batch):
+        os._exit(7)
+    return parallel._work(phase, batch, *args)
+
+
+def test_an_image_that_kills_its_worker_fails_alone(tmp_path, monkeypatch):
+    records = _records(tmp_path / "src", 18)
+    _use_processes(monkeypatch, 2)
+    config = _config(tmp_path, "crash")
+    prepared = parallel.map_images("prepare", records, config)
+    monkeypatch.setattr(parallel, "_work", _crashing_work)
+    events = []
+    unsubscribe = progress.subscribe(events.append)
+    try:
+        processed = parallel.map_images("process", prepared, config)
+    finally:
+        unsubscribe()
+    by_name = {r.name: r for r in processed}
+    assert len(by_name) == 18
+    bad = by_name["p03.jpg"]
+    assert not bad.ok and bad.failed_phase == "process"
+    assert "worker process handling this image died" in bad.reason
+    assert all(r.ok and r.result_key for n, r in by_name.items() if n != "p03.jpg")
+    failed_events = [e for e in events if e["event"] == "image" and not e["ok"]]
+    assert [e["name"] for e in failed_events] == ["p03.jpg"]
