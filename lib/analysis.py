@@ -401,10 +401,12 @@ def niqe(x: Image | np.ndarray) -> float | None:
     if min(bgr.shape[:2]) < NIQE_MIN_SIDE or float(bgr.std()) < 1.0:
         return None
     with _niqe_lock:  # first import of basicsr is not safe from several threads at once
-        from .models.compat import ensure_compat
+        from .models.compat import ensure_compat, speed_up_niqe
 
         ensure_compat()
         from basicsr.metrics.niqe import calculate_niqe
+
+        speed_up_niqe()
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
