@@ -101,6 +101,16 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{r['overhead_ms_per_image']:>+10.1f} {r['baseline']['peak_rss_mb']:>8.0f} "
                 f"{r['retouch']['peak_rss_mb']:>8.0f}  {_verdict(r)}"
             )
+            steady = r.get("steady_state")
+            if steady:
+                notes.append(
+                    f"{case} steady state ({steady['extra_images']} extra images): baseline "
+                    f"{steady['baseline_s_per_image']:.3f} s/img, retouch "
+                    f"{steady['retouch_s_per_image']:.3f} s/img, ratio {steady['ratio']:.2f}; "
+                    f"fixed cost per run: baseline {steady['baseline_fixed_s']:.1f} s, retouch "
+                    f"{steady['retouch_fixed_s']:.1f} s (whole {r['images']}-image run: ratio "
+                    f"{r['ratio']:.2f})"
+                )
             if r.get("target") and "none" not in r["target"]:
                 notes.append(f"{case}: target {r['target']}: {_verdict(r)}")
         elif case == "scaling":
