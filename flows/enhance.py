@@ -73,6 +73,14 @@ def chunked(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _in_threads() -> bool:
+    """Whether this flow run's tasks run in threads of this process (not on Dask)."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return isinstance(ctx.task_runner if ctx is not None else None, ThreadPoolTaskRunner)
+
+
 def _quoting() -> Callable[[Any], Any]:
     """How chunk arguments are handed to task runs in this flow run.
 
@@ -81,11 +89,7 @@ def _quoting() -> Callable[[Any], Any]:
     time. Other task runners (Dask) ship arguments to other processes and are given them
     plain.
     """
-    from prefect.context import FlowRunContext
-
-    ctx = FlowRunContext.get()
-    runner = ctx.task_runner if ctx is not None else None
-    return quote if isinstance(runner, ThreadPoolTaskRunner) else (lambda value: value)
+    return quote if _in_threads() else (lambda value: value)
 
 
 def _settle(future: PrefectFuture, chunk: list[ImageRecord], phase: str) -> list[ImageRecord]:
@@ -161,9 +165,10 @@ def phase_slots(config: RunConfig) -> int:
     core busy, and any Python work beside it (reviewing the previous chunk) costs the model
     more than its own time, as its threads wait for the interpreter lock and for each other
     (24 upscaled images: 37.9 s with one in flight, 40.2 s with two; bench/). Otherwise the
-    ``workers`` setting, so phases overlap (a GPU computes while the CPU reviews)."""
+    ``workers`` setting, so phases overlap (a GPU computes while the CPU reviews), and
+    always on other task runners (Dask), whose workers are separate processes."""
     workers = max(1, get_settings().workers)
-    if config.recipe.models() and not config.device.startswith("cuda"):
+    if config.recipe.models() and not config.device.startswith("cuda") and _in_threads():
         return 1
     return workers
 
