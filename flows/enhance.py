@@ -252,6 +252,7 @@ def enhance(
     finally:
         meter.close()  # a long-running worker must not keep a sampler per failed run
         parallel.shutdown()  # worker processes, if a chunk started them
+        perf.release_memory()  # a long-running worker stays flat batch after batch
 
 
 def _enhance(

@@ -85,6 +85,7 @@ def regenerate(run_id: str, options: RegenerateOptions | None = None) -> RunSumm
     finally:
         meter.close()
         parallel.shutdown()  # worker processes, if a chunk started them
+        perf.release_memory()  # a long-running worker stays flat batch after batch
 
 
 def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -> RunSummary:

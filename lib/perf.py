@@ -68,6 +68,28 @@ def _worker_totals() -> dict[str, float]:
         return dict(_workers)
 
 
+def release_memory() -> None:
+    """Give memory freed by a finished run back to the operating system.
+
+    A long-running worker (``retouch serve``) runs batch after batch; glibc keeps freed heap
+    memory in its per-thread arenas, so the resident size crept up by ~50 MB over the first
+    ten batches of the bench's leak case before levelling off. A garbage collection, then
+    ``malloc_trim(0)`` (glibc only; elsewhere nothing), returns it.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+
+
 class RunMeter:
     """Wall clock, CPU time and sampled memory of one run (see the module docstring)."""
 

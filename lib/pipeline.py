@@ -468,9 +468,16 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
             seams=analysis.tile_seams(after, period=period) if period else None,
         )
         record.scores = _jsonable({k: v for k, v in scores.items() if k != "problems"})
+        # Faces are counted at the input's scale on both sides (at most 320 px, as in the
+        # prepare phase), so a different count means different content, not a detector
+        # that sees more in a 4x larger picture (and an upscaled result costs no more).
         record.scores["faces"] = {
             "before": int((record.analysis.get("faces") or {}).get("count") or 0),
-            "after": len(analysis.detect_faces(after_s.pixels, max_side=320)),
+            "after": len(
+                analysis.detect_faces(
+                    after_s.pixels, max_side=min(320, max(before.width, before.height))
+                )
+            ),
         }
         record.problems += [str(p) for p in scores.get("problems", [])]
         crop_before, crop_after = detail_crops(before, after)
