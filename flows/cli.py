@@ -1035,6 +1035,9 @@ def _exit_now(code: object) -> NoReturn:
         status = 1
     if "torch" not in sys.modules:
         raise SystemExit(status)
+    parallel = sys.modules.get("retouch.tasks.parallel")
+    if parallel is not None:
+        parallel.shutdown()  # its manager thread would otherwise be waited for below
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()

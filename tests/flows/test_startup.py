@@ -118,3 +118,21 @@ def test_preload_imports_the_model_libraries_in_the_background(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", "True", "True", "False"]
+
+
+def test_exit_now_stops_a_worker_pool_left_running(tmp_path):
+    """A pool of worker processes still open at exit (library use outside a flow) is shut
+    down first: its manager thread would otherwise be waited for forever."""
+    proc = _python(
+        """
+        import os
+        import torch
+        from retouch.flows.cli import _exit_now
+        from retouch.tasks import parallel
+
+        assert parallel._get_pool(2).submit(os.getpid).result(60) != os.getpid()
+        _exit_now(0)
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
