@@ -8,7 +8,6 @@ user would notice besides quality: sizes, dtypes, alpha, gray, determinism, mode
 
 from __future__ import annotations
 
-import random
 import sys
 from pathlib import Path
 
@@ -26,16 +25,7 @@ from retouch.lib.settings import reload_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tiny_models  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _seeded(monkeypatch):
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
-    yield
-    monkeypatch.undo()
-    reload_settings()
+from tiny_models import seeded_zero  # noqa: E402, F401  (autouse fixture "_seeded")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import random
 import shutil
 
 import numpy as np
@@ -18,19 +17,10 @@ from retouch.lib.errors import ModelChecksumError, ModelError, ModelNotAvailable
 from retouch.lib.models import fetch, specs
 from retouch.lib.models.loaders import load_realesrganer
 from retouch.lib.settings import reload_settings
+from tests.tiny_models import seeded_zero  # noqa: F401  (autouse fixture "_seeded")
 
 NAMES = ("retouch-compact-x2", "retouch-compact-x4")
 MAX_BYTES = 2_000_000
-
-
-@pytest.fixture(autouse=True)
-def _seeded(monkeypatch):
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
-    yield
-    monkeypatch.undo()
-    reload_settings()
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -9,7 +9,6 @@ by the loader's wrapper, in both paths).
 
 from __future__ import annotations
 
-import random
 import sys
 from pathlib import Path
 
@@ -24,20 +23,10 @@ from retouch.lib.models import loaders
 from retouch.lib.models.pool import ModelPool
 from retouch.lib.ops.base import OpContext
 from retouch.lib.ops.restore_faces import RestoreFaces, restore_aligned_faces
-from retouch.lib.settings import reload_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tiny_models  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _seeded(monkeypatch):
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
-    yield
-    monkeypatch.undo()
-    reload_settings()
+from tiny_models import seeded_zero  # noqa: E402, F401  (autouse fixture "_seeded")
 
 
 class Recording(nn.Module):

@@ -9,7 +9,6 @@ blending gives those pixels little weight.
 
 from __future__ import annotations
 
-import random
 import sys
 from pathlib import Path
 
@@ -29,22 +28,12 @@ from retouch.lib.models.tiling import (
 )
 from retouch.lib.ops.base import OpContext
 from retouch.lib.ops.upscale import Upscale, upscale_pixels
-from retouch.lib.settings import reload_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tiny_models  # noqa: E402
+from tiny_models import seeded_zero  # noqa: E402, F401  (autouse fixture "_seeded")
 
 TOLERANCE = 2  # 8-bit levels
-
-
-@pytest.fixture(autouse=True)
-def _seeded(monkeypatch):
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
-    yield
-    monkeypatch.undo()
-    reload_settings()
 
 
 @pytest.fixture
