@@ -384,7 +384,6 @@ def recommend(analysis: dict[str, Any]) -> list[str]:
 
 NIQE_MIN_SIDE = 192
 NIQE_MAX_SIDE = 512
-_niqe_lock = threading.Lock()
 
 
 def niqe(x: Image | np.ndarray) -> float | None:
@@ -393,24 +392,20 @@ def niqe(x: Image | np.ndarray) -> float | None:
 
     Takes HxWx3 BGR (or HxW gray) uint8/uint16. Measured on the Y channel of a copy reduced
     to 512 px on the longer side (NIQE depends on scale, so a fixed reference size keeps
-    values comparable), with the pristine-image model that basicsr ships (no download).
+    values comparable), with the pristine-image model that basicsr ships (no download;
+    computed by :mod:`retouch.lib.niqe`, which agrees with basicsr's ``calculate_niqe``).
     Returns None when the image is smaller than 192 px on a side (too few 96 px blocks for
     the statistics) or too flat to measure.
     """
     bgr, _ = _shrink(_bgr_float(x), NIQE_MAX_SIDE)
     if min(bgr.shape[:2]) < NIQE_MIN_SIDE or float(bgr.std()) < 1.0:
         return None
-    with _niqe_lock:  # first import of basicsr is not safe from several threads at once
-        from .models.compat import ensure_compat, speed_up_niqe
+    from . import niqe as niqe_metric
 
-        ensure_compat()
-        from basicsr.metrics.niqe import calculate_niqe
-
-        speed_up_niqe()
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            value = float(calculate_niqe(np.clip(bgr + 0.5, 0, 255).astype(np.uint8), 0))
+            value = niqe_metric.niqe(np.clip(bgr + 0.5, 0, 255).astype(np.uint8))
     except np.linalg.LinAlgError:  # degenerate statistics, e.g. large flat areas
         return None
     return value if math.isfinite(value) else None

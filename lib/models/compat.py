@@ -97,49 +97,6 @@ def ensure_compat() -> None:
         _done = True
 
 
-_niqe_done = False
-
-
-def speed_up_niqe() -> None:
-    """Give basicsr's NIQE a table it recomputes on every call (idempotent).
-
-    ``basicsr.metrics.niqe.estimate_aggd_param`` evaluates the gamma function on the same
-    9,801 shape values each time it is called, 90 times per NIQE of a 320 px image: 60% of
-    the metric's time. The stand-in computes the table once, in the same way, and does the
-    rest of the estimate line for line as the original, so every result is bit-identical
-    (tests/lib/test_analysis.py compares them).
-    """
-    global _niqe_done
-    if _niqe_done:
-        return
-    import numpy as np
-    from basicsr.metrics import niqe as module
-    from scipy.special import gamma
-
-    gam = np.arange(0.2, 10.001, 0.001)
-    gam_reciprocal = np.reciprocal(gam)
-    r_gam = np.square(gamma(gam_reciprocal * 2)) / (
-        gamma(gam_reciprocal) * gamma(gam_reciprocal * 3)
-    )
-
-    def estimate_aggd_param(block: Any) -> tuple[Any, Any, Any]:
-        block = block.flatten()
-        left_std = np.sqrt(np.mean(block[block < 0] ** 2))
-        right_std = np.sqrt(np.mean(block[block > 0] ** 2))
-        gammahat = left_std / right_std
-        rhat = (np.mean(np.abs(block))) ** 2 / np.mean(block**2)
-        rhatnorm = (rhat * (gammahat**3 + 1) * (gammahat + 1)) / ((gammahat**2 + 1) ** 2)
-        array_position = np.argmin((r_gam - rhatnorm) ** 2)
-        alpha = gam[array_position]
-        beta_l = left_std * np.sqrt(gamma(1 / alpha) / gamma(3 / alpha))
-        beta_r = right_std * np.sqrt(gamma(1 / alpha) / gamma(3 / alpha))
-        return (alpha, beta_l, beta_r)
-
-    estimate_aggd_param.original = module.estimate_aggd_param  # type: ignore[attr-defined]
-    module.estimate_aggd_param = estimate_aggd_param
-    _niqe_done = True
-
-
 def import_gfpgan() -> Any:
     """The ``gfpgan`` package, imported after :func:`ensure_compat`."""
     ensure_compat()

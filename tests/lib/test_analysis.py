@@ -262,31 +262,3 @@ def test_hints_for_unrestored_faces_and_excessive_upscaling():
     assert any("2 face(s) found" in h and "restore_faces" in h for h in q["hints"])
     assert any("upscaled 6.0x" in h for h in q["hints"])
     assert analysis.quality_score(img, img, faces_found=2, faces_restored=True)["hints"] == []
-
-
-def test_niqe_with_the_precomputed_table_is_bit_identical():
-    """compat.speed_up_niqe swaps basicsr's AGGD estimate for one with its gamma table
-    computed once: the same numbers, bit for bit, on blocks and on whole images."""
-    import cv2
-
-    from retouch.lib import analysis
-    from retouch.lib.models.compat import ensure_compat, speed_up_niqe
-
-    ensure_compat()
-    speed_up_niqe()
-    from basicsr.metrics import niqe as module
-
-    fast = module.estimate_aggd_param
-    original = fast.original
-    rng = np.random.default_rng(7)
-    for _ in range(20):
-        block = rng.normal(0, rng.uniform(0.1, 2), (96, 96)) + rng.uniform(-0.3, 0.3)
-        assert fast(block) == original(block)
-    img = cv2.GaussianBlur(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8), (5, 5), 1.2)
-    value = analysis.niqe(img)
-    module.estimate_aggd_param = original
-    try:
-        assert analysis.niqe(img) == value
-    finally:
-        module.estimate_aggd_param = fast
-    assert value is not None
