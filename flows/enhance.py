@@ -16,6 +16,7 @@ from prefect.utilities.annotations import quote
 from pydantic import BaseModel, Field
 
 from retouch.flows import approval
+from retouch.flows.runtime import release_memory_after_run
 from retouch.lib import delivery, perf, pipeline, progress, versions
 from retouch.lib.models.device import run_device
 from retouch.lib.recipe import Recipe
@@ -252,7 +253,7 @@ def enhance(
     finally:
         meter.close()  # a long-running worker must not keep a sampler per failed run
         parallel.shutdown()  # worker processes, if a chunk started them
-        perf.release_memory()  # a long-running worker stays flat batch after batch
+        release_memory_after_run()  # a long-running worker stays flat batch after batch
 
 
 def _enhance(

@@ -22,6 +22,7 @@ from retouch.tasks.common import RunConfig
 from retouch.tasks.prepare import check_models
 
 from .enhance import chunk_size_for, chunked, export_phase, process_phases
+from .runtime import release_memory_after_run
 
 
 class RegenerateOptions(BaseModel):
@@ -85,7 +86,7 @@ def regenerate(run_id: str, options: RegenerateOptions | None = None) -> RunSumm
     finally:
         meter.close()
         parallel.shutdown()  # worker processes, if a chunk started them
-        perf.release_memory()  # a long-running worker stays flat batch after batch
+        release_memory_after_run()  # a long-running worker stays flat batch after batch
 
 
 def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -> RunSummary:

@@ -9,6 +9,20 @@ from contextlib import contextmanager
 
 HEARTBEAT_VARS = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 
+_ad_hoc = 0
+
+
+def release_memory_after_run() -> None:
+    """At the end of a flow run: give freed memory back to the system
+    (:func:`retouch.lib.perf.release_memory`), which a long-running worker needs to stay flat
+    batch after batch. Not in a command-line run (:func:`ad_hoc_run`): its process exits
+    right after, and the full garbage collection costs ~0.3 s with the model stack loaded."""
+    if _ad_hoc:
+        return
+    from retouch.lib import perf
+
+    perf.release_memory()
+
 
 @contextmanager
 def ad_hoc_run() -> Iterator[None]:
@@ -19,11 +33,17 @@ def ad_hoc_run() -> Iterator[None]:
     by whoever started it (the terminal, or the web front door, which reports a vanished
     process itself), and the thread costs about a second at the end of every run: it sleeps in
     one-second steps and the flow engine joins it before the run counts as finished.
+    Nor does the run give memory back at its end (:func:`release_memory_after_run`).
     """
-    if any(os.environ.get(name) for name in HEARTBEAT_VARS):
-        yield
-        return
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    global _ad_hoc
+    _ad_hoc += 1
+    try:
+        if any(os.environ.get(name) for name in HEARTBEAT_VARS):
+            yield
+            return
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
+    finally:
+        _ad_hoc -= 1

@@ -40,6 +40,24 @@ def test_ad_hoc_runs_send_no_heartbeat_unless_the_user_asked(monkeypatch):
         assert get_current_settings().flows.heartbeat_frequency == default
 
 
+def test_memory_is_given_back_after_a_run_except_in_a_command_line_process(monkeypatch):
+    from retouch.flows import runtime
+    from retouch.lib import perf
+
+    calls: list[int] = []
+    monkeypatch.setattr(perf, "release_memory", lambda: calls.append(1))
+    runtime.release_memory_after_run()  # a served worker: batch after batch in one process
+    assert calls == [1]
+    with ad_hoc_run():  # the process exits after the run: nothing to give back
+        runtime.release_memory_after_run()
+        with ad_hoc_run():
+            pass
+        runtime.release_memory_after_run()
+    assert calls == [1]
+    runtime.release_memory_after_run()
+    assert calls == [1, 1]
+
+
 @pytest.mark.parametrize(
     ("code", "status", "stderr"), [(2, 2, ""), (None, 0, ""), ("bad things", 1, "bad things")]
 )
