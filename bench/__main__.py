@@ -111,6 +111,12 @@ def table(rows: list[dict[str, Any]]) -> str:
                     f"{steady['retouch_fixed_s']:.1f} s (whole {r['images']}-image run: ratio "
                     f"{r['ratio']:.2f})"
                 )
+            if r.get("repeats"):
+                notes.append(
+                    f"{case}: {r['repeats']} runs per side in alternating order, wall s: "
+                    f"baseline {r['baseline_walls_s']}, retouch {r['retouch_walls_s']} "
+                    "(the fastest of each side counts)"
+                )
             if r.get("target") and "none" not in r["target"]:
                 notes.append(f"{case}: target {r['target']}: {_verdict(r)}")
         elif case == "scaling":
