@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         # detector and parser weights from the model dir instead of a download).
         from retouch.lib.models.compat import ensure_compat
 
-        ensure_compat()
+        ensure_compat(lean=False)  # the packages import everything, as for the scripts
     t_imported = time.time()
 
     if args.mode == "upscale":
