@@ -119,7 +119,11 @@ def _load_deferred(module: types.ModuleType) -> None:
         del module.__dict__["__getattr__"]
         del module.__dict__["__all__"]
         assert module.__spec__ is not None and module.__spec__.loader is not None
-        module.__spec__.loader.exec_module(module)
+        try:
+            module.__spec__.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(module.__name__, None)  # as for any import that fails
+            raise
 
 
 class _Present(importlib.abc.Loader):

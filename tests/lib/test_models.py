@@ -500,3 +500,34 @@ def test_training_code_of_the_model_packages_loads_only_when_used():
         "True",
         "False",
     ]
+
+
+def test_a_deferred_module_that_fails_is_removed_like_any_failed_import(tmp_path, monkeypatch):
+    """A deferred module whose code raises leaves no half-run module in sys.modules: the error
+    reaches the caller, and the next import runs the code again."""
+    import sys
+
+    from retouch.lib.models import compat
+
+    pkg = tmp_path / "deferpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "bad.py").write_text(
+        "import os\nif os.environ.get('DEFER_FAIL'):\n    raise ValueError('bad module')\nVALUE = 7\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("DEFER_FAIL", "1")
+    try:
+        compat._defer("deferpkg.bad")
+        assert "deferpkg.bad" in sys.modules and "deferpkg" not in sys.modules
+        with pytest.raises(ValueError, match="bad module"):
+            from deferpkg.bad import VALUE  # noqa: F401
+        assert "deferpkg.bad" not in sys.modules
+        monkeypatch.delenv("DEFER_FAIL")
+        from deferpkg.bad import VALUE
+
+        assert VALUE == 7
+    finally:
+        for name in ("deferpkg.bad", "deferpkg"):
+            sys.modules.pop(name, None)
+            compat._pending.pop(name, None)
