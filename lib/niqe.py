@@ -96,9 +96,9 @@ def _aggd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rn = rhatnorm.astype(np.float64)
     # The nearest table entry: r_gam increases, so it is one of the two around rn (the
     # lower one on a tie, as argmin's first hit). NaN (an empty side) takes the first entry.
-    hi = np.clip(np.searchsorted(r_gam, rn), 1, len(r_gam) - 1)
-    lo = hi - 1
-    pick = np.where((r_gam[hi] - rn) ** 2 < (r_gam[lo] - rn) ** 2, hi, lo)
+    above = np.clip(np.searchsorted(r_gam, rn), 1, len(r_gam) - 1)
+    below = above - 1
+    pick = np.where((r_gam[above] - rn) ** 2 < (r_gam[below] - rn) ** 2, above, below)
     pick = np.where(np.isnan(rn), 0, pick)
     alpha = gam[pick]
     factor = np.sqrt(gamma(1 / alpha) / gamma(3 / alpha))
