@@ -10,10 +10,13 @@ call it), which does these things once per process:
   ``gfpgan/weights`` relative to the current directory. Its ``load_file_from_url`` (as bound in
   ``facexlib.detection`` and ``facexlib.parsing``) is replaced so that the files resolve through
   :func:`retouch.lib.models.fetch.resolve`: the model dir, the mirror, the official URL unless
-  offline, with our verification and error messages. facexlib itself never downloads.
+  offline, with our verification and error messages. facexlib itself never downloads. The
+  redirect is applied when those modules are imported (:func:`_when_imported`), so a run
+  without faces never imports facexlib.
 - The packages' training code (datasets, training models, loops), which their ``__init__``
   imports and inference never uses, is registered but not run until something uses it
-  (:data:`TRAINING_ONLY`): 0.6 s less before a model run's first image.
+  (:data:`TRAINING_ONLY`): 0.6 s less before a model run's first image. The same goes for
+  torchvision's model zoo and ops (:data:`VISION_EXTRAS`, with ``torch._dynamo``: 1.1 s).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import sys
 import threading
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -82,16 +86,77 @@ def _facexlib_load_file_from_url(
 _facexlib_load_file_from_url._retouch_redirect = True  # type: ignore[attr-defined]
 
 
+Patch = Callable[[types.ModuleType], None]
+_after_import: dict[str, list[Patch]] = {}  # patches waiting for their module's first import
+
+
+def _when_imported(name: str, patch: Patch) -> None:
+    """Apply ``patch`` to module ``name``: now if it is imported, else right after its code
+    first runs, before anything else can use it. Nothing is imported for it."""
+    module = sys.modules.get(name)
+    if module is not None and name not in _pending:
+        patch(module)
+        return
+    _after_import.setdefault(name, []).append(patch)
+    if not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport())
+
+
+class _ThenPatch(importlib.abc.Loader):
+    """A module's own loader, then the patches waiting for that module."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self.loader.exec_module(module)
+        for patch in _after_import.pop(module.__name__, []):
+            patch(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_resource_reader, ...
+        return getattr(self.loader, name)
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Finds the modules that patches wait for as the other finders do, and hands them to
+    a loader that applies the patches once the module's code has run."""
+
+    def find_spec(
+        self, fullname: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in _after_import:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _ThenPatch(spec.loader)
+                return spec
+        return None
+
+
+def _point_at_retouch(module: types.ModuleType) -> None:
+    current = getattr(module, "load_file_from_url", None)
+    if not getattr(current, "_retouch_redirect", False):
+        module.load_file_from_url = _facexlib_load_file_from_url  # type: ignore[attr-defined]
+
+
 def _redirect_facexlib() -> None:
+    """Redirect facexlib's downloader in the modules that call it, when they are imported
+    (importing facexlib here would import torchvision's model zoo and ``torch._dynamo`` into
+    runs that never detect a face)."""
     for module_name in ("facexlib.detection", "facexlib.parsing"):
-        module = importlib.import_module(module_name)
-        current = getattr(module, "load_file_from_url", None)
-        if not getattr(current, "_retouch_redirect", False):
-            module.load_file_from_url = _facexlib_load_file_from_url  # type: ignore[attr-defined]
+        _when_imported(module_name, _point_at_retouch)
 
 
 TRAINING_ONLY = (
     "basicsr.data",
+    "basicsr.losses",
     "basicsr.metrics",
     "basicsr.models",
     "basicsr.test",
@@ -105,6 +170,17 @@ TRAINING_ONLY = (
 datasets and degradations, training models and loops, basicsr's metrics (retouch has its own
 NIQE). basicsr's datasets alone import scipy.stats: with the rest, 0.6 s of every model run's
 start, before the first image (0.95 s -> 0.35 s to import the three packages here)."""
+
+VISION_EXTRAS = (
+    "torchvision.models",
+    "torchvision.ops",
+    "basicsr.archs.vgg_arch",
+    "basicsr.archs.dfdnet_arch",
+)
+"""torchvision's model zoo and detection ops, which its ``__init__`` imports, and the two
+basicsr networks built on its VGG. ``torchvision.ops`` imports ``torch._dynamo`` (with sympy):
+1.1 s of an upscale run's start for code that only face detection (facexlib's RetinaFace, which
+imports them when a face model loads) and training use."""
 
 
 _defer_lock = threading.RLock()
@@ -124,6 +200,8 @@ def _load_deferred(module: types.ModuleType) -> None:
         except BaseException:
             sys.modules.pop(module.__name__, None)  # as for any import that fails
             raise
+        for patch in _after_import.pop(module.__name__, []):
+            patch(module)
 
 
 class _Present(importlib.abc.Loader):
@@ -170,11 +248,17 @@ def _defer(name: str) -> None:
     """
     if name in sys.modules:
         return
-    parent, _, child = name.rpartition(".")
-    top = importlib.util.find_spec(parent)  # a top-level spec: the parent is not imported
-    if top is None or not top.submodule_search_locations:
+    top, *inner = name.split(".")
+    found = importlib.util.find_spec(top)  # a top-level spec: nothing is imported
+    if found is None or not found.submodule_search_locations or not inner:
         return
-    folder = Path(list(top.submodule_search_locations)[0])
+    # The packages in between are plain folders (checked): their modules are files there.
+    folder = Path(list(found.submodule_search_locations)[0])
+    for part in inner[:-1]:
+        folder = folder / part
+        if not (folder / "__init__.py").is_file():
+            return
+    child = inner[-1]
     if (folder / child / "__init__.py").is_file():
         spec = importlib.util.spec_from_file_location(
             name, folder / child / "__init__.py", submodule_search_locations=[str(folder / child)]
@@ -201,38 +285,75 @@ def _defer(name: str) -> None:
         sys.meta_path.insert(0, _RunDeferredFirst())
 
 
-def _lean_imports() -> None:
-    """Defer :data:`TRAINING_ONLY`, then import the three packages (cheap now) and attach
-    the deferred modules to them, as a real import would have."""
-    for name in TRAINING_ONLY:
-        _defer(name)
-    for name in TRAINING_ONLY:
-        parent, _, child = name.rpartition(".")
-        module = sys.modules.get(name)
-        if module is None:
-            continue
-        try:
-            package = importlib.import_module(parent)
-        except ImportError:
-            continue
+def _attach(name: str) -> None:
+    """Make deferred module ``name`` an attribute of its package when the package is
+    imported, as a real import of it would have (the package is not imported for it)."""
+    parent, _, child = name.rpartition(".")
+    module = sys.modules[name]
+
+    def attach(package: types.ModuleType) -> None:
         if not hasattr(package, child):
             setattr(package, child, module)
+
+    _when_imported(parent, attach)
+
+
+def _arch_registry_runs_deferred_archs(registry: types.ModuleType) -> None:
+    """basicsr's networks register themselves when their module runs; a name the registry
+    lacks runs the deferred arch modules first (``build_network({"type": "DFDNet"})``)."""
+    arch = registry.ARCH_REGISTRY
+    if getattr(arch, "_retouch_runs_deferred", False):
+        return
+
+    def run_deferred() -> None:
+        for name in [n for n in _pending if n.startswith("basicsr.archs.")]:
+            module = _pending.get(name)
+            if module is not None:
+                _load_deferred(module)
+
+    class RunsDeferredArchs(type(arch)):  # type: ignore[misc]
+        _retouch_runs_deferred = True
+
+        def get(self, name: str, suffix: str = "basicsr") -> Any:
+            if name not in self._obj_map and f"{name}_{suffix}" not in self._obj_map:
+                run_deferred()
+            return super().get(name, suffix)
+
+        def __contains__(self, name: object) -> bool:
+            if name not in self._obj_map:
+                run_deferred()
+            return super().__contains__(name)
+
+        def __iter__(self) -> Any:
+            run_deferred()
+            return super().__iter__()
+
+        def keys(self) -> Any:
+            run_deferred()
+            return super().keys()
+
+    arch.__class__ = RunsDeferredArchs
 
 
 def ensure_compat(lean: bool = True) -> None:
     """Install the torchvision shim and the facexlib download redirect (idempotent,
-    thread-safe). ``lean`` (retouch's own model code): the packages' training code is not
-    imported until something uses it (:data:`TRAINING_ONLY`). Without it (the bench's
-    reference-script baseline) everything imports as the packages do by themselves."""
+    thread-safe). ``lean`` (retouch's own model code): the packages' training code and
+    torchvision's model zoo are not imported until something uses them (:data:`TRAINING_ONLY`,
+    :data:`VISION_EXTRAS`). Without it (the bench's reference-script baseline) everything
+    imports as the packages do by themselves."""
     global _done
     if _done:
         return
     with _lock:
         if _done:
             return
+        if lean:  # before torchvision's import (by the shim) runs its __init__
+            for name in TRAINING_ONLY + VISION_EXTRAS:
+                _defer(name)
+                if name in _pending:
+                    _attach(name)
+            _when_imported("basicsr.utils.registry", _arch_registry_runs_deferred_archs)
         _install_functional_tensor_shim()
-        if lean:
-            _lean_imports()
         _redirect_facexlib()
         _done = True
 

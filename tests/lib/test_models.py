@@ -502,6 +502,63 @@ def test_training_code_of_the_model_packages_loads_only_when_used():
     ]
 
 
+def test_an_upscale_imports_neither_torchvisions_model_zoo_nor_dynamo():
+    """torchvision.ops imports torch._dynamo (and sympy): about 1 s of an upscale run's start.
+    compat leaves the model zoo, the ops and basicsr's VGG-based networks for their first use,
+    and redirects facexlib's downloader when facexlib is imported, not by importing it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import sys
+        from retouch.lib.models.compat import _facexlib_load_file_from_url, import_realesrgan
+        import_realesrgan()
+        from basicsr.archs.rrdbnet_arch import RRDBNet
+        from realesrgan.archs.srvgg_arch import SRVGGNetCompact
+        print(*(m in sys.modules for m in ("torch._dynamo", "sympy", "facexlib", "gfpgan")))
+        # First use gets the real code: the registry finds a network whose module is deferred,
+        # the packages' attributes are the modules, torchvision's zoo and ops work.
+        from basicsr.utils.registry import ARCH_REGISTRY
+        import basicsr, torchvision
+        print(ARCH_REGISTRY.get("DFDNet").__name__, "VGGFeatureExtractor" in ARCH_REGISTRY)
+        print(basicsr.archs.vgg_arch is sys.modules["basicsr.archs.vgg_arch"],
+              torchvision.ops is sys.modules["torchvision.ops"])
+        print(torchvision.models.vgg11().__class__.__name__, callable(torchvision.ops.nms))
+        import facexlib.detection, facexlib.parsing
+        print(facexlib.detection.load_file_from_url is _facexlib_load_file_from_url,
+              facexlib.parsing.load_file_from_url is _facexlib_load_file_from_url)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == [
+        "False",
+        "False",
+        "False",
+        "False",
+    ]  # dynamo, sympy, facexlib, gfpgan
+    assert lines[1:] == ["DFDNet True", "True True", "VGG True", "True True"]
+
+
+def test_facexlib_imported_before_compat_is_redirected_at_once():
+    import subprocess
+    import sys
+
+    code = (
+        "import facexlib.detection, facexlib.parsing\n"
+        "from retouch.lib.models.compat import _facexlib_load_file_from_url as ours, ensure_compat\n"
+        "ensure_compat()\n"
+        "print(facexlib.detection.load_file_from_url is ours,"
+        " facexlib.parsing.load_file_from_url is ours)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
+
+
 def test_a_deferred_module_that_fails_is_removed_like_any_failed_import(tmp_path, monkeypatch):
     """A deferred module whose code raises leaves no half-run module in sys.modules: the error
     reaches the caller, and the next import runs the code again."""
