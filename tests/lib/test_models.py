@@ -559,6 +559,54 @@ def test_facexlib_imported_before_compat_is_redirected_at_once():
     assert out.stdout.split() == ["True", "True"]
 
 
+def test_a_network_built_for_a_weight_load_skips_the_random_fills_and_dynamo():
+    """``empty=True`` zero-fills the parameters (a strict weight load follows), without
+    the meta device, whose Python reference kernels import torch._dynamo (1.4 s)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import sys, torch
+        from retouch.lib.models.loaders import build_sr_network
+        from retouch.lib.models.specs import get_spec
+        for name in ("realesrgan-x4plus", "realesr-general-x4v3"):
+            spec = get_spec(name)
+            empty, full = build_sr_network(spec, empty=True), build_sr_network(spec)
+            shapes = lambda net: [(k, v.shape, v.dtype) for k, v in net.state_dict().items()]
+            print(shapes(empty) == shapes(full), {p.device.type for p in empty.parameters()})
+        print("torch._dynamo" in sys.modules, float(torch.nn.init.normal_(torch.zeros(4096)).std()) > 0.5)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["True {'cpu'}", "True {'cpu'}", "False True"]
+
+
+def test_skipped_random_fills_are_confined_to_the_building_thread():
+    import threading
+
+    import torch
+
+    from retouch.lib.models.loaders import _NoRandomFill
+
+    seen: list[float] = []
+
+    def fill_elsewhere() -> None:
+        seen.append(float(torch.nn.init.uniform_(torch.zeros(4096)).std()))
+
+    with _NoRandomFill():  # random fills are zero fills
+        assert not torch.nn.init.uniform_(torch.ones(4096)).any()
+        assert not torch.nn.init.kaiming_uniform_(torch.ones(64, 64)).any()
+        assert not torch.ones(4096).normal_().any()
+        other = threading.Thread(target=fill_elsewhere)
+        other.start()
+        other.join()
+    assert seen and seen[0] > 0.2  # uniform(0, 1): std 0.29
+    assert float(torch.nn.init.normal_(torch.zeros(4096)).std()) > 0.5
+
+
 def test_a_deferred_module_that_fails_is_removed_like_any_failed_import(tmp_path, monkeypatch):
     """A deferred module whose code raises leaves no half-run module in sys.modules: the error
     reaches the caller, and the next import runs the code again."""
