@@ -607,6 +607,33 @@ def test_skipped_random_fills_are_confined_to_the_building_thread():
     assert float(torch.nn.init.normal_(torch.zeros(4096)).std()) > 0.5
 
 
+def test_loaded_face_networks_hold_the_files_weights(tmp_path, monkeypatch):
+    """The face network, detector and parser are built without random fills: every tensor
+    they hold comes from their weight files."""
+    import torch
+
+    from retouch.lib.models.loaders import load_gfpganer
+
+    model_dir = tiny_models.install_tiny_models(tmp_path / "models", monkeypatch, faces="one")
+    restorer = load_gfpganer("gfpgan-v1.4", device="cpu")
+
+    def file_state(filename: str) -> dict:
+        loaded = torch.load(model_dir / filename, map_location="cpu", weights_only=True)
+        return loaded.get("params_ema", loaded)
+
+    helper = restorer.face_helper
+    for net, filename in (
+        (restorer.gfpgan.inner, specs.get_spec("gfpgan-v1.4").filename),
+        (helper.face_det, "detection_Resnet50_Final.pth"),
+        (helper.face_parse, "parsing_parsenet.pth"),
+    ):
+        expected = file_state(filename)
+        state = net.state_dict()
+        assert state.keys() == expected.keys(), filename
+        for key, value in state.items():
+            assert torch.equal(value, expected[key].to(value.dtype)), (filename, key)
+
+
 def test_a_deferred_module_that_fails_is_removed_like_any_failed_import(tmp_path, monkeypatch):
     """A deferred module whose code raises leaves no half-run module in sys.modules: the error
     reaches the caller, and the next import runs the code again."""
