@@ -68,6 +68,37 @@ def _worker_totals() -> dict[str, float]:
         return dict(_workers)
 
 
+MALLOC_ARENAS = 2
+"""glibc malloc arenas a retouch process may use (:func:`limit_malloc_arenas`)."""
+
+_M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap the number of glibc malloc arenas for the threads this process starts from now on,
+    unless the user set ``MALLOC_ARENA_MAX`` (then glibc follows that). Returns whether the cap
+    was set (False off glibc).
+
+    glibc gives each new thread its own arena, up to eight per core. Every flow run starts
+    threads (task runners, Prefect's services), and memory freed in one arena cannot serve
+    another, so a process running batch after batch grew by ~35 MB over the bench's 20 leak
+    batches (4.6-5.3% of its size) and only levelled off after ~15. With two arenas the same
+    series grew by 6 MB, at no measurable cost in speed (8-image upscale runs, 3 each way).
+    """
+    import ctypes
+    import ctypes.util
+
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_ARENA_MAX, arenas))
+
+
 def release_memory() -> None:
     """Give memory freed by a finished run back to the operating system.
 

@@ -4,6 +4,7 @@ recipes that do not use it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -56,6 +57,61 @@ def test_memory_is_given_back_after_a_run_except_in_a_command_line_process(monke
     assert calls == [1]
     runtime.release_memory_after_run()
     assert calls == [1, 1]
+
+
+_COUNT_ARENAS = """
+    import ctypes, ctypes.util, os, sys, tempfile, threading
+    if sys.argv[1] == "flows":
+        import retouch.flows
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.fdopen.restype = ctypes.c_void_p
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    together = threading.Barrier(8)
+
+    def work():
+        libc.malloc(4096)  # a thread's first malloc gets it an arena
+        together.wait()  # all alive at once: no arena is handed back for reuse
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with tempfile.TemporaryFile() as f:
+        stream = libc.fdopen(os.dup(f.fileno()), b"w")
+        libc.malloc_info(0, stream)
+        libc.fclose(stream)
+        f.seek(0)
+        print(f.read().decode().count("<heap nr="))
+"""
+
+
+def _arenas(mode: str, tmp_path, **env: str) -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_COUNT_ARENAS), mode],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, **env},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas")
+def test_a_process_running_flows_caps_its_malloc_arenas(tmp_path, monkeypatch):
+    """Importing retouch.flows caps glibc's arenas (per-thread heaps whose freed memory other
+    threads cannot reuse: a long-running worker's resident size crept up batch after batch);
+    a user's MALLOC_ARENA_MAX wins."""
+    from retouch.lib.perf import MALLOC_ARENAS
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert _arenas("flows", tmp_path) <= MALLOC_ARENAS < _arenas("plain", tmp_path)
+    assert _arenas("flows", tmp_path, MALLOC_ARENA_MAX="4") == 4
 
 
 @pytest.mark.parametrize(
