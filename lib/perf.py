@@ -68,6 +68,19 @@ def _worker_totals() -> dict[str, float]:
         return dict(_workers)
 
 
+def _glibc(name: str, *argtypes: Any) -> Any:
+    """glibc's function ``name`` with its argument types set; None off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        function = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):  # not glibc
+        return None
+    function.argtypes = list(argtypes)
+    return function
+
+
 MALLOC_ARENAS = 2
 """glibc malloc arenas a retouch process may use (:func:`limit_malloc_arenas`)."""
 
@@ -86,17 +99,11 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     series grew by 6 MB, at no measurable cost in speed (8-image upscale runs, 3 each way).
     """
     import ctypes
-    import ctypes.util
 
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(_M_ARENA_MAX, arenas))
+    mallopt = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
+    return mallopt is not None and bool(mallopt(_M_ARENA_MAX, arenas))
 
 
 def release_memory() -> None:
@@ -108,17 +115,12 @@ def release_memory() -> None:
     ``malloc_trim(0)`` (glibc only; elsewhere nothing), returns it.
     """
     import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return
-    trim.argtypes = [ctypes.c_size_t]
-    trim(0)
+    trim = _glibc("malloc_trim", ctypes.c_size_t)
+    if trim is not None:
+        trim(0)
 
 
 class RunMeter:
