@@ -61,7 +61,7 @@ def test_memory_is_given_back_after_a_run_except_in_a_command_line_process(monke
 
 _COUNT_ARENAS = """
     import ctypes, ctypes.util, os, sys, tempfile, threading
-    if sys.argv[1] == "flows":
+    if os.environ["ARENAS_AFTER"] == "flows":
         import retouch.flows
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     libc.malloc.restype = ctypes.c_void_p
@@ -90,14 +90,7 @@ _COUNT_ARENAS = """
 
 
 def _arenas(mode: str, tmp_path, **env: str) -> int:
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_COUNT_ARENAS), mode],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={**os.environ, **env},
-    )
+    proc = _python(_COUNT_ARENAS, tmp_path, env={**os.environ, "ARENAS_AFTER": mode, **env})
     assert proc.returncode == 0, proc.stderr
     return int(proc.stdout)
 

@@ -11,6 +11,7 @@ import random
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -406,6 +407,15 @@ def test_pool_retries_after_a_failing_factory():
 # --- compat -----------------------------------------------------------------------------
 
 
+def _fresh_python(code: str) -> str:
+    """What ``code`` (dedented) prints in a fresh interpreter; it must exit 0."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
 def test_compat_makes_gfpgan_and_realesrgan_importable_in_a_fresh_process():
     code = (
         "from retouch.lib.models.compat import import_gfpgan, import_realesrgan\n"
@@ -414,9 +424,7 @@ def test_compat_makes_gfpgan_and_realesrgan_importable_in_a_fresh_process():
         "from basicsr.archs.rrdbnet_arch import RRDBNet\n"
         "print(g.GFPGANer.__name__, r.RealESRGANer.__name__, callable(ft.rgb_to_grayscale))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["GFPGANer", "RealESRGANer", "True"]
+    assert _fresh_python(code).split() == ["GFPGANer", "RealESRGANer", "True"]
 
 
 def test_facexlib_redirect_resolves_into_the_model_dir_and_writes_nothing_to_cwd(
@@ -462,12 +470,7 @@ def test_facexlib_redirect_resolves_into_the_model_dir_and_writes_nothing_to_cwd
 def test_training_code_of_the_model_packages_loads_only_when_used():
     """compat defers the packages' datasets and training models (basicsr's import scipy.stats,
     0.6 s of every model run's start); anything that uses them gets the real modules."""
-    import subprocess
-    import sys
-    import textwrap
-
-    code = textwrap.dedent(
-        """
+    code = """
         import sys
         from retouch.lib.models.compat import TRAINING_ONLY, ensure_compat
         ensure_compat()
@@ -486,10 +489,8 @@ def test_training_code_of_the_model_packages_loads_only_when_used():
         print("scipy.stats" in sys.modules, callable(build_dataset), type(net).__name__)
         print(sorted(gfpgan.models.__dict__)[:1] != [], "__getattr__" in basicsr.data.__dict__)
         """
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [
+    out = _fresh_python(code)
+    assert out.split() == [
         "False",
         "True",  # deferred: registered, not run
         "True",
@@ -506,12 +507,7 @@ def test_an_upscale_imports_neither_torchvisions_model_zoo_nor_dynamo():
     """torchvision.ops imports torch._dynamo (and sympy): about 1 s of an upscale run's start.
     compat leaves the model zoo, the ops and basicsr's VGG-based networks for their first use,
     and redirects facexlib's downloader when facexlib is imported, not by importing it."""
-    import subprocess
-    import sys
-    import textwrap
-
-    code = textwrap.dedent(
-        """
+    code = """
         import sys
         from retouch.lib.models.compat import _facexlib_load_file_from_url, import_realesrgan
         import_realesrgan()
@@ -530,10 +526,8 @@ def test_an_upscale_imports_neither_torchvisions_model_zoo_nor_dynamo():
         print(facexlib.detection.load_file_from_url is _facexlib_load_file_from_url,
               facexlib.parsing.load_file_from_url is _facexlib_load_file_from_url)
         """
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+    out = _fresh_python(code)
+    lines = out.splitlines()
     assert lines[0].split() == [
         "False",
         "False",
@@ -544,9 +538,6 @@ def test_an_upscale_imports_neither_torchvisions_model_zoo_nor_dynamo():
 
 
 def test_facexlib_imported_before_compat_is_redirected_at_once():
-    import subprocess
-    import sys
-
     code = (
         "import facexlib.detection, facexlib.parsing\n"
         "from retouch.lib.models.compat import _facexlib_load_file_from_url as ours, ensure_compat\n"
@@ -554,20 +545,14 @@ def test_facexlib_imported_before_compat_is_redirected_at_once():
         "print(facexlib.detection.load_file_from_url is ours,"
         " facexlib.parsing.load_file_from_url is ours)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "True"]
+    out = _fresh_python(code)
+    assert out.split() == ["True", "True"]
 
 
 def test_a_network_built_for_a_weight_load_skips_the_random_fills_and_dynamo():
     """``empty=True`` zero-fills the parameters (a strict weight load follows), without
     the meta device, whose Python reference kernels import torch._dynamo (1.4 s)."""
-    import subprocess
-    import sys
-    import textwrap
-
-    code = textwrap.dedent(
-        """
+    code = """
         import sys, torch
         from retouch.lib.models.loaders import build_sr_network
         from retouch.lib.models.specs import get_spec
@@ -578,10 +563,8 @@ def test_a_network_built_for_a_weight_load_skips_the_random_fills_and_dynamo():
             print(shapes(empty) == shapes(full), {p.device.type for p in empty.parameters()})
         print("torch._dynamo" in sys.modules, float(torch.nn.init.normal_(torch.zeros(4096)).std()) > 0.5)
         """
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["True {'cpu'}", "True {'cpu'}", "False True"]
+    out = _fresh_python(code)
+    assert out.splitlines() == ["True {'cpu'}", "True {'cpu'}", "False True"]
 
 
 def test_skipped_random_fills_are_confined_to_the_building_thread():
@@ -637,8 +620,6 @@ def test_loaded_face_networks_hold_the_files_weights(tmp_path, monkeypatch):
 def test_a_deferred_module_that_fails_is_removed_like_any_failed_import(tmp_path, monkeypatch):
     """A deferred module whose code raises leaves no half-run module in sys.modules: the error
     reaches the caller, and the next import runs the code again."""
-    import sys
-
     from retouch.lib.models import compat
 
     pkg = tmp_path / "deferpkg"
