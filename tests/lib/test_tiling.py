@@ -217,7 +217,13 @@ def test_one_tile_per_pass_gives_the_same_output_as_many(recorded):
             )
         )
         assert [s[0] for s in seen] == {1: [1] * 6, 4: [4, 2], 6: [6]}[batch]
-    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    # A batched convolution is not bit-identical to one image at a time on every CPU (the
+    # BLAS picks other kernels per batch size; AMD EPYC differs, Intel Xeon did not): the
+    # tiles must agree to rounding: at most 1 level of 255, on under 0.1% of the values.
+    for other in outs[1:]:
+        assert other.shape == outs[0].shape and other.dtype == outs[0].dtype
+        diff = np.abs(other.astype(np.int16) - outs[0].astype(np.int16))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
 
 
 def test_out_of_memory_with_several_tiles_retries_with_fewer_per_pass(recorded):
