@@ -1,8 +1,8 @@
 """``retouch preview`` and ``retouch tune``: try a recipe on a few images in seconds.
 
 Both run in this process without Prefect (no server to start), on a sample of the source
-reduced to preview size (or cut to a region), and write a contact sheet with a score per
-cell. ``tune`` also names the best-scoring value and can save it as a user preset.
+(at full resolution, so each score is the one a run gives; or cut to a region, or reduced
+with --max-side, for speed), and write a contact sheet with a score per cell. ``tune`` also names the best-scoring value and can save it as a user preset.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def _print_table(result) -> None:
             if cell is None or cell.score is None:
                 row.append("[red]failed[/]")
             else:
-                row.append(f"{cell.score:.0f} {cell.verdict}")
+                before = "" if cell.score_before is None else f"{cell.score_before:.0f} → "
+                row.append(f"{before}{cell.score:.0f} {cell.verdict}")
         table.add_row(*row)
     console.print(table)
 
@@ -68,6 +69,7 @@ def _preview_command(
     overrides: list[str],
     device: str | None,
     as_json: bool,
+    max_side: int | None = None,
 ):
     from retouch.lib import preview
     from retouch.lib.errors import RetouchError
@@ -83,6 +85,7 @@ def _preview_command(
             sample_size=sample,
             region=preview.parse_region(region) if region else None,
             device=device_for(device or get_settings().device),
+            max_side=max_side,
         )
     except (RetouchError, ValueError) as exc:
         raise _fail(str(exc)) from None
@@ -114,6 +117,15 @@ SetOpt = Annotated[
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the scores as JSON")]
+MaxSideOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-side",
+        min=16,
+        help="Process a copy reduced to this many pixels (faster; its scores are then the "
+        "reduced copy's, not those of a run)",
+    ),
+]
 
 
 def preview(
@@ -128,10 +140,14 @@ def preview(
     overrides: SetOpt = [],  # noqa: B006
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
+    max_side: MaxSideOpt = None,
 ) -> None:
-    """Try a recipe on a few images in seconds: one contact sheet, original | result per
-    grid value (or per preset), with a score under every cell."""
-    _preview_command(source, preset, grid, sample, region, out_file, overrides, device, as_json)
+    """Try a recipe on a few images: one contact sheet, original | result per grid value
+    (or per preset), with the input's and the result's score under every cell (the scores
+    a run with the same settings gives)."""
+    _preview_command(
+        source, preset, grid, sample, region, out_file, overrides, device, as_json, max_side
+    )
 
 
 def tune(
@@ -150,11 +166,12 @@ def tune(
     overrides: SetOpt = [],  # noqa: B006
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
+    max_side: MaxSideOpt = None,
 ) -> None:
     """Try each value of a grid on a sample and report the best-scoring one (mean score);
     --save keeps it as a user preset (see `retouch presets list`)."""
     result = _preview_command(
-        source, [preset], grid, sample, region, out_file, overrides, device, as_json
+        source, [preset], grid, sample, region, out_file, overrides, device, as_json, max_side
     )
     best = result.best()
     if best is None:

@@ -598,13 +598,16 @@ def quality_score(
     ``cast = (C_before - C_after) / 10`` (Lab units). ``improvement = 0.35 sharp + 0.25 noise
     + 0.2 exposure + 0.2 cast``.
 
-    The score is the result's own quality (:func:`image_quality`, 0..100, from NIQE), or
-    ``50 + 50 x improvement`` when the image is too small for NIQE; times ``min(1, SSIM /
-    0.5)`` so a result that lost the picture's structure scores near 0, and times 0.8 per
-    problem (a blank result scores 0). ``gain`` says how much better the result is than the input in score points:
-    half the change in quality plus ``25 x improvement`` (only the latter, doubled, without
-    NIQE). Verdict: "worse" with any problem or a gain below -3; "improved" above +3;
-    otherwise "unchanged".
+    Input and result are scored on one 0..100 scale, so the verdict never contradicts the
+    two numbers shown. ``score_before`` is the input's quality (:func:`image_quality`, from
+    NIQE, of the input at the result's size), or 50 when the image is too small for NIQE.
+    The change is the change in quality plus ``25 x improvement`` (``50 x improvement``
+    without NIQE). ``score`` is ``score_before`` plus the change (so, with NIQE, the
+    result's own quality plus what the other measures say it gained), times ``min(1, SSIM /
+    0.5)`` (a result that lost the picture's structure scores near 0) and 0.8 per problem,
+    and never above ``score_before`` when there is a problem (a blank result scores 0).
+    ``gain = score - score_before``. Verdict: "worse" with any problem or a gain below -3;
+    "improved" above +3; otherwise "unchanged".
 
     Problems (each a plain-language reason and the parameter to change): a blank result, a
     strong colour shift, a result blurrier than the input, over-sharpening halos, amplified
@@ -613,7 +616,7 @@ def quality_score(
     faces found but not restored, upscaling beyond the useful limit.
 
     Returns:
-        dict with ``score``, ``verdict``, ``gain``, ``problems``, ``hints``, ``components``,
+        dict with ``score``, ``score_before``, ``verdict``, ``gain``, ``problems``, ``hints``, ``components``,
         ``quality`` (before/after, 0..100 or None), ``fidelity`` (psnr, ssim, delta_e,
         overshoot) and the ``before`` / ``after`` measures.
     """
@@ -733,18 +736,16 @@ def quality_score(
             "(tiles sized to the memory available, overlaps blended)"
         )
 
+    # One scale for both sides, so the verdict can be read off the two numbers shown: the
+    # input's score is its own quality (at the result's size), the result's is the input's
+    # plus the measured change, then lowered for lost structure and for each problem.
     if natural_known:
         assert qa is not None and qb is not None
-        gain = 0.5 * (qa - qb) + 25.0 * improvement
+        score_before = qb
+        change = (qa - qb) + 25.0 * improvement
     else:
-        gain = 50.0 * improvement
-    if gain < -3.0 and not problems:
-        problems.append(
-            f"result is worse than the input ({gain:+.0f} points: "
-            + ("less natural, " if comp.get("natural", 0.0) < -0.1 else "")
-            + "see the components): try the recipe's gentler parameters, or skip this image"
-        )
-
+        score_before = 50.0
+        change = 50.0 * improvement
     hints: list[str] = []
     if faces_found and not faces_restored:
         hints.append(
@@ -759,8 +760,20 @@ def quality_score(
         )
 
     fid = min(1.0, max(0.0, ssim_v) / 0.5)
-    base = qa if qa is not None else 50.0 + 50.0 * improvement
-    score = 0.0 if blank else max(0.0, min(100.0, base * fid * 0.8 ** len(problems)))
+    score_before = round(max(0.0, min(100.0, score_before)), 1)
+    score = max(0.0, min(100.0, score_before + change)) * fid * 0.8 ** len(problems)
+    if problems:
+        # A result with a problem never scores above its input.
+        score = min(score, score_before)
+    score = 0.0 if blank else round(score, 1)
+    gain = round(score - score_before, 1)
+    if gain < -3.0 and not problems:
+        # The verdict restated as advice; it lowers nothing more (the number is the one shown).
+        problems.append(
+            f"result is worse than the input ({score_before:.0f} -> {score:.0f} points: "
+            + ("less natural, " if comp.get("natural", 0.0) < -0.1 else "")
+            + "see the components): try the recipe's gentler parameters, or skip this image"
+        )
     if problems or gain < -3.0:
         verdict = "worse"
     elif gain > 3.0:
@@ -768,9 +781,10 @@ def quality_score(
     else:
         verdict = "unchanged"
     return {
-        "score": round(score, 1),
+        "score": score,
+        "score_before": score_before,
         "verdict": verdict,
-        "gain": round(gain, 2),
+        "gain": gain,
         "problems": problems,
         "hints": hints,
         "improvement": round(improvement, 4),

@@ -446,6 +446,31 @@ def apply_steps(
 # -- review ------------------------------------------------------------------------------------
 
 
+def score_result(
+    before: Image, after: Image, recipe: Recipe, *, faces_found: int = 0
+) -> tuple[dict[str, Any], Image, Image]:
+    """Score a full-size result against its full-size input, as every surface shows it.
+
+    The one scoring path of a run's review, ``retouch preview`` and ``tune``: both images
+    are reduced to ``REVIEW_MAX_SIDE`` and compared (:func:`analysis.quality_score`), and
+    tile seams are looked for on the full-size result when the recipe tiles an upscale.
+
+    Returns:
+        The scores, and the reduced input and result (for thumbnails).
+    """
+    before_s, after_s = _small(before, REVIEW_MAX_SIDE), _small(after, REVIEW_MAX_SIDE)
+    period = seam_period(recipe)
+    scores = analysis.quality_score(
+        before_s,
+        after_s,
+        faces_found=faces_found,
+        faces_restored=any(step.op == "restore_faces" for step in recipe.steps),
+        # Seams are one pixel wide: look for them on the full-size result, on the grid.
+        seams=analysis.tile_seams(after, period=period) if period else None,
+    )
+    return scores, before_s, after_s
+
+
 def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     """Score the result against its input and write before/after thumbnails for the report."""
     if not record.ok or record.result_key is None:
@@ -457,15 +482,11 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
             storage.read_bytes(record.uri), record.name, pixel_limit=ctx.settings.pixel_limit
         )
         after = ctx.workspace.load_result(record.result_key)
-        before_s, after_s = _small(before, REVIEW_MAX_SIDE), _small(after, REVIEW_MAX_SIDE)
-        period = seam_period(ctx.recipe)
-        scores = analysis.quality_score(
-            before_s,
-            after_s,
+        scores, before_s, after_s = score_result(
+            before,
+            after,
+            ctx.recipe,
             faces_found=int((record.analysis.get("faces") or {}).get("count") or 0),
-            faces_restored=any(step.op == "restore_faces" for step in ctx.recipe.steps),
-            # Seams are one pixel wide: look for them on the full-size result, on the grid.
-            seams=analysis.tile_seams(after, period=period) if period else None,
         )
         record.scores = _jsonable({k: v for k, v in scores.items() if k != "problems"})
         # Faces are counted at the input's scale on both sides (at most 320 px, as in the
@@ -507,6 +528,7 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
         ok=record.ok,
         index=record.index,
         score=record.scores.get("score"),
+        score_before=record.scores.get("score_before"),
         verdict=record.scores.get("verdict"),
         # Where the before/after previews were written (a front end can show them at once).
         thumbs={label: thumb_path(ctx, record, label) for label in THUMB_LABELS},

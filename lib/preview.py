@@ -1,9 +1,11 @@
-"""Previews: a recipe tried on a few images, small and fast, laid out as one contact sheet.
+"""Previews: a recipe tried on a few images, laid out as one contact sheet.
 
 A preview runs the recipe's steps directly (no Prefect, no workspace) on a sample of the
-source, each image first reduced to a small size or cut to a region, once per value of a
-parameter grid (or once per preset), scores every cell against its input and draws the
-sheet: one row per image, the original first, then one column per value.
+source, once per value of a parameter grid (or once per preset), scores every cell against
+its input and draws the sheet: one row per image, the original first, then one column per
+value. Images are processed at full resolution and scored as a run's review scores them,
+so a cell's score is the one a run with the same settings gives; a region (a full-resolution
+crop) or ``max_side`` (a reduced copy) is faster, and its scores describe that crop or copy.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import analysis, storage
+from . import storage
 from .errors import RecipeError, RetouchError, SourceError
 from .image import Image, resize_plane, to_uint8
 from .imageio import decode, encode
@@ -25,7 +27,6 @@ from .ops.registry import registry
 from .recipe import Recipe, apply_overrides, parse_value
 from .sources import SourceItem, discover
 
-PREVIEW_MAX_SIDE = 384
 CELL_SIDE = 256
 LABEL_HEIGHT = 34
 
@@ -55,6 +56,7 @@ class Cell:
     image: str
     variant: str
     score: float | None = None
+    score_before: float | None = None  # the input's score on the same scale
     verdict: str | None = None
     problems: list[str] = field(default_factory=list)
     error: str | None = None
@@ -139,8 +141,10 @@ def sample(items: list[SourceItem], n: int) -> list[SourceItem]:
     return [items[int(i * step)] for i in range(n)]
 
 
-def _prepare(image: Image, region: tuple[float, float, float, float] | None) -> Image:
-    """Cut the region (at full resolution) or reduce the image to the preview size."""
+def _prepare(
+    image: Image, region: tuple[float, float, float, float] | None, max_side: int | None
+) -> Image:
+    """Cut the region (at full resolution), or reduce the image to ``max_side`` if given."""
     if region is not None:
         x, y, w, h = region
         if max(region) <= 1.0:
@@ -150,7 +154,9 @@ def _prepare(image: Image, region: tuple[float, float, float, float] | None) -> 
         x1, y1 = int(min(image.width, x0 + max(1, w))), int(min(image.height, y0 + max(1, h)))
         alpha = image.alpha[y0:y1, x0:x1].copy() if image.alpha is not None else None
         return Image(image.pixels[y0:y1, x0:x1].copy(), alpha=alpha, is_gray=image.is_gray, info={})
-    scale = PREVIEW_MAX_SIDE / max(image.width, image.height)
+    if max_side is None:
+        return image
+    scale = max_side / max(image.width, image.height)
     if scale >= 1:
         return image
     w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
@@ -243,6 +249,7 @@ def run_preview(
     region: tuple[float, float, float, float] | None = None,
     device: str = "cpu",
     pixel_limit: int | None = None,
+    max_side: int | None = None,
 ) -> PreviewResult:
     """Run each variant on a sample of ``source`` and write the contact sheet to ``out``.
 
@@ -251,7 +258,9 @@ def run_preview(
         variants: the columns (see :func:`variants_for`; several presets compare styles).
         out: URI of the sheet (PNG); a JSON file with the scores is written beside it.
         sample_size: how many images (spread over the listing).
-        region: cut this region (pixels, or fractions) instead of reducing the image.
+        region: process only this region (pixels, or fractions) of each image.
+        max_side: process a copy reduced to this many pixels on the longer side (faster;
+            the scores then describe the reduced copy, not what a run gives).
 
     Returns:
         The sheet's URI and the score of every cell. A cell that fails (bad image, step
@@ -260,6 +269,7 @@ def run_preview(
     Raises:
         SourceError: the source has no images.
     """
+    from .pipeline import score_result
     from .settings import get_settings
 
     started = time.perf_counter()
@@ -273,7 +283,9 @@ def run_preview(
     for item in chosen:
         try:
             original = _prepare(
-                decode(storage.read_bytes(item.uri), item.name, pixel_limit=limit), region
+                decode(storage.read_bytes(item.uri), item.name, pixel_limit=limit),
+                region,
+                max_side,
             )
         except RetouchError as exc:
             cells.append(Cell(item.name, "original", error=str(exc)))
@@ -284,9 +296,10 @@ def run_preview(
             cell = Cell(item.name, variant.label)
             try:
                 result = _run(original, variant.recipe, item.name, device, counters)
-                q = analysis.quality_score(original.pixels, result.pixels)
+                q, _, _ = score_result(original, result, variant.recipe)
                 cell.score, cell.verdict, cell.problems = q["score"], q["verdict"], q["problems"]
-                caption = f"score {q['score']:.0f} {q['verdict']}"
+                cell.score_before = q["score_before"]
+                caption = f"score {q['score_before']:.0f}->{q['score']:.0f} {q['verdict']}"
             except RetouchError as exc:
                 result, cell.error, caption = None, str(exc), "failed"
             cell.seconds = round(time.perf_counter() - t0, 3)

@@ -207,8 +207,13 @@ def _components(scores: dict[str, Any]) -> str:
     quality = scores.get("quality") or {}
     fidelity = scores.get("fidelity") or {}
     rows = [f"<tr><td>{html.escape(k)}</td><td>{v:+.2f}</td></tr>" for k, v in comps.items()]
+    rows.insert(
+        0,
+        f"<tr><td>score before → after</td><td>{_fmt(scores.get('score_before'))} → "
+        f"{_fmt(scores.get('score'))}</td></tr>",
+    )
     rows.append(
-        f"<tr><td>quality before → after</td><td>{_fmt(quality.get('before'))} → "
+        f"<tr><td>naturalness (NIQE) before → after</td><td>{_fmt(quality.get('before'))} → "
         f"{_fmt(quality.get('after'))}</td></tr>"
     )
     rows += [f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in fidelity.items()]
@@ -316,7 +321,7 @@ def write_report(
         out.write(
             f'<section class="image mode-slider" id="img-{img["index"]}">'
             f"<h3>{html.escape(img['name'])}</h3>"
-            f"<p>score <b>{_fmt(scores.get('score'))}</b> "
+            f"<p>score {_fmt(scores.get('score_before'))} → <b>{_fmt(scores.get('score'))}</b> "
             f'<span class="{html.escape(str(verdict or ""))}">{_fmt(verdict)}</span>'
             f"{' · reused from an earlier run' if img.get('reused') else ''}"
             f" · {size_in} → {size_out}</p>"

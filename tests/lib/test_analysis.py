@@ -214,6 +214,39 @@ def test_score_orders_increasingly_degraded_results(kind):
         assert verdicts[1:] == ["worse", "worse"], (name, verdicts)
 
 
+def _agrees(q: dict) -> bool:
+    before, after, verdict = q["score_before"], q["score"], q["verdict"]
+    if abs((after - before) - q["gain"]) > 0.15:
+        return False
+    if verdict == "improved":
+        return after > before
+    if verdict == "worse":
+        return after <= before
+    return abs(after - before) <= 3.05
+
+
+def test_every_verdict_agrees_with_the_two_scores_shown():
+    """improved => the result scores higher than its input, worse => not higher, unchanged
+    => within 3 points; over degradations, restorations, enhancements and no change."""
+    pairs = []
+    for clean in _clean_photos().values():
+        pairs.append((clean, clean))
+        for kind in ("blur", "noise", "jpeg", "downscale"):
+            for level in range(3):
+                bad = _degrade(clean, kind, level)
+                pairs += [(clean, bad), (bad, clean)]
+        sharpened = cv2.addWeighted(clean, 1.8, cv2.GaussianBlur(clean, (0, 0), 1.5), -0.8, 0)
+        brighter = np.clip(clean.astype(np.int16) + 25, 0, 255).astype(np.uint8)
+        pairs += [(clean, sharpened), (clean, brighter), (brighter, clean)]
+        pairs.append((clean, cv2.resize(clean, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)))
+    seen = set()
+    for before, after in pairs:
+        q = analysis.quality_score(before, after)
+        assert _agrees(q), {k: q[k] for k in ("score_before", "score", "gain", "verdict")}
+        seen.add(q["verdict"])
+    assert seen == {"improved", "unchanged", "worse"}  # the set exercises all three
+
+
 def test_restoring_a_degraded_photo_is_an_improvement():
     clean = _clean_photos()["camera"]
     for kind in ("blur", "noise", "downscale"):

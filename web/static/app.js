@@ -1073,6 +1073,7 @@
     card.phase.textContent =
       img.phase && !FINAL_STATUS[img.status] ? t("card.phase", { phase: word("phase", img.phase) }) : "";
     var score = formatScore(img.score);
+    if (score && typeof img.score_before === "number") score = formatScore(img.score_before) + " → " + score;
     card.score.textContent = score
       ? t("card.score", { score: score }) + (img.verdict ? " · " + word("verdict", img.verdict) : "")
       : "";
@@ -1293,7 +1294,12 @@
     var th = img.thumbs || {};
     $("compare-title").textContent = t("compare.title", { name: img.name });
     var facts = [];
-    if (typeof img.score === "number") facts.push(t("compare.score") + ": " + formatScore(img.score));
+    if (typeof img.score === "number")
+      facts.push(
+        t("compare.score") + ": " +
+          (typeof img.score_before === "number" ? formatScore(img.score_before) + " → " : "") +
+          formatScore(img.score)
+      );
     if (img.verdict) facts.push(t("compare.verdict") + ": " + word("verdict", img.verdict));
     facts.push(word("status", img.status));
     if (img.output_name) facts.push(t("compare.output") + ": " + img.output_name);
