@@ -83,6 +83,20 @@ def submit(
     return run.id
 
 
+def wait_for(flow_run_id: UUID, poll_s: float = 2.0) -> str:
+    """Wait until the flow run reaches a final state; returns that state's name."""
+    import time
+
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(flow_run_id).state
+            if state is not None and state.is_final():
+                return state.name
+            time.sleep(poll_s)
+
+
 def run_urgent(name: str, parameters: dict[str, Any]) -> UUID:
     """Queue a run of deployment ``name`` on the urgent queue (see :func:`submit`)."""
     return submit(name, parameters, urgent=True)

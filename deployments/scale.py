@@ -5,8 +5,8 @@ in that process's model pool and every later task on the same worker reuses it, 
 is loaded once per Dask worker, however many chunks the worker processes.
 
     from retouch.deployments.scale import enhance_on_dask
-    enhance_on_dask("tcp://scheduler:8786")(source, dest, recipe)   # an existing cluster
-    enhance_on_dask(n_workers=2)(source, dest, recipe)               # a local one for the run
+    enhance_on_dask("tcp://scheduler:8786")(source, dest, preset="quick")   # an existing cluster
+    enhance_on_dask(n_workers=2)(source, dest, recipe=recipe)          # a local one for the run
 
 Dask workers report task runs to the Prefect server named by their ``PREFECT_API_URL``: set
 it in the workers' environment (a temporary server per process would not be shared).

@@ -8,8 +8,10 @@ Two ways to run them:
   Prefect server on a ``process`` work pool, where any number of
   ``prefect worker start --pool retouch`` processes, on any hosts, share the runs.
 
-Runs started from the Prefect UI get their parameters as forms (the flows' parameters are
-pydantic models: the recipe for ``enhance``, ``RegenerateOptions`` for ``regenerate``).
+Runs started from the Prefect UI get their parameters as forms: ``enhance`` asks for
+``source``, ``dest`` and a ``preset`` (a list of the shipped and saved presets, default the
+same as ``retouch run``'s) with optional ``overrides``; ``regenerate`` for
+``RegenerateOptions``.
 
 ``enhance`` carries an event trigger: every ``retouch.images.arrived`` event (sent by
 ``retouch watch``, by hand with ``prefect event emit``, or by any system) starts a run with
@@ -23,6 +25,8 @@ from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from retouch.lib.recipe import DEFAULT_PRESET
 
 ARRIVED_EVENT = "retouch.images.arrived"
 URGENT_QUEUE, BULK_QUEUE = "urgent", "bulk"
@@ -42,13 +46,18 @@ class TeamConfig(BaseSettings):
     )
     nightly_cron: str = Field("0 2 * * *", description="When the nightly run starts (cron)")
     timezone: str = Field("UTC", description="Time zone of the cron schedule")
-    preset: str = Field("web-ready", description="Preset used by scheduled and triggered runs")
+    preset: str = Field(DEFAULT_PRESET, description="Preset used by scheduled and triggered runs")
 
 
-def _recipe(preset: str) -> dict[str, Any]:
-    from retouch.lib.recipe import load_preset
+def _with_preset_choices(deployment: Any) -> Any:
+    """Offer the shipped and saved presets as a list in the Prefect UI's run form (the flow
+    signature can only say ``str``: saved presets are known when the deployment is made)."""
+    from retouch.lib.recipe import preset_names
 
-    return load_preset(preset).model_dump(mode="json")
+    prop = deployment._parameter_openapi_schema.properties.get("preset")
+    if prop is not None:
+        prop["enum"] = preset_names()
+    return deployment
 
 
 def nightly_dest(config: TeamConfig) -> str:
@@ -70,9 +79,10 @@ def deployments(config: TeamConfig | None = None) -> list[Any]:
 
     from retouch.flows.enhance import enhance
     from retouch.flows.regenerate import regenerate
+    from retouch.lib.recipe import load_preset
 
     config = config or TeamConfig()
-    recipe = _recipe(config.preset)
+    load_preset(config.preset)  # an unknown preset fails here, naming the valid ones
     schedules = []
     if config.inbox:
         schedules.append(
@@ -80,7 +90,11 @@ def deployments(config: TeamConfig | None = None) -> list[Any]:
                 config.nightly_cron,
                 timezone=config.timezone,
                 slug="nightly-inbox",
-                parameters={"source": config.inbox, "dest": nightly_dest(config), "recipe": recipe},
+                parameters={
+                    "source": config.inbox,
+                    "dest": nightly_dest(config),
+                    "preset": config.preset,
+                },
             )
         )
     arrived = DeploymentEventTrigger(
@@ -91,18 +105,20 @@ def deployments(config: TeamConfig | None = None) -> list[Any]:
         parameters={
             "source": "{{ event.payload.source }}",
             "dest": "{{ event.payload.dest }}",
-            "recipe": recipe,
+            "preset": config.preset,
         },
     )
     return [
-        enhance.to_deployment(
-            name="enhance",
-            tags=["retouch"],
-            description="Batch-enhance a folder, bucket prefix, list or ZIP",
-            schedules=schedules,
-            triggers=[arrived],
-            work_queue_name=BULK_QUEUE,
-            entrypoint_type=EntrypointType.MODULE_PATH,
+        _with_preset_choices(
+            enhance.to_deployment(
+                name="enhance",
+                tags=["retouch"],
+                description="Batch-enhance a folder, bucket prefix, list or ZIP with a preset",
+                schedules=schedules,
+                triggers=[arrived],
+                work_queue_name=BULK_QUEUE,
+                entrypoint_type=EntrypointType.MODULE_PATH,
+            )
         ),
         regenerate.to_deployment(
             name="regenerate",

@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from retouch.lib.recipe import DEFAULT_PRESET
+
 console = Console(stderr=True)
 
 
@@ -111,33 +113,47 @@ def watch(
 def submit(
     source: Annotated[str, typer.Argument(help="Folder, prefix, list file or ZIP")],
     dest: Annotated[str, typer.Option(help="Where to deliver")],
-    preset: Annotated[str, typer.Option(help="Preset")] = "web-ready",
+    preset: Annotated[
+        str, typer.Option(help="Preset (shipped or saved) or recipe file")
+    ] = DEFAULT_PRESET,
+    overrides: Annotated[
+        list[str], typer.Option("--set", help="STEP.PARAM=VALUE change to the preset (repeatable)")
+    ] = [],  # noqa: B006 (typer reads the default; never mutated)
     urgent: Annotated[
         bool, typer.Option(help="Put the run on the urgent queue, ahead of queued bulk runs")
     ] = False,
     at: Annotated[
         str | None, typer.Option(help="Run at this time (ISO 8601 with timezone) instead of now")
     ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the run to finish; exit 0 only if it completed")
+    ] = False,
 ) -> None:
     """Queue an enhance run on the deployments (workers pick it up); prints its id."""
     from datetime import datetime
 
     from retouch.deployments.deploy import submit as submit_run
+    from retouch.deployments.deploy import wait_for
     from retouch.lib.errors import RetouchError
-    from retouch.lib.recipe import load_preset
+    from retouch.lib.recipe import apply_overrides, is_shipped_preset, load_preset
 
     try:
         when = datetime.fromisoformat(at) if at else None
-        recipe = load_preset(preset).model_dump(mode="json")
-        ident = submit_run(
-            "retouch-enhance/enhance",
-            {"source": source, "dest": dest, "recipe": recipe},
-            urgent=urgent,
-            at=when,
-        )
+        # Checked here, so a typo fails now rather than on a worker.
+        recipe = apply_overrides(load_preset(preset), overrides)
+        params: dict = {"source": source, "dest": dest}
+        if is_shipped_preset(preset):
+            params |= {"preset": preset, "overrides": overrides}
+        else:  # a saved preset or a file exists only here: send it in full
+            params["recipe"] = recipe.model_dump(mode="json")
+        ident = submit_run("retouch-enhance/enhance", params, urgent=urgent, at=when)
     except (RetouchError, ValueError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(str(ident))
+    if wait:
+        state = wait_for(ident)
+        typer.echo(f"{ident}: {state}", err=True)
+        raise typer.Exit(0 if state == "Completed" else 2)
 
 
 def register(app: typer.Typer) -> None:

@@ -18,8 +18,15 @@ from pydantic import BaseModel, Field
 from retouch.flows import approval
 from retouch.flows.runtime import release_memory_after_run
 from retouch.lib import delivery, perf, pipeline, progress, versions
+from retouch.lib.errors import RecipeError
 from retouch.lib.models.device import run_device
-from retouch.lib.recipe import Recipe
+from retouch.lib.recipe import (
+    DEFAULT_PRESET,
+    Recipe,
+    apply_overrides,
+    load_preset,
+    preset_names,
+)
 from retouch.lib.records import ImageRecord, RunSummary
 from retouch.lib.settings import get_settings
 from retouch.lib.storage import redact
@@ -46,6 +53,27 @@ class RunOptions(BaseModel):
     )
     refresh: bool = Field(False, description="Ignore cached results and recompute every image")
     device: str | None = Field(None, description="auto, cpu, cuda or cuda:N (default: setting)")
+
+
+def resolve_recipe(preset: str, overrides: list[str], recipe: Recipe | None) -> Recipe:
+    """The recipe a run executes: ``recipe`` when given in full, else the preset, with the
+    overrides applied. A recipe without steps is refused unless it gives export settings (a
+    delivery-only recipe: convert, rename, split): it would deliver the inputs untouched
+    while reporting success (as ``recipe={"name": "quick"}`` once did)."""
+    if recipe is None:
+        chosen = load_preset(preset)
+    elif not recipe.steps and "export" not in recipe.model_fields_set:
+        hint = (
+            f"to run the preset, pass preset={recipe.name!r}"
+            if recipe.name in preset_names()
+            else "pass a preset (e.g. preset="
+            + DEFAULT_PRESET
+            + "), list the recipe's steps, or give export settings for a delivery-only run"
+        )
+        raise RecipeError(f"recipe {recipe.name!r} has no steps, so nothing would be done: {hint}")
+    else:
+        chosen = recipe
+    return apply_overrides(chosen, overrides) if overrides else chosen
 
 
 def new_run_id() -> str:
@@ -244,12 +272,30 @@ def export_phase(
     validate_parameters=True,
 )
 def enhance(
-    source: str, dest: str, recipe: Recipe, options: RunOptions | None = None
+    source: str,
+    dest: str,
+    preset: str = DEFAULT_PRESET,
+    overrides: list[str] | None = None,
+    recipe: Recipe | None = None,
+    options: RunOptions | None = None,
 ) -> RunSummary:
-    """Enhance every image in SOURCE with RECIPE and deliver ZIP, manifest and report to DEST."""
+    """Enhance every image in SOURCE and deliver ZIP, manifest and report to DEST.
+
+    Args:
+        source: Images to enhance: a folder, glob, single image, list file, .zip, or any
+            fsspec URL (s3://bucket/prefix/).
+        dest: Where the ZIP, manifest.json and report.html go: a folder or fsspec URL.
+        preset: The recipe to run, by name: a shipped preset or one saved with
+            `retouch tune --save` (see `retouch presets list`).
+        overrides: STEP.PARAM=VALUE changes to the preset, e.g. upscale.outscale=2 or
+            export.format=webp.
+        recipe: A full recipe instead of the preset (advanced; it must list its steps).
+        options: Masks, chunk size, workspace, device, refresh.
+    """
     meter = perf.RunMeter()
     try:
-        return _enhance(source, dest, recipe, options or RunOptions(), meter)
+        chosen = resolve_recipe(preset, overrides or [], recipe)
+        return _enhance(source, dest, chosen, options or RunOptions(), meter)
     finally:
         meter.close()  # a long-running worker must not keep a sampler per failed run
         parallel.shutdown()  # worker processes, if a chunk started them

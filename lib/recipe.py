@@ -358,9 +358,18 @@ def _user_preset_files() -> dict[str, Path]:
     return {p.stem: p for p in folder.glob("*.json") if p.is_file()}
 
 
+DEFAULT_PRESET = "quick"
+"""The preset of every entry point that is not told one: ``retouch run``, ``submit``, the
+web page, and the deployments' scheduled and triggered runs."""
+
+
 def preset_names() -> list[str]:
     """Shipped presets, then the user's saved ones."""
     return sorted(_preset_files()) + sorted(set(_user_preset_files()) - set(_preset_files()))
+
+
+def is_shipped_preset(name: str) -> bool:
+    return name in _preset_files()
 
 
 def is_user_preset(name: str) -> bool:

@@ -54,7 +54,9 @@ def test_process_phase_on_dask_matches_default_runner(prefect_server, tmp_path, 
         (src / f"img_{i}.jpg").write_bytes(_jpeg(i))
     recipe = load_preset("quick")  # x2 upscale with the model that ships with retouch
 
-    default = enhance(str(src), str(tmp_path / "default"), recipe, RunOptions(chunk_size=1))
+    default = enhance(
+        str(src), str(tmp_path / "default"), recipe=recipe, options=RunOptions(chunk_size=1)
+    )
     assert default.succeeded == 6
 
     # Spawned Dask workers report to the same test server (through their environment) and
@@ -66,7 +68,7 @@ def test_process_phase_on_dask_matches_default_runner(prefect_server, tmp_path, 
         Client(cluster) as client,
     ):
         summary = enhance_on_dask(cluster.scheduler_address)(
-            str(src), str(tmp_path / "dask"), recipe, options
+            str(src), str(tmp_path / "dask"), recipe=recipe, options=options
         )
         loads = client.run(_pool_loads)
 

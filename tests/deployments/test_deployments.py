@@ -21,7 +21,11 @@ def test_without_inbox_there_is_no_schedule_but_the_arrival_trigger():
     (trigger,) = built["enhance"].triggers
     assert trigger.expect == {ARRIVED_EVENT}
     assert trigger.parameters["source"] == "{{ event.payload.source }}"
-    assert trigger.parameters["recipe"]["name"] == "web-ready"
+    # The same default preset as `retouch run`, by name (workers load it).
+    assert trigger.parameters["preset"] == "quick" and "recipe" not in trigger.parameters
+    schema = built["enhance"]._parameter_openapi_schema.properties
+    assert schema["preset"]["default"] == "quick"
+    assert {"quick", "web-ready", "upscale-x4"} <= set(schema["preset"]["enum"])
 
 
 def test_applied_deployments_have_the_nightly_schedule_pool_and_queues(prefect_server, tmp_path):
@@ -45,13 +49,17 @@ def test_applied_deployments_have_the_nightly_schedule_pool_and_queues(prefect_s
         params = schedule.parameters
         assert params["source"] == inbox
         assert params["dest"] == str(tmp_path / "studio" / "delivery" / "nightly")
-        assert params["recipe"]["name"] == "web-ready"
-        assert [s["op"] for s in params["recipe"]["steps"]] == ["auto_color", "fit", "sharpen"]
+        assert params["preset"] == "web-ready"
         assert enhance.work_pool_name == "team"
         assert enhance.work_queue_name == "bulk"
         assert enhance.entrypoint == "retouch.flows.enhance.enhance"
         props = enhance.parameter_openapi_schema["properties"]
-        assert {"source", "dest", "recipe", "options"} <= set(props)
+        assert {"source", "dest", "preset", "overrides", "recipe", "options"} <= set(props)
+        # The UI form: a preset list (not an empty custom recipe), fields described.
+        assert "quick" in props["preset"]["enum"] and props["preset"]["default"] == "quick"
+        assert "recipe" not in enhance.parameter_openapi_schema.get("required", [])
+        assert "fsspec URL" in props["source"]["description"]
+        assert "manifest.json" in props["dest"]["description"]
 
         pool = client.read_work_pool("team")
         assert pool.type == "process"

@@ -237,3 +237,86 @@ print(json.dumps({{"bulk": bulk, "urgent": urgent}}))
     assert all(urgent_start < started(b) for b in ids["bulk"])
     assert (tmp_path / "urgent" / "manifest.json").exists()
     assert all((tmp_path / f"bulk{i}" / "manifest.json").exists() for i in range(3))
+
+
+def _flow_run(team: Team, run_id: str) -> dict:
+    return _get(f"{team.api}/flow_runs/{run_id}")
+
+
+def test_a_deployment_run_given_only_a_preset_processes_the_images(team, tmp_path):
+    """``preset=quick`` alone is a full run (steps run, outputs differ from the inputs); a
+    recipe without steps fails the run with the reason instead of delivering the inputs."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        (src / f"p{i}.jpg").write_bytes(_jpeg(20 + i))
+    queue = f"""
+import json
+from prefect.deployments import run_deployment
+def run(name, **params):
+    params |= {{"source": {str(src)!r}, "dest": {str(tmp_path)!r} + "/" + name}}
+    return str(run_deployment("retouch-enhance/enhance", parameters=params,
+               timeout=0, as_subflow=False).id)
+print(json.dumps({{"preset": run("preset", preset="quick"),
+                   "empty": run("empty", recipe={{"name": "quick"}})}}))
+"""
+    made = _python(queue, team.env)
+    assert made.returncode == 0, made.stderr
+    ids = json.loads(made.stdout.strip().splitlines()[-1])
+    worker = team.worker()
+    team.wait_done([ids["preset"]], 240, [team.server, worker])
+    _wait(
+        lambda: _flow_run(team, ids["empty"])["state_type"] in ("FAILED", "CRASHED"),
+        120,
+        "the run with an empty recipe to fail",
+        [team.server, worker],
+    )
+    team.stop(worker)
+
+    manifest = json.loads((tmp_path / "preset" / "manifest.json").read_text())
+    assert [s["op"] for s in manifest["recipe"]["steps"]] == [
+        "auto_color",
+        "denoise",
+        "upscale",
+        "sharpen",
+    ]
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "preset" / "results.zip") as zf:
+        for img in manifest["images"]:
+            out = PILImage.open(io.BytesIO(zf.read(img["output_name"])))
+            assert out.size == (2 * 56, 2 * 40)  # x2, so certainly not the input
+    empty = _flow_run(team, ids["empty"])
+    assert "has no steps" in (empty["state"]["message"] or ""), empty["state"]
+    assert not (tmp_path / "empty" / "manifest.json").exists()
+
+
+def test_a_default_cli_run_sends_its_logs_to_the_server_and_keeps_the_terminal_quiet(
+    team, tmp_path
+):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(_jpeg(30))
+    env = {k: v for k, v in team.env.items() if not k.startswith("PREFECT_LOGGING")}
+    retouch = str(Path(sys.executable).with_name("retouch"))
+    done = subprocess.run(
+        [retouch, "run", str(src), "--out", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert " | INFO " not in done.stderr and " | INFO " not in done.stdout
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    flows = [r for r in team.runs() if r["parameters"].get("source") == str(src)]
+    assert len(flows) == 1, manifest["run_id"]
+
+    def logs():
+        found = _post(
+            f"{team.api}/logs/filter", {"logs": {"flow_run_id": {"any_": [flows[0]["id"]]}}}
+        )
+        return [entry for entry in found if entry["level"] >= 20]
+
+    lines = _wait(logs, 30, "the run's logs on the server", [team.server])
+    assert any("run " in entry["message"] for entry in lines), lines

@@ -59,7 +59,9 @@ def test_paused_run_resumed_with_a_regeneration_request(prefect_server, tmp_path
     names = _photos(src)
     ws = tmp_path / "ws"
     options = RunOptions(workspace=str(ws))
-    plain = enhance(str(src), str(tmp_path / "plain"), _recipe(), RunOptions(workspace=str(ws)))
+    plain = enhance(
+        str(src), str(tmp_path / "plain"), recipe=_recipe(), options=RunOptions(workspace=str(ws))
+    )
     assert plain.exit_code == 0
 
     outcome: dict = {}
@@ -67,7 +69,7 @@ def test_paused_run_resumed_with_a_regeneration_request(prefect_server, tmp_path
     def run():
         try:
             outcome["summary"] = enhance(
-                str(src), str(tmp_path / "out"), _recipe(approve=True), options
+                str(src), str(tmp_path / "out"), recipe=_recipe(approve=True), options=options
             )
         except BaseException as exc:  # reported by the assertions below
             outcome["error"] = exc
@@ -125,7 +127,9 @@ def test_quality_gate_actions(prefect_server, tmp_path, action):
     dest = tmp_path / "out"
     # No result can score above 100: every image fails this gate.
     recipe = _recipe(min_score=100, on_gate_fail=action)
-    summary = enhance(str(src), str(dest), recipe, RunOptions(workspace=str(tmp_path / "ws")))
+    summary = enhance(
+        str(src), str(dest), recipe=recipe, options=RunOptions(workspace=str(tmp_path / "ws"))
+    )
     manifest = json.loads((dest / "manifest.json").read_text())
     if action == "hold":
         assert summary.exit_code == 1 and summary.failed == 2
@@ -159,7 +163,9 @@ def test_gate_retry_tries_gentler_parameters(prefect_server, tmp_path):
             },
         }
     )
-    summary = enhance(str(src), str(dest), recipe, RunOptions(workspace=str(tmp_path / "ws")))
+    summary = enhance(
+        str(src), str(dest), recipe=recipe, options=RunOptions(workspace=str(tmp_path / "ws"))
+    )
     assert summary.exit_code == 0
     manifest = json.loads((dest / "manifest.json").read_text())
     for image in manifest["images"]:
