@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from retouch.flows import deploy_cli, review_cli, web_cli
+from retouch.lib.recipe import DEFAULT_PRESET
 
 console = Console(stderr=True)
 out = Console()
@@ -55,8 +56,12 @@ def _prefect_defaults(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_LEVEL", "WARNING")
+        # A quiet terminal, while the run's own INFO logs still reach the server (the UI's
+        # log tab): only the console handler is raised, not the loggers.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        # An embedded server shares the terminal: its own shutdown noise (events still being
+        # recorded as it stops, after the run is complete) is no news to the user.
+        os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
         # "Still processing items" while the last events are sent at exit: nothing is lost.
         logging.getLogger("EventsWorker").setLevel(logging.ERROR)
 
@@ -182,7 +187,7 @@ def run(
             "--out", "-o", help="Destination folder or fsspec URL for ZIP, manifest, report"
         ),
     ],
-    preset: PresetOpt = "quick",
+    preset: PresetOpt = DEFAULT_PRESET,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
@@ -359,9 +364,48 @@ def _print_summary(summary: Any) -> None:
                 escape(img["name"]), img.get("failed_phase") or "", escape(img.get("reason") or "")
             )
         console.print(bad)
+    _print_notes(manifest["images"])
     console.print(f"ZIP:      {_where(summary.zip_uri)}", highlight=False, soft_wrap=True)
     console.print(f"manifest: {_where(summary.manifest_uri)}", highlight=False, soft_wrap=True)
     console.print(f"report:   {_where(summary.report_uri)}", highlight=False, soft_wrap=True)
+
+
+def _print_notes(images: list[dict[str, Any]], limit: int = 20) -> None:
+    """The verdict counts, then the delivered images with a problem: their two scores, the
+    verdict and what to do (the same numbers as the report's)."""
+    delivered = [img for img in images if img["status"] != "failed" and img.get("scores")]
+    if not delivered:
+        return
+    counts = {v: 0 for v in ("improved", "unchanged", "worse")}
+    for img in delivered:
+        verdict = img["scores"].get("verdict")
+        if verdict in counts:
+            counts[verdict] += 1
+    console.print(
+        "review: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + " (score input → result)",
+        highlight=False,
+    )
+    flagged = [img for img in delivered if img.get("problems")]
+    if not flagged:
+        return
+    table = Table(title="images to look at", show_header=True)
+    table.add_column("image", overflow="fold")
+    table.add_column("score", no_wrap=True)
+    table.add_column("verdict")
+    table.add_column("problems", overflow="fold")
+    for img in flagged[:limit]:
+        scores = img["scores"]
+        before, after = scores.get("score_before"), scores.get("score")
+        shown = f"{before:.1f} → {after:.1f}" if before is not None and after is not None else ""
+        table.add_row(
+            escape(img["name"]),
+            shown,
+            str(scores.get("verdict") or ""),
+            escape("; ".join(img["problems"])),
+        )
+    console.print(table)
+    if len(flagged) > limit:
+        console.print(f"… and {len(flagged) - limit} more: see the report", highlight=False)
 
 
 # -- models --------------------------------------------------------------------------------------
@@ -459,7 +503,7 @@ def models_path(
 @app.command()
 def names(
     source: SourceArg,
-    preset: PresetOpt = "quick",
+    preset: PresetOpt = DEFAULT_PRESET,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
@@ -524,7 +568,7 @@ def presets_list() -> None:
 @presets_app.command("save")
 def presets_save(
     name: Annotated[str, typer.Argument(help="Name of the new preset")],
-    preset: PresetOpt = "quick",
+    preset: PresetOpt = DEFAULT_PRESET,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", "-s", help="Override STEP.PARAM=VALUE")
     ] = None,
@@ -730,6 +774,14 @@ def regenerate_cmd(
     best: Annotated[
         bool, typer.Option("--best", help="Export each image's best-scoring version")
     ] = False,
+    keep_worse: Annotated[
+        bool,
+        typer.Option(
+            "--keep-worse",
+            help="Make a regenerated version current even when it scores below the one it "
+            "replaces (by default the better one stays current)",
+        ),
+    ] = False,
     out_dir: Annotated[
         str | None, typer.Option("--out", "-o", help="Deliver here (default: the run's --out)")
     ] = None,
@@ -757,6 +809,7 @@ def regenerate_cmd(
         worse=worse,
         overrides=overrides or [],
         pick="best" if best else "current",
+        keep_worse=keep_worse,
         dest=out_dir,
         workspace=workspace,
     )
@@ -1017,6 +1070,25 @@ def main(argv: list[str] | None = None) -> None:
     _exit_now(0)
 
 
+def _drain_prefect_services(timeout_s: float = 10.0) -> None:
+    """Send Prefect's queued logs and events now, while the server is still up.
+
+    Prefect drains them in threading's exit hooks, which the fast exit below never reaches;
+    and an embedded server is stopped by an ``atexit`` handler, after which a late batch of
+    logs ends in "Error logging to API" on the terminal.
+    """
+    for module, name in (
+        ("prefect.logging.handlers", "APILogWorker"),
+        ("prefect.events.worker", "EventsWorker"),
+    ):
+        service = getattr(sys.modules.get(module), name, None)
+        if service is not None:
+            try:
+                service.drain_all(timeout=timeout_s)
+            except Exception:  # noqa: BLE001 (exiting: what is not sent is lost, not fatal)
+                pass
+
+
 def _exit_now(code: object) -> NoReturn:
     """Exit with ``code`` (as ``sys.exit`` reads it) once the exit handlers have run.
 
@@ -1041,6 +1113,7 @@ def _exit_now(code: object) -> NoReturn:
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()
+    _drain_prefect_services()
     import atexit
 
     atexit._run_exitfuncs()

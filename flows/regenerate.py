@@ -48,6 +48,11 @@ class RegenerateOptions(BaseModel):
     workspace: str | None = Field(
         None, description="Workspace URI (default: RETOUCH_WORKSPACE or ~/.cache/retouch/workspace)"
     )
+    keep_worse: bool = Field(
+        False,
+        description="Make a regenerated version current even when it scores below the "
+        "version it replaces (by default that one stays current and the image says so)",
+    )
     refresh: bool = Field(False, description="Recompute the selected images, ignoring the cache")
     device: str | None = Field(None, description="auto, cpu, cuda or cuda:N (default: setting)")
     chunk_size: int | None = Field(None, ge=1, le=10_000, description="Images per mapped task")
@@ -70,6 +75,33 @@ def select_records(records: list[ImageRecord], options: RegenerateOptions) -> li
     if options.worse:
         chosen |= {r.name for r in records if r.ok and r.scores.get("verdict") == "worse"}
     return [r for r in records if r.name in chosen]
+
+
+def _keep_better(
+    store: versions.VersionStore,
+    image: str,
+    history: list[versions.Version],
+    record: ImageRecord,
+) -> str | None:
+    """When the regenerated version scores below the version it replaced, make that one
+    current again; returns what happened, in the user's words (None when the new one is
+    kept)."""
+    previous = record.output.get("previous") or {}
+    old_score = (previous.get("scores") or {}).get("score")
+    new_score = record.scores.get("score")
+    if not isinstance(old_score, int | float) or not isinstance(new_score, int | float):
+        return None
+    if new_score >= old_score:
+        return None
+    former = next((v for v in history if v.stamp == previous.get("version_id")), None)
+    if former is None:
+        return None
+    store.set_current(image, former, note=f"kept: the regenerated version scored {new_score:.1f}")
+    return (
+        f"regenerated version {record.output.get('version')} scored {new_score:.1f}, below "
+        f"version {former.number}'s {old_score:.1f}: version {former.number} stays current "
+        "(--keep-worse to take the new one; `retouch versions` lists both)"
+    )
 
 
 @flow(
@@ -149,6 +181,16 @@ def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -
             record.outputs = []  # the export phase lists this delivery's files afresh
         image = versions.run_image_id(record)
         history = store.history(image) if image else []
+        kept = (
+            _keep_better(store, image, history, record)
+            # (a replaced source is another picture: its scores don't compare)
+            if image
+            and old.name in new
+            and old.name not in options.sources
+            and record.ok
+            and not options.keep_worse
+            else None
+        )
         chosen = (
             (
                 store.best(image, history)
@@ -171,6 +213,10 @@ def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -
                     storage.write_bytes(
                         pipeline.thumb_path(ctx, record, label), storage.read_bytes(thumb)
                     )
+        if kept:
+            record.problems.append(kept)
+            record.output["kept"] = kept  # for front ends: why this version is delivered
+            logger.warning("%s: %s", record.name, kept)
         merged.append(record)
 
     # Export and delivery: the same phase as the enhance flow's.

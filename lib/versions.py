@@ -340,7 +340,7 @@ def record_run_image(
     return record
 
 
-_VERSION_FIELDS = ("image_id", "version", "version_id", "previous", "bytes", "format")
+_VERSION_FIELDS = ("image_id", "version", "version_id", "previous", "kept", "bytes", "format")
 
 
 def previous_entry(store: VersionStore, version: Version) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import MalformedRangeHeader
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from retouch.lib.recipe import DEFAULT_PRESET
 from retouch.lib.settings import get_settings
 
 from . import uploads
@@ -82,7 +83,10 @@ class ImageOut(BaseModel):
     phase: Literal["prepare", "process", "review", "export"] | None
     error: str | None
     note: str | None = Field(None, description="A remark that is not a failure")
-    score: float | None
+    score: float | None = Field(
+        description="The result's score (0..100); the verdict is read off it and score_before"
+    )
+    score_before: float | None = Field(None, description="The input's score, same scale")
     verdict: str | None
     thumbs: dict[str, str | None] = Field(description="before, after, crop-before, crop-after")
     output_name: str | None
@@ -120,13 +124,18 @@ class UrisIn(BaseModel):
     sources: list[str] = Field(
         min_length=1, description="Folders, files, globs, s3:// prefixes, list files or .zip"
     )
-    preset: str = "quick"
+    preset: str = DEFAULT_PRESET
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
 class RegenerateIn(BaseModel):
     names: list[str] = Field(min_length=1, description="Image names to process again")
     overrides: dict[str, Any] = Field(default_factory=dict)
+    keep_worse: bool = Field(
+        False,
+        description="Take a new version even when it scores below the one it replaces "
+        "(by default the better one stays current and the image's note says so)",
+    )
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -151,7 +160,7 @@ MULTIPART_BODY = {
                             "items": {"type": "string", "format": "binary"},
                             "description": "Inpainting masks, matched to images by file stem",
                         },
-                        "preset": {"type": "string", "default": "quick"},
+                        "preset": {"type": "string", "default": DEFAULT_PRESET},
                         "overrides": {
                             "type": "string",
                             "description": 'JSON object, e.g. {"sharpen.amount": 1.5}',
@@ -605,7 +614,7 @@ def create_app(
                 staging,
                 limits,
             )
-            preset = upload.fields.get("preset") or "quick"
+            preset = upload.fields.get("preset") or DEFAULT_PRESET
             overrides = _parse_overrides(upload.fields.get("overrides"))
             if not upload.files:
                 raise UploadError(400, "no images: send one or more files in the 'files' field")
@@ -865,7 +874,9 @@ def create_app(
                     )
         check_recipe(batch.info["preset"], batch.info.get("overrides") or {}, body.overrides)
         try:
-            runner.regenerate(batch, list(dict.fromkeys(body.names)), body.overrides)
+            runner.regenerate(
+                batch, list(dict.fromkeys(body.names)), body.overrides, keep_worse=body.keep_worse
+            )
         except RuntimeError as exc:
             raise HTTPException(409, str(exc)) from None
         return snapshot(batch_id)

@@ -75,6 +75,7 @@ class ImageState:
     error: str | None = None
     note: str | None = None
     score: float | None = None
+    score_before: float | None = None  # the input's score on the same scale
     verdict: str | None = None
     thumbs: dict[str, str] = field(default_factory=dict)
     output_name: str | None = None
@@ -92,6 +93,7 @@ class Job:
     kind: str  # run | regenerate
     names: list[str] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
+    keep_worse: bool = False  # regenerate: take the new version even when it scores lower
     proc: subprocess.Popen[bytes] | None = None
     pid: int | None = None
     cancel_at: float | None = None
@@ -99,7 +101,12 @@ class Job:
     stopping: bool = False  # the server is shutting down: the job runs again at next start
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, "names": self.names, "overrides": self.overrides}
+        return {
+            "kind": self.kind,
+            "names": self.names,
+            "overrides": self.overrides,
+            "keep_worse": self.keep_worse,
+        }
 
 
 class Batch:
@@ -274,6 +281,8 @@ class Batch:
         if phase == "review":
             if isinstance(event.get("score"), int | float):
                 image.score = float(event["score"])
+            if isinstance(event.get("score_before"), int | float):
+                image.score_before = float(event["score_before"])
             image.verdict = event.get("verdict") or image.verdict
             thumbs = event.get("thumbs")
             if isinstance(thumbs, dict):
@@ -313,7 +322,12 @@ class Batch:
             scores = entry.get("scores") or {}
             if scores.get("score") is not None:
                 image.score = float(scores["score"])
+            if scores.get("score_before") is not None:
+                image.score_before = float(scores["score_before"])
             image.verdict = scores.get("verdict") or image.verdict
+            kept = (entry.get("output") or {}).get("kept")
+            if kept:
+                image.note = str(kept)
 
     # -- JSON --------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
@@ -355,6 +369,7 @@ class Batch:
             "error": image.error,
             "note": image.note,
             "score": image.score,
+            "score_before": image.score_before,
             "verdict": image.verdict,
             "thumbs": {
                 label: (f"{base}/thumbs/{image.index}/{label}" if label in image.thumbs else None)
@@ -543,6 +558,7 @@ class Runner:
                             pending["kind"],
                             list(pending.get("names") or []),
                             dict(pending.get("overrides") or {}),
+                            keep_worse=bool(pending.get("keep_worse")),
                         ),
                     )
                 )
@@ -576,11 +592,18 @@ class Runner:
             ordered = sorted(self.batches.values(), key=lambda b: b.info["created"], reverse=True)
             return [b.to_json(with_images=False) for b in ordered]
 
-    def regenerate(self, batch: Batch, names: list[str], overrides: dict[str, Any]) -> None:
+    def regenerate(
+        self,
+        batch: Batch,
+        names: list[str],
+        overrides: dict[str, Any],
+        *,
+        keep_worse: bool = False,
+    ) -> None:
         with self.lock:
             if not batch.idle:
                 raise RuntimeError(f"batch {batch.id} is {batch.state}")
-            job = Job(batch.jobs + 1, "regenerate", names, overrides)
+            job = Job(batch.jobs + 1, "regenerate", names, overrides, keep_worse=keep_worse)
             batch.state, batch.error = "queued", None
             batch.persist(pending=job.spec())
             self.queue.append((batch.id, job))
@@ -633,6 +656,8 @@ class Runner:
             cmd += ["--select", name]
         for item in override_args(job.overrides):
             cmd += ["--set", item]
+        if job.keep_worse:
+            cmd.append("--keep-worse")
         return [*cmd, "--out", out, "--events", events, "--json"]
 
     def environment(self) -> dict[str, str]:

@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
@@ -73,10 +74,43 @@ def test_quick_preset_on_samples_delivers_zip_manifest_report(prefect_server, tm
             assert hashlib.sha256(zf.read(img["output_name"])).hexdigest() == img["output_sha256"]
     report = (dest / "report.html").read_text()
     assert "astronaut.jpg" in report and "data:image/jpeg;base64," in report
+    for img in manifest["images"]:
+        scores = img["scores"]
+        before, after = scores["score_before"], scores["score"]
+        # The verdict is read off the two numbers shown, never against them.
+        assert abs((after - before) - scores["gain"]) < 0.15, (img["name"], scores)
+        if scores["verdict"] == "improved":
+            assert after > before, (img["name"], scores)
+        elif scores["verdict"] == "worse":
+            assert after <= before, (img["name"], scores)
+        else:
+            assert abs(after - before) <= 3.05, (img["name"], scores)
+        # The report shows the same pair and verdict.
+        assert f"score {before:.2f} → <b>{after:.2f}</b> " in report, img["name"]
+    _preview_agrees_with_the_run(manifest, tmp_path)
     # The grayscale sample stays gray.
     with zipfile.ZipFile(dest / "results.zip") as zf:
         cam = PILImage.open(io.BytesIO(zf.read("camera.jpg")))
         assert cam.mode == "L"
+
+
+def _preview_agrees_with_the_run(manifest: dict, tmp_path: Path) -> None:
+    """``retouch preview`` with the same preset scores each sample as the run did."""
+    from retouch.lib import preview
+    from retouch.lib.recipe import load_preset
+
+    variants = preview.variants_for(load_preset("quick"), None)
+    result = preview.run_preview(
+        str(SAMPLES), variants, str(tmp_path / "sheet.png"), sample_size=len(manifest["images"])
+    )
+    by_name = {img["name"]: img["scores"] for img in manifest["images"]}
+    assert sorted(c.image for c in result.cells) == sorted(by_name)
+    for cell in result.cells:
+        run = by_name[cell.image]
+        # Same pixels, same scoring path; only float rounding may differ.
+        assert cell.score == pytest.approx(run["score"], abs=0.25), cell.image
+        assert cell.score_before == pytest.approx(run["score_before"], abs=0.25), cell.image
+        assert cell.verdict == run["verdict"], cell.image
 
 
 def test_cli_run_with_two_corrupt_files_exits_2_and_delivers_the_rest(prefect_server, tmp_path):
@@ -345,3 +379,25 @@ def test_chunking_is_one_chunk_per_worker_when_small_and_bounded_when_large():
     assert len(chunked(list(range(2000)), chunk_size_for(2000, None, 25))) == 25
     assert len(chunked(list(range(2001)), chunk_size_for(2001, None, 25))) == 25
     assert chunk_size_for(2000, 10, 25) == 10  # an explicit size wins
+
+
+def test_the_recipe_a_run_executes_preset_overrides_and_empty_recipes():
+    from retouch.flows.enhance import resolve_recipe
+    from retouch.lib.errors import RecipeError
+    from retouch.lib.recipe import DEFAULT_PRESET, load_preset, recipe_from_dict
+
+    # Only a preset: its steps, with the overrides applied.
+    quick = resolve_recipe("quick", ["sharpen.amount=0.9"], None)
+    assert [s.op for s in quick.steps] == [s.op for s in load_preset("quick").steps]
+    assert quick.steps[-1].parsed().amount == 0.9
+    assert DEFAULT_PRESET == "quick"
+    # A recipe named like a preset but without steps would deliver the inputs untouched.
+    with pytest.raises(RecipeError, match=r"recipe 'quick' has no steps.*preset='quick'"):
+        resolve_recipe("quick", [], recipe_from_dict({"name": "quick"}))
+    with pytest.raises(RecipeError, match="has no steps"):
+        resolve_recipe("quick", [], recipe_from_dict({"name": "custom", "steps": []}))
+    # A delivery-only recipe says what to deliver: allowed.
+    only = resolve_recipe(
+        "quick", [], recipe_from_dict({"name": "convert", "export": {"format": "png"}})
+    )
+    assert only.steps == [] and only.export.format == "png"

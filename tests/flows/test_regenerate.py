@@ -57,7 +57,15 @@ def test_regenerate_two_of_six_then_roll_back(prefect_server, tmp_path):
 
     result = runner.invoke(
         app,
-        ["regenerate", run_id, "--select", "img1.png,img4.png", "--set", "sharpen.amount=2.5"],
+        [
+            "regenerate",
+            run_id,
+            "--select",
+            "img1.png,img4.png",
+            "--set",
+            "sharpen.amount=2.5",
+            "--keep-worse",  # these score lower; taken anyway
+        ],
     )
     assert result.exit_code == 0, result.output
     after_zip, after = _zip(dest), _manifest(dest)
@@ -89,6 +97,33 @@ def test_regenerate_two_of_six_then_roll_back(prefect_server, tmp_path):
     assert rolled["img4.jpg"] == before_zip["img4.jpg"]
     assert rolled["img1.jpg"] == after_zip["img1.jpg"]
     assert _manifest(dest)["img4.png"]["output"]["version"] == 1
+
+
+def test_a_regeneration_that_scores_lower_says_so_and_keeps_the_better_version(
+    prefect_server, tmp_path
+):
+    run_id, _, dest = _first_run(tmp_path, 2)
+    before_zip, before = _zip(dest), _manifest(dest)
+    result = CliRunner().invoke(
+        app, ["regenerate", run_id, "--select", "img1.png", "--set", "sharpen.amount=2.5"]
+    )
+    assert result.exit_code == 0, result.output
+    after = _manifest(dest)["img1.png"]
+    # Version 2 was made and scored lower: version 1 is still current and delivered.
+    assert _zip(dest) == before_zip
+    assert after["output"]["version"] == 1
+    assert after["scores"]["score"] == before["img1.png"]["scores"]["score"]
+    (note,) = [p for p in after["problems"] if "regenerated version 2 scored" in p]
+    assert "version 1 stays current" in note and "--keep-worse" in note
+    assert "regenerated version 2 scored" in result.output
+    from retouch.lib import versions
+    from retouch.lib.settings import get_settings
+    from retouch.lib.workspace import Workspace
+
+    store = versions.VersionStore(Workspace(get_settings().resolved_workspace()))
+    history = store.history(after["output"]["image_id"])
+    assert len(history) == 2 and history[1].scores["score"] < history[0].scores["score"]
+    assert store.current(after["output"]["image_id"]).number == 1
 
 
 def test_replace_a_source_and_undo(prefect_server, tmp_path):

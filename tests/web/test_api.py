@@ -115,7 +115,8 @@ def test_batch_end_to_end(prefect_server, serve):
     # Regenerate one image with a stronger sharpen: only its result changes.
     regen = c.post(
         f"/api/batches/{bid}/regenerate",
-        json={"names": [name], "overrides": {"sharpen.amount": 3.0}},
+        # (it scores lower: without keep_worse the better version would stay current)
+        json={"names": [name], "overrides": {"sharpen.amount": 3.0}, "keep_worse": True},
     )
     assert regen.status_code == 202, regen.text
     body = regen.json()
