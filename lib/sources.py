@@ -351,7 +351,7 @@ def _from_glob(source: str, follow: bool) -> Discovery:
 
 def _resolve_entry(entry: str, list_uri: str) -> tuple[str, str]:
     """The URI an entry of a list file names, and its item name."""
-    if "://" in entry or "::" in entry:
+    if "://" in entry or storage.is_chained(entry):
         head = _path_part(entry.split("::", 1)[0])
         return entry, posixpath.basename(head.rstrip("/"))
     entry = os.path.expanduser(entry)

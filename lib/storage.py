@@ -43,6 +43,7 @@ from .settings import get_settings
 T = TypeVar("T")
 
 TEMP_MARKER = ".retouch-tmp-"
+NAME_MAX = 255  # bytes in one file name on Linux and macOS file systems
 """Part of every temporary file name; such files are never results and may be deleted."""
 
 # Object stores have no real folders: creating one is either a no-op or (for a bare
@@ -100,18 +101,28 @@ _READ_BLOCK = 8 << 20
 # -- URIs ------------------------------------------------------------------------------------
 
 
+def is_chained(uri: str) -> bool:
+    """Whether ``uri`` is a chained fsspec URL (``zip://a.jpg::s3://b/x.zip``,
+    ``simplecache::s3://b/k``): some part beyond the first ``::`` is a URL, or the first part
+    names a protocol. A local file may have ``::`` in its name (``m_a::b.jpg``): a path."""
+    if "::" not in uri or uri.startswith("file://"):  # a file:// URL is always the last link
+        return False
+    parts = uri.split("::")
+    return any("://" in part for part in parts) or parts[0] in fsspec.available_protocols()
+
+
 def _has_protocol(uri: str) -> bool:
-    return "://" in uri or "::" in uri
+    return "://" in uri or is_chained(uri)
 
 
 def local_path(uri: str) -> str | None:
     """The local filesystem path ``uri`` names, or ``None`` when it is not local.
 
-    Plain paths (``~`` expanded) and ``file://`` URLs are local; every other URL, chained
-    ones included, is not.
+    Plain paths (``~`` expanded, ``::`` in a name included) and ``file://`` URLs are local;
+    every other URL, chained ones included, is not.
     """
     uri = os.fspath(uri)
-    if "::" in uri:
+    if is_chained(uri):
         return None
     if uri.startswith("file://"):
         return unquote(uri[len("file://") :]) or "/"
@@ -438,7 +449,10 @@ def _cause(exc: BaseException, uri: str) -> BaseException | None:
 def temp_name(path: str) -> str:
     """A temporary file name beside ``path`` that nobody will take for a result."""
     folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}{TEMP_MARKER}{secrets.token_hex(4)}")
+    # Never longer than the name allows (255 bytes): a long name is cut, not the user's file.
+    room = NAME_MAX - len(TEMP_MARKER) - 9
+    short = name.encode()[:room].decode(errors="ignore")
+    return os.path.join(folder, f".{short}{TEMP_MARKER}{secrets.token_hex(4)}")
 
 
 @contextmanager
