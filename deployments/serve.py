@@ -70,9 +70,16 @@ def nightly_dest(config: TeamConfig) -> str:
     return storage.join(parent, "delivery", "nightly")
 
 
-def deployments(config: TeamConfig | None = None) -> list[Any]:
+SERVED_SUFFIX = "-served"
+"""Added to the names of the deployments ``retouch serve`` serves: Prefect pauses a served
+deployment when its process stops, and under the applied deployments' own names that paused
+the team's schedule and trigger (``retouch deploy``) whenever a ``serve`` ended."""
+
+
+def deployments(config: TeamConfig | None = None, *, served: bool = False) -> list[Any]:
     """The deployments (also used by ``deploy`` and by tests to check parameters,
-    schedules and triggers)."""
+    schedules and triggers); ``served``: named for ``retouch serve`` (``enhance-served``,
+    ``regenerate-served``), apart from the applied ones."""
     from prefect.deployments.runner import EntrypointType
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
@@ -82,6 +89,7 @@ def deployments(config: TeamConfig | None = None) -> list[Any]:
     from retouch.lib.recipe import load_preset
 
     config = config or TeamConfig()
+    suffix = SERVED_SUFFIX if served else ""
     load_preset(config.preset)  # an unknown preset fails here, naming the valid ones
     schedules = []
     if config.inbox:
@@ -89,7 +97,7 @@ def deployments(config: TeamConfig | None = None) -> list[Any]:
             Cron(
                 config.nightly_cron,
                 timezone=config.timezone,
-                slug="nightly-inbox",
+                slug="nightly-inbox" + suffix,
                 parameters={
                     "source": config.inbox,
                     "dest": nightly_dest(config),
@@ -98,7 +106,7 @@ def deployments(config: TeamConfig | None = None) -> list[Any]:
             )
         )
     arrived = DeploymentEventTrigger(
-        name="enhance-on-arrival",
+        name="enhance-on-arrival" + suffix,
         description="Enhance each batch of images announced by a retouch.images.arrived event",
         expect={ARRIVED_EVENT},
         match={"prefect.resource.id": "retouch.*"},
@@ -111,21 +119,21 @@ def deployments(config: TeamConfig | None = None) -> list[Any]:
     return [
         _with_preset_choices(
             enhance.to_deployment(
-                name="enhance",
+                name="enhance" + suffix,
                 tags=["retouch"],
                 description="Batch-enhance a folder, bucket prefix, list or ZIP with a preset",
                 schedules=schedules,
                 triggers=[arrived],
-                work_queue_name=BULK_QUEUE,
+                work_queue_name=None if served else BULK_QUEUE,  # serve has no pool
                 entrypoint_type=EntrypointType.MODULE_PATH,
             )
         ),
         regenerate.to_deployment(
-            name="regenerate",
+            name="regenerate" + suffix,
             tags=["retouch"],
             description="Re-process selected images of an earlier run (recipe plus overrides), "
             "record new versions and re-deliver the run",
-            work_queue_name=BULK_QUEUE,
+            work_queue_name=None if served else BULK_QUEUE,  # serve has no pool
             entrypoint_type=EntrypointType.MODULE_PATH,
         ),
     ]
@@ -134,7 +142,7 @@ def deployments(config: TeamConfig | None = None) -> list[Any]:
 def main() -> None:
     from prefect import serve
 
-    serve(*deployments())
+    serve(*deployments(served=True))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ InboxOpt = Annotated[
 ]
 CronOpt = Annotated[str | None, typer.Option(help="Nightly cron (default '0 2 * * *')")]
 PresetOpt = Annotated[
-    str | None, typer.Option(help="Preset for scheduled and triggered runs (default web-ready)")
+    str | None,
+    typer.Option(help=f"Preset for scheduled and triggered runs (default {DEFAULT_PRESET})"),
 ]
 
 
@@ -66,13 +67,15 @@ def deploy(
 
 
 def serve(inbox: InboxOpt = None, cron: CronOpt = None, preset: PresetOpt = None) -> None:
-    """Serve the deployments from this process (schedules and triggers included) on one box."""
+    """Serve the deployments from this process (schedules and triggers included) on one box,
+    as enhance-served and regenerate-served: apart from those `retouch deploy` applies, which
+    keep running when this process stops."""
     from prefect import serve as prefect_serve
 
     from retouch.deployments.serve import deployments
 
     try:
-        built = deployments(_config(None, inbox, cron, preset))
+        built = deployments(_config(None, inbox, cron, preset), served=True)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     prefect_serve(*built)
@@ -128,6 +131,9 @@ def submit(
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the run to finish; exit 0 only if it completed")
     ] = False,
+    served: Annotated[
+        bool, typer.Option("--served", help="Queue it on `retouch serve`'s deployment instead")
+    ] = False,
 ) -> None:
     """Queue an enhance run on the deployments (workers pick it up); prints its id."""
     from datetime import datetime
@@ -146,7 +152,10 @@ def submit(
             params |= {"preset": preset, "overrides": overrides}
         else:  # a saved preset or a file exists only here: send it in full
             params["recipe"] = recipe.model_dump(mode="json")
-        ident = submit_run("retouch-enhance/enhance", params, urgent=urgent, at=when)
+        from retouch.deployments.serve import SERVED_SUFFIX
+
+        name = "retouch-enhance/enhance" + (SERVED_SUFFIX if served else "")
+        ident = submit_run(name, params, urgent=urgent, at=when)
     except (RetouchError, ValueError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(str(ident))

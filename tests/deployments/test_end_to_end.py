@@ -320,3 +320,22 @@ def test_a_default_cli_run_sends_its_logs_to_the_server_and_keeps_the_terminal_q
 
     lines = _wait(logs, 30, "the run's logs on the server", [team.server])
     assert any("run " in entry["message"] for entry in lines), lines
+
+
+def test_stopping_serve_leaves_the_applied_deployments_running(team, tmp_path):
+    def deployment(name: str):
+        return _get(f"{team.api}/deployments/name/retouch-enhance/{name}")
+
+    applied = deployment("enhance")
+    assert applied and not applied["paused"] and applied["work_pool_name"] == "e2e"
+    serve = team.start(
+        "serve", sys.executable, "-m", "retouch.flows.cli", "serve", "--inbox", str(tmp_path)
+    )
+    served = _wait(lambda: deployment("enhance-served"), 120, "the served deployment", [serve])
+    assert served["id"] != applied["id"]
+    time.sleep(2)  # serving: its runner has started
+    team.stop(serve)  # SIGTERM, as systemd stops a service
+    _wait(lambda: deployment("enhance-served")["paused"], 30, "serve to pause its own")
+    after = deployment("enhance")
+    assert after["id"] == applied["id"] and not after["paused"]
+    assert after["work_pool_name"] == "e2e"  # not taken over by the served copy
