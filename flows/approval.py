@@ -17,7 +17,8 @@ from prefect import get_run_logger, unmapped
 from prefect.context import FlowRunContext
 from prefect.flow_runs import pause_flow_run
 
-from retouch.lib import storage
+from retouch.flows.links import flow_run_url
+from retouch.lib import progress, storage
 from retouch.lib.errors import RetouchError
 from retouch.lib.gate import ApprovalDecision, ReviewSettings, gate_failure
 from retouch.lib.imageio import decode
@@ -149,10 +150,20 @@ def wait_for_approval(
         ],
     }
     ctx.workspace.write_json(approval_uri(ctx), pending)
+    url = flow_run_url(flow_run_id)
     logger.info(
-        "run %s waits for approval: resume it in the Prefect UI or with `retouch approve %s`",
+        "run %s waits for approval: resume it in the Prefect UI%s or with `retouch approve %s`",
         config.run_id,
+        f" ({url})" if url else "",
         config.run_id,
+    )
+    progress.emit(
+        "approval",
+        run_id=config.run_id,
+        flow_run_id=flow_run_id,
+        url=url,
+        workspace=ctx.workspace.root,
+        timeout_s=settings.approve_timeout,
     )
     decision = pause_flow_run(
         wait_for_input=ApprovalDecision,

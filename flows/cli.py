@@ -113,6 +113,35 @@ class _Bars:
                 name = escape(event["name"])
                 mark = "" if event.get("ok", True) else " [red](failed)[/]"
                 self.progress.update(self.ids[event["phase"]], advance=1, current=f"{name}{mark}")
+            elif event["event"] == "flow-run" and event.get("url"):
+                self.progress.console.print(
+                    f"Prefect UI: {escape(event['url'])}", highlight=False, soft_wrap=True
+                )
+            elif event["event"] == "approval":
+                for line in approval_lines(event):
+                    self.progress.console.print(line, highlight=False, soft_wrap=True)
+
+
+def approval_lines(event: dict[str, Any]) -> list[str]:
+    """What a paused run tells the person at the terminal: that it waits, for how long, and
+    the exact commands (or the UI page) that resume it."""
+    from retouch.lib.settings import get_settings
+
+    run_id = str(event["run_id"])
+    ws = event.get("workspace")
+    where = "" if not ws or ws == get_settings().resolved_workspace() else f" --workspace {ws}"
+    timeout = event.get("timeout_s")
+    wait = f" (for up to {int(timeout)} s)" if timeout else ""
+    lines = [
+        f"[bold yellow]paused:[/] run {escape(run_id)} is waiting for approval{wait}",
+        f"  approve:  retouch approve {escape(run_id)}{escape(where)}",
+        f"  redo:     retouch approve {escape(run_id)}{escape(where)} --regenerate NAME "
+        "--set STEP.PARAM=VALUE",
+        f"  reject:   retouch approve {escape(run_id)}{escape(where)} --reject",
+    ]
+    if event.get("url"):
+        lines.append(f"  or in the Prefect UI: {escape(str(event['url']))}")
+    return lines
 
 
 class _EventLog:

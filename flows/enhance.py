@@ -16,6 +16,7 @@ from prefect.utilities.annotations import quote
 from pydantic import BaseModel, Field
 
 from retouch.flows import approval
+from retouch.flows.links import flow_run_id, flow_run_url
 from retouch.flows.runtime import release_memory_after_run
 from retouch.lib import delivery, perf, pipeline, progress, versions
 from retouch.lib.errors import RecipeError
@@ -336,11 +337,16 @@ def _enhance(
         "run", run_id=run_id, total=len(records), skipped=len(skipped), chunks=len(chunks)
     )
 
+    url = flow_run_url()
+    if url:
+        logger.info("run %s in the Prefect UI: %s", run_id, url)
+    progress.emit("flow-run", run_id=run_id, flow_run_id=flow_run_id(), url=url)
     versions.save_run_info(
         Workspace(config.workspace),
         run_id,
         {
             "run_id": run_id,
+            "flow_run_id": flow_run_id(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "source": source,
             "dest": dest,

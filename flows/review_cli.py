@@ -190,8 +190,76 @@ def tune(
         console.print(f"saved preset [bold]{escape(save)}[/]: {escape(str(Path(path)))}")
 
 
+def _waiting_run(ws, ident: str) -> tuple[str, dict]:
+    """The approval record of run ``ident``: retouch's run id, or the Prefect flow run's id
+    (as the UI shows it)."""
+    from retouch.flows.approval import APPROVAL_FILE
+    from retouch.lib import versions
+    from retouch.lib.errors import RetouchError
+
+    run_id = ident
+    try:
+        return run_id, ws.read_json(ws.run_path(run_id, APPROVAL_FILE))
+    except (RetouchError, OSError, ValueError):
+        pass
+    for run in versions.list_runs(ws):
+        if run.flow_run_id == ident:
+            return run.run_id, ws.read_json(ws.run_path(run.run_id, APPROVAL_FILE))
+    waiting = [r.run_id for r in versions.list_runs(ws) if r.state == "waiting for approval"]
+    hint = f"; waiting now: {', '.join(waiting)}" if waiting else "; no run is waiting"
+    raise _fail(
+        f"run {ident} is not waiting for approval in {ws.root} (give the run id printed by "
+        f"`retouch run` or the Prefect flow run id, and the run's --workspace){hint}"
+    )
+
+
+def runs(
+    workspace: Annotated[
+        str | None, typer.Option("--workspace", help="Workspace of the runs (default: setting)")
+    ] = None,
+    last: Annotated[int, typer.Option("--last", min=1, help="Show the newest N runs")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the runs of the workspace, newest last: id (it starts with the run's UTC date
+    and time), preset, state (delivered, waiting for approval, rejected, not delivered),
+    images, destination."""
+    from retouch.lib import storage, versions
+    from retouch.lib.settings import get_settings
+    from retouch.lib.workspace import Workspace
+
+    ws = Workspace(workspace or get_settings().resolved_workspace())
+    found = versions.list_runs(ws)[-last:]
+    if as_json:
+        out.print_json(json.dumps([r.__dict__ for r in found]))
+        return
+    if not found:
+        console.print(f"no runs in {escape(storage.redact(ws.root))}")
+        return
+    table = Table(show_header=True)
+    table.add_column("run (date-time-id)", no_wrap=True)
+    table.add_column("preset", overflow="fold")
+    table.add_column("state", no_wrap=True)
+    table.add_column("images", no_wrap=True)
+    table.add_column("destination", overflow="fold")
+    for r in found:
+        s = r.summary
+        images = f"{s.get('succeeded', 0)}/{s.get('total', 0)} ok" if s else ""
+        state = r.state if r.state != "waiting for approval" else f"[yellow]{r.state}[/]"
+        table.add_row(
+            escape(r.run_id),
+            escape(r.preset),
+            state,
+            images,
+            escape(storage.redact(r.dest)),
+        )
+    out.print(table)
+
+
 def approve(
-    run_id: Annotated[str, typer.Argument(help="The run id shown when the run started")],
+    run_id: Annotated[
+        str,
+        typer.Argument(help="The run id shown when the run started, or its Prefect flow run id"),
+    ],
     regenerate: Annotated[
         list[str],
         typer.Option("--regenerate", "-r", help="Image to redo before export (repeatable)"),
@@ -209,7 +277,6 @@ def approve(
     some images with overrides first, or reject it."""
     from uuid import UUID
 
-    from retouch.flows.approval import APPROVAL_FILE
     from retouch.lib.errors import RetouchError
     from retouch.lib.gate import ApprovalDecision
     from retouch.lib.settings import get_settings
@@ -218,13 +285,7 @@ def approve(
     if reject and regenerate:
         raise _fail("--reject and --regenerate exclude each other")
     ws = Workspace(workspace or get_settings().resolved_workspace())
-    try:
-        pending = ws.read_json(ws.run_path(run_id, APPROVAL_FILE))
-    except (RetouchError, OSError, ValueError):
-        raise _fail(
-            f"run {run_id} is not waiting for approval in {ws.root} "
-            "(check the run id and --workspace)"
-        ) from None
+    run_id, pending = _waiting_run(ws, run_id)
     if pending.get("status") != "waiting" or not pending.get("flow_run_id"):
         raise _fail(f"run {run_id} is not waiting for approval (status: {pending.get('status')})")
     names = {img["name"] for img in pending.get("images", [])}
@@ -362,8 +423,10 @@ def run_auto(items, out_dir: str, overrides: list[str], options, json_out: bool)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``preview``, ``tune``, ``approve`` and ``recommend`` to the ``retouch`` command line."""
+    """Add ``preview``, ``tune``, ``approve``, ``runs`` and ``recommend`` to the ``retouch``
+    command line."""
     app.command()(preview)
     app.command()(tune)
     app.command()(approve)
+    app.command()(runs)
     app.command()(recommend)

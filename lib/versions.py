@@ -430,6 +430,67 @@ def load_run(ws: Workspace, run_id: str) -> RunState:
     )
 
 
+@dataclass
+class RunListing:
+    """One run of a workspace as ``retouch runs`` shows it."""
+
+    run_id: str
+    created: str
+    state: str  # delivered | waiting for approval | rejected | not delivered
+    preset: str
+    source: str
+    dest: str
+    flow_run_id: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_or_none(ws: Workspace, uri: str) -> Any:
+    try:
+        return ws.read_json(uri) if storage.exists(uri) else None
+    except (RetouchError, ValueError):
+        return None
+
+
+def list_runs(ws: Workspace) -> list[RunListing]:
+    """The runs recorded in ``ws``, oldest first, with the state each one is in: delivered
+    (its manifest is written), waiting for approval, rejected, or not delivered (still
+    running, or stopped before its delivery)."""
+    fs, base = storage.filesystem(ws.path("runs"))
+    try:
+        folders = sorted(fs.ls(base, detail=False))
+    except FileNotFoundError:
+        return []
+    out = []
+    for folder in folders:
+        run_id = str(folder).rstrip("/").rsplit("/", 1)[-1]
+        info = _read_or_none(ws, ws.run_path(run_id, "run.json"))
+        if not isinstance(info, dict):
+            continue
+        manifest = _read_or_none(ws, ws.run_path(run_id, "manifest.json"))
+        approval = _read_or_none(ws, ws.run_path(run_id, "approval.json")) or {}
+        if approval.get("status") == "waiting":
+            state = "waiting for approval"
+        elif approval.get("status") == "reject":
+            state = "rejected"
+        elif isinstance(manifest, dict):
+            state = "delivered"
+        else:
+            state = "not delivered"
+        out.append(
+            RunListing(
+                run_id=run_id,
+                created=str(info.get("created") or ""),
+                state=state,
+                preset=str((info.get("recipe") or {}).get("name") or ""),
+                source=str(info.get("source") or ""),
+                dest=str(info.get("dest") or ""),
+                flow_run_id=approval.get("flow_run_id") or info.get("flow_run_id"),
+                summary=dict((manifest or {}).get("summary") or {}),
+            )
+        )
+    return out
+
+
 def run_image_id(record: ImageRecord) -> str | None:
     """The image identity a run's record carries (its slot), or one from its content."""
     found = record.output.get("image_id")

@@ -65,6 +65,12 @@ def test_paused_run_resumed_with_a_regeneration_request(prefect_server, tmp_path
     assert plain.exit_code == 0
 
     outcome: dict = {}
+    from retouch.lib import progress
+
+    paused: list[dict] = []
+    unsubscribe = progress.subscribe(
+        lambda e: paused.append(e) if e["event"] == "approval" else None
+    )
 
     def run():
         try:
@@ -88,16 +94,31 @@ def test_paused_run_resumed_with_a_regeneration_request(prefect_server, tmp_path
     run_id = pending.parent.name
     assert not (tmp_path / "out" / "results.zip").exists()  # nothing exported while paused
 
+    unsubscribe()
+    # The pause is announced with the exact commands that resume it.
+    from retouch.flows.cli import approval_lines
+
+    (event,) = paused
+    assert event["run_id"] == run_id and event["flow_run_id"]
+    shown = "\n".join(approval_lines(event))
+    assert f"retouch approve {run_id} --workspace {ws}" in shown
+    assert "waiting for approval (for up to 86400 s)" in shown and "--reject" in shown
+
     runner = CliRunner()
+    listed = runner.invoke(app, ["runs", "--workspace", str(ws)], terminal_width=200)
+    assert listed.exit_code == 0, listed.output
+    assert run_id in listed.output and "waiting for approval" in listed.output
+    assert "delivered" in listed.output  # the first, plain run
     unknown = runner.invoke(
         app, ["approve", run_id, "--regenerate", "nope.png", "--workspace", str(ws)]
     )
     assert unknown.exit_code == 1 and "no image named nope.png" in unknown.output
+    # Resumed by the Prefect flow run's id, as the UI shows it.
     sent = runner.invoke(
         app,
         [
-            "approve", run_id, "--regenerate", names[1], "--set", "sharpen.amount=2.5",
-            "--workspace", str(ws),
+            "approve", event["flow_run_id"], "--regenerate", names[1],
+            "--set", "sharpen.amount=2.5", "--workspace", str(ws),
         ],
     )  # fmt: skip
     assert sent.exit_code == 0, sent.output
