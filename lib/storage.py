@@ -428,10 +428,11 @@ _HTTP_REASONS = {
 def _plain_reason(exc: BaseException, uri: str) -> str | None:
     """What went wrong in the user's words, for the failures whose library text is obscure
     (a timeout, a refused connection, an HTTP status), or None."""
-    http = any(p in uri.lower() for p in _HTTP_PROTOCOLS)
+    if not any(p in uri.lower() for p in _HTTP_PROTOCOLS):
+        return None  # botocore's own messages say what happened and name the endpoint
     for current in _chain(exc):
         names = _names(current)
-        if http and names & {"ServerTimeoutError", "ConnectionTimeoutError", "SocketTimeoutError"}:
+        if names & {"ServerTimeoutError", "ConnectionTimeoutError", "SocketTimeoutError"}:
             seconds = get_settings().remote_timeout_s
             return (
                 f"no answer from the server within {seconds:g} s "
