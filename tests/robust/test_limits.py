@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import struct
 import threading
 import tracemalloc
 import zipfile
@@ -140,6 +141,18 @@ def _cut_webp() -> bytes:
     return data[:20] + b"\0" * (len(data) - 20)  # the VP8 frame zeroed
 
 
+def _tiff_with_bad_lzw() -> bytes:
+    buf = io.BytesIO()
+    PILImage.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(buf, "TIFF")
+    data = bytearray(buf.getvalue())
+    (ifd,) = struct.unpack("<I", data[4:8])
+    (count,) = struct.unpack("<H", data[ifd : ifd + 2])
+    for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        if struct.unpack("<H", data[entry : entry + 2])[0] == 259:  # Compression
+            data[entry + 8 : entry + 10] = struct.pack("<H", 5)  # LZW, but the strip is raw
+    return bytes(data)
+
+
 @pytest.mark.parametrize(
     ("name", "make", "reason"),
     [
@@ -153,6 +166,12 @@ def _cut_webp() -> bytes:
             "zeroed.webp",
             _cut_webp,
             "truncated or corrupt WebP: the image data could not be decoded",
+        ),
+        (
+            "bad-lzw.tif",
+            _tiff_with_bad_lzw,
+            "truncated or corrupt TIFF: the image data could not be decoded (damaged, or an "
+            "unsupported compression)",
         ),
     ],
 )
