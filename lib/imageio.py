@@ -232,10 +232,37 @@ def _not_an_image_reason(data: bytes) -> str:
 # --------------------------------------------------------------------------- header
 
 
+# Decoder messages that name library internals, in the user's words.
+_UNDECODABLE = "the image data could not be decoded (damaged, or an unsupported compression)"
+_DECODER_WORDS = (
+    ("could not create decoder object", "the image data could not be decoded"),
+    ("decoder error", _UNDECODABLE),
+)
+
+
+def _text_bomb(text: str, label: str) -> str | None:
+    from PIL import PngImagePlugin
+
+    if "MAX_TEXT_CHUNK" in text:
+        size, what = PngImagePlugin.MAX_TEXT_CHUNK, f"a metadata text chunk of the {label} expands"
+    elif "MAX_TEXT_MEMORY" in text:
+        size, what = PngImagePlugin.MAX_TEXT_MEMORY, f"the {label}'s metadata text expands"
+    else:
+        return None
+    return f"{what} to more than {size / (1 << 20):g} MB: refused as a decompression bomb"
+
+
 def _corrupt(name: str, fmt: str, detail: object) -> InvalidImageError:
     if isinstance(detail, PILImage.UnidentifiedImageError):
         detail = "the header could not be read"  # Pillow's text names a BytesIO object
     text = str(detail).strip() or type(detail).__name__
+    bomb = _text_bomb(text, _LABEL[fmt])
+    if bomb:
+        return InvalidImageError(name, bomb)
+    for internal, words in _DECODER_WORDS:
+        if text.startswith(internal):
+            text = words
+            break
     return InvalidImageError(name, f"truncated or corrupt {_LABEL[fmt]}: {text}")
 
 

@@ -74,6 +74,15 @@ class Settings(BaseSettings):
         7.0, gt=0, description="How long Prefect's task cache entries stay valid"
     )
     storage_retries: int = Field(3, ge=0, le=20, description="Retries for storage reads and writes")
+    remote_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="Seconds an http(s):// server may take to accept a connection or to send "
+        "the next part of an answer before the attempt fails (and is retried, "
+        "storage_retries): a server that never answers fails an image after about "
+        "(storage_retries + 1) x this, 43 s by default",
+    )
     follow_symlinks: bool = Field(
         False, description="Include symlinks in local source folders that point outside them"
     )

@@ -29,6 +29,7 @@ from typing import Any
 
 from . import storage
 from .errors import SourceError, StorageError
+from .settings import get_settings
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "png", "webp", "tif", "tiff", "bmp", "gif"})
 LIST_EXTENSIONS = frozenset({"txt", "lst", "list"})
@@ -232,15 +233,7 @@ def _walk_local(root: str, follow: bool, recursive: bool) -> Discovery:
 
 
 def _info_or_none(uri: str) -> dict[str, Any] | None:
-    def get() -> dict[str, Any] | None:
-        fs, path = storage.filesystem(uri)
-        fs.invalidate_cache(path)
-        try:
-            return fs.info(path)
-        except FileNotFoundError:
-            return None
-
-    return storage.retrying(get, what="look up", uri=uri)
+    return storage.info(uri)
 
 
 def _from_remote(source: str, recursive: bool) -> Discovery:
@@ -371,7 +364,14 @@ def _resolve_entry(entry: str, list_uri: str) -> tuple[str, str]:
 
 
 def _from_list(list_uri: str) -> Discovery:
-    data = storage.read_bytes(list_uri)
+    """The images a list file names.
+
+    Every entry with an image name becomes an item, found or not: a listed image that
+    cannot be read is that image's failure (reported with the reason when it is read),
+    never a silent skip. Remote entries are not looked up here, so a slow or silent server
+    costs its own images' time, once, and not the listing's.
+    """
+    data = storage.read_bytes(list_uri, max_bytes=get_settings().max_file_bytes)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -391,32 +391,30 @@ def _from_list(list_uri: str) -> Discovery:
             out.skipped.append((uri, f"listed again on {where} (first on line {seen[uri]})"))
             continue
         seen[uri] = lineno
-        try:
-            info = _entry_info(uri)
-        except StorageError as exc:
-            out.skipped.append((uri, f"cannot be read ({where}): {exc}"))
-            continue
-        if info is None:
-            out.skipped.append((uri, f"not found ({where})"))
-        elif info.get("type") == "directory":
+        local = storage.local_path(uri)
+        if local is not None and os.path.isdir(local):
             out.skipped.append((uri, f"is a folder; a list file names image files ({where})"))
         elif reason := _extension_reason(name):
+            if local is None and _is_remote_folder(uri):
+                reason = "is a folder; a list file names image files"
             out.skipped.append((uri, f"{reason} ({where})"))
         else:
-            out.items.append(SourceItem(uri, name, info.get("size")))
+            size = os.path.getsize(local) if local is not None and os.path.isfile(local) else None
+            out.items.append(SourceItem(uri, name, size))
     _disambiguate(out.items)
     return out
 
 
-def _entry_info(uri: str) -> dict[str, Any] | None:
-    local = storage.local_path(uri)
-    if local is not None:
-        if os.path.isdir(local):
-            return {"type": "directory"}
-        if os.path.isfile(local):
-            return {"type": "file", "size": os.path.getsize(local)}
-        return None
-    return _info_or_none(uri)
+def _is_remote_folder(uri: str) -> bool:
+    # Only asked for names that are not images anyway (an S3 prefix listed by mistake), so a
+    # failed look-up changes nothing but the wording. HTTP has no folders.
+    if storage.is_chained(uri) or uri.lower().startswith(("http://", "https://")):
+        return False
+    try:
+        found = storage.info(uri)
+    except StorageError:
+        return False
+    return found is not None and found.get("type") == "directory"
 
 
 def _disambiguate(items: list[SourceItem]) -> None:

@@ -14,6 +14,12 @@ Guarantees other code relies on:
   :class:`StorageError` that names the URI and the operation. A missing file is reported at
   once as "not found"; permission errors are never retried.
 - Messages never contain credentials: :func:`redact` strips user info and query strings.
+- ``http(s)://`` reads never wait forever: a server gets ``settings.remote_timeout_s`` to
+  accept the connection and to send each next part of its answer; a timeout, a refused
+  connection or a 5xx answer is retried like any transient failure and reported in plain
+  words ("no answer from the server within 10 s"), never as "not found". Bodies are
+  streamed and stopped at the size limit (a declared ``Content-Length`` over it is refused
+  before anything is read); range requests are never needed.
 
 S3 endpoint: ``RETOUCH_S3_ENDPOINT_URL``, else ``AWS_ENDPOINT_URL_S3``, else
 ``AWS_ENDPOINT_URL`` (for MinIO, moto, Ceph...). It is read on every call and passed to
@@ -51,6 +57,7 @@ NAME_MAX = 255  # bytes in one file name on Linux and macOS file systems
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "abfs", "az", "adl", "oss", "r2"}
 
 _S3_PROTOCOLS = ("s3://", "s3a://")
+_HTTP_PROTOCOLS = ("http://", "https://")
 
 # Errno values that mean "try again later" rather than "this will never work". s3fs maps
 # S3 InternalError/500 to EREMOTEIO, SlowDown/ServiceUnavailable/503 to EBUSY and unknown
@@ -282,14 +289,33 @@ def s3_endpoint_url() -> str | None:
     return None
 
 
+def _is_http(uri: str) -> bool:
+    """True for a plain (not chained) ``http://`` or ``https://`` URL."""
+    return uri.lower().startswith(_HTTP_PROTOCOLS) and not is_chained(uri)
+
+
+def _http_timeout() -> Any:
+    import aiohttp
+
+    seconds = get_settings().remote_timeout_s
+    # No bound on the whole request (a big file on a slow link may take minutes), only on
+    # connecting and on each wait for more bytes: a silent server fails, a slow one does not.
+    return aiohttp.ClientTimeout(
+        total=None, connect=seconds, sock_connect=seconds, sock_read=seconds
+    )
+
+
 def _storage_options(uri: str) -> dict[str, Any]:
-    if not any(p in uri for p in _S3_PROTOCOLS):
-        return {}
-    endpoint = s3_endpoint_url()
-    if not endpoint:
-        return {}
-    # Keyed by protocol so that fsspec routes it to the s3 layer of a chained URL too.
-    return {"s3": {"client_kwargs": {"endpoint_url": endpoint}}}
+    # Keyed by protocol so that fsspec routes each to its layer of a chained URL too.
+    # Only protocols the URL uses: fsspec hands the others to the filesystem as arguments.
+    options: dict[str, Any] = {}
+    schemes = {part.partition("://")[0].lower() for part in uri.split("::") if "://" in part}
+    for scheme in schemes & {"http", "https"}:
+        options[scheme] = {"client_kwargs": {"timeout": _http_timeout()}}
+    endpoint = s3_endpoint_url() if any(p in uri for p in _S3_PROTOCOLS) else None
+    if endpoint:
+        options["s3"] = {"client_kwargs": {"endpoint_url": endpoint}}
+    return options
 
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -375,10 +401,69 @@ def is_transient(exc: BaseException) -> bool:
 def _is_storage_exc(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return True
+    if isinstance(exc, ValueError) and "support range requests" in str(exc):
+        return True  # fsspec's HTTP files, reading part of a file the server sends whole
     return any(cls.__module__.split(".")[0] in _STORAGE_MODULES for cls in type(exc).__mro__)
 
 
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+_HTTP_REASONS = {
+    408: "Request Timeout",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def _plain_reason(exc: BaseException, uri: str) -> str | None:
+    """What went wrong in the user's words, for the failures whose library text is obscure
+    (a timeout, a refused connection, an HTTP status), or None."""
+    if not any(p in uri.lower() for p in _HTTP_PROTOCOLS):
+        return None  # botocore's own messages say what happened and name the endpoint
+    for current in _chain(exc):
+        names = _names(current)
+        if names & {"ServerTimeoutError", "ConnectionTimeoutError", "SocketTimeoutError"}:
+            seconds = get_settings().remote_timeout_s
+            return (
+                f"no answer from the server within {seconds:g} s "
+                "(RETOUCH_REMOTE_TIMEOUT_S sets how long to wait)"
+            )
+        if "ClientConnectorError" in names:
+            host = f"{getattr(current, 'host', '?')}:{getattr(current, 'port', '?')}"
+            if isinstance(getattr(current, "os_error", None), ConnectionRefusedError):
+                return f"connection refused by {host} (no server is listening there)"
+            why = getattr(getattr(current, "os_error", None), "strerror", None) or str(current)
+            return f"cannot connect to {host} ({why})"
+        if "ServerDisconnectedError" in names:
+            return "the server closed the connection without answering"
+        if "ClientPayloadError" in names:
+            return "the server broke off the answer before it was complete"
+        if "ClientResponseError" in names and isinstance(_http_status(current), int):
+            status = _http_status(current)
+            reason = getattr(current, "message", None) or _HTTP_REASONS.get(status or 0, "")
+            return f"the server answered {status} {reason}".rstrip()
+        if isinstance(current, ValueError) and "support range requests" in str(current):
+            return (
+                "the server does not answer range requests, which reading part of a file "
+                "(a member of a remote ZIP archive) needs"
+            )
+    return None
+
+
 def _describe(exc: BaseException, uri: str) -> str:
+    plain = _plain_reason(exc, uri)
+    if plain is not None:
+        return redact_text(plain, uri)
     text = str(exc) or type(exc).__name__
     return redact_text(f"{type(exc).__name__}: {text}", uri)
 
@@ -496,11 +581,90 @@ def _fsync_dir(folder: str) -> None:
 # -- operations ------------------------------------------------------------------------------
 
 
+def _too_large(uri: str, max_bytes: int) -> InvalidImageError:
+    return InvalidImageError(
+        redact(uri),
+        f"file is larger than the limit of {max_bytes} bytes "
+        "(raise RETOUCH_MAX_FILE_BYTES to accept it)",
+    )
+
+
+def _check_http_status(response: Any, url: str) -> None:
+    status = response.status
+    if status in (404, 410):
+        raise FileNotFoundError(url)
+    if status in (401, 403):
+        raise PermissionError(f"the server answered {status} {response.reason or ''}".rstrip())
+    if status >= 400:
+        response.raise_for_status()
+
+
+def _declared_length(response: Any) -> int | None:
+    # A compressed answer declares the compressed length, not what it expands to.
+    if response.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return None
+    length = response.content_length
+    return length if isinstance(length, int) else None
+
+
+async def _http_get(fs: Any, url: str, uri: str, max_bytes: int | None) -> bytes:
+    session = await fs.set_session()
+    async with session.get(fs.encode_url(url), **fs.kwargs) as response:
+        _check_http_status(response, url)
+        declared = _declared_length(response)
+        if max_bytes is not None and declared is not None and declared > max_bytes:
+            raise _too_large(uri, max_bytes)
+        parts: list[bytes] = []
+        total = 0
+        async for block in response.content.iter_chunked(1 << 20):
+            parts.append(block)
+            total += len(block)
+            if max_bytes is not None and total > max_bytes:
+                break  # leaving the block closes the connection: the rest is never read
+        return b"".join(parts)
+
+
+async def _http_head(fs: Any, url: str) -> dict[str, Any]:
+    session = await fs.set_session()
+    async with session.head(fs.encode_url(url), allow_redirects=True, **fs.kwargs) as response:
+        if response.status not in (405, 501):  # servers that only answer GET
+            _check_http_status(response, url)
+        return {"name": url, "size": _declared_length(response), "type": "file"}
+
+
+def _http_call(uri: str, coro: Callable[..., Any], *args: Any) -> Any:
+    from fsspec.asyn import sync
+
+    fs, path = filesystem(uri)
+    return sync(fs.loop, coro, fs, path, *args)
+
+
+def info(uri: str) -> dict[str, Any] | None:
+    """What the storage says about ``uri`` (fsspec's ``info``: ``type``, ``size``...), or
+    ``None`` when nothing is there. Failures other than "not found" are retried and then
+    raised as :class:`StorageError` with the reason (a silent server is not "not found")."""
+
+    def get() -> dict[str, Any] | None:
+        try:
+            if _is_http(uri):
+                return dict(_http_call(uri, _http_head))
+            fs, path = filesystem(uri)
+            if not _protocols(fs) & {"file", "local"}:
+                fs.invalidate_cache(path)  # another process may have written it since
+            return dict(fs.info(path))
+        except FileNotFoundError:
+            return None
+
+    return retrying(get, what="look up", uri=uri)
+
+
 def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
     """The whole content of ``uri``.
 
-    With ``max_bytes``, a file larger than that is rejected without reading all of it
-    (used for inputs, with ``settings.max_file_bytes``).
+    With ``max_bytes``, a file larger than that is rejected without reading it when its
+    size is declared (a local file, a ZIP member, an S3 object, an HTTP ``Content-Length``),
+    and otherwise after reading at most ``max_bytes + 1`` bytes (used for inputs, with
+    ``settings.max_file_bytes``). ``http(s)://`` URLs are read in one streamed GET.
 
     Raises:
         StorageError: not found, permission denied, or failed after retries.
@@ -508,6 +672,8 @@ def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
     """
 
     def read() -> bytes:
+        if _is_http(uri):
+            return bytes(_http_call(uri, _http_get, uri, max_bytes))
         fs, path = filesystem(uri)
         if max_bytes is None:
             return fs.cat_file(path)
@@ -516,6 +682,9 @@ def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
         parts: list[bytes] = []
         left = max_bytes + 1
         with fs.open(path, "rb") as fh:
+            declared = getattr(fh, "size", None)  # a ZIP member's from the central directory
+            if isinstance(declared, int) and declared > max_bytes:
+                raise _too_large(uri, max_bytes)
             while left > 0:
                 block = fh.read(min(left, _READ_BLOCK))
                 if not block:
@@ -526,11 +695,7 @@ def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
 
     data = retrying(read, what="read", uri=uri)
     if max_bytes is not None and len(data) > max_bytes:
-        raise InvalidImageError(
-            redact(uri),
-            f"file is larger than the limit of {max_bytes} bytes "
-            "(raise RETOUCH_MAX_FILE_BYTES to accept it)",
-        )
+        raise _too_large(uri, max_bytes)
     return data
 
 
@@ -585,6 +750,8 @@ def put_file(local: str, uri: str) -> None:
 
 def exists(uri: str) -> bool:
     """True when ``uri`` names an existing file or folder (prefix)."""
+    if _is_http(uri):
+        return info(uri) is not None
 
     def check() -> bool:
         fs, path = filesystem(uri)
@@ -602,6 +769,15 @@ def size(uri: str) -> int:
     Raises:
         StorageError: "not found" when it does not exist.
     """
+    if _is_http(uri):
+        found = info(uri)
+        if found is None or found.get("size") is None:
+            raise StorageError(
+                f"{redact(uri)}: not found (size)"
+                if found is None
+                else f"{redact(uri)}: the server does not tell the size"
+            )
+        return int(found["size"])
 
     def get() -> int:
         fs, path = filesystem(uri)

@@ -4,17 +4,22 @@
 the ``Host`` header, so signed requests stay valid). It can be told to fail for a while:
 
 - ``mode="503"``: answer ``503 ServiceUnavailable`` with an S3-style XML error body;
-- ``mode="reset"``: drop the connection without an answer (the client sees a reset).
+- ``mode="reset"``: drop the connection without an answer (the client sees a reset);
+- ``mode="hang"``: accept the request and never answer (until :meth:`heal` or :meth:`stop`).
 
 A fault window opens at once, or at the first request matching ``trigger`` (a predicate on
 method and path, e.g. "the first GET of an image"), and closes after ``seconds`` or after
 ``requests`` failed requests (whichever is given; neither means "until :meth:`heal`").
 Counters say how many requests were forwarded and how many were failed, so a test can
 check that a fault really happened.
+
+:func:`file_server` serves a local folder over HTTP (a plain server: no range requests), to
+put a proxy in front of when the storage under test is a web server.
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
 import socket
 import struct
@@ -22,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 Trigger = Callable[[str, str], bool]
@@ -53,7 +58,8 @@ class FaultProxy:
         self.lock = threading.Lock()
         self.forwarded = 0
         self.failed = 0
-        self.log: list[tuple[str, str, str]] = []  # (method, path, "ok"|"503"|"reset")
+        self.log: list[tuple[str, str, str]] = []  # (method, path, "ok"|"503"|"reset"|"hang")
+        self._released = threading.Event()  # ends every hanging request
         self._mode: str | None = None
         self._armed: Trigger | None = None
         self._until: float | None = None
@@ -84,6 +90,10 @@ class FaultProxy:
             def _handle(self) -> None:
                 body = self._body()
                 fault = proxy._fault_for(self.command, self.path)
+                if fault == "hang":
+                    proxy._released.wait()
+                    self.close_connection = True
+                    return
                 if fault == "reset":
                     # SO_LINGER 0: close with RST instead of a clean FIN.
                     self.connection.setsockopt(
@@ -140,11 +150,12 @@ class FaultProxy:
         requests: int | None = None,
         trigger: Trigger | None = None,
     ) -> None:
-        """Fail requests (``mode`` "503" or "reset") from now, or from the first request
-        matching ``trigger``, for ``seconds`` or ``requests`` (neither: until heal())."""
-        if mode not in ("503", "reset"):
-            raise ValueError(f"mode must be '503' or 'reset', not {mode!r}")
+        """Fail requests (``mode`` "503", "reset" or "hang") from now, or from the first
+        request matching ``trigger``, for ``seconds`` or ``requests`` (neither: until heal())."""
+        if mode not in ("503", "reset", "hang"):
+            raise ValueError(f"mode must be '503', 'reset' or 'hang', not {mode!r}")
         with self.lock:
+            self._released.clear()
             self._mode = mode
             self._left = requests
             self._seconds = seconds
@@ -154,9 +165,10 @@ class FaultProxy:
                 self._open_window()
 
     def heal(self) -> None:
-        """Forward everything again."""
+        """Forward everything again (and let hanging requests go: they are dropped)."""
         with self.lock:
             self._mode = self._armed = self._until = self._left = None
+            self._released.set()
 
     @property
     def failing(self) -> bool:
@@ -196,6 +208,7 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        self._released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -208,3 +221,31 @@ def fault_proxy(target: str) -> Iterator[FaultProxy]:
         yield proxy
     finally:
         proxy.stop()
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@contextmanager
+def file_server(folder: str) -> Iterator[str]:
+    """Serve ``folder`` on 127.0.0.1 for the ``with`` block; yields the base URL."""
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(folder))
+    )
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def refused_port() -> int:
+    """A local port nothing listens on (connecting to it is refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

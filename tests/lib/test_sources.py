@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from retouch.lib import storage  # noqa: E402
-from retouch.lib.errors import SourceError  # noqa: E402
+from retouch.lib.errors import SourceError, StorageError  # noqa: E402
 from retouch.lib.sources import discover  # noqa: E402
 
 
@@ -133,10 +133,13 @@ def test_list_file(tmp_path, photo_dir):
         encoding="utf-8",
     )
     found = discover(str(lst))
-    assert _names(found) == ["c.PNG", "m.jpg", "photos/b.jpg"]
-    assert [storage.read_bytes(i.uri) for i in found.items] == [b"c", b"mem", b"bbb"]
+    assert _names(found) == ["c.PNG", "m.jpg", "photos/b.jpg", "photos/missing.jpg"]
+    assert [storage.read_bytes(i.uri) for i in found.items[:3]] == [b"c", b"mem", b"bbb"]
+    # A listed image that is not there is that image's failure, with the reason, not a skip.
+    with pytest.raises(StorageError, match=r"photos/missing\.jpg: not found \(read\)"):
+        storage.read_bytes(found.items[3].uri)
     reasons = _reasons(found)
-    assert reasons["missing.jpg"] == f"not found (line 5 of {lst})"
+    assert "missing.jpg" not in reasons
     assert reasons["sub"].startswith("is a folder")
     assert reasons["notes.txt"].startswith("not an image file extension (.txt)")
     assert "listed again on line 9" in reasons["b.jpg"]
@@ -245,8 +248,12 @@ def test_s3_prefix(s3_photos):
 def test_s3_glob_list_zip_and_missing(s3_photos):
     assert _names(discover("s3://src-photos/shoot/**/*.png")) == ["day2/c.png"]
     listed = discover("s3://src-photos/lists/pick.txt")
-    assert [i.uri for i in listed.items] == ["s3://src-photos/shoot/a.jpg"]
-    assert any("not found (line 3" in r for _, r in listed.skipped)
+    assert [i.uri for i in listed.items] == [
+        "s3://src-photos/shoot/a.jpg",
+        "s3://src-photos/shoot/gone.jpg",
+    ]
+    with pytest.raises(StorageError, match="s3://src-photos/shoot/gone.jpg: not found"):
+        storage.read_bytes(listed.items[1].uri)
     zipped = discover("s3://src-photos/bundles/set.zip")
     assert _names(zipped) == ["inside/q.jpg"]
     assert storage.read_bytes(zipped.items[0].uri) == b"zipped"
