@@ -43,6 +43,10 @@ GZIP_FROM_BYTES = 32 * 1024
 # Overrides that name files or folders on the server, or send results elsewhere: a web
 # client must not point the server at its own files.
 _SERVER_PATH_KEYS = ("mask_dir", "tags", "image", "font", "dest")
+# Expert parameters (memory, tiling, numeric precision, settings the networks ignore): the
+# page shows them in an "Advanced" fold of their step. One list, by parameter name, for
+# every operation; each is marked "x-advanced" in the schema /api/presets serves.
+ADVANCED_PARAMS = ("tile", "tile_batch", "tile_pad", "pre_pad", "half", "weight", "clip_percent")
 
 
 def _version() -> str:
@@ -287,6 +291,17 @@ def preset_unavailable(recipe: Any, missing: list[dict[str, Any]]) -> str | None
         f"{' '.join(m['name'] for m in lost)}` where the server can reach the internet, or set "
         "RETOUCH_MODEL_MIRROR to a folder that holds them; then reload the page"
     )
+
+
+def _marked_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A step's params schema with expert parameters marked ``x-advanced`` and those that
+    name server paths (which the web API does not set) marked ``x-server-only``."""
+    for name, prop in (schema.get("properties") or {}).items():
+        if name in ADVANCED_PARAMS:
+            prop["x-advanced"] = True
+        if name in _SERVER_PATH_KEYS:
+            prop["x-server-only"] = True
+    return schema
 
 
 def _server_settings(recipe: Any) -> dict[str, Any]:
@@ -643,7 +658,7 @@ def create_app(
                 {
                     "op": step.op,
                     "params": step.parsed().model_dump(mode="json"),
-                    "schema": registry().get(step.op).Params.model_json_schema(),
+                    "schema": _marked_schema(registry().get(step.op).Params.model_json_schema()),
                 }
                 for step in recipe.steps
             ]
