@@ -43,6 +43,10 @@ GZIP_FROM_BYTES = 32 * 1024
 # Overrides that name files or folders on the server, or send results elsewhere: a web
 # client must not point the server at its own files.
 _SERVER_PATH_KEYS = ("mask_dir", "tags", "image", "font", "dest")
+# Expert parameters (memory, tiling, numeric precision, settings the networks ignore): the
+# page shows them in an "Advanced" fold of their step. One list, by parameter name, for
+# every operation; each is marked "x-advanced" in the schema /api/presets serves.
+ADVANCED_PARAMS = ("tile", "tile_batch", "tile_pad", "pre_pad", "half", "weight", "clip_percent")
 
 
 def _version() -> str:
@@ -70,10 +74,33 @@ class StepOut(BaseModel):
     schema_: dict[str, Any] = Field(alias="schema", description="JSON schema of the params")
 
 
+class WeightOut(BaseModel):
+    name: str = Field(description="Registry name of the model")
+    filename: str = Field(description="Its weight file")
+    source: Literal["mirror", "url"] | None = Field(
+        description="Where the server fetches the file when a batch is submitted (the mirror "
+        "or the official URL); null: it cannot be had here (offline, no mirror holds it)"
+    )
+    path: str = Field(description="Where the file belongs on the server")
+    url: str = Field(description="The official download URL")
+    how: str = Field(description="The ways to provide the file on the server")
+
+
 class PresetOut(BaseModel):
     name: str
     description: str
     steps: list[StepOut]
+    export: dict[str, Any] = Field(description="The preset's export settings")
+    available: bool = Field(
+        description="Whether a batch with this preset can start here: its weight files are "
+        "on the server or can be fetched when the batch is submitted"
+    )
+    unavailable: str | None = Field(
+        description="Why the preset cannot run here and how to make it run (null when it can)"
+    )
+    weights: list[WeightOut] = Field(
+        description="The weight files the preset needs that are not on the server yet"
+    )
 
 
 class ImageOut(BaseModel):
@@ -88,9 +115,20 @@ class ImageOut(BaseModel):
     )
     score_before: float | None = Field(None, description="The input's score, same scale")
     verdict: str | None
+    step: int | None = Field(None, description="The last recipe step done on it (1-based)")
+    step_op: str | None = Field(None, description="The operation of that step")
+    reused: bool = Field(False, description="Its result came from the cache (not recomputed)")
     thumbs: dict[str, str | None] = Field(description="before, after, crop-before, crop-after")
     output_name: str | None
     result_url: str | None
+
+
+class ProgressOut(BaseModel):
+    fraction: float = Field(description="Share of the current job's work done (0..1)")
+    reviewed: int = Field(description="Images reviewed so far (their previews are ready)")
+    exported: int = Field(description="Images exported (in the delivery)")
+    elapsed_s: float | None = Field(description="Seconds since the current job started")
+    eta_s: float | None = Field(description="Estimated seconds left (null when not known)")
 
 
 class BatchSummaryOut(BaseModel):
@@ -101,6 +139,8 @@ class BatchSummaryOut(BaseModel):
     overrides: dict[str, Any]
     total: int
     counts: dict[str, int]
+    progress: ProgressOut
+    steps: list[str] = Field(description="The operations of the preset's steps, in order")
     skipped: list[dict[str, str]]
     error: str | None
     run_id: str | None
@@ -176,10 +216,12 @@ MULTIPART_BODY = {
 # -- checks ----------------------------------------------------------------------------------
 
 
-def check_recipe(preset: str, overrides: Any, extra: dict[str, Any] | None = None) -> None:
-    """Refuse a batch whose recipe would fail before its first image (HTTP 400)."""
-    from retouch.lib.errors import ModelNotAvailableError, RetouchError
+def check_recipe(preset: str, overrides: Any, extra: dict[str, Any] | None = None) -> Any:
+    """Refuse a batch whose recipe would fail before its first image (HTTP 400); returns
+    the recipe."""
+    from retouch.lib.errors import ModelError, RetouchError
     from retouch.lib.models import fetch
+    from retouch.lib.models.specs import required_models
     from retouch.lib.recipe import apply_overrides, load_preset, preset_names
 
     from .batches import override_args
@@ -218,17 +260,48 @@ def check_recipe(preset: str, overrides: Any, extra: dict[str, Any] | None = Non
                 "the web API does not set (upload masks instead, or use `retouch run`)",
             )
     if recipe.review.approve:
-        raise HTTPException(
-            400,
-            f"preset {preset!r} pauses for approval (review.approve), which the web front door "
-            "cannot give: use `retouch run` and `retouch approve`",
-        )
-    if get_settings().offline:
-        for model in recipe.models():
+        raise HTTPException(400, f"preset {preset!r} {preset_unavailable(recipe, [])}")
+    # Weights missing here are fetched now (the mirror, or the official URL unless
+    # offline), so a batch never starts only to fail for want of them.
+    for model in recipe.models():
+        for needed in required_models(model):
             try:
-                fetch.resolve(model, allow_download=False)
-            except ModelNotAvailableError as exc:
-                raise HTTPException(400, str(exc)) from None
+                fetch.resolve(needed)
+            except ModelError as exc:
+                raise HTTPException(
+                    400, f"preset {preset!r} cannot run on this server: {exc}"
+                ) from None
+    return recipe
+
+
+def preset_unavailable(recipe: Any, missing: list[dict[str, Any]]) -> str | None:
+    """Why a preset cannot start a web batch here, with the fix (None when it can)."""
+    if recipe.review.approve:
+        return (
+            "pauses for approval (review.approve), which the web page cannot give: use "
+            "`retouch run` and `retouch approve`"
+        )
+    lost = [m for m in missing if m["source"] is None]
+    if not lost:
+        return None
+    files = ", ".join(f"{m['filename']} (model {m['name']})" for m in lost)
+    return (
+        f"model weights missing on this server: {files}. Put each file at "
+        f"{lost[0]['path'].rsplit('/', 1)[0]}/, run `retouch models pull "
+        f"{' '.join(m['name'] for m in lost)}` where the server can reach the internet, or set "
+        "RETOUCH_MODEL_MIRROR to a folder that holds them; then reload the page"
+    )
+
+
+def _marked_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A step's params schema with expert parameters marked ``x-advanced`` and those that
+    name server paths (which the web API does not set) marked ``x-server-only``."""
+    for name, prop in (schema.get("properties") or {}).items():
+        if name in ADVANCED_PARAMS:
+            prop["x-advanced"] = True
+        if name in _SERVER_PATH_KEYS:
+            prop["x-server-only"] = True
+    return schema
 
 
 def _server_settings(recipe: Any) -> dict[str, Any]:
@@ -574,6 +647,7 @@ def create_app(
     def presets() -> list[dict[str, Any]]:
         """Every preset with its steps, their parameters and each operation's params schema
         (a form can be generated from it)."""
+        from retouch.lib.models import fetch
         from retouch.lib.ops.registry import registry
         from retouch.lib.recipe import load_preset, preset_names
 
@@ -584,11 +658,23 @@ def create_app(
                 {
                     "op": step.op,
                     "params": step.parsed().model_dump(mode="json"),
-                    "schema": registry().get(step.op).Params.model_json_schema(),
+                    "schema": _marked_schema(registry().get(step.op).Params.model_json_schema()),
                 }
                 for step in recipe.steps
             ]
-            out.append({"name": name, "description": recipe.description, "steps": steps})
+            missing = fetch.missing_weights(recipe.models())
+            why = preset_unavailable(recipe, missing)
+            out.append(
+                {
+                    "name": name,
+                    "description": recipe.description,
+                    "steps": steps,
+                    "export": recipe.export.model_dump(mode="json"),
+                    "available": why is None,
+                    "unavailable": why,
+                    "weights": missing,
+                }
+            )
         return out
 
     @api.post(
@@ -618,7 +704,7 @@ def create_app(
             overrides = _parse_overrides(upload.fields.get("overrides"))
             if not upload.files:
                 raise UploadError(400, "no images: send one or more files in the 'files' field")
-            await run_in_threadpool(check_recipe, preset, overrides)
+            recipe = await run_in_threadpool(check_recipe, preset, overrides)
             names = await run_in_threadpool(
                 uploads.check_upload, upload, staging, current.pixel_limit
             )
@@ -645,6 +731,7 @@ def create_app(
             "source": str(folder / "input"),
             "masks": bool(upload.masks),
             "skipped": [],
+            "steps": [step.op for step in recipe.steps],
         }
         runner.add(folder, info)
         return snapshot(batch_id)
@@ -658,7 +745,7 @@ def create_app(
 
         current = get_settings()
         _check_sources(body.sources)
-        check_recipe(body.preset, body.overrides)
+        recipe = check_recipe(body.preset, body.overrides)
         batch_id = new_batch_id()
         folder = runner.root / batch_id
         folder.mkdir(parents=True)
@@ -700,6 +787,7 @@ def create_app(
             "source": source,
             "masks": False,
             "skipped": skipped,
+            "steps": [step.op for step in recipe.steps],
         }
         runner.add(folder, info)
         return snapshot(batch_id)

@@ -40,6 +40,16 @@ PHASE_STATUS = {
     "review": "reviewed",
     "export": "done",
 }
+# How far through the batch an image counts, by its status (the bar and the ETA): the
+# process phase is most of the work, and an image in it moves on with each step.
+PROGRESS_AT = {
+    "pending": 0.0,
+    "prepared": 0.05,
+    "processed": 0.8,
+    "reviewed": 0.95,
+    "done": 1.0,
+    "failed": 1.0,
+}
 # Seconds between SIGTERM and SIGKILL when a job is cancelled or the server stops.
 KILL_GRACE_S = 8.0
 # ZIPs of selected results kept per batch (the most recently used ones).
@@ -80,6 +90,9 @@ class ImageState:
     thumbs: dict[str, str] = field(default_factory=dict)
     output_name: str | None = None
     outputs: list[str] = field(default_factory=list)
+    step: int | None = None  # the last step of the recipe done on it (process phase)
+    step_op: str | None = None
+    reused: bool = False  # the result came from the cache: nothing was computed again
 
     def copy(self) -> ImageState:
         return ImageState(**{**self.__dict__, "thumbs": dict(self.thumbs)})
@@ -215,6 +228,11 @@ class Batch:
             self.run_id = event.get("run_id") or self.run_id
         elif kind == "image":
             self._image_event(event)
+        elif kind == "step":
+            image = self.images.get(str(event.get("name")))
+            if image is not None and isinstance(event.get("number"), int):
+                image.step = event["number"]
+                image.step_op = str(event.get("op") or "") or None
         elif kind == "done":
             summary = event.get("summary")
             if isinstance(summary, dict):
@@ -244,6 +262,7 @@ class Batch:
             image = self.images.get(name)
             if image is not None:
                 image.status, image.phase, image.error, image.note = "pending", None, None, None
+                image.step, image.step_op, image.reused = None, None, False
 
     def _job_ended(self, event: dict[str, Any]) -> None:
         self.state = str(event.get("state") or "failed")
@@ -266,6 +285,8 @@ class Batch:
         if image is None or phase not in PHASE_STATUS:
             return
         image.phase = phase
+        if event.get("reused") and event.get("ok") is not False:
+            image.reused = True
         if event.get("ok") is False:
             image.status = "failed"
             image.error = event.get("reason") or image.error or f"failed in the {phase} phase"
@@ -337,6 +358,40 @@ class Batch:
             counts[key] = counts.get(key, 0) + 1
         return counts
 
+    def progress(self, now: float | None = None) -> dict[str, Any]:
+        """How far the batch (its current job) is: the fraction of the work done, images
+        reviewed and exported, and an estimate of the seconds left while it runs."""
+        names = (self.open_job or {}).get("names") or list(self.images)
+        images = [self.images[n] for n in names if n in self.images]
+        total_steps = len(self.info.get("steps") or [])
+        work = 0.0
+        for image in images:
+            work += PROGRESS_AT.get(image.status, 0.0)
+            if image.status == "prepared" and image.step and total_steps:
+                span = PROGRESS_AT["processed"] - PROGRESS_AT["prepared"]
+                work += span * min(image.step, total_steps) / total_steps
+        fraction = work / len(images) if images else (1.0 if self.idle else 0.0)
+        elapsed: float | None = None
+        eta: float | None = None
+        started = (self.open_job or {}).get("started")
+        if self.state == "running" and isinstance(started, str):
+            try:
+                began = datetime.fromisoformat(started).timestamp()
+            except ValueError:
+                began = None
+            if began is not None:
+                elapsed = max(0.0, (now if now is not None else time.time()) - began)
+                # Only once a real share of the work is done: earlier guesses swing wildly.
+                if fraction >= 0.05 and elapsed >= 1:
+                    eta = round(elapsed * (1 - fraction) / fraction, 1)
+        return {
+            "fraction": round(min(1.0, fraction), 4),
+            "reviewed": sum(1 for i in self.images.values() if i.status in ("reviewed", "done")),
+            "exported": sum(1 for i in self.images.values() if i.status == "done"),
+            "elapsed_s": round(elapsed, 1) if elapsed is not None else None,
+            "eta_s": eta,
+        }
+
     def to_json(self, with_images: bool = True) -> dict[str, Any]:
         base = f"/api/batches/{self.id}"
         downloadable = self.idle and bool(self.archives())
@@ -348,6 +403,8 @@ class Batch:
             "overrides": self.info.get("overrides") or {},
             "total": len(self.images),
             "counts": self.counts(),
+            "progress": self.progress(),
+            "steps": list(self.info.get("steps") or []),
             "skipped": self.skipped,
             "error": self.error,
             "run_id": self.run_id,
@@ -371,6 +428,9 @@ class Batch:
             "score": image.score,
             "score_before": image.score_before,
             "verdict": image.verdict,
+            "step": image.step,
+            "step_op": image.step_op,
+            "reused": image.reused,
             "thumbs": {
                 label: (f"{base}/thumbs/{image.index}/{label}" if label in image.thumbs else None)
                 for label in THUMB_LABELS

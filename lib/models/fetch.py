@@ -353,3 +353,59 @@ def status(name: str) -> dict[str, Any]:
         "url": spec.url,
         "bundled": spec.bundled,
     }
+
+
+def availability(name: str) -> dict[str, Any]:
+    """Whether the weight file of ``name`` is here, and where it would come from if not.
+
+    Nothing is downloaded: only a configured mirror is asked whether it holds the file.
+    Returns a dict: name, filename, present (bundled file or a file in the model dir),
+    source (where a missing file would be fetched from: "mirror", "url", or None when it
+    cannot be had here: offline with no mirror holding it), path (where it belongs), url,
+    how (the ways to provide it).
+    """
+    spec = get_spec(name)
+    path = bundled_path(spec) if spec.bundled else model_dir() / spec.filename
+    present = path.is_file()
+    source: str | None = None
+    if not present and not spec.bundled:
+        settings = get_settings()
+        if settings.model_mirror and _mirror_has(settings.model_mirror, spec.filename):
+            source = "mirror"
+        elif not settings.offline:
+            source = "url"
+    return {
+        "name": spec.name,
+        "filename": spec.filename,
+        "present": present,
+        "source": source,
+        "path": str(path),
+        "url": spec.url,
+        "how": _how_to_provide(spec) if not spec.bundled else "reinstall retouch",
+    }
+
+
+def _mirror_has(mirror: str, filename: str) -> bool:
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(mirror)
+        return bool(fs.exists(f"{root.rstrip('/')}/{filename}"))
+    except Exception:  # an unreachable mirror holds nothing usable now
+        return False
+
+
+def missing_weights(names: list[str]) -> list[dict[str, Any]]:
+    """:func:`availability` of every weight file ``names`` need (helpers included) that is
+    not here yet, in order, without duplicates."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for name in names:
+        for needed in required_models(name):
+            if needed in seen:
+                continue
+            seen.add(needed)
+            found = availability(needed)
+            if not found["present"]:
+                out.append(found)
+    return out

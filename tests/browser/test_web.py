@@ -196,7 +196,7 @@ def test_batch_from_upload_to_zip(web, web_page, tmp_path, screenshot_dir):
     assert summary == f"6 photos, {round(total / 1024, 1):g} KB"
 
     # One parameter changed in the generated form: only that one is sent as an override.
-    page.locator("#params-box summary").click()
+    page.locator("#params-box > summary").click()
     amount = page.locator("#params [data-key='sharpen.amount']")
     assert amount.get_attribute("type") == "number"
     assert amount.get_attribute("min") == "0" and amount.get_attribute("max") == "3"
@@ -314,7 +314,7 @@ def test_batch_from_upload_to_zip(web, web_page, tmp_path, screenshot_dir):
     # replaces the old one, and the batch is done again.
     page.click("#select-none")
     page.locator("#cards .card[data-name='chelsea.jpg'] input.pick").check()
-    page.locator("#regen-box summary").click()
+    page.locator("#regen-box > summary").click()
     regen_amount = page.locator("#regen-params [data-key='sharpen.amount']")
     assert regen_amount.input_value() == "0.8"  # the batch's own override is the start
     regen_amount.fill("2")

@@ -194,6 +194,13 @@
     });
   }
 
+  function formatDuration(seconds) {
+    var s = Math.max(1, Math.round(seconds));
+    if (s < 60) return t("duration.s", { s: s });
+    if (s < 3600) return t("duration.m", { m: Math.floor(s / 60), s: s % 60 });
+    return t("duration.h", { h: Math.floor(s / 3600), m: Math.floor((s % 3600) / 60) });
+  }
+
   function formatScore(score) {
     return typeof score === "number" ? score.toFixed(1) : "";
   }
@@ -500,10 +507,15 @@
       });
       var box = el("fieldset", { className: "step" }, [legend]);
       var props = (step.schema && step.schema.properties) || {};
-      var names = Object.keys(props);
+      // Parameters that name files on the server are not set from the web page.
+      var names = Object.keys(props).filter(function (name) {
+        return !props[name]["x-server-only"];
+      });
       if (!names.length) box.appendChild(el("p", { className: "muted", text: t("params.none") }));
       var grid = el("div", { className: "grid" });
       box.appendChild(grid);
+      var advanced = null;
+      var advancedGrid = null;
       names.forEach(function (name) {
         var schema = resolveSchema(props[name]);
         var key = target + "." + name;
@@ -518,7 +530,21 @@
         var field = makeField(idPrefix + "-" + i + "-" + name, key, name, schema, start);
         field.start = start;
         fields.push(field);
-        grid.appendChild(field.wrap);
+        if (props[name]["x-advanced"]) {
+          // Expert settings (tiling, precision...) wait in a fold of their step.
+          if (!advanced) {
+            var summary = el("summary", { text: t("params.advanced") });
+            advancedGrid = el("div", { className: "grid" });
+            advanced = el("details", { className: "advanced" }, [summary, advancedGrid]);
+            box.appendChild(advanced);
+            relabels.push(function () {
+              summary.textContent = t("params.advanced");
+            });
+          }
+          advancedGrid.appendChild(field.wrap);
+        } else {
+          grid.appendChild(field.wrap);
+        }
         field.input.addEventListener("input", function () {
           field.wrap.classList.toggle("changed", field.changed());
           if (onChange) onChange();
@@ -576,7 +602,8 @@
 
   function makeField(id, key, name, schema, start) {
     var label = el("label", { for: id, text: name });
-    var hint = schema.description ? el("small", { className: "muted", text: schema.description }) : null;
+    var tx = window.I18N.tx;
+    var hint = schema.description ? el("small", { className: "muted", text: tx(schema.description) }) : null;
     var input;
     var read;
     var write;
@@ -688,7 +715,13 @@
         input.setAttribute("placeholder", t("params.empty"));
       };
     }
-    if (schema.description) input.setAttribute("title", schema.description);
+    if (schema.description) input.setAttribute("title", tx(schema.description));
+    var ownRelabel = field.relabel;
+    field.relabel = function () {
+      if (ownRelabel) ownRelabel();
+      if (hint) hint.textContent = tx(schema.description);
+      if (schema.description) input.setAttribute("title", tx(schema.description));
+    };
     input.setAttribute("data-key", key);
     write(start);
     field.input = input;
@@ -716,21 +749,98 @@
     }));
   }
 
+  function runnable(preset) {
+    return !!preset && preset.available !== false;
+  }
+
+  /** Why a preset cannot run here, in the page's language (from the server's facts). */
+  function unavailableText(preset) {
+    var lost = (preset.weights || []).filter(function (w) {
+      return !w.source;
+    });
+    if (!lost.length) return preset.unavailable || "";
+    var path = lost[0].path || "";
+    return t("preset.unavailable.weights", {
+      files: lost
+        .map(function (w) {
+          return w.filename + " (" + w.name + ")";
+        })
+        .join(", "),
+      dir: path.slice(0, path.lastIndexOf("/") + 1),
+      models: lost
+        .map(function (w) {
+          return w.name;
+        })
+        .join(" ")
+    });
+  }
+
   function renderPresetOptions() {
     var select = $("preset");
     var chosen = select.value;
     select.textContent = "";
     state.presets.forEach(function (p) {
-      select.appendChild(el("option", { value: p.name, text: p.name }));
+      var ok = runnable(p);
+      select.appendChild(
+        el("option", {
+          value: p.name,
+          text: ok ? p.name : t("preset.unavailable.option", { name: p.name }),
+          disabled: !ok,
+          title: ok ? null : unavailableText(p)
+        })
+      );
     });
-    if (presetByName(chosen)) select.value = chosen;
-    else if (presetByName("quick")) select.value = "quick";
+    var first = state.presets.filter(runnable)[0];
+    if (runnable(presetByName(chosen))) select.value = chosen;
+    else if (runnable(presetByName("quick"))) select.value = "quick";
+    else if (first) select.value = first.name;
+  }
+
+  /** The chosen preset's description, the weights it would fetch, the presets that
+   * cannot run here and why (relabelled with the language, without rebuilding forms). */
+  function renderPresetInfo() {
+    var preset = presetByName($("preset").value);
+    $("preset-description").textContent = preset ? window.I18N.tx(preset.description || "") : "";
+    var fetching = ((preset && preset.weights) || []).filter(function (w) {
+      return !!w.source;
+    });
+    message(
+      $("preset-weights"),
+      fetching.length
+        ? t("preset.fetch", {
+            files: fetching
+              .map(function (w) {
+                return w.filename;
+              })
+              .join(", ")
+          })
+        : ""
+    );
+    var list = $("preset-unavailable");
+    list.textContent = "";
+    var blocked = state.presets.filter(function (p) {
+      return !runnable(p);
+    });
+    blocked.forEach(function (p) {
+      list.appendChild(
+        el("li", { "data-preset": p.name }, [el("strong", { text: p.name }), ": " + unavailableText(p)])
+      );
+    });
+    show($("preset-unavailable-box"), blocked.length > 0);
+    Array.prototype.forEach.call($("preset").options, function (o) {
+      var p = presetByName(o.value);
+      if (p && !runnable(p)) {
+        o.textContent = t("preset.unavailable.option", { name: p.name });
+        o.title = unavailableText(p);
+      }
+    });
   }
 
   function onPresetChange() {
     var preset = presetByName($("preset").value);
-    $("preset-description").textContent = preset ? preset.description || "" : "";
+    renderPresetInfo();
     state.form = buildParamForm($("params"), preset, null, "p", updateChangedPill);
+    state.exportForm = buildExportForm($("export-fields"), preset, updateChangedPill);
     updateChangedPill();
     show($("masks-box"), hasInpaint(preset));
     renderMasks();
@@ -740,6 +850,239 @@
     var n = state.form ? state.form.changedCount() : 0;
     $("params-changed").textContent = t("params.changed", { count: n });
     show($("params-changed"), n > 0);
+    var x = state.exportForm ? state.exportForm.changedCount() : 0;
+    $("export-changed").textContent = t("params.changed", { count: x });
+    show($("export-changed"), x > 0);
+  }
+
+  // -- export settings (the same overrides as `retouch run --set export.KEY=VALUE`) ---------
+
+  var FORMATS = ["same", "jpg", "png", "webp", "tiff", "bmp"];
+  var FORMAT_NAMES = { jpg: "JPEG", png: "PNG", webp: "WebP", tiff: "TIFF", bmp: "BMP" };
+  var POSITIONS = [
+    "top-left", "top", "top-right", "left", "center", "right", "bottom-left", "bottom", "bottom-right"
+  ];
+  var MARK_DEFAULTS = { position: "bottom-right", opacity: 0.4 };
+
+  function buildExportForm(container, preset, onChange) {
+    container.textContent = "";
+    var ex = (preset && preset.export) || {};
+    var startResize = ex.resize || null;
+    var startMark = ex.watermark || null;
+    var imageMark = !!(startMark && startMark.image); // set by the recipe; kept as it is
+    var start = {
+      format: ex.format || "jpg",
+      quality: typeof ex.quality === "number" ? ex.quality : 92,
+      template: ex.name_template || "{stem}.{ext}"
+    };
+    var relabels = [];
+    var wraps = {};
+
+    function add(name, key, input, hintKey) {
+      var label = el("label", { for: input.id, text: t(key) });
+      var hint = hintKey ? el("small", { className: "muted", text: t(hintKey) }) : null;
+      relabels.push(function () {
+        label.textContent = t(key);
+        if (hint) hint.textContent = t(hintKey);
+      });
+      wraps[name] = el("div", { className: "field" }, [label, input, hint]);
+      container.appendChild(wraps[name]);
+      input.addEventListener("input", changed);
+      input.addEventListener("change", changed);
+      return input;
+    }
+    function choice(id, key, values, text) {
+      var input = el(
+        "select",
+        { id: id, "data-key": key },
+        values.map(function (v) {
+          return el("option", { value: v, text: text(v) });
+        })
+      );
+      relabels.push(function () {
+        Array.prototype.forEach.call(input.options, function (o, i) {
+          o.textContent = text(values[i]);
+        });
+      });
+      return input;
+    }
+    function number(id, key, min, max, step) {
+      return el("input", { id: id, "data-key": key, type: "number", min: min, max: max, step: step, inputmode: "decimal" });
+    }
+
+    var format = add(
+      "format",
+      "export.format",
+      choice("x-format", "export.format", FORMATS, function (v) {
+        return v === "same" ? t("export.format.same") : FORMAT_NAMES[v];
+      })
+    );
+    var quality = add("quality", "export.quality", number("x-quality", "export.quality", 1, 100, 1));
+    var template = add(
+      "template",
+      "export.name_template",
+      el("input", { id: "x-template", "data-key": "export.name_template", type: "text", spellcheck: "false" }),
+      "export.name_template.hint"
+    );
+    var resize = add(
+      "resize",
+      "export.resize",
+      choice("x-resize", "export.resize", ["none", "max_side", "exact"], function (v) {
+        return t("export.resize." + v);
+      })
+    );
+    var maxSide = add("maxSide", "export.resize.max_side.label", number("x-max-side", "export.resize.max_side", 1, 100000, 1));
+    var width = add("width", "export.resize.width", number("x-width", "export.resize.width", 1, 100000, 1));
+    var height = add("height", "export.resize.height", number("x-height", "export.resize.height", 1, 100000, 1));
+    var fit = add(
+      "fit",
+      "export.resize.mode",
+      choice("x-fit", "export.resize.mode", ["crop", "pad"], function (v) {
+        return t("export.resize.mode." + v);
+      })
+    );
+    var markText = add(
+      "mark",
+      "export.watermark",
+      el("input", { id: "x-mark", "data-key": "export.watermark.text", type: "text", maxlength: "200" }),
+      "export.watermark.hint"
+    );
+    var markPos = add(
+      "markPos",
+      "export.watermark.position",
+      choice("x-mark-pos", "export.watermark.position", POSITIONS, function (v) {
+        return t("position." + v);
+      })
+    );
+    var markOpacity = add("markOpacity", "export.watermark.opacity", number("x-mark-opacity", "export.watermark.opacity", 0, 1, 0.05));
+
+    function write() {
+      format.value = start.format;
+      quality.value = String(start.quality);
+      template.value = start.template;
+      resize.value = !startResize ? "none" : startResize.max_side ? "max_side" : "exact";
+      maxSide.value = String((startResize && startResize.max_side) || 2048);
+      width.value = String((startResize && startResize.width) || 1920);
+      height.value = String((startResize && startResize.height) || 1080);
+      fit.value = (startResize && startResize.mode) || "crop";
+      markText.value = (startMark && startMark.text) || "";
+      markPos.value = (startMark && startMark.position) || MARK_DEFAULTS.position;
+      markOpacity.value = String(startMark && typeof startMark.opacity === "number" ? startMark.opacity : MARK_DEFAULTS.opacity);
+      sync();
+    }
+    function sync() {
+      show(wraps.quality, ["jpg", "webp", "same"].indexOf(format.value) >= 0);
+      show(wraps.maxSide, resize.value === "max_side");
+      [wraps.width, wraps.height, wraps.fit].forEach(function (w) {
+        show(w, resize.value === "exact");
+      });
+      [wraps.mark, wraps.markPos, wraps.markOpacity].forEach(function (w) {
+        show(w, !imageMark);
+      });
+      var marked = !!markText.value.trim();
+      show(wraps.markPos, marked && !imageMark);
+      show(wraps.markOpacity, marked && !imageMark);
+    }
+    function changed() {
+      sync();
+      if (onChange) onChange();
+    }
+    function whole(input, key, min, max, errors) {
+      var num = Number(input.value);
+      var wrap = input.parentNode;
+      var bad =
+        input.value.trim() === "" || !isFinite(num) || Math.floor(num) !== num || num < min || num > max;
+      wrap.classList.toggle("invalid", bad);
+      if (bad) errors.push(t("params.bad.range", { field: t(key), min: min, max: max }));
+      return num;
+    }
+    function shape(r) {
+      if (!r) return null;
+      if (r.max_side) return { max_side: r.max_side };
+      return { width: r.width, height: r.height, mode: r.mode || "crop" };
+    }
+    function wanted(errors) {
+      var out = { format: format.value, template: template.value.trim() };
+      out.quality = whole(quality, "export.quality", 1, 100, errors);
+      template.parentNode.classList.toggle("invalid", !out.template);
+      if (!out.template) errors.push(t("export.bad.template"));
+      if (resize.value === "max_side") {
+        out.resize = { max_side: whole(maxSide, "export.resize.max_side.label", 1, 100000, errors) };
+      } else if (resize.value === "exact") {
+        out.resize = {
+          width: whole(width, "export.resize.width", 1, 100000, errors),
+          height: whole(height, "export.resize.height", 1, 100000, errors),
+          mode: fit.value
+        };
+      } else out.resize = null;
+      var text = markText.value.trim();
+      var opacity = Number(markOpacity.value);
+      var badOpacity = text && (markOpacity.value.trim() === "" || !isFinite(opacity) || opacity < 0 || opacity > 1);
+      markOpacity.parentNode.classList.toggle("invalid", !!badOpacity);
+      if (badOpacity) errors.push(t("params.bad.max", { field: t("export.watermark.opacity"), max: 1 }));
+      out.mark = text ? { text: text, position: markPos.value, opacity: opacity } : null;
+      return out;
+    }
+    function overrides() {
+      var errors = [];
+      var w = wanted(errors);
+      if (errors.length) throw errors;
+      var out = {};
+      if (w.format !== start.format) out["export.format"] = w.format;
+      if (w.quality !== start.quality) out["export.quality"] = w.quality;
+      if (w.template !== start.template) out["export.name_template"] = w.template;
+      var was = shape(startResize);
+      if (!same(w.resize, was)) {
+        if (!w.resize) out["export.resize"] = null;
+        else if (!was) {
+          Object.keys(w.resize).forEach(function (k) {
+            out["export.resize." + k] = w.resize[k];
+          });
+        } else {
+          // A different kind of resize than the preset's: the whole group, its other
+          // settings (upscale, padding colour) kept.
+          var group = { upscale: startResize.upscale, pad_color: startResize.pad_color };
+          Object.keys(w.resize).forEach(function (k) {
+            group[k] = w.resize[k];
+          });
+          out["export.resize"] = group;
+        }
+      }
+      if (!imageMark) {
+        var mark = startMark || null;
+        if (!w.mark && mark) out["export.watermark"] = null;
+        else if (w.mark) {
+          var base = mark || { text: "", position: MARK_DEFAULTS.position, opacity: MARK_DEFAULTS.opacity };
+          ["text", "position", "opacity"].forEach(function (k) {
+            if (!same(w.mark[k], base[k])) out["export.watermark." + k] = w.mark[k];
+          });
+        }
+      }
+      return out;
+    }
+    write();
+    return {
+      overrides: overrides,
+      changedCount: function () {
+        try {
+          return Object.keys(overrides()).length;
+        } catch (errs) {
+          return errs.length;
+        }
+      },
+      relabel: function () {
+        relabels.forEach(function (fn) {
+          fn();
+        });
+      },
+      reset: function () {
+        container.querySelectorAll(".invalid").forEach(function (n) {
+          n.classList.remove("invalid");
+        });
+        write();
+        if (onChange) onChange();
+      }
+    };
   }
 
   function loadPresets() {
@@ -770,6 +1113,10 @@
       message(errorBox, t("error.nofiles"));
       return;
     }
+    if (!runnable(presetByName($("preset").value))) {
+      message(errorBox, unavailableText(presetByName($("preset").value) || {}));
+      return;
+    }
     var overrides;
     try {
       overrides = state.form ? state.form.overrides() : {};
@@ -778,7 +1125,20 @@
       message(errorBox, errorList(errs));
       return;
     }
+    try {
+      var exported = state.exportForm ? state.exportForm.overrides() : {};
+      Object.keys(exported).forEach(function (k) {
+        overrides[k] = exported[k];
+      });
+    } catch (errs) {
+      $("export-box").open = true;
+      message(errorBox, errorList(errs));
+      return;
+    }
     var fd = new FormData();
+    // The choices first: a server may read them before the files.
+    fd.append("preset", $("preset").value);
+    if (Object.keys(overrides).length) fd.append("overrides", JSON.stringify(overrides));
     state.files.forEach(function (f) {
       fd.append("files", f.file, f.path);
     });
@@ -787,8 +1147,6 @@
         fd.append("masks", m, m.name);
       });
     }
-    fd.append("preset", $("preset").value);
-    if (Object.keys(overrides).length) fd.append("overrides", JSON.stringify(overrides));
 
     state.busy = true;
     $("submit").disabled = true;
@@ -940,15 +1298,29 @@
 
     var c = counts(batch);
     var total = batch.total || (batch.images || []).length;
+    var prog = batch.progress || null;
+    // Reviewed images (their previews are ready) count before they are exported, and the
+    // work under way (steps of the images being processed) shows as a paler part.
+    var reviewed = prog ? Math.max(0, prog.reviewed - prog.exported) : 0;
     var pctDone = total ? (100 * c.done) / total : 0;
+    var pctReviewed = total ? (100 * reviewed) / total : 0;
     var pctFailed = total ? (100 * c.failed) / total : 0;
+    var pctAll = prog && !finished ? 100 * prog.fraction : pctDone + pctFailed;
+    var pctWork = Math.max(0, pctAll - pctDone - pctReviewed - pctFailed);
     $("progress-done").style.width = pctDone + "%";
+    $("progress-reviewed").style.width = pctReviewed + "%";
+    $("progress-work").style.width = pctWork + "%";
     $("progress-failed").style.width = pctFailed + "%";
     var progress = $("progress");
-    progress.setAttribute("aria-valuenow", String(Math.round(pctDone + pctFailed)));
+    progress.setAttribute("aria-valuenow", String(Math.round(Math.max(pctAll, pctDone + pctFailed))));
     progress.classList.toggle("live", !finished);
-    $("progress-text").textContent = t("batch.progress", { finished: c.done + c.failed, total: total });
+    $("progress-text").textContent =
+      prog && !finished
+        ? t("batch.progress.live", { reviewed: prog.reviewed, exported: prog.exported, total: total })
+        : t("batch.progress", { finished: c.done + c.failed, total: total });
     $("progress-counts").textContent = t("batch.counts", c);
+    var eta = prog && !finished && typeof prog.eta_s === "number" ? prog.eta_s : null;
+    message($("progress-eta"), eta === null ? "" : t("batch.eta", { time: formatDuration(eta) }));
 
     message($("batch-error"), batch.state === "failed" && batch.error ? t("batch.failed", { error: batch.error }) : "");
     var notice = "";
@@ -1026,6 +1398,7 @@
     card.badge = el("span", { className: "badge" });
     card.phase = el("span", { className: "muted phase" });
     card.score = el("span", { className: "score" });
+    card.reused = el("span", { className: "reused" });
     card.error = el("p", { className: "error-text" });
     card.note = el("p", { className: "note muted" });
     card.compare = el("button", { type: "button", className: "small" });
@@ -1038,7 +1411,7 @@
       card.thumbButton,
       el("div", { className: "card-body" }, [
         card.label,
-        el("div", { className: "row" }, [card.badge, card.phase, card.score]),
+        el("div", { className: "row" }, [card.badge, card.phase, card.reused, card.score]),
         card.error,
         card.note,
         el("div", { className: "row actions" }, [card.compare, card.download])
@@ -1068,10 +1441,14 @@
     card.nameEl.title = img.name;
     card.check.setAttribute("aria-label", t("card.select", { name: img.name }));
     card.check.checked = !!state.selected[img.name];
-    card.badge.textContent = word("status", img.status);
+    var batch = state.batch || {};
+    var stopped = !!FINAL_STATES[batch.state] && img.status === "pending";
+    card.badge.textContent = stopped ? t("card.notstarted") : word("status", img.status);
     card.badge.className = "badge status-" + img.status;
-    card.phase.textContent =
-      img.phase && !FINAL_STATUS[img.status] ? t("card.phase", { phase: word("phase", img.phase) }) : "";
+    card.phase.textContent = cardPhase(img, batch.steps || []);
+    card.reused.textContent = img.reused ? t("card.reused") : "";
+    card.reused.title = img.reused ? t("card.reused.title") : "";
+    card.reused.hidden = !img.reused;
     var score = formatScore(img.score);
     if (score && typeof img.score_before === "number") score = formatScore(img.score_before) + " → " + score;
     card.score.textContent = score
@@ -1108,6 +1485,21 @@
       card.download.textContent = t("card.download");
       card.download.setAttribute("aria-label", t("card.download.label", { name: img.name }));
     }
+  }
+
+  /** What an unfinished image is doing: its phase, and while it is processed the step it
+   * is at ("process · step 3 of 4: upscale"). */
+  function cardPhase(img, steps) {
+    if (FINAL_STATUS[img.status]) return "";
+    if (img.status === "prepared" && img.step) {
+      // Steps are reported as they finish: the image is at the next one.
+      var n = steps.length ? Math.min(img.step + 1, steps.length) : img.step + 1;
+      var step = steps.length
+        ? t("card.step", { n: n, total: steps.length, op: steps[n - 1] })
+        : t("card.step.open", { n: img.step, op: img.step_op || "" });
+      return t("card.phase", { phase: word("phase", "process") }) + " · " + step;
+    }
+    return img.phase ? t("card.phase", { phase: word("phase", img.phase) }) : "";
   }
 
   function selectedNames() {
@@ -1444,6 +1836,8 @@
     // Relabel the parameter forms in place: rebuilding them would lose the user's edits.
     if (state.form) state.form.relabel();
     if (state.regenForm) state.regenForm.relabel();
+    if (state.exportForm) state.exportForm.relabel();
+    if (state.presets.length) renderPresetInfo();
     updateChangedPill();
     if (state.batch) updateBatch(state.batch);
     if (state.history) renderHistory(state.history);
@@ -1467,6 +1861,9 @@
     $("preset").addEventListener("change", onPresetChange);
     $("params-reset").addEventListener("click", function () {
       if (state.form) state.form.reset();
+    });
+    $("export-reset").addEventListener("click", function () {
+      if (state.exportForm) state.exportForm.reset();
     });
     $("regen-reset").addEventListener("click", function () {
       if (state.regenForm) state.regenForm.reset();

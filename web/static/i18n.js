@@ -34,6 +34,42 @@
 
       "preset.label": "Preset",
       "preset.loading": "Loading presets…",
+      "preset.unavailable.option": "{name} (cannot run here)",
+      "preset.unavailable.title": "Presets that cannot run on this server",
+      "preset.unavailable.weights": "model weights missing on this server: {files}. Put the files in {dir}, run `retouch models pull {models}` where the server can reach the internet, or set RETOUCH_MODEL_MIRROR to a folder that holds them; then reload the page.",
+      "preset.fetch": "Model weights not on this server yet: {files}. They are downloaded when you start the batch (this can take a while the first time).",
+      "params.advanced": "Advanced",
+      "export.title": "Export settings",
+      "export.hint": "How each result is written: only the values you change are sent.",
+      "export.format": "Format",
+      "export.format.same": "same as the input",
+      "export.quality": "Quality (JPEG/WebP, 1-100)",
+      "export.name_template": "File name",
+      "export.name_template.hint": "Placeholders: {stem}, {ext}, {index}, {preset}, {folder}, {date}, {score}, {verdict}; '/' makes folders.",
+      "export.resize": "Resize",
+      "export.resize.none": "keep the size",
+      "export.resize.max_side": "longest side",
+      "export.resize.exact": "exact width × height",
+      "export.resize.max_side.label": "Longest side (px)",
+      "export.resize.width": "Width (px)",
+      "export.resize.height": "Height (px)",
+      "export.resize.mode": "Fit",
+      "export.resize.mode.crop": "fill and crop",
+      "export.resize.mode.pad": "fit inside and pad",
+      "export.watermark": "Watermark text",
+      "export.watermark.hint": "Leave empty for no watermark.",
+      "export.watermark.position": "Watermark position",
+      "export.watermark.opacity": "Watermark opacity (0-1)",
+      "export.bad.template": "File name: enter a name template, e.g. {stem}.{ext}",
+      "position.top-left": "top left",
+      "position.top": "top",
+      "position.top-right": "top right",
+      "position.left": "left",
+      "position.center": "centre",
+      "position.right": "right",
+      "position.bottom-left": "bottom left",
+      "position.bottom": "bottom",
+      "position.bottom-right": "bottom right",
       "params.title": "Parameters",
       "params.hint": "Only the values you change are sent; the rest stay as the preset sets them.",
       "params.reset": "Reset to the preset",
@@ -50,6 +86,7 @@
       "params.bad.max": "{field}: at most {max}",
       "params.bad.json": "{field}: enter a JSON value, e.g. [10, 10, 100, 40]",
       "params.bad.pattern": "{field}: does not match the expected form",
+      "params.bad.range": "{field}: a whole number from {min} to {max}",
       "masks.title": "Masks for inpainting",
       "masks.hint": "One mask per photo with the same file name stem (white = remove).",
       "masks.pick": "Choose masks…",
@@ -73,6 +110,11 @@
       "batch.created": "Started {time}",
       "batch.progress": "{finished} of {total} finished",
       "batch.counts": "{done} done · {running} running · {pending} waiting · {failed} failed",
+      "batch.progress.live": "{reviewed} of {total} reviewed · {exported} exported",
+      "batch.eta": "about {time} left",
+      "duration.s": "{s} s",
+      "duration.m": "{m} min {s} s",
+      "duration.h": "{h} h {m} min",
       "batch.failed": "The batch failed: {error}",
       "batch.partial": "Finished: {failed} of {total} photos failed (see each card).",
       "batch.cancelled": "The batch was cancelled.",
@@ -97,6 +139,11 @@
       "card.compare": "Compare",
       "card.compare.label": "Compare before and after for {name}",
       "card.phase": "phase: {phase}",
+      "card.step": "step {n} of {total}: {op}",
+      "card.step.open": "step {n}: {op}",
+      "card.reused": "reused",
+      "card.reused.title": "Taken from the cache: this result was computed before with the same settings",
+      "card.notstarted": "not started",
       "card.score": "score {score}",
       "card.nopreview": "no preview yet",
       "card.download": "Download",
@@ -179,6 +226,42 @@
 
       "preset.label": "预设",
       "preset.loading": "正在加载预设…",
+      "preset.unavailable.option": "{name}（此服务器无法运行）",
+      "preset.unavailable.title": "此服务器无法运行的预设",
+      "preset.unavailable.weights": "此服务器缺少模型权重文件：{files}。请把文件放到 {dir}，或在能联网的服务器上运行 `retouch models pull {models}`，或将 RETOUCH_MODEL_MIRROR 设为存有这些文件的文件夹；然后重新加载页面。",
+      "preset.fetch": "此服务器上还没有这些模型权重：{files}。开始处理时会自动下载（首次可能需要一些时间）。",
+      "params.advanced": "高级",
+      "export.title": "导出设置",
+      "export.hint": "每个结果的写出方式：只发送你修改过的值。",
+      "export.format": "格式",
+      "export.format.same": "与输入相同",
+      "export.quality": "质量（JPEG/WebP，1-100）",
+      "export.name_template": "文件名",
+      "export.name_template.hint": "占位符：{stem}、{ext}、{index}、{preset}、{folder}、{date}、{score}、{verdict}；“/”会生成文件夹。",
+      "export.resize": "调整尺寸",
+      "export.resize.none": "保持尺寸",
+      "export.resize.max_side": "限制最长边",
+      "export.resize.exact": "指定宽 × 高",
+      "export.resize.max_side.label": "最长边（像素）",
+      "export.resize.width": "宽度（像素）",
+      "export.resize.height": "高度（像素）",
+      "export.resize.mode": "适配方式",
+      "export.resize.mode.crop": "填满并裁切",
+      "export.resize.mode.pad": "完整放入并留边",
+      "export.watermark": "水印文字",
+      "export.watermark.hint": "留空则不加水印。",
+      "export.watermark.position": "水印位置",
+      "export.watermark.opacity": "水印不透明度（0-1）",
+      "export.bad.template": "文件名：请输入命名模板，例如 {stem}.{ext}",
+      "position.top-left": "左上",
+      "position.top": "上方",
+      "position.top-right": "右上",
+      "position.left": "左侧",
+      "position.center": "居中",
+      "position.right": "右侧",
+      "position.bottom-left": "左下",
+      "position.bottom": "下方",
+      "position.bottom-right": "右下",
       "params.title": "参数",
       "params.hint": "只发送你修改过的值，其余保持预设的设置。",
       "params.reset": "恢复预设值",
@@ -195,6 +278,7 @@
       "params.bad.max": "{field}：不能大于 {max}",
       "params.bad.json": "{field}：请输入 JSON 值，例如 [10, 10, 100, 40]",
       "params.bad.pattern": "{field}：格式不正确",
+      "params.bad.range": "{field}：请输入 {min} 到 {max} 之间的整数",
       "masks.title": "修复（inpaint）用的蒙版",
       "masks.hint": "每张照片一个蒙版，文件名（不含扩展名）相同；白色区域将被移除。",
       "masks.pick": "选择蒙版…",
@@ -218,6 +302,11 @@
       "batch.created": "开始于 {time}",
       "batch.progress": "已完成 {finished} / {total}",
       "batch.counts": "完成 {done} · 处理中 {running} · 等待 {pending} · 失败 {failed}",
+      "batch.progress.live": "已评估 {reviewed} / {total} · 已导出 {exported}",
+      "batch.eta": "预计还需 {time}",
+      "duration.s": "{s} 秒",
+      "duration.m": "{m} 分 {s} 秒",
+      "duration.h": "{h} 小时 {m} 分",
       "batch.failed": "批次失败：{error}",
       "batch.partial": "已结束：{total} 张中有 {failed} 张失败（见各卡片）。",
       "batch.cancelled": "批次已取消。",
@@ -242,6 +331,11 @@
       "card.compare": "对比",
       "card.compare.label": "对比 {name} 的处理前后",
       "card.phase": "阶段：{phase}",
+      "card.step": "第 {n}/{total} 步：{op}",
+      "card.step.open": "第 {n} 步：{op}",
+      "card.reused": "复用",
+      "card.reused.title": "取自缓存：相同设置下此前已算出这个结果",
+      "card.notstarted": "未开始",
       "card.score": "评分 {score}",
       "card.nopreview": "暂无预览",
       "card.download": "下载",
@@ -301,6 +395,100 @@
       "footer": "在本机运行，不会把任何内容发送到其他地方。"
     }
   };
+
+
+  // Text that comes from the server in English (preset descriptions, each parameter's
+  // help), by its exact English wording: a text that changes shows in English until its
+  // translation here is updated. User presets' own descriptions stay as written.
+  var texts = {
+    "zh-CN": {
+      // presets
+      "Super-resolution x4 for anime, illustrations and line art with Real-ESRGAN x4plus anime 6B.":
+        "用 Real-ESRGAN x4plus anime 6B 将动漫、插画和线稿放大 4 倍。",
+      "Restore faces with GFPGAN v1.4 and upscale the whole photo x2 with Real-ESRGAN x2plus for the background.":
+        "用 GFPGAN v1.4 修复人脸，并用 Real-ESRGAN x2plus 将整张照片（背景）放大 2 倍。",
+      "Fast clean-up and x2 enlargement on any CPU: levels and white balance, light denoise, x2 upscale with retouch's own compact model (ships with retouch, nothing to download), gentle sharpening.":
+        "任何 CPU 上都能快速完成的清理和 2 倍放大：色阶与白平衡、轻度降噪、用 retouch 自带的小型模型放大 2 倍（随 retouch 提供，无需下载）、适度锐化。",
+      "Remove watermarks or objects marked by masks: run with --masks DIR holding one mask per image with the same file stem (white = remove). An image without a mask fails with a reason; --set inpaint.missing_mask=skip passes it through unchanged instead.":
+        "去除蒙版标出的水印或物体：运行时用 --masks DIR 指定一个文件夹，其中每张图片有一个文件名（不含扩展名）相同的蒙版（白色 = 去除）。没有蒙版的图片会失败并说明原因；改用 --set inpaint.missing_mask=skip 则原样保留。",
+      "Super-resolution x4 for photos with Real-ESRGAN x4plus (tiles sized to the memory available, so large inputs fit).":
+        "用 Real-ESRGAN x4plus 将照片放大 4 倍（按可用内存自动分块，大图也能处理）。",
+      "Catalogue images for the web: colour and levels corrected, fitted inside 2048 px, sharpened for screens.":
+        "用于网页的商品图：校正色彩和色阶，缩放到 2048 像素以内，并针对屏幕锐化。",
+      // auto_color
+      "Stretch the tonal range to the full range (same map for all channels)":
+        "把色调范围拉伸到完整范围（所有通道使用同一映射）",
+      "Percent of darkest and of brightest pixels allowed to clip in levels":
+        "色阶调整时允许被截断的最暗和最亮像素的百分比",
+      "neutral: make near-gray pixels gray (conservative); grayworld: equalise channel means (strong, can tint colourful scenes); none":
+        "neutral：把接近灰色的像素校正为灰色（保守）；grayworld：使各通道均值相等（较强，色彩丰富的场景可能偏色）；none：不调整",
+      "Blend with the original: 0 = unchanged, 1 = full":
+        "与原图混合：0 = 不变，1 = 完全应用",
+      // denoise
+      "Filter strength in 8-bit levels (about the noise sigma to remove)":
+        "滤波强度，以 8 位色阶计（约等于要去除的噪声标准差）",
+      "nlmeans (best, slower) or bilateral (fast, edge-preserving)":
+        "nlmeans（效果最好，较慢）或 bilateral（快速，保留边缘）",
+      // fit
+      "Longest side in pixels (keeps the aspect ratio)": "最长边的像素数（保持宽高比）",
+      "Exact width in pixels (with height)": "精确宽度（像素，需同时给出高度）",
+      "Exact height in pixels (with width)": "精确高度（像素，需同时给出宽度）",
+      "With width+height: contain = fit inside and pad, cover = fill and crop, stretch = distort":
+        "给出宽和高时：contain = 完整放入并留边，cover = 填满并裁切，stretch = 拉伸变形",
+      "Enlarge images smaller than the target (max_side and contain only)":
+        "放大小于目标尺寸的图片（仅用于 max_side 和 contain）",
+      "Where cover crops: smart keeps faces, else the most detailed region":
+        "cover 的裁切位置：smart 保留人脸，否则保留细节最多的区域",
+      "Padding colour for contain (hex RGB); images with alpha are padded transparent":
+        "contain 的留边颜色（十六进制 RGB）；带透明通道的图片留透明边",
+      // inpaint
+      "telea (fast marching) or ns (Navier-Stokes)": "telea（快速行进法）或 ns（Navier-Stokes 法）",
+      "Neighbourhood (pixels) each filled pixel draws from": "每个填充像素取样的邻域大小（像素）",
+      "Area to fill as [x, y, w, h] in pixels": "要填充的区域 [x, y, w, h]，单位为像素",
+      "Area to fill as [x, y, w, h] in fractions 0..1 of the size": "要填充的区域 [x, y, w, h]，为尺寸的 0..1 比例",
+      "Folder of masks named after each image's stem (white = fill)": "蒙版文件夹，文件名与各图片相同（白色 = 填充）",
+      "Grow masks by this many pixels to cover edges": "将蒙版向外扩展这么多像素以覆盖边缘",
+      "When an image has no mask and no rect: skip (leave unchanged) or error":
+        "图片既无蒙版也无区域时：skip（保持不变）或 error（报错）",
+      // restore_faces
+      "Face restoration model from the registry": "模型库中的人脸修复模型",
+      "Output size = input size x this": "输出尺寸 = 输入尺寸 × 此倍数",
+      "Restore only the face nearest the centre": "只修复最靠近中心的人脸",
+      "Real-ESRGAN model for the background when upscale > 1; empty = Lanczos resize":
+        "upscale > 1 时用于背景的 Real-ESRGAN 模型；留空 = 用 Lanczos 缩放",
+      "Passed to the face network; the networks used here (GFPGAN v1.3/v1.4 clean architecture, RestoreFormer) ignore it":
+        "传给人脸网络的参数；这里用到的网络（GFPGAN v1.3/v1.4 clean 架构、RestoreFormer）会忽略它",
+      // sharpen
+      "Strength: 0 = none, 1 = double the local contrast": "强度：0 = 不锐化，1 = 局部对比度加倍",
+      "Gaussian sigma in pixels: size of the detail sharpened": "高斯 sigma（像素）：被锐化细节的大小",
+      "Differences below this (8-bit levels) are left alone: protects flat areas":
+        "低于此值（8 位色阶）的差异不处理：保护平坦区域",
+      // stylize
+      "Effect to apply": "要应用的效果",
+      "Spatial extent of the smoothing (pixels)": "平滑的空间范围（像素）",
+      "How different colours may be and still be smoothed together (0-1)": "颜色相差多大仍会被一起平滑（0-1）",
+      // upscale
+      "Real-ESRGAN model from the registry": "模型库中的 Real-ESRGAN 模型",
+      "Final scale (e.g. 1.5, 2, 3.5); empty = the model's native scale": "最终放大倍数（例如 1.5、2、3.5）；留空 = 模型的原生倍数",
+      "Tile size in pixels to bound memory (0 = automatic: the whole image when it fits the memory budget, else tiles; else >= 32)":
+        "分块大小（像素），用于限制内存（0 = 自动：内存够用时整张处理，否则分块；其他值需 >= 32）",
+      "Tiles per forward pass (0 = automatic: as many as fit the memory budget on a GPU, one on CPU)":
+        "每次前向计算处理的分块数（0 = 自动：GPU 上按内存尽量多，CPU 上为 1）",
+      "Context around each tile, in input pixels: neighbouring tiles overlap by at least twice this and are blended there":
+        "每个分块周围的上下文（输入像素）：相邻分块至少重叠两倍于此，并在重叠处融合",
+      "Mirror padding at the image border, in input pixels": "图像边缘的镜像填充（输入像素）",
+      "Only for realesr-general-x4v3: 0 = keep noise, 1 = full denoise; empty = model default":
+        "仅用于 realesr-general-x4v3：0 = 保留噪点，1 = 完全降噪；留空 = 模型默认值",
+      "fp16 inference; empty = on CUDA only (always fp32 on CPU)": "fp16 推理；留空 = 仅在 CUDA 上启用（CPU 上始终 fp32）"
+    }
+  };
+
+  /** A text from the server (a description, a parameter's help) in the current language. */
+  function tx(text) {
+    var table = texts[current];
+    if (!table || typeof text !== "string") return text;
+    return Object.prototype.hasOwnProperty.call(table, text) ? table[text] : text;
+  }
 
   var listeners = [];
 
@@ -364,6 +552,8 @@
 
   window.I18N = {
     t: t,
+    tx: tx,
+    texts: texts,
     apply: apply,
     setLang: setLang,
     lang: function () {
