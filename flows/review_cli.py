@@ -349,19 +349,70 @@ def recommend(
         raise _fail("no images found")
     learned = rec.learn_from_history(Workspace(workspace or get_settings().resolved_workspace()))
     advice = rec.advise(found.items, pixel_limit=get_settings().pixel_limit, learned=learned)
-    grouped = rec.groups(advice)
+    grouped, notes = _runnable_groups(rec.groups(advice), fetch=False)
     if as_json:
         data = {
             "images": [a.as_dict() for a in advice],
             "groups": {k: [a.name for a in v] for k, v in grouped.items()},
             "learned": {k: v.__dict__ for k, v in learned.items()},
+            "notes": notes,
         }
         out.print_json(json.dumps(data))
         return
     console.print(_advice_table(advice))
+    for note in notes:
+        console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
     for preset, members in grouped.items():
         extra = f" with {', '.join(members[0].overrides)}" if members[0].overrides else ""
         console.print(f"[bold]{preset}[/]{escape(extra)}: {len(members)} image(s)")
+
+
+def _blocker(preset: str, fetch: bool) -> str | None:
+    """Why ``preset`` cannot run here (its model weights can't be had), or None. With
+    ``fetch``, weights that can be fetched are fetched now (as a run would); without, only
+    looked up (nothing downloaded)."""
+    from retouch.lib import pipeline
+    from retouch.lib.errors import RetouchError
+    from retouch.lib.models.fetch import missing_weights
+    from retouch.lib.recipe import load_preset
+
+    recipe = load_preset(preset)
+    if fetch:
+        try:
+            pipeline.weights_ids(recipe)
+        except RetouchError as exc:
+            return str(exc)
+        return None
+    blocked = [m for m in missing_weights(recipe.models()) if m["source"] is None]
+    if not blocked:
+        return None
+    files = ", ".join(f"{m['filename']} ({m['name']})" for m in blocked)
+    return f"it needs {files}, not here: {blocked[0]['how']}"
+
+
+def _runnable_groups(grouped: dict, fetch: bool = True) -> tuple[dict, list[str]]:
+    """Groups whose preset can run here; a preset whose model weights can't be had (missing,
+    offline, no mirror) hands its images to the default preset, with a note saying what the
+    better one needs (see :func:`_blocker`)."""
+    from retouch.lib.recipe import DEFAULT_PRESET
+
+    out: dict = {}
+    notes = []
+    for preset, members in grouped.items():
+        target = preset
+        if preset != DEFAULT_PRESET:
+            exc = _blocker(preset, fetch)
+            if exc is not None:
+                target = DEFAULT_PRESET
+                notes.append(
+                    f"{preset} would suit {len(members)} image(s) but cannot run here, so they "
+                    f"get {DEFAULT_PRESET}: {exc}"
+                )
+                for a in members:
+                    a.preset, a.overrides = DEFAULT_PRESET, []
+                    a.tips.append(f"{preset} would fit better: {exc}")
+        out.setdefault(target, []).extend(members)
+    return out, notes
 
 
 def run_auto(items, out_dir: str, overrides: list[str], options, json_out: bool) -> int:
@@ -380,9 +431,11 @@ def run_auto(items, out_dir: str, overrides: list[str], options, json_out: bool)
     ws = Workspace(options.workspace or get_settings().resolved_workspace())
     learned = rec.learn_from_history(ws)
     advice = rec.advise(items, pixel_limit=get_settings().pixel_limit, learned=learned)
-    grouped = rec.groups(advice)
+    grouped, notes = _runnable_groups(rec.groups(advice))
     if not json_out:
         console.print(_advice_table(advice))
+        for note in notes:
+            console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
     # Only export settings apply across presets; step overrides name one recipe's steps.
     shared = [o for o in overrides if o.split("=", 1)[0].startswith("export.")]
     codes, summaries = [], {}

@@ -138,6 +138,35 @@ def test_recommend_groups_images_and_run_auto_uses_each_groups_preset(
     assert only["name"] == "small_1.png" and only["output"]["width"] == 4 * 160
 
 
+def test_without_the_weights_recommend_and_run_auto_fall_back_to_a_runnable_preset(
+    prefect_server, tmp_path
+):
+    """Offline with no model files: upscale-x4 would suit the small image, but it can't run
+    here; recommend says what it needs and run --auto delivers everything with quick."""
+    src = tmp_path / "in"
+    src.mkdir()
+    _synthetic(src / "big_1.png", 1200, 900, 1)
+    _synthetic(src / "small_1.png", 160, 120, 3)
+    runner = CliRunner()
+
+    shown = runner.invoke(app, ["recommend", str(src), "--json"])
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)
+    assert data["groups"] == {"quick": ["big_1.png", "small_1.png"]}
+    (note,) = data["notes"]
+    assert note.startswith("upscale-x4 would suit 1 image(s) but cannot run here")
+    assert "RealESRGAN_x4plus.pth" in note
+
+    dest = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(src), "--auto", "--out", str(dest)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert "upscale-x4 would suit 1 image(s)" in result.output
+    quick = json.loads((dest / "quick" / "manifest.json").read_text())
+    assert sorted(i["name"] for i in quick["images"]) == ["big_1.png", "small_1.png"]
+    assert not (dest / "upscale-x4").exists()
+
+
 def test_presets_save_writes_a_complete_shareable_recipe(tmp_path):
     runner = CliRunner()
     saved = runner.invoke(
