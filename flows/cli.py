@@ -449,19 +449,29 @@ def models_list() -> None:
     table.add_column("name", no_wrap=True)
     for col in ("kind", "scale", "size", "present"):
         table.add_column(col, no_wrap=True)
-    table.add_column("file", overflow="fold")
+    # File names only where they fit (a full path made the table unreadable at 80 columns);
+    # `models path NAME` prints any model's full path.
+    wide = out.width >= 110
+    if wide:
+        table.add_column("file", no_wrap=True)
     for spec in specs.all_specs():
         st = fetch.status(spec.name)
         size = f"{spec.size / 1e6:.1f} MB" if spec.size else "?"
-        table.add_row(
+        row = [
             spec.name,
             spec.kind,
             str(spec.scale or ""),
             size,
-            "yes" if st.get("present") else "no",
-            escape(str(st.get("path") or spec.filename)),
-        )
+            "bundled" if st.get("bundled") else "yes" if st.get("present") else "no",
+        ]
+        table.add_row(*row, *([escape(spec.filename)] if wide else []))
     out.print(table)
+    out.print(
+        f"model folder: {escape(str(fetch.model_dir()))}  "
+        "(`retouch models path NAME` prints a model's full path)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @models_app.command("pull")
@@ -752,8 +762,10 @@ def rollback_cmd(
     except RetouchError as exc:
         raise _fail(str(exc)) from None
     console.print(
-        f"image {image_id}: version {chosen.number} (run {chosen.run_id}) is current again",
+        f"{escape(chosen.name)}: version {chosen.number} (run {chosen.run_id}) is current "
+        f"again; `retouch export {chosen.run_id}` re-delivers that run with it",
         highlight=False,
+        soft_wrap=True,
     )
 
 

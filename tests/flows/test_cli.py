@@ -73,6 +73,19 @@ def test_models_import_then_path_and_list_show_it(tmp_path, retouch_home):
     assert " yes " in row
 
 
+def test_models_list_is_readable_at_80_columns():
+    from retouch.lib.models import specs
+
+    listing = CliRunner().invoke(app, ["models", "list"], terminal_width=80)
+    assert listing.exit_code == 0, listing.output
+    lines = listing.output.splitlines()
+    table = [line for line in lines if line.startswith(("│", "┃", "┏", "└"))]
+    assert table and all(len(line) <= 80 for line in table)
+    for spec in specs.all_specs():  # every name whole, on its own row
+        assert any(line.startswith(f"│ {spec.name} ") for line in table), spec.name
+    assert any(line.startswith("model folder: ") for line in lines)
+
+
 def test_models_unknown_name_lists_valid_ones():
     result = CliRunner().invoke(app, ["models", "pull", "esrgan-ultra"])
     assert result.exit_code == 1

@@ -91,6 +91,7 @@ def test_regenerate_two_of_six_then_roll_back(prefect_server, tmp_path):
     # Roll img4 back to its first version and re-deliver the run: its old result is back.
     result = runner.invoke(app, ["rollback", "img4.png", "1"])
     assert result.exit_code == 0, result.output
+    assert result.output.startswith("img4.png: version 1 (run ")  # the name, not an id
     result = runner.invoke(app, ["export", run_id])
     assert result.exit_code == 0, result.output
     rolled = _zip(dest)

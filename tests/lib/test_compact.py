@@ -61,7 +61,7 @@ def test_models_list_shows_the_bundled_models_as_present(tmp_path, monkeypatch):
     assert listing.exit_code == 0, listing.output
     for name in NAMES:
         row = [line for line in listing.output.splitlines() if name in line][0]
-        assert " yes " in row
+        assert " bundled " in row
     st = fetch.status("retouch-compact-x2")
     assert st["bundled"] is True and st["present"] is True and st["verified"] is True
 
