@@ -573,6 +573,58 @@ def _newly_clipped(before: np.ndarray, after: np.ndarray, noise: float) -> float
     return float(new.mean())
 
 
+FILL_RING = 15  # px around a filled area (at the compared size) that it is judged against
+FILL_INNER = 6  # px in from a fill's edge where its own detail is measured
+FILL_DETAIL_RATIO_BELOW = 0.15
+FILL_DELTA_E_ABOVE = 15.0
+
+
+def _mask_at(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    m = np.asarray(mask)
+    if m.ndim == 3:
+        m = m.max(axis=2)
+    m = (m > 0).astype(np.uint8)
+    if m.shape != shape:
+        m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return m.astype(bool)
+
+
+def _fill_plausibility(result: np.ndarray, filled: np.ndarray) -> dict[str, Any]:
+    """How a filled area (bool HxW) of ``result`` (HxWx3 BGR float 0..255) compares with a
+    ring of its surroundings: detail (local variance of the Laplacian) and mean colour (Lab).
+    ``implausible`` says why the fill stands out, or is "" when it does not."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * FILL_RING + 1, 2 * FILL_RING + 1))
+    ring = cv2.dilate(filled.astype(np.uint8), k).astype(bool) & ~filled
+    area = float(filled.mean())
+    if ring.sum() < 16 or filled.sum() < 16:
+        return {"area": round(area, 4), "detail_ratio": None, "delta_e": None, "implausible": ""}
+    gray = cv2.cvtColor(result.astype(np.float32), cv2.COLOR_BGR2GRAY)
+    lap = cv2.Laplacian(gray, cv2.CV_32F, ksize=1)
+    # Detail is judged inside the fill, away from its edge (which blends into the ring), and
+    # only where the fill is wide (a quarter of it more than FILL_INNER px from its edge): a
+    # thin fill (watermark strokes, wires) shows little texture of its own, so only its
+    # colour is judged.
+    k_in = np.ones((2 * FILL_INNER + 1, 2 * FILL_INNER + 1), np.uint8)
+    inner = cv2.erode(filled.astype(np.uint8), k_in).astype(bool)
+    wide = int(inner.sum()) >= max(64, 0.25 * int(filled.sum()))
+    detail_fill = float(lap[inner].var()) if wide else None
+    detail_ring = float(lap[ring].var())
+    ratio = None if detail_fill is None else (detail_fill + 1.0) / (detail_ring + 1.0)
+    lab = _lab(result.astype(np.float32))
+    delta_e = float(np.linalg.norm(lab[filled].mean(axis=0) - lab[ring].mean(axis=0)))
+    why = []
+    if ratio is not None and ratio < FILL_DETAIL_RATIO_BELOW and detail_ring > 20.0:
+        why.append(f"{100 * ratio:.0f}% of the surroundings' detail")
+    if delta_e > FILL_DELTA_E_ABOVE:
+        why.append(f"colour differs by ΔE {delta_e:.0f}")
+    return {
+        "area": round(area, 4),
+        "detail_ratio": None if ratio is None else round(ratio, 3),
+        "delta_e": round(delta_e, 2),
+        "implausible": ", ".join(why),
+    }
+
+
 def quality_score(
     before: Image | np.ndarray,
     after: Image | np.ndarray,
@@ -580,6 +632,7 @@ def quality_score(
     faces_found: int = 0,
     faces_restored: bool = True,
     seams: list[tuple[str, int]] | None = None,
+    filled: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Compare a result with its input and say, honestly, whether it got better.
 
@@ -609,6 +662,13 @@ def quality_score(
     ``gain = score - score_before``. Verdict: "worse" with any problem or a gain below -3;
     "improved" above +3; otherwise "unchanged".
 
+    ``filled`` (HxW, nonzero = area an inpaint step filled, at any size) makes the fill a
+    change that was asked for: every measure and the fidelity then compare the rest of the
+    picture (the input's pixels there are taken as the result's), and the fill is judged on
+    its own, against a ring of its surroundings (``fill``: its share of the picture, its
+    detail relative to the surroundings' and the colour difference; a fill much smoother or
+    of another colour than its surroundings is a problem).
+
     Problems (each a plain-language reason and the parameter to change): a blank result, a
     strong colour shift, a result blurrier than the input, over-sharpening halos, amplified
     noise, new clipping, visible tile seams (``seams``, from :func:`tile_seams` on the
@@ -630,12 +690,22 @@ def quality_score(
     size = (max(1, round(wa * f)), max(1, round(ha * f)))
     b = np.clip(_resize_to(b_full, size), 0, 255)
     a = _resize_to(a_full, size)
+    fb, _ = _shrink(b_full, COMPARE_MAX_SIDE)
+    fa = np.clip(_resize_to(a_full, (fb.shape[1], fb.shape[0])), 0, 255)
+    fill_info: dict[str, Any] | None = None
+    if filled is not None and np.any(filled):
+        # An inpainted area is meant to change: the input's pixels there (the object or
+        # watermark) are taken as the result's, so every measure compares the rest of the
+        # picture; the fill itself is judged against its surroundings (below).
+        at_result = _mask_at(filled, a.shape[:2])
+        at_input = _mask_at(filled, fb.shape[:2])
+        b[at_result] = a[at_result]
+        fb[at_input] = fa[at_input]
+        fill_info = _fill_plausibility(a, at_result)
     mb, ma = _measures(b), _measures(a)
     qb, qa = _quality_from(mb), _quality_from(ma)
 
     # Fidelity at the input's size.
-    fb, _ = _shrink(b_full, COMPARE_MAX_SIDE)
-    fa = np.clip(_resize_to(a_full, (fb.shape[1], fb.shape[0])), 0, 255)
     gfb = cv2.cvtColor(fb, cv2.COLOR_BGR2GRAY)
     gfa = cv2.cvtColor(fa, cv2.COLOR_BGR2GRAY)
     ssim_v = ssim(gfb, gfa) if min(gfb.shape) >= 2 else (1.0 if np.array_equal(gfb, gfa) else 0.0)
@@ -729,6 +799,12 @@ def quality_score(
             "(shadow or highlight detail lost): raise sharpen.threshold or lower sharpen.amount, "
             "or lower auto_color.clip_percent / auto_color.strength"
         )
+    if fill_info is not None and fill_info["implausible"]:
+        problems.append(
+            f"the filled area stands out from its surroundings ({fill_info['implausible']}): "
+            "mask only the object (a tighter mask, lower inpaint.dilate), or split a large "
+            "area into smaller masks"
+        )
     if seams:
         where = ", ".join(f"{axis}={pos}" for axis, pos in seams[:4])
         problems.append(
@@ -801,4 +877,5 @@ def quality_score(
         },
         "before": mb,
         "after": ma,
+        **({"fill": fill_info} if fill_info is not None else {}),
     }

@@ -446,14 +446,38 @@ def apply_steps(
 # -- review ------------------------------------------------------------------------------------
 
 
+def filled_area(recipe: Recipe, ctx: OpContext, width: int, height: int) -> np.ndarray | None:
+    """What the recipe's inpaint steps fill in the image ``ctx.name`` of ``width`` x
+    ``height`` (their rectangles and mask files, grown as they grow them), or None."""
+    from .ops.inpaint import InpaintParams
+    from .ops.inpaint import filled_area as step_area
+
+    out: np.ndarray | None = None
+    for step in recipe.steps:
+        params = step.parsed()
+        if step.op != "inpaint" or not isinstance(params, InpaintParams):
+            continue
+        area = step_area(params, ctx, width, height)
+        if area is not None:
+            out = area if out is None else np.maximum(out, area)
+    return out
+
+
 def score_result(
-    before: Image, after: Image, recipe: Recipe, *, faces_found: int = 0
+    before: Image,
+    after: Image,
+    recipe: Recipe,
+    *,
+    faces_found: int = 0,
+    ctx: OpContext | None = None,
 ) -> tuple[dict[str, Any], Image, Image]:
     """Score a full-size result against its full-size input, as every surface shows it.
 
     The one scoring path of a run's review, ``retouch preview`` and ``tune``: both images
     are reduced to ``REVIEW_MAX_SIDE`` and compared (:func:`analysis.quality_score`), and
     tile seams are looked for on the full-size result when the recipe tiles an upscale.
+    Areas the recipe inpaints (found through ``ctx``: the image's name and mask folders)
+    are judged as fills, not as changes to the picture.
 
     Returns:
         The scores, and the reduced input and result (for thumbnails).
@@ -467,6 +491,7 @@ def score_result(
         faces_restored=any(step.op == "restore_faces" for step in recipe.steps),
         # Seams are one pixel wide: look for them on the full-size result, on the grid.
         seams=analysis.tile_seams(after, period=period) if period else None,
+        filled=filled_area(recipe, ctx or OpContext(), before.width, before.height),
     )
     return scores, before_s, after_s
 
@@ -487,6 +512,7 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
             after,
             ctx.recipe,
             faces_found=int((record.analysis.get("faces") or {}).get("count") or 0),
+            ctx=ctx.op_context(record.name, "cpu"),
         )
         record.scores = _jsonable({k: v for k, v in scores.items() if k != "problems"})
         # Faces are counted at the input's scale on both sides (at most 320 px, as in the

@@ -296,7 +296,9 @@ def run_preview(
             cell = Cell(item.name, variant.label)
             try:
                 result = _run(original, variant.recipe, item.name, device, counters)
-                q, _, _ = score_result(original, result, variant.recipe)
+                q, _, _ = score_result(
+                    original, result, variant.recipe, ctx=OpContext(name=item.name)
+                )
                 cell.score, cell.verdict, cell.problems = q["score"], q["verdict"], q["problems"]
                 cell.score_before = q["score_before"]
                 caption = f"score {q['score_before']:.0f}->{q['score']:.0f} {q['verdict']}"

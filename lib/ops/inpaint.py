@@ -94,6 +94,41 @@ def _mask_lookup(params: InpaintParams, ctx: OpContext) -> MaskLookup | None:
     return ctx.masks
 
 
+def _given_mask(
+    params: InpaintParams, ctx: OpContext, width: int, height: int
+) -> np.ndarray | None:
+    """The step's rectangle and/or the image's mask file, at ``width`` x ``height``."""
+    stem = _stem(ctx.name)
+    mask = _rect_mask(params, width, height)
+    lookup = _mask_lookup(params, ctx)
+    if lookup is not None:
+        found = lookup(ctx.name or stem)
+        if found is not None:
+            fm = _prepare_mask(found, width, height)
+            mask = fm if mask is None else cv2.bitwise_or(mask, fm)
+    return mask
+
+
+def _dilated(mask: np.ndarray, dilate: int) -> np.ndarray:
+    if dilate <= 0:
+        return mask
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
+    return cv2.dilate(mask, k)
+
+
+def filled_area(
+    params: InpaintParams, ctx: OpContext, width: int, height: int
+) -> np.ndarray | None:
+    """The area the step fills in an image of ``width`` x ``height`` (HxW uint8, 255 =
+    filled, grown by ``dilate`` as the step grows it), or None when it fills nothing. The
+    review uses it to judge a fill by its own measure, not as a change to the picture."""
+    mask = _given_mask(params, ctx, width, height)
+    if mask is None:
+        return None
+    mask = _dilated(mask, params.dilate)
+    return mask if mask.any() else None
+
+
 class Inpaint(Operation):
     id = "inpaint"
     version = "1"
@@ -113,13 +148,7 @@ class Inpaint(Operation):
     def __call__(self, image: Image, params: InpaintParams, ctx: OpContext) -> Image:
         h, w = image.height, image.width
         stem = _stem(ctx.name)
-        mask = _rect_mask(params, w, h)
-        lookup = _mask_lookup(params, ctx)
-        if lookup is not None:
-            found = lookup(ctx.name or stem)
-            if found is not None:
-                fm = _prepare_mask(found, w, h)
-                mask = fm if mask is None else cv2.bitwise_or(mask, fm)
+        mask = _given_mask(params, ctx, w, h)
         if mask is None:
             if params.missing_mask == "error":
                 if params.mask_dir:
@@ -134,11 +163,7 @@ class Inpaint(Operation):
                     "set inpaint.missing_mask=skip"
                 )
             return image.with_pixels(image.pixels.copy(), image.alpha)
-        if params.dilate > 0:
-            k = cv2.getStructuringElement(
-                cv2.MORPH_ELLIPSE, (2 * params.dilate + 1, 2 * params.dilate + 1)
-            )
-            mask = cv2.dilate(mask, k)
+        mask = _dilated(mask, params.dilate)
         if not mask.any():
             return image.with_pixels(image.pixels.copy(), image.alpha)
         flag = cv2.INPAINT_TELEA if params.method == "telea" else cv2.INPAINT_NS

@@ -61,6 +61,10 @@ def test_changed_or_added_masks_are_never_served_from_an_earlier_run(prefect_ser
     for name in ("a.png", "b.png"):
         out = np.asarray(PILImage.open(tmp_path / "x" / name).convert("RGB")).astype(int)
         assert (out[12:28, 12:38, 0] - out[12:28, 12:38, 1]).mean() < 60  # red block gone
+        # Reviewed as a fill: its own measures, not "worse than the input".
+        scores = m2[name]["scores"]
+        assert scores["fill"]["area"] > 0.1 and scores["fidelity"]["ssim"] > 0.98, scores
+        assert not any("worse than the input" in p for p in m2[name]["problems"])
 
     # Same masks again: now everything is reused.
     third = runner.invoke(app, [*args, "-o", str(tmp_path / "3")])

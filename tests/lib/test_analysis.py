@@ -247,6 +247,35 @@ def test_every_verdict_agrees_with_the_two_scores_shown():
     assert seen == {"improved", "unchanged", "worse"}  # the set exercises all three
 
 
+def test_an_inpainted_area_is_judged_as_a_fill_not_as_a_change_to_the_picture():
+    clean = _clean_photos()["astronaut"]
+    mark = np.zeros(clean.shape[:2], np.uint8)
+    cv2.putText(mark, "PROOF", (60, 300), cv2.FONT_HERSHEY_DUPLEX, 3.0, 255, 9)
+    marked = clean.copy()
+    marked[mark > 0] = (0.4 * marked[mark > 0] + 0.6 * 255).astype(np.uint8)
+    mask = cv2.dilate(mark, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    removed = cv2.inpaint(marked, mask, 3, cv2.INPAINT_TELEA)
+    # Compared as a whole picture, removing the watermark reads as lost detail: "worse".
+    assert analysis.quality_score(marked, removed)["verdict"] == "worse"
+    # Told what was filled: the rest of the picture is untouched and the fill is plausible.
+    q = analysis.quality_score(marked, removed, filled=mask)
+    assert q["verdict"] != "worse" and q["problems"] == [], q["problems"]
+    assert q["fidelity"]["ssim"] > 0.99 and q["fill"]["implausible"] == ""
+    assert 0.03 < q["fill"]["area"] < 0.1
+    # A fill that stands out is a problem of its own: a wide smeared area on texture, and a
+    # patch of another colour.
+    blob = np.zeros(clean.shape[:2], np.uint8)
+    cv2.circle(blob, (380, 380), 90, 255, -1)
+    smeared = cv2.inpaint(clean, blob, 3, cv2.INPAINT_TELEA)
+    q = analysis.quality_score(clean, smeared, filled=blob)
+    assert q["verdict"] == "worse" and "surroundings' detail" in q["fill"]["implausible"]
+    assert any("filled area stands out" in p for p in q["problems"])
+    patch = clean.copy()
+    patch[mask > 0] = (40, 200, 40)
+    q = analysis.quality_score(marked, patch, filled=mask)
+    assert "colour differs" in q["fill"]["implausible"] and q["verdict"] == "worse"
+
+
 def test_restoring_a_degraded_photo_is_an_improvement():
     clean = _clean_photos()["camera"]
     for kind in ("blur", "noise", "downscale"):
