@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         7.0, gt=0, description="How long Prefect's task cache entries stay valid"
     )
     storage_retries: int = Field(3, ge=0, le=20, description="Retries for storage reads and writes")
+    delivery_stall_s: float = Field(
+        10.0,
+        gt=0,
+        description="Report a write to the destination still unfinished after this many "
+        "seconds (and again each time as long again)",
+    )
     follow_symlinks: bool = Field(
         False, description="Include symlinks in local source folders that point outside them"
     )
