@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -51,8 +52,13 @@ app.add_typer(presets_app, name="presets")
 EXIT_OK, EXIT_NOTHING, EXIT_PARTIAL = 0, 1, 2
 
 
+_verbose = False
+
+
 def _prefect_defaults(verbose: bool) -> None:
     """Quiet, offline-friendly Prefect defaults; anything the user set wins."""
+    global _verbose
+    _verbose = verbose
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not verbose:
@@ -269,7 +275,7 @@ def run(
       retouch run shoot.zip -p upscale-x4 --set upscale.outscale=2 --set export.format=webp -o out
     """
     _prefect_defaults(verbose)
-    from retouch.lib import pipeline, sources
+    from retouch.lib import delivery, locks, pipeline, sources
     from retouch.lib.errors import RetouchError
     from retouch.lib.recipe import apply_overrides, load_preset
     from retouch.lib.settings import get_settings
@@ -288,22 +294,34 @@ def run(
             )
             raise _fail(f"{redact(source)}: no images found{why}")
         pipeline.weights_ids(recipe)  # a missing model stops here, before Prefect starts
+        # One run at a time into a destination (the second would replace the first's
+        # delivery), and one that can be written: found now, not after every image.
+        dest_lock = locks.lock_destination(out_dir, get_settings().home / "locks")
+        delivery.check_destination(out_dir)
     except RetouchError as exc:
         raise _fail(str(exc)) from None
 
     from retouch.lib.models.compat import preload
 
     preload(recipe.models())  # the model libraries import while Prefect starts
+    from retouch.flows import runtime
     from retouch.flows.enhance import RunOptions
 
+    if not verbose:
+        runtime.tidy_console()
     options = RunOptions(
         masks=masks, workspace=workspace, chunk_size=chunk_size, refresh=refresh, device=device
     )
     stop_events = _follow_events(events)
     try:
+        try:
+            runtime.start_embedded_server()
+        except Exception as exc:  # the server's own errors vary; the message says what failed
+            raise _fail(f"could not start a local Prefect server: {exc}") from None
         _run_flow(source, out_dir, recipe, found, options, overrides, json_out, auto)
     finally:
         stop_events()
+        dest_lock.release()
 
 
 def _run_flow(
@@ -1103,11 +1121,34 @@ def cache_prune(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The ``retouch`` command: run it, then exit without the interpreter's teardown."""
+    """The ``retouch`` command: run it, then exit without the interpreter's teardown.
+
+    Every way out stops a Prefect server the command started: SIGTERM and SIGHUP (a service
+    manager or container stopping it) unwind the run like Ctrl-C and exit with 128 + the
+    signal number. An unexpected error is one line on the terminal; ``-v`` adds its
+    traceback.
+    """
+    from retouch.flows.runtime import Terminated, handle_termination
+
+    handle_termination()
     try:
         app(argv, prog_name="retouch")
     except SystemExit as exc:
         _exit_now(exc.code)
+    except Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        console.print(f"retouch: stopped by {name}", highlight=False)
+        _exit_now(128 + exc.signum)
+    except Exception as exc:  # a bug or an unforeseen failure: one line, the traceback with -v
+        if _verbose:
+            console.print_exception()
+        hint = "" if _verbose else " (-v shows the traceback)"
+        console.print(
+            f"[bold red]error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}{hint}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        _exit_now(EXIT_NOTHING)
     _exit_now(0)
 
 

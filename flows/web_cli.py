@@ -6,7 +6,7 @@ import ipaddress
 import os
 import socket
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -51,19 +51,18 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _prefect_server() -> tuple[str, object | None]:
+def _prefect_server() -> tuple[str, Any]:
     """The Prefect API for the batches: PREFECT_API_URL when set, else a local server started
     here (each batch then starts in seconds instead of starting its own)."""
     from prefect.settings import PREFECT_API_URL
 
+    from retouch.flows.runtime import start_embedded_server
+
     configured = PREFECT_API_URL.value()
     if configured:
         return configured, None
-    from prefect.server.api.server import SubprocessASGIServer
-
     console.print("starting a local Prefect server for the batches…", highlight=False)
-    server = SubprocessASGIServer()
-    server.start(timeout=180)
+    server = start_embedded_server(timeout=180)
     return server.api_url, server
 
 
@@ -111,11 +110,12 @@ def web(
 
     from retouch.web.app import create_app
 
+    server = None
     try:
-        api_url, server = _prefect_server()
-    except Exception as exc:  # the server's own errors vary; the message says what failed
-        raise _fail(f"could not start a Prefect server: {exc}") from None
-    try:
+        try:
+            api_url, server = _prefect_server()
+        except Exception as exc:  # the server's own errors vary; the message says what failed
+            raise _fail(f"could not start a Prefect server: {exc}") from None
         app = create_app(token=token, prefect_api_url=api_url)
         url = page_url(host, port, token)
         console.print(f"retouch web: {escape(url)}  (Prefect API {escape(api_url)})")
@@ -123,10 +123,12 @@ def web(
             import webbrowser
 
             threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+        # On SIGTERM uvicorn shuts down, then raises the signal again: the handler of
+        # `retouch` (runtime.handle_termination) turns it into an exception that ends here.
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         if server is not None:
-            server.stop()  # type: ignore[attr-defined]
+            server.stop()
 
 
 def register(app: typer.Typer) -> None:

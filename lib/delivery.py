@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import secrets
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -14,7 +19,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from . import archive, naming, storage, sync
-from .errors import StorageError
+from .errors import RetouchError, StorageError
 from .pipeline import THUMB_LABELS, RunContext, assign_outputs, staging_path, thumb_path
 from .recipe import ExportSettings, Recipe
 from .records import ImageRecord, RunSummary
@@ -50,6 +55,235 @@ class _Archive:
 
 
 _NO_CATEGORY = {"group": "ungrouped", "verdict": "unscored", "tag": "untagged", "folder": "top"}
+
+
+# -- the destination: checked before a run, written all or nothing, failures said plainly ------
+
+
+class DeliveryError(StorageError):
+    """Delivering to the destination failed, or the destination cannot take a delivery.
+
+    The message says what failed and where, what the destination holds now and what to do.
+    ``retry`` is True when trying again soon may succeed (storage not answering, a ZIP that
+    failed verification), False when it cannot (full disk, read-only, no permission, a path
+    under a file).
+    """
+
+    def __init__(self, message: str, *, retry: bool = False):
+        self.retry = retry
+        super().__init__(message)
+
+
+_NO_SPACE = "free space there or choose another --out, then re-run the same command"
+_HINTS = {
+    errno.ENOSPC: _NO_SPACE,
+    errno.EDQUOT: _NO_SPACE,
+    errno.EFBIG: _NO_SPACE,
+    errno.EROFS: "it is on a read-only file system: choose another --out or make it writable",
+    errno.EACCES: "no permission to write there: choose another --out or fix its access rights",
+    errno.EPERM: "no permission to write there: choose another --out or fix its access rights",
+    errno.ENOTDIR: "a part of that path is a file, not a folder: choose another --out",
+    errno.EISDIR: "a folder is in the way of a file retouch writes there: move it away",
+}
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The first OSError with an errno in ``exc`` and its causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and (current.errno or 0) in _HINTS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def worth_retrying(exc: BaseException) -> bool:
+    """Whether a delivery that failed with ``exc`` may succeed if tried again soon: not for a
+    full disk, a read-only or forbidden destination, a path under a file (the same error
+    again, after a wait)."""
+    if isinstance(exc, DeliveryError):
+        return exc.retry
+    if _os_error(exc) is not None:
+        return False
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, StorageError):
+        return "failed verification" in str(exc) or (
+            cause is not None and storage.is_transient(cause)
+        )
+    return not isinstance(exc, RetouchError)
+
+
+def _what_failed(exc: BaseException, uri: str, final: str) -> str:
+    """``exc`` as one sentence about ``final`` (never the temporary name written first)."""
+    os_error = _os_error(exc)
+    if os_error is not None:
+        reason = os_error.strerror or str(os_error)
+        return f"could not write {storage.redact(final)}: {reason}; {_HINTS[os_error.errno or 0]}"
+    text = str(exc)
+    if uri != final:
+        text = text.replace(uri, final).replace(os.path.abspath(uri), final)
+    return text.rstrip(". ")
+
+
+def check_destination(dest: str) -> None:
+    """Check that a delivery to ``dest`` can be written, before any image is processed.
+
+    A local destination's folder is created (with its parents) and a small temporary file
+    is written and removed there; an object store destination gets a temporary object,
+    deleted at once. Nothing else is left behind.
+
+    Raises:
+        DeliveryError: what is wrong with ``dest`` and what to do (a path under a file, a
+            read-only or full file system, no permission, storage not answering).
+    """
+    probe_name = f"{storage.TEMP_MARKER.lstrip('.')}check-{secrets.token_hex(4)}"
+    local = storage.local_path(dest)
+    shown = storage.redact(dest)
+    if local is None:
+        probe = storage.join(dest, "." + probe_name)
+        try:
+            storage.write_bytes(probe, b"")
+            storage.remove(probe)
+        except StorageError as exc:
+            raise DeliveryError(
+                f"{shown}: the destination cannot be written ({str(exc).rstrip('. ')}); "
+                "nothing was processed",
+                retry=worth_retrying(exc),
+            ) from exc
+        return
+    path = os.path.abspath(local)
+    existing = path
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "is a file" if existing == path else f"is under {existing}, which is a file"
+        raise DeliveryError(f"{dest}: {where}, not a folder: choose another --out")
+    probe = os.path.join(path, "." + probe_name)
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(probe, "xb") as fh:
+            fh.write(b"retouch")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.unlink(probe)
+    except OSError as exc:
+        with suppress(OSError):
+            os.unlink(probe)
+        hint = _HINTS.get(exc.errno or 0, "choose another --out")
+        raise DeliveryError(
+            f"{dest}: cannot write there ({exc.strerror or exc}); {hint}; nothing was processed"
+        ) from None
+
+
+class _Outbox:
+    """Where :func:`finalize` writes the destination's files, and what it is doing there.
+
+    At a local destination each file is written under a temporary name beside its final one
+    and all are renamed into place once every one is written: a failed delivery leaves the
+    destination as it was. An object store has no rename: files are written to their final
+    names (archives, then sidecars, the report, and manifest.json last), and :meth:`state`
+    says which ones a failure left there.
+
+    With ``notify``, a step (one write, one check) still unfinished after ``stall_s``
+    seconds is reported, and again each time as long again: a destination that stalls is
+    reported while it stalls, not only once the retries are spent.
+    """
+
+    def __init__(self, dest: str, notify: Callable[[str], None] | None, stall_s: float):
+        self.dest = dest
+        self.local = storage.local_path(dest) is not None
+        self.staged: list[tuple[str, str, str]] = []  # (name, written to, final URI)
+        self.planned: list[str] = []
+        self.written: list[str] = []  # names at their final place
+        self.lock = threading.Lock()
+        self.doing: tuple[str, str, str] = ("writing to", dest, dest)  # (what, URI, final)
+        self.since = time.monotonic()
+        self.reported = 0
+        self.notify = notify
+        self.stall_s = stall_s
+        self.stopped = threading.Event()
+        if notify is not None:
+            threading.Thread(target=self._watch, name="retouch-delivery-watch", daemon=True).start()
+
+    def step(self, what: str, uri: str, final: str | None = None) -> None:
+        """Say what is being done now (for stall reports and failure messages)."""
+        with self.lock:
+            self.doing = (what, uri, final or uri)
+            self.since = time.monotonic()
+            self.reported = 0
+
+    def target(self, name: str) -> str:
+        """The URI to write ``name`` to (also the current step)."""
+        final = storage.join(self.dest, name)
+        self.planned.append(name)
+        written_to = final
+        if self.local:
+            written_to = storage.temp_name(os.path.abspath(final))
+            self.staged.append((name, written_to, final))
+        self.step("writing", written_to, final)
+        return written_to
+
+    def wrote(self, name: str) -> None:
+        if not self.local:
+            self.written.append(name)
+
+    def commit(self) -> None:
+        """Move the staged files into place (a local destination)."""
+        self.step("moving the new files into", self.dest)
+        for name, temporary, final in self.staged:
+            os.replace(temporary, final)
+            self.written.append(name)
+        if self.staged:
+            storage._fsync_dir(os.path.dirname(self.staged[0][2]))
+        self.staged = []
+
+    def discard(self) -> None:
+        for _name, temporary, _final in self.staged:
+            with suppress(OSError):
+                os.unlink(temporary)
+        self.staged = []
+
+    def state(self) -> str:
+        """What the destination holds after a failure, as a sentence."""
+        shown = storage.redact(self.dest)
+        if not self.written:
+            return f"Nothing of this run was delivered: {shown} is as it was."
+        missing = [n for n in self.planned if n not in self.written]
+        return (
+            f"{shown} now holds this run's {', '.join(self.written)}"
+            + (f" but not its {', '.join(missing)}" if missing else "")
+            + " (a manifest.json there that is not this run's describes an earlier delivery)."
+        )
+
+    def _watch(self) -> None:
+        while not self.stopped.wait(min(1.0, self.stall_s / 4)):
+            message = None
+            with self.lock:
+                elapsed = time.monotonic() - self.since
+                if elapsed >= self.stall_s * (self.reported + 1):
+                    self.reported += 1
+                    what, _uri, final = self.doing
+                    message = (
+                        f"still {what} {storage.redact(final)} after {elapsed:.0f} s: the "
+                        "destination is slow or not answering; retrying (Ctrl-C stops; the "
+                        "same command resumes)"
+                    )
+            if message and self.notify is not None:
+                with suppress(Exception):
+                    self.notify(message)
+
+    def close(self) -> None:
+        self.stopped.set()
+
+    def failure(self, exc: BaseException) -> DeliveryError:
+        """``exc`` as a :class:`DeliveryError`: what failed, where, what the destination
+        holds now (the staged files are removed first), what to do."""
+        _what, uri, final = self.doing
+        self.discard()
+        message = _what_failed(exc, uri, final)
+        return DeliveryError(f"{message}. {self.state()}", retry=worth_retrying(exc))
 
 
 def build_manifest(
@@ -163,7 +397,7 @@ def plan_archives(
     return planned
 
 
-def _write_archives(members: list[_Member], ctx: RunContext, dest: str) -> list[_Archive]:
+def _write_archives(members: list[_Member], ctx: RunContext, outbox: _Outbox) -> list[_Archive]:
     export = ctx.recipe.export
     plan = plan_archives([(m.name, m.size, m.record) for m in members], export)
     written: list[_Archive] = []
@@ -176,19 +410,23 @@ def _write_archives(members: list[_Member], ctx: RunContext, dest: str) -> list[
                 part=item["part"],
                 parts=item["parts"],
             )
-            uri = storage.join(dest, entry.name)
+            uri = outbox.target(entry.name)
+            final = storage.join(outbox.dest, entry.name)
             entry.info = archive.write_zip(
                 [(m.name, m.local) for m in entry.members],
                 uri,
                 compresslevel=export.compresslevel,
                 compression=export.compression,
             )
+            entry.info["uri"] = final
+            outbox.wrote(entry.name)
             written.append(entry)
             if export.verify:
+                outbox.step("checking", uri, final)
                 problems = archive.verify_zip(uri, {m.name: m.sha256 for m in entry.members})
                 if problems:
                     raise StorageError(
-                        f"{storage.redact(uri)}: the written ZIP failed verification: "
+                        f"{storage.redact(final)}: the written ZIP failed verification: "
                         f"{'; '.join(problems)}"
                     )
             limit = export.split_bytes
@@ -204,8 +442,12 @@ def _write_archives(members: list[_Member], ctx: RunContext, dest: str) -> list[
                         f"this part is {entry.info['size']} bytes, over the {limit} byte limit"
                     )
     except Exception:
-        for entry in written:  # never leave archives we know to be wrong or incomplete
-            storage.remove(storage.join(dest, entry.name))
+        # Never leave archives we know to be wrong or incomplete (staged local files are
+        # removed with the rest of the delivery; these are objects at their final names).
+        for entry in written if not outbox.local else []:
+            with suppress(StorageError):
+                storage.remove(storage.join(outbox.dest, entry.name))
+                outbox.written.remove(entry.name)
         raise
     return written
 
@@ -242,6 +484,8 @@ def finalize(
     dest: str,
     started: float,
     performance: dict[str, Any] | None = None,
+    notify: Callable[[str], None] | None = None,
+    stall_s: float = 10.0,
 ) -> RunSummary:
     """Deliver a run to ``dest``: the archives, manifest.json and report.html.
 
@@ -254,31 +498,54 @@ def finalize(
     ``<name>.manifest.json`` beside it. With ``export.sync`` the outputs, the manifest and
     the report are mirrored (changed files only); with ``export.link_expiry_s`` share links
     are made where the storage can sign them, and listed in the manifest. Archives an
-    earlier run left at ``dest`` under other names are removed. Each file is written
-    atomically.
+    earlier run left at ``dest`` under other names are removed, once this run's are there.
+
+    All or nothing where the storage allows: at a local ``dest`` every file is written under
+    a temporary name first and renamed into place once all are written, so a failed
+    delivery leaves ``dest`` as it was; on an object store manifest.json is written last
+    and the error says which of this run's files are there. With ``notify``, a step that
+    takes longer than ``stall_s`` seconds is reported while it lasts.
 
     Raises:
-        StorageError: an archive failed verification (the run's archives are removed), or a
-            write failed after retries.
+        DeliveryError: a write failed (after retries, where retrying helps) or an archive
+            failed verification (the run's archives are removed); the message says what,
+            where, what ``dest`` holds now and what to do.
     """
+    outbox = _Outbox(dest, notify, stall_s)
+    try:
+        return _deliver(records, skipped, ctx, outbox, source, started, performance)
+    except (StorageError, OSError) as exc:
+        raise outbox.failure(exc) from exc
+    finally:
+        outbox.close()
+        outbox.discard()
+
+
+def _deliver(
+    records: list[ImageRecord],
+    skipped: list[dict[str, str]],
+    ctx: RunContext,
+    outbox: _Outbox,
+    source: str,
+    started: float,
+    performance: dict[str, Any] | None,
+) -> RunSummary:
+    dest = outbox.dest
     export = ctx.recipe.export
     ok = [r for r in records if r.ok and r.output_name and r.output_sha256 and r.outputs]
+    outbox.step("reading", storage.join(dest, "manifest.json"))
     previous = _previous_archives(dest)
     with tempfile.TemporaryDirectory(prefix="retouch-zip-") as tmp:
         members = _members(ok, ctx, tmp)
-        written = _write_archives(members, ctx, dest) if members else []
+        written = _write_archives(members, ctx, outbox) if members else []
         keep = {a.name for a in written}
         if len(written) > 1:
             keep |= {_sidecar_name(a.name) for a in written}
-        for name in sorted((previous | {export.zip_name}) - keep):
-            # An older run's archives must not pass for this run's.
-            uri = storage.join(dest, name)
-            if storage.exists(uri):
-                storage.remove(uri)
 
         sync_info: dict[str, Any] | None = None
         mirror = export.sync.dest if export.sync else None
         if mirror and export.sync:
+            outbox.step("mirroring to", mirror)
             sync_info = sync.sync_files(
                 [(m.name, m.local) for m in members], mirror, versioning=export.sync.versioning
             )
@@ -332,7 +599,8 @@ def finalize(
                         for m in a.members
                     ],
                 }
-                ctx.workspace.write_json(storage.join(dest, _sidecar_name(a.name)), sidecar)
+                ctx.workspace.write_json(outbox.target(_sidecar_name(a.name)), sidecar)
+                outbox.wrote(_sidecar_name(a.name))
 
         manifest = build_manifest(
             records,
@@ -348,8 +616,6 @@ def finalize(
         if performance:
             manifest["performance"] = performance
         manifest_uri = storage.join(dest, "manifest.json")
-        ctx.workspace.write_json(manifest_uri, manifest)
-        ctx.workspace.write_json(ctx.workspace.run_path(ctx.run_id, "manifest.json"), manifest)
 
         by_index = {r.index: r for r in ok}
 
@@ -377,10 +643,24 @@ def finalize(
         report_local = os.path.join(tmp, "report.html")
         with open(report_local, "w", encoding="utf-8") as fh:
             write_report(fh, manifest, views_of)
-        storage.put_file(report_local, report_uri)
+        storage.put_file(report_local, outbox.target("report.html"))
+        outbox.wrote("report.html")
+        # Last: a manifest.json naming this run means the whole delivery is there.
+        ctx.workspace.write_json(outbox.target("manifest.json"), manifest)
+        outbox.wrote("manifest.json")
+        outbox.commit()
+
+        for name in sorted((previous | {export.zip_name}) - keep):
+            # An older run's archives must not pass for this run's.
+            uri = storage.join(dest, name)
+            outbox.step("removing", uri)
+            if storage.exists(uri):
+                storage.remove(uri)
+        ctx.workspace.write_json(ctx.workspace.run_path(ctx.run_id, "manifest.json"), manifest)
         storage.put_file(report_local, ctx.workspace.run_path(ctx.run_id, "report.html"))
         uploaded = len(sync_info["uploaded"]) if sync_info else 0
         if mirror and export.sync:
+            outbox.step("mirroring to", mirror)
             manifest_local = os.path.join(tmp, "manifest.json")
             with open(manifest_local, "w", encoding="utf-8") as mf:
                 mf.write(json.dumps(manifest, indent=1))

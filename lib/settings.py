@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         "storage_retries): a server that never answers fails an image after about "
         "(storage_retries + 1) x this, 43 s by default",
     )
+    delivery_stall_s: float = Field(
+        10.0,
+        gt=0,
+        description="Report a write to the destination still unfinished after this many "
+        "seconds (and again each time as long again)",
+    )
     follow_symlinks: bool = Field(
         False, description="Include symlinks in local source folders that point outside them"
     )

@@ -11,6 +11,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 
 from retouch.lib import delivery, perf
 from retouch.lib.records import ImageRecord, RunSummary
+from retouch.lib.settings import get_settings
 from retouch.lib.storage import redact
 
 from .common import RunConfig, chunk_retry_delays
@@ -23,7 +24,22 @@ def export_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRec
     return map_images("export", records, config)
 
 
-@task(name="deliver", retries=2, retry_delay_seconds=chunk_retry_delays())
+def _delivery_worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a delivery only when it may succeed soon (storage not answering), not after a
+    full disk, a read-only or forbidden destination or a path under a file."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 (no result to look at: retry as before)
+        return True
+    return not isinstance(exc, BaseException) or delivery.worth_retrying(exc)
+
+
+@task(
+    name="deliver",
+    retries=2,
+    retry_delay_seconds=chunk_retry_delays(),
+    retry_condition_fn=_delivery_worth_retrying,
+)
 def deliver(
     records: list[ImageRecord],
     skipped: list[dict[str, str]],
@@ -33,9 +49,12 @@ def deliver(
     started: float,
     performance: dict[str, Any] | None = None,
 ) -> RunSummary:
-    """Write the ZIP, manifest.json and report.html to the destination; publish artifacts."""
+    """Write the ZIP, manifest.json and report.html to the destination; publish artifacts.
+
+    A write to the destination that stalls is logged as a warning while it stalls."""
     ctx = config.context()
     delivering = time.time()
+    logger = get_run_logger()
     summary = delivery.finalize(
         records,
         skipped,
@@ -44,13 +63,15 @@ def deliver(
         dest=dest,
         started=started,
         performance=performance,
+        notify=logger.warning,
+        stall_s=get_settings().delivery_stall_s,
     )
     if summary.performance:
         summary.performance["spans"]["deliver"] = round(time.time() - delivering, 3)
     try:
         publish_artifacts(summary, records, config)
     except Exception as exc:  # the delivery is done; a missing artifact must not undo it
-        get_run_logger().warning("could not publish the run's artifacts: %s", exc)
+        logger.warning("could not publish the run's artifacts: %s", exc)
     return summary
 
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from retouch.flows.cli import app
 from retouch.lib import storage
 from retouch.lib.settings import reload_settings
+from retouch.lib.storage import TEMP_MARKER
 from tests.faultproxy import FaultProxy, fault_proxy
 
 COUNT = 8
@@ -109,8 +110,14 @@ def test_storage_down_past_the_retry_budget_fails_naming_what_is_missing_then_re
     bucket, client, proxy = proxied_s3
     monkeypatch.setenv("RETOUCH_STORAGE_RETRIES", "1")
     reload_settings()
-    # Every image is processed (workspace is local); the destination never comes back.
-    proxy.fail("503", trigger=lambda method, path: method in ("PUT", "POST") and "/out/" in path)
+    # Every image is processed (workspace is local); the destination, checked writable
+    # before the run (a temporary object), goes down at delivery and never comes back.
+    proxy.fail(
+        "503",
+        trigger=lambda method, path: (
+            method in ("PUT", "POST") and "/out/" in path and TEMP_MARKER not in path
+        ),
+    )
 
     code, output = _run(bucket, tmp_path / "r.toml")
 
