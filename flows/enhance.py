@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from retouch.flows import approval
 from retouch.flows.links import flow_run_id, flow_run_url
@@ -41,19 +41,29 @@ from retouch.tasks.review import review_chunk
 
 
 class RunOptions(BaseModel):
-    """Per-run options beside the recipe (all optional)."""
+    """Per-run options beside the recipe (all optional; empty = the setting's default).
 
-    masks: str | None = Field(
-        None, description="Folder of masks for inpaint, matched to images by file stem"
+    Fields are plain values rather than ``None`` defaults, so the Prefect UI's run form shows
+    them as ordinary inputs; ``None`` is still accepted and means empty."""
+
+    masks: str = Field(
+        "", description="Folder of masks for inpaint, matched to images by file stem"
     )
-    chunk_size: int | None = Field(
-        None, ge=1, le=10_000, description="Images per mapped task (default: setting)"
+    chunk_size: int = Field(
+        0, ge=0, le=10_000, description="Images per mapped task (0: automatic, or the setting)"
     )
-    workspace: str | None = Field(
-        None, description="Workspace URI (default: RETOUCH_WORKSPACE or ~/.cache/retouch/workspace)"
+    workspace: str = Field(
+        "", description="Workspace URI (empty: RETOUCH_WORKSPACE or ~/.cache/retouch/workspace)"
     )
     refresh: bool = Field(False, description="Ignore cached results and recompute every image")
-    device: str | None = Field(None, description="auto, cpu, cuda or cuda:N (default: setting)")
+    device: str = Field("", description="auto, cpu, cuda or cuda:N (empty: the setting)")
+
+    @field_validator("masks", "workspace", "device", "chunk_size", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return 0 if info.field_name == "chunk_size" else ""
+        return value
 
 
 def resolve_recipe(preset: str, overrides: list[str], recipe: Recipe | None) -> Recipe:
@@ -276,9 +286,10 @@ def enhance(
     source: str,
     dest: str,
     preset: str = DEFAULT_PRESET,
-    overrides: list[str] | None = None,
+    # Defaults rather than None, so the Prefect UI's form shows plain fields (never mutated).
+    overrides: list[str] = [],  # noqa: B006
     recipe: Recipe | None = None,
-    options: RunOptions | None = None,
+    options: RunOptions = RunOptions(),  # noqa: B008
 ) -> RunSummary:
     """Enhance every image in SOURCE and deliver ZIP, manifest and report to DEST.
 
@@ -318,7 +329,7 @@ def _enhance(
         run_id=run_id,
         workspace=options.workspace or settings.resolved_workspace(),
         recipe=recipe,
-        masks=options.masks,
+        masks=options.masks or None,
         device=run_device(recipe, options.device or settings.device),
         weights=weights,
         refresh=options.refresh,

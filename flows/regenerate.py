@@ -138,7 +138,7 @@ def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -
         run_id=run_id,
         workspace=ws.root,
         recipe=recipe,
-        masks=state.options.get("masks"),
+        masks=state.options.get("masks") or None,
         device=run_device(recipe, options.device or settings.device),
         weights=check_models(recipe) if selected else {},
         refresh=options.refresh,

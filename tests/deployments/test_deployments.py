@@ -60,6 +60,18 @@ def test_applied_deployments_have_the_nightly_schedule_pool_and_queues(prefect_s
         assert "recipe" not in enhance.parameter_openapi_schema.get("required", [])
         assert "fsspec URL" in props["source"]["description"]
         assert "manifest.json" in props["dest"]["description"]
+        # Plain fields (no null choice, which the UI shows as 'Property is type "None"'),
+        # except the advanced full recipe.
+        schema = enhance.parameter_openapi_schema
+        nullable = [
+            name
+            for name, prop in [
+                *props.items(),
+                *schema["definitions"]["RunOptions"]["properties"].items(),
+            ]
+            if any(option.get("type") == "null" for option in prop.get("anyOf", []))
+        ]
+        assert nullable == ["recipe"]
 
         pool = client.read_work_pool("team")
         assert pool.type == "process"
