@@ -752,7 +752,9 @@ def preview_names(
     Returns:
         One ``{"index", "image", "profile", "name"}`` per image and profile, in order. With
         ``format = "same"`` the source format is taken from the file extension; ``{score}``,
-        ``{verdict}`` and ``{group}`` are not known before a run and show as ``na``.
+        ``{verdict}`` and ``{group}`` are not known before a run and show as ``na``. With
+        ``alpha = "keep"`` or ``depth = "keep"``, an image with transparency or 16 bits
+        (known once it is read) may get another extension than the one shown here.
 
     Raises:
         RecipeError: a bad name template or an unreadable tag file.

@@ -27,18 +27,24 @@ What decode keeps (and what it does not):
 
 What encode writes (``fmt`` in :data:`OUTPUT_FORMATS`):
 
-- ``jpg``: 8-bit; alpha is composited over white; gray is written as 1-channel gray;
-  chroma subsampling is 4:4:4 at quality >= 90 and 4:2:0 below.
+- ``jpg``: 8-bit; alpha is composited over ``background`` (white by default); gray is
+  written as 1-channel gray (colour when a coloured background shows through); chroma
+  subsampling is 4:4:4 at quality >= 90 and 4:2:0 below.
 - ``png``: keeps alpha and 16 bits. 8-bit and 16-bit gray go through Pillow; 16-bit colour
   (and 16-bit gray with alpha, written as 16-bit RGBA) goes through OpenCV, and the ICC,
   EXIF and DPI chunks are then added to its output here, so every PNG keeps all three.
 - ``webp``: 8-bit, alpha kept, quality 100 means lossless; ICC and EXIF kept, no DPI.
 - ``tiff``: keeps 16 bits and alpha, deflate-compressed. 8-bit goes through Pillow (ICC,
-  EXIF, DPI); 16-bit through tifffile (ICC and DPI; EXIF is not written).
-- ``bmp``: 8-bit 24-bit colour or 8-bit gray; alpha is composited over white (most BMP
-  readers ignore a 4th channel); DPI kept.
+  EXIF, DPI); 16-bit through tifffile (ICC and DPI; EXIF is not written); 16-bit gray with
+  alpha is written as 16-bit RGBA, as in PNG (a 16-bit gray+alpha TIFF is one Pillow, and
+  so most readers, cannot open).
+- ``bmp``: 8-bit 24-bit colour or 8-bit gray; alpha is composited over ``background``
+  (most BMP readers ignore a 4th channel); DPI kept.
 
 Bit depth is lowered only where the format requires it, 16 -> 8 with rounding.
+:func:`holds_alpha` and :func:`holds_16bit` say what a format keeps, :func:`format_keeping`
+picks a format that keeps what an image has, and :func:`describe` reads back what encoded
+bytes really hold (format, size, bit depth, alpha, gray) from their header.
 """
 
 from __future__ import annotations
@@ -88,6 +94,12 @@ _SAME_AS_SOURCE = {
     "bmp": "bmp",
     "gif": "png",
 }
+
+# What each output format can hold besides 8-bit colour and gray.
+_HOLDS_ALPHA = ("png", "webp", "tiff")
+_HOLDS_16BIT = ("png", "tiff")
+_OUTPUT_LABEL = {"jpg": "JPEG", "png": "PNG", "webp": "WebP", "tiff": "TIFF", "bmp": "BMP"}
+_OUTPUT_OF_SNIFFED = {"jpeg": "jpg", "png": "png", "webp": "webp", "tiff": "tiff", "bmp": "bmp"}
 
 _ORIENTATION_TAG = 0x0112
 _GRAY_MODES = ("1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
@@ -173,6 +185,44 @@ def format_from_name(fmt_or_same: str, sniffed: str | None) -> str:
     if fmt_or_same.strip().lower() == "same":
         return _SAME_AS_SOURCE.get(sniffed or "", "png")
     return normalize_format(fmt_or_same)
+
+
+def format_label(fmt: str) -> str:
+    """The usual written name of an output format: JPEG, PNG, WebP, TIFF, BMP."""
+    return _OUTPUT_LABEL[normalize_format(fmt)]
+
+
+def holds_alpha(fmt: str) -> bool:
+    """Whether output format ``fmt`` keeps transparency (PNG, WebP, TIFF; not JPEG, BMP)."""
+    return normalize_format(fmt) in _HOLDS_ALPHA
+
+
+def holds_16bit(fmt: str) -> bool:
+    """Whether output format ``fmt`` keeps 16 bits per sample (PNG, TIFF; not JPEG, WebP, BMP)."""
+    return normalize_format(fmt) in _HOLDS_16BIT
+
+
+def format_keeping(
+    fmt: str, sniffed: str | None, *, alpha: bool = False, sixteen_bit: bool = False
+) -> str:
+    """``fmt`` if it keeps what is asked (transparency, 16 bits), else a format that does.
+
+    The replacement follows the input: the source's own format (``sniffed``, as from
+    :func:`sniff_format`) when it can hold everything asked, else PNG, which holds both.
+    E.g. JPEG asked with alpha: a WebP source stays WebP, a TIFF source TIFF, anything else
+    PNG; JPEG or WebP asked with 16 bits: a TIFF source stays TIFF, anything else PNG.
+    """
+    out = normalize_format(fmt)
+
+    def fits(candidate: str) -> bool:
+        return (not alpha or candidate in _HOLDS_ALPHA) and (
+            not sixteen_bit or candidate in _HOLDS_16BIT
+        )
+
+    if fits(out):
+        return out
+    own = _SAME_AS_SOURCE.get(sniffed or "")
+    return own if own is not None and fits(own) else "png"
 
 
 def _other_format_name(head: bytes) -> str | None:
@@ -716,6 +766,28 @@ def decode(data: bytes, name: str, *, pixel_limit: int) -> Image:
     return Image(pixels=bgr, alpha=alpha, is_gray=bool(is_gray), info=meta)
 
 
+def describe(data: bytes) -> dict[str, Any]:
+    """What encoded image bytes really hold, read from their header (no pixel decoded).
+
+    Returns ``{"format", "width", "height", "bit_depth", "alpha", "gray"}``: ``format`` is
+    the output format name (jpg, png, webp, tiff, bmp; gif for a GIF) sniffed from the
+    magic bytes, ``bit_depth`` the bits per sample as stored, ``alpha`` whether the file has
+    an alpha channel or transparency, ``gray`` whether colour is stored as one gray channel.
+
+    Raises:
+        InvalidImageError: the bytes are not an image retouch can read.
+    """
+    pil, info = _open(data, "encoded output", 1 << 62)
+    return {
+        "format": _OUTPUT_OF_SNIFFED.get(info.format, info.format),
+        "width": info.width,
+        "height": info.height,
+        "bit_depth": info.bit_depth,
+        "alpha": info.has_alpha,
+        "gray": bool(_stored_as_gray(pil, info.format, data)),
+    }
+
+
 def load_uint8_bgr(data: bytes, name: str, pixel_limit: int) -> np.ndarray:
     """Decode and return HxWx3 BGR uint8 pixels (16-bit rounded, alpha dropped)."""
     return np.ascontiguousarray(decode(data, name, pixel_limit=pixel_limit).to_uint8())
@@ -730,11 +802,37 @@ def _to_8bit(a: np.ndarray) -> np.ndarray:
     return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
-def _over_white_8bit(pixels: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Composite HxWx3 colour over white with HxW alpha (same dtype), as uint8."""
+def parse_colour(colour: str | tuple[int, int, int]) -> tuple[int, int, int]:
+    """An ``(r, g, b)`` tuple of 0..255 from ``"#rrggbb"``, ``"rrggbb"`` or such a tuple.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if isinstance(colour, str):
+        text = colour.strip().lstrip("#")
+        if len(text) == 6:
+            try:
+                raw = bytes.fromhex(text)
+            except ValueError:
+                pass
+            else:
+                return raw[0], raw[1], raw[2]
+        raise ValueError(f"colour must be hex RGB such as #ffffff, got {colour!r}")
+    rgb = tuple(int(v) for v in colour)
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise ValueError(f"colour must be 3 values 0..255, got {colour!r}")
+    return rgb[0], rgb[1], rgb[2]
+
+
+def _flatten_8bit(
+    pixels: np.ndarray, alpha: np.ndarray, background: tuple[int, int, int]
+) -> np.ndarray:
+    """Composite HxWx3 BGR colour over the RGB ``background`` with HxW alpha (same dtype),
+    as uint8."""
     full = 65535.0 if pixels.dtype == np.uint16 else 255.0
     a = alpha.astype(np.float32)[..., None] / full
-    out = pixels.astype(np.float32) * a + full * (1.0 - a)
+    bg = np.array(background[::-1], np.float32) * (full / 255.0)  # BGR, at the pixels' scale
+    out = pixels.astype(np.float32) * a + bg * (1.0 - a)
     return np.clip(np.rint(out * (255.0 / full)), 0, 255).astype(np.uint8)
 
 
@@ -780,13 +878,16 @@ def _metadata(image: Image, keep: bool, colour_space: str | None) -> dict[str, A
     return out
 
 
-def _pil_8bit(image: Image, *, keep_alpha: bool) -> PILImage.Image:
-    """A Pillow image (L, LA, RGB or RGBA) of the pixels at 8 bits; alpha kept or over white."""
+def _pil_8bit(
+    image: Image, *, keep_alpha: bool, background: tuple[int, int, int] = (255, 255, 255)
+) -> PILImage.Image:
+    """A Pillow image (L, LA, RGB or RGBA) of the pixels at 8 bits; alpha kept or composited
+    over the RGB ``background``."""
     gray = _gray_plane(image)
     alpha = image.alpha
     if alpha is not None and not keep_alpha:
-        flat = _over_white_8bit(image.pixels, alpha)
-        if gray is not None:
+        flat = _flatten_8bit(image.pixels, alpha, background)
+        if gray is not None and background[0] == background[1] == background[2]:
             return PILImage.fromarray(np.ascontiguousarray(flat[..., 0]))
         return PILImage.fromarray(np.ascontiguousarray(flat[..., ::-1]))
     if gray is not None:
@@ -865,6 +966,8 @@ def _encode_tiff(image: Image, keep_metadata: bool) -> bytes:
         space = "GRAY" if pil.mode in ("L", "LA") else "RGB"
         meta = _metadata(image, keep_metadata, space)
         return _save(pil, "TIFF", compression="tiff_adobe_deflate", **meta)
+    if gray is not None and image.alpha is not None:
+        gray = None  # 16-bit gray+alpha is written as 16-bit RGBA (see the module docstring)
     meta = _metadata(image, keep_metadata, "GRAY" if gray is not None else "RGB")
     # tifffile takes RGB(A) order, OpenCV BGR(A).
     colour = gray if gray is not None else image.pixels[..., ::-1]
@@ -907,6 +1010,7 @@ def encode(
     quality: int = 92,
     keep_metadata: bool = True,
     png_compression: int = 6,
+    background: str | tuple[int, int, int] = "#ffffff",
 ) -> bytes:
     """Encode ``image`` (HxWx3 BGR uint8/uint16, optional HxW alpha) as ``fmt`` file bytes.
 
@@ -917,18 +1021,22 @@ def encode(
     none of the three is written, so a non-sRGB image may then look different. See the
     module docstring for alpha, gray and bit-depth handling per format. ``png_compression``
     (0..9) trades PNG size for speed: 6 is libpng's default, 1 is about 3x faster and suits
-    intermediate results. The input image is never modified.
+    intermediate results. ``background`` (hex RGB or an RGB tuple) is what transparency is
+    composited over in the formats without alpha (JPEG, BMP). The input image is never
+    modified.
 
     Raises:
         UnknownNameError: ``fmt`` is not a supported output format.
-        ValueError: the image arrays break the conventions, or ``quality`` is out of range.
+        ValueError: the image arrays break the conventions, or ``quality`` or
+            ``background`` is out of range.
     """
     out = normalize_format(fmt)
     _validate(image)
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"quality must be between 1 and 100, got {quality}")
+    under = parse_colour(background)
     if out == "jpg":
-        pil = _pil_8bit(image, keep_alpha=False)
+        pil = _pil_8bit(image, keep_alpha=False, background=under)
         meta = _metadata(image, keep_metadata, "GRAY" if pil.mode == "L" else "RGB")
         return _save(
             pil, "JPEG", quality=int(quality), subsampling=0 if quality >= 90 else 2, **meta
@@ -947,6 +1055,6 @@ def encode(
         )
     if out == "tiff":
         return _encode_tiff(image, keep_metadata)
-    pil = _pil_8bit(image, keep_alpha=False)
+    pil = _pil_8bit(image, keep_alpha=False, background=under)
     meta = _metadata(image, keep_metadata, None)
     return _save(pil, "BMP", **({"dpi": meta["dpi"]} if "dpi" in meta else {}))

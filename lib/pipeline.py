@@ -23,7 +23,18 @@ import numpy as np
 from . import analysis, naming, progress, storage
 from .errors import RecipeError, RetouchError
 from .image import Image, resize_plane
-from .imageio import decode, encode, format_extension, format_from_name, probe
+from .imageio import (
+    decode,
+    describe,
+    encode,
+    format_extension,
+    format_from_name,
+    format_keeping,
+    format_label,
+    holds_16bit,
+    holds_alpha,
+    probe,
+)
 from .masks import MaskSource
 from .ops.base import OpContext
 from .ops.registry import registry
@@ -622,9 +633,103 @@ def thumb_path(ctx: RunContext, record: ImageRecord, label: str) -> str:
 
 
 def output_format(record: ImageRecord, recipe: Recipe, profile: ExportProfile | None = None) -> str:
-    """The format ``profile`` (by default the export's first profile) writes ``record`` in."""
+    """The format ``profile`` (by default the export's first profile) writes ``record`` in.
+
+    That is ``profile.format`` ("same": the input's format), except where the profile keeps
+    what that format can't hold: with ``alpha = "keep"`` an input with alpha, and with
+    ``depth = "keep"`` a 16-bit input, go to a format that holds it (the input's own format
+    when it can, else PNG; see :func:`retouch.lib.imageio.format_keeping`). Decided from the
+    record's ``input`` (known before the export, so names are planned with it).
+    """
     profile = profile or recipe.export.effective_profiles()[0]
-    return format_from_name(profile.format, record.input.get("format"))
+    sniffed = record.input.get("format")
+    return format_keeping(
+        format_from_name(profile.format, sniffed),
+        sniffed,
+        alpha=profile.alpha == "keep" and bool(record.input.get("alpha")),
+        sixteen_bit=profile.depth == "keep" and record.input.get("bit_depth") == 16,
+    )
+
+
+_COLOUR_NAMES = {"#ffffff": "white", "#000000": "black"}
+# Notes the export adds to ``record.problems`` start so; a re-export replaces them.
+_NOTE_PREFIXES = ("export: ", "export profile '")
+
+
+def _note_prefix(profile: ExportProfile, several: bool) -> str:
+    return f"export profile {profile.name!r}: " if several else "export: "
+
+
+def _setting(profile: ExportProfile, several: bool, key: str) -> str:
+    """How a user sets ``key`` of ``profile`` (``--set`` syntax)."""
+    return f"export.profiles.{profile.name}.{key}" if several else f"export.{key}"
+
+
+def export_notes(
+    record: ImageRecord, image: Image, fmt: str, profile: ExportProfile, *, several: bool = False
+) -> list[str]:
+    """What a user must be told about writing ``image`` (the result, shaped by ``profile``)
+    of ``record`` as ``fmt``: each lossy change, and a format other than the one asked.
+
+    - transparency flattened (onto which colour) where ``fmt`` has no alpha; an alpha
+      channel that is fully opaque is said to be dropped with no pixel changed;
+    - 16 bits reduced to 8 where ``fmt`` holds 8;
+    - the format changed from ``profile.format`` to keep transparency or 16 bits
+      (``alpha``/``depth = "keep"``).
+
+    Each note says what happened, why, and the setting that avoids it.
+    """
+    sniffed = record.input.get("format")
+    asked = format_from_name(profile.format, sniffed)
+    label = format_label(fmt)
+    notes: list[str] = []
+    if fmt != asked:
+        kept = []
+        if image.alpha is not None and not holds_alpha(asked):
+            kept.append("transparency")
+        if image.bit_depth == 16 and not holds_16bit(asked):
+            kept.append("16 bits")
+        if kept:
+            keys = [
+                f"{_setting(profile, several, key)}=keep"
+                for key, what in (("alpha", "transparency"), ("depth", "16 bits"))
+                if what in kept
+            ]
+            notes.append(
+                f"delivered as {label}, not {format_label(asked)}, to keep its "
+                f"{' and '.join(kept)} ({', '.join(keys)})"
+            )
+    if image.alpha is not None and not holds_alpha(fmt):
+        full = 65535 if image.alpha.dtype == np.uint16 else 255
+        if bool((image.alpha < full).any()):
+            hex_colour = "#" + profile.background.lstrip("#").lower()
+            name = _COLOUR_NAMES.get(hex_colour)
+            onto = f"{name} ({hex_colour})" if name else hex_colour
+            better = format_keeping(fmt, sniffed, alpha=True)
+            if profile.alpha == "flatten":
+                fix = (
+                    f"{_setting(profile, several, 'alpha')}=keep delivers it as "
+                    f"{format_label(better)} with its transparency"
+                )
+            else:
+                fix = f"{_setting(profile, several, 'format')}={better} keeps it"
+            notes.append(f"transparency flattened onto {onto}: {label} has no alpha channel; {fix}")
+        else:
+            notes.append(
+                f"alpha channel dropped (fully opaque, no pixel changed): {label} has no "
+                "alpha channel"
+            )
+    if image.bit_depth == 16 and not holds_16bit(fmt):
+        better = format_keeping(fmt, sniffed, sixteen_bit=True)
+        if profile.depth == "reduce":
+            fix = (
+                f"{_setting(profile, several, 'depth')}=keep delivers it as "
+                f"{format_label(better)} with 16 bits"
+            )
+        else:
+            fix = f"{_setting(profile, several, 'format')}={better} keeps them"
+        notes.append(f"16-bit reduced to 8-bit: {label} holds 8 bits per channel; {fix}")
+    return notes
 
 
 def name_entries(
@@ -724,8 +829,13 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
 
     Each profile resizes, converts the colour, marks and encodes the stored result (pixels
     HxWx3 BGR uint8/uint16) its own way; ``record.outputs`` then lists every file written
-    with its sha256, and ``output_sha256`` is the first one's. A failure in any profile
-    fails the image, so the delivery never holds part of an image's outputs.
+    with its sha256 and what the file really holds (format, width, height, bit_depth,
+    alpha, gray: read back from the encoded bytes, never copied from the input), and
+    ``output_sha256`` is the first one's; ``record.output`` takes those fields of the first
+    file. Each lossy change (transparency flattened, 16 bits reduced) and each format
+    changed to keep them is stated in the output's ``notes`` and in ``record.problems``
+    (see :func:`export_notes`). A failure in any profile fails the image, so the delivery
+    never holds part of an image's outputs.
     """
     from . import watermark
 
@@ -740,33 +850,54 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
                 "run again with --refresh to recompute it"
             )
         image = ctx.workspace.load_result(record.result_key)
+        # An earlier export's notes (a re-delivery) give way to this one's.
+        record.problems = [p for p in record.problems if not p.startswith(_NOTE_PREFIXES)]
+        planned = _planned(record, ctx.recipe)
+        several = len(ctx.recipe.export.effective_profiles()) > 1
         outputs: list[dict[str, Any]] = []
-        for profile, member in _planned(record, ctx.recipe):
+        said: list[str] = []
+        for profile, member in planned:
             fmt = output_format(record, ctx.recipe, profile)
             try:
                 shaped = watermark.apply_profile(image, profile)
+                notes = export_notes(record, shaped, fmt, profile, several=several)
                 data = encode(
-                    shaped, fmt, quality=profile.quality, keep_metadata=profile.keep_metadata
+                    shaped,
+                    fmt,
+                    quality=profile.quality,
+                    keep_metadata=profile.keep_metadata,
+                    background=profile.background,
                 )
+                held = describe(data)  # what the file really is, read from its own bytes
             except RetouchError as exc:
                 raise RetouchError(f"export profile {profile.name!r}: {_reason(exc)}") from exc
+            if held["format"] != fmt:  # the name's extension would lie
+                raise RetouchError(
+                    f"export profile {profile.name!r}: encoded {held['format']}, not {fmt}"
+                )
             # Staged for the archive, which is the durable copy.
             storage.write_bytes(staging_path(ctx, member), data, durable=False)
             outputs.append(
                 {
                     "profile": profile.name,
                     "name": member,
-                    "format": fmt,
-                    "width": shaped.width,
-                    "height": shaped.height,
+                    **held,
                     "bytes": len(data),
                     "sha256": sha256_bytes(data),
+                    "notes": notes,
                 }
             )
+            said += [_note_prefix(profile, several) + n for n in notes]
         record.outputs = outputs
+        record.problems += [n for n in dict.fromkeys(said) if n not in record.problems]
         record.output_sha256 = str(outputs[0]["sha256"])
-        record.output["bytes"] = outputs[0]["bytes"]
-        record.output["format"] = outputs[0]["format"]
+        # ``output`` describes the delivered file (the first one with several profiles).
+        record.output.update(
+            {
+                key: outputs[0][key]
+                for key in ("format", "width", "height", "bit_depth", "alpha", "gray", "bytes")
+            }
+        )
         record.status = "ok"
     except RetouchError as exc:
         record.fail("export", _reason(exc))

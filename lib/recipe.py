@@ -133,6 +133,24 @@ class ExportProfile(BaseModel):
         "jpg", description="Output format; 'same' keeps each input's format where it can be written"
     )
     quality: int = Field(92, ge=1, le=100, description="JPEG/WebP quality (1-100)")
+    alpha: Literal["flatten", "keep"] = Field(
+        "flatten",
+        description="An image with transparency when the format has none (JPEG, BMP): "
+        "flatten = composite it onto `background`, stated in the image's problems; keep = "
+        "deliver that image in a format with transparency (its own format if it has one, "
+        "else PNG)",
+    )
+    depth: Literal["reduce", "keep"] = Field(
+        "reduce",
+        description="A 16-bit image when the format holds 8 bits (JPEG, WebP, BMP): reduce = "
+        "round it to 8 bits, stated in the image's problems; keep = deliver that image in a "
+        "16-bit format (its own PNG or TIFF, else PNG)",
+    )
+    background: str = Field(
+        "#ffffff",
+        pattern=_HEX_COLOUR,
+        description="Colour transparency is flattened onto (hex RGB), where it is flattened",
+    )
     resize: Resize | None = Field(
         None, description="Resize the output (never enlarged unless asked)"
     )

@@ -42,7 +42,9 @@ class ImageRecord(BaseModel):
     outputs: list[dict[str, Any]] = Field(
         default_factory=list,
         description="One entry per export profile: profile, name (path in the archive and the "
-        "mirror), format, width, height, bytes, sha256, and link when shared",
+        "mirror), what the file holds (format, width, height, bit_depth, alpha, gray: read "
+        "back from its bytes), bytes, sha256, notes (lossy changes and format changes), and "
+        "link when shared",
     )
     tags: list[str] = Field(default_factory=list, description="User tags (export.tags file)")
     scores: dict[str, Any] = Field(default_factory=dict)

@@ -149,6 +149,43 @@ def _tiff16() -> bytes:
     return buf.getvalue()
 
 
+def _rgba_png() -> bytes:
+    """8-bit RGBA, the logo case: fully transparent top-left quarter, opaque bottom-right."""
+    rgba = np.dstack((_photo(7, 24, 16), np.full((16, 24), 255, np.uint8)))
+    rgba[:8, :12, 3] = 0
+    rgba[:8, 12:, 3] = 128
+    return _save(rgba, "PNG")
+
+
+def _gray_alpha_png() -> bytes:
+    gray = _photo(19, 22, 14)[..., 0]
+    alpha = np.full((14, 22), 255, np.uint8)
+    alpha[:7, :11] = 0
+    return _save(PILImage.fromarray(np.dstack((gray, alpha)), "LA"), "PNG")
+
+
+def _gray16_png() -> bytes:
+    import cv2
+
+    arr = _rng(20).integers(0, 65536, (12, 18), dtype=np.uint16)
+    ok, buf = cv2.imencode(".png", arr)
+    assert ok
+    return buf.tobytes()
+
+
+def _tiff16_alpha() -> bytes:
+    import tifffile
+
+    rng = _rng(34)
+    arr = rng.integers(0, 65536, (14, 22, 4), dtype=np.uint16)
+    arr[..., 3] = 65535
+    arr[:7, :11, 3] = 0
+    arr[:7, 11:, 3] = 30000
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, photometric="rgb", extrasamples=("unassalpha",))
+    return buf.getvalue()
+
+
 def _webp_alpha() -> bytes:
     rgba = np.dstack((_photo(8, 30, 20), np.tile(np.linspace(0, 255, 30, dtype=np.uint8), (20, 1))))
     return _save(rgba, "WEBP", lossless=True)
@@ -223,6 +260,13 @@ def build_corpus(folder: Path) -> list[Case]:
     add("rgb16.png", _png16(3), "ok", size=(26, 18), bit_depth=16, alpha=False)
     add("rgba16.png", _png16(4), "ok", size=(26, 18), bit_depth=16, alpha=True)
     add("rgb16.tif", _tiff16(), "ok", size=(22, 14), bit_depth=16, alpha=False, format="tiff")
+    add("rgba16.tif", _tiff16_alpha(), "ok", size=(22, 14), bit_depth=16, alpha=True,
+        format="tiff", transparent_top_left=True)  # fmt: skip
+    add("gray16.png", _gray16_png(), "ok", size=(18, 12), bit_depth=16, alpha=False, gray=True)
+    add("rgba.png", _rgba_png(), "ok", size=(24, 16), alpha=True, mode="RGBA",
+        transparent_top_left=True)  # fmt: skip
+    add("gray-alpha.png", _gray_alpha_png(), "ok", size=(22, 14), alpha=True, mode="LA",
+        gray=True, transparent_top_left=True)  # fmt: skip
     bw = (_rng(3).random((15, 17)) > 0.5).astype(np.uint8) * 255
     add("bilevel.png", _save(PILImage.fromarray(bw).convert("1"), "PNG"), "ok",
         size=(17, 15), mode="L", gray=True)  # fmt: skip

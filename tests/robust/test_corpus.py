@@ -160,7 +160,8 @@ def test_good_images_keep_size_mode_depth_alpha_and_orientation(corpus_run):
 
                 arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
                 assert arr.dtype == np.uint16, where
-                assert arr.shape[2] == (4 if exp["alpha"] else 3), where
+                channels = 1 if arr.ndim == 2 else arr.shape[2]
+                assert channels == (1 if exp.get("gray") else 3) + exp["alpha"], where
         if "alpha" in exp:
             assert img["output"]["alpha"] is exp["alpha"], where
             assert img["input"]["alpha"] is exp["alpha"], where
