@@ -1019,9 +1019,9 @@ def full_view(batch: Batch, which: str, index: int, uri: str, name: str) -> tupl
     except OSError:
         raise FullViewError(404, f"{name}: the {which} image is gone from the server") from None
     stem = f"{which}-{index}-{stat.st_mtime_ns:x}{stat.st_size:x}"
-    for ext, media in (("png", "image/png"), ("jpg", "image/jpeg")):
-        if (cache / f"{stem}.{ext}").is_file():
-            return cache / f"{stem}.{ext}", media
+    done = _converted_before(cache, stem)
+    if done is not None:
+        return done
     info = _probe_file(path, name, stat.st_size)
     pixels = info.width * info.height
     if pixels > FULL_VIEW_MAX_PIXELS:
@@ -1034,13 +1034,23 @@ def full_view(batch: Batch, which: str, index: int, uri: str, name: str) -> tupl
     if info.format in BROWSER_FORMATS and info.bit_depth <= 8 and info.frames == 1:
         return path, BROWSER_FORMATS[info.format]
     with _CONVERTING:
+        done = _converted_before(cache, stem)  # by a request that waited ahead of this one
+        if done is not None:
+            return done
         data = _converted(path, name)
-    ext, media = ("png", "image/png") if data[:4] == b"\x89PNG" else ("jpg", "image/jpeg")
-    for old in cache.glob(f"{which}-{index}-*"):  # an earlier version of the same image
-        old.unlink(missing_ok=True)
-    target = cache / f"{stem}.{ext}"
-    _write_atomic(target, data)
+        ext, media = ("png", "image/png") if data[:4] == b"\x89PNG" else ("jpg", "image/jpeg")
+        for old in cache.glob(f"{which}-{index}-*"):  # an earlier version of the same image
+            old.unlink(missing_ok=True)
+        target = cache / f"{stem}.{ext}"
+        _write_atomic(target, data)
     return target, media
+
+
+def _converted_before(cache: Path, stem: str) -> tuple[Path, str] | None:
+    for ext, media in (("png", "image/png"), ("jpg", "image/jpeg")):
+        if (cache / f"{stem}.{ext}").is_file():
+            return cache / f"{stem}.{ext}", media
+    return None
 
 
 def _probe_file(path: Path, name: str, size: int) -> Any:
