@@ -35,7 +35,7 @@ from retouch.lib.recipe import DEFAULT_PRESET
 from retouch.lib.settings import get_settings
 
 from . import uploads
-from .batches import THUMB_LABELS, Batch, Runner, new_batch_id
+from .batches import FULL_VIEWS, THUMB_LABELS, Batch, Runner, new_batch_id
 from .uploads import UploadError
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -121,6 +121,15 @@ class ImageOut(BaseModel):
     thumbs: dict[str, str | None] = Field(description="before, after, crop-before, crop-after")
     output_name: str | None
     result_url: str | None
+    full: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="before, after: the input and the delivered result at full size, in a "
+        "format browsers show (null until the result is delivered, or when the input is not "
+        "known)",
+    )
+    size: dict[str, int] | None = Field(
+        None, description="width, height of the delivered result in pixels (when known)"
+    )
 
 
 class ProgressOut(BaseModel):
@@ -894,6 +903,55 @@ def create_app(
         return FileResponse(path, media_type="image/jpeg", headers=headers)
 
     @api.get(
+        "/batches/{batch_id}/full/{index}/{which}",
+        response_class=FileResponse,
+        responses={
+            200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}},
+            206: {},
+            304: {"description": "Not modified (If-None-Match)"},
+        },
+        tags=["results"],
+    )
+    def get_full(batch_id: str, index: int, which: str, request: Request) -> Response:
+        """One image's input (before) or delivered result (after) at full size, for the
+        zoomable comparison: JPEG, PNG and WebP as they are; TIFF, BMP, GIF, 16-bit and
+        animated images converted (PNG when there is alpha, else JPEG). Refused (413) above
+        a large pixel bound; revalidated with ETag (If-None-Match)."""
+        from .batches import FullViewError, extract_result, full_view
+
+        batch = batch_or_404(batch_id)
+        if which not in FULL_VIEWS:
+            raise HTTPException(404, f"no full-size {which!r}; choose before or after")
+        with runner.lock:
+            idle_or_409(batch)
+            image = batch.by_index(index)
+            if image is None or not image.output_name or image.status != "done":
+                raise HTTPException(404, f"batch {batch.id}: no result for image {index}")
+            uri = batch.input_uri(image) if which == "before" else None
+            uploaded = batch.info.get("source") == str(batch.folder / "input")
+        if which == "after":
+            path = _changing(batch, lambda: extract_result(batch, image.output_name))
+            if path is None:
+                raise HTTPException(404, f"{image.output_name}: not in the batch's ZIP")
+            uri = str(path)
+        elif uri is None:
+            raise HTTPException(404, f"batch {batch.id}: the input of {image.name} is not known")
+        elif not uploaded:
+            _check_uri(uri, uri)  # the sources may have been narrowed since the batch ran
+        try:
+            served, media = _changing(
+                batch, lambda: full_view(batch, which, index, uri, image.name)
+            )
+        except FullViewError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        stat = served.stat()
+        etag = f'"{which}-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+        headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+        if etag in [v.strip() for v in request.headers.get("if-none-match", "").split(",")]:
+            return Response(status_code=304, headers=headers)
+        return FileResponse(served, media_type=media, headers=headers)
+
+    @api.get(
         "/batches/{batch_id}/zip",
         response_class=FileResponse,
         responses={200: {"content": {"application/zip": {}}}, 206: {}},
@@ -985,6 +1043,7 @@ def create_app(
     for path, endpoint in (
         ("/batches/{batch_id}/results/{index}", get_result),
         ("/batches/{batch_id}/thumbs/{index}/{label}", get_thumb),
+        ("/batches/{batch_id}/full/{index}/{which}", get_full),
         ("/batches/{batch_id}/zip", get_zip),
         ("/batches/{batch_id}/report", get_report),
     ):

@@ -54,6 +54,17 @@ PROGRESS_AT = {
 KILL_GRACE_S = 8.0
 # ZIPs of selected results kept per batch (the most recently used ones).
 MAX_SELECTIONS = 8
+# The full-size comparison: images of more pixels than this are not sent to the browser
+# (two of them are decoded there at once); the page keeps the preview and says why.
+FULL_VIEW_MAX_PIXELS = 100_000_000
+# Formats every browser shows as they are (8 bits, one frame); others are converted.
+BROWSER_FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+FULL_VIEWS = ("before", "after")
+# Bytes read to learn an image's format, size and depth (the header; the whole file when
+# the header needs more, as a TIFF whose directory is at its end does).
+_HEAD_BYTES = 4 * 1024 * 1024
+# One conversion at a time: each holds a whole decoded image in memory.
+_CONVERTING = threading.BoundedSemaphore(1)
 
 
 def new_batch_id() -> str:
@@ -93,6 +104,8 @@ class ImageState:
     step: int | None = None  # the last step of the recipe done on it (process phase)
     step_op: str | None = None
     reused: bool = False  # the result came from the cache: nothing was computed again
+    source: str | None = None  # where the input was read from (the manifest's "source")
+    size: tuple[int, int] | None = None  # width, height of the delivered file
 
     def copy(self) -> ImageState:
         return ImageState(**{**self.__dict__, "thumbs": dict(self.thumbs)})
@@ -349,6 +362,9 @@ class Batch:
             kept = (entry.get("output") or {}).get("kept")
             if kept:
                 image.note = str(kept)
+            if isinstance(entry.get("source"), str):
+                image.source = entry["source"]
+            image.size = _size_of(entry)
 
     # -- JSON --------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
@@ -437,11 +453,42 @@ class Batch:
             },
             "output_name": image.output_name,
             "result_url": (
-                f"{base}/results/{image.index}"
-                if downloadable and image.output_name and image.status == "done"
+                f"{base}/results/{image.index}" if self._delivered(image, downloadable) else None
+            ),
+            "full": {
+                "before": (
+                    f"{base}/full/{image.index}/before"
+                    if self._delivered(image, downloadable) and self.input_uri(image)
+                    else None
+                ),
+                "after": (
+                    f"{base}/full/{image.index}/after"
+                    if self._delivered(image, downloadable)
+                    else None
+                ),
+            },
+            "size": (
+                {"width": image.size[0], "height": image.size[1]}
+                if image.size and self._delivered(image, downloadable)
                 else None
             ),
         }
+
+    @staticmethod
+    def _delivered(image: ImageState, downloadable: bool) -> bool:
+        return bool(downloadable and image.output_name and image.status == "done")
+
+    def input_uri(self, image: ImageState) -> str | None:
+        """Where the image's input is: the uploaded file, or the URI the run read it from
+        (as its manifest says); None when it is not known."""
+        from retouch.lib.naming import is_safe_name
+
+        if image.source:
+            return image.source
+        upload = self.folder / "input"
+        if self.info.get("source") == str(upload) and is_safe_name(image.name):
+            return str(upload / image.name)
+        return None
 
     def persist(self, pending: dict[str, Any] | None | bool = False) -> None:
         """Save batch.json (``pending``: the job spec waiting in the queue, None to clear it)."""
@@ -451,6 +498,17 @@ class Batch:
         self.info["error"] = self.error
         self.info["pid"] = self.job.pid if self.job else None
         _write_json(self.folder / "batch.json", self.info)
+
+
+def _size_of(entry: dict[str, Any]) -> tuple[int, int] | None:
+    """Width and height of the delivered file (its first output), from a manifest entry."""
+    outputs = entry.get("outputs") or []
+    for found in (outputs[0] if outputs else None, entry.get("output")):
+        if isinstance(found, dict):
+            width, height = found.get("width"), found.get("height")
+            if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+                return width, height
+    return None
 
 
 def _exists(path: str) -> bool:
@@ -913,3 +971,126 @@ def archive_members(batch: Batch) -> dict[str, int]:
                 if not info.is_dir():
                     sizes.setdefault(info.filename, info.file_size)
     return sizes
+
+
+# -- the full-size comparison -----------------------------------------------------------------
+
+
+class FullViewError(Exception):
+    """An image that cannot be shown at full size: the HTTP status and why."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+def full_view(batch: Batch, which: str, index: int, uri: str, name: str) -> tuple[Path, str]:
+    """The file to send for the full-size ``which`` (before or after) of image ``index``,
+    read from ``uri``, with its media type. JPEG, PNG and WebP of 8 bits and one frame are
+    sent as they are; other formats, 16-bit images and animations are converted once
+    (their first frame) into the batch's cache: PNG when the image has alpha, else JPEG of
+    quality 95. Raises :class:`FullViewError` for a missing file, one that is not an image,
+    or one of more than :data:`FULL_VIEW_MAX_PIXELS` pixels."""
+    from retouch.lib import storage
+    from retouch.lib.errors import RetouchError
+
+    cache = batch.folder / "cache" / "full"
+    local = storage.local_path(uri)
+    if local is None:  # in an object store: fetched once (the cache goes with a new job)
+        import hashlib
+
+        path = cache / f"source-{hashlib.sha256(uri.encode()).hexdigest()[:20]}"
+        if not path.is_file():
+            from retouch.lib.settings import get_settings
+
+            try:
+                data = storage.read_bytes(uri, max_bytes=get_settings().max_file_bytes)
+            except RetouchError as exc:
+                raise FullViewError(
+                    404, f"{name}: the {which} image cannot be read: {exc}"
+                ) from None
+            _write_atomic(path, data)
+            del data
+    else:
+        path = Path(local)
+    try:
+        stat = path.stat()
+    except OSError:
+        raise FullViewError(404, f"{name}: the {which} image is gone from the server") from None
+    stem = f"{which}-{index}-{stat.st_mtime_ns:x}{stat.st_size:x}"
+    done = _converted_before(cache, stem)
+    if done is not None:
+        return done
+    info = _probe_file(path, name, stat.st_size)
+    pixels = info.width * info.height
+    if pixels > FULL_VIEW_MAX_PIXELS:
+        raise FullViewError(
+            413,
+            f"{name}: the {which} image is {info.width}x{info.height} = {pixels / 1e6:.1f} MP, "
+            f"more than the {FULL_VIEW_MAX_PIXELS / 1e6:g} MP the full-size view shows; "
+            "download the file to see it at full size",
+        )
+    if info.format in BROWSER_FORMATS and info.bit_depth <= 8 and info.frames == 1:
+        return path, BROWSER_FORMATS[info.format]
+    with _CONVERTING:
+        done = _converted_before(cache, stem)  # by a request that waited ahead of this one
+        if done is not None:
+            return done
+        data = _converted(path, name)
+        ext, media = ("png", "image/png") if data[:4] == b"\x89PNG" else ("jpg", "image/jpeg")
+        for old in cache.glob(f"{which}-{index}-*"):  # an earlier version of the same image
+            old.unlink(missing_ok=True)
+        target = cache / f"{stem}.{ext}"
+        _write_atomic(target, data)
+    return target, media
+
+
+def _converted_before(cache: Path, stem: str) -> tuple[Path, str] | None:
+    for ext, media in (("png", "image/png"), ("jpg", "image/jpeg")):
+        if (cache / f"{stem}.{ext}").is_file():
+            return cache / f"{stem}.{ext}", media
+    return None
+
+
+def _probe_file(path: Path, name: str, size: int) -> Any:
+    """The header of an image file (format, size, depth, frames), read from its first bytes
+    (all of them when the header needs more)."""
+    from retouch.lib import imageio
+    from retouch.lib.errors import InvalidImageError
+
+    unlimited = 1 << 62  # the pixel bound is checked by the caller, in its own words
+    with open(path, "rb") as fh:
+        head = fh.read(_HEAD_BYTES)
+    try:
+        return imageio.probe(head, name, pixel_limit=unlimited)
+    except InvalidImageError as exc:
+        if size <= len(head):
+            raise FullViewError(415, f"{name}: cannot be shown: {exc.reason}") from None
+    try:
+        return imageio.probe(path.read_bytes(), name, pixel_limit=unlimited)
+    except InvalidImageError as exc:
+        raise FullViewError(415, f"{name}: cannot be shown: {exc.reason}") from None
+
+
+def _converted(path: Path, name: str) -> bytes:
+    """The image at ``path`` as 8-bit PNG (with alpha) or JPEG (without)."""
+    from retouch.lib import imageio
+    from retouch.lib.errors import InvalidImageError
+    from retouch.lib.image import Image, to_uint8
+
+    try:
+        image = imageio.decode(path.read_bytes(), name, pixel_limit=FULL_VIEW_MAX_PIXELS)
+    except InvalidImageError as exc:
+        raise FullViewError(415, f"{name}: cannot be shown: {exc.reason}") from None
+    alpha = None if image.alpha is None else to_uint8(image.alpha)
+    eight = Image(to_uint8(image.pixels), alpha, image.is_gray, image.info)
+    del image
+    return imageio.encode(eight, "png" if alpha is not None else "jpg", quality=95)
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(target)

@@ -93,11 +93,16 @@ def stored_batch(
     *,
     batch_id: str = "b-20260101-000000-abcdef",
     members: dict[str, bytes] | None = None,
+    inputs: dict[str, bytes] | None = None,
+    thumbs: dict[str, dict[str, bytes]] | None = None,
+    source: str | None = None,
 ) -> str:
     """A finished batch on disk, as a run leaves it (batch.json, events.jsonl, out/ with a
     ZIP, manifest and report), for download tests that need no Prefect run. ``results``:
     image name -> the bytes delivered for it under the same name; ``members``: the ZIP's
-    members when they should differ from ``results``."""
+    members when they should differ from ``results``; ``inputs``: image name -> its uploaded
+    file (in input/); ``thumbs``: image name -> {label: JPEG bytes} of its review previews;
+    ``source``: the folder the batch read (instead of its upload folder)."""
     import io
     import json
     import zipfile
@@ -105,6 +110,17 @@ def stored_batch(
     folder = root / batch_id
     out = folder / "out"
     out.mkdir(parents=True)
+    read_from = Path(source) if source else folder / "input"
+    for name, data in (inputs or {}).items():
+        (read_from / name).parent.mkdir(parents=True, exist_ok=True)
+        (read_from / name).write_bytes(data)
+    thumb_paths: dict[str, dict[str, str]] = {}
+    for name, labels in (thumbs or {}).items():
+        for label, data in labels.items():
+            path = folder / "thumbs" / f"{list(results).index(name) + 1}-{label}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            thumb_paths.setdefault(name, {})[label] = str(path)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         for name, data in (members if members is not None else results).items():
@@ -112,8 +128,14 @@ def stored_batch(
     (out / "results.zip").write_bytes(buffer.getvalue())
     manifest = {
         "images": [
-            {"name": n, "status": "done", "output_name": n, "outputs": [{"name": n}]}
-            for n in results
+            {
+                "name": n,
+                "status": "done",
+                "source": str(read_from / n),
+                "output_name": n,
+                "outputs": [{"name": n, **_size(data)}],
+            }
+            for n, data in results.items()
         ]
     }
     (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
@@ -125,7 +147,7 @@ def stored_batch(
         "preset": "web-ready",
         "overrides": {},
         "names": names,
-        "source": str(folder / "input"),
+        "source": str(read_from),
         "masks": False,
         "skipped": [],
         "state": "done",
@@ -147,6 +169,10 @@ def stored_batch(
     events = [
         {"event": "web-job", "job": 1, "kind": "run", "names": [], "overrides": {}},
         *(
+            {"event": "image", "phase": "review", "name": n, "ok": True, "thumbs": labels}
+            for n, labels in thumb_paths.items()
+        ),
+        *(
             {"event": "image", "phase": "export", "name": n, "ok": True, "output_name": n}
             for n in names
         ),
@@ -157,3 +183,17 @@ def stored_batch(
         "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events), encoding="utf-8"
     )
     return batch_id
+
+
+def _size(data: bytes) -> dict[str, int]:
+    """The width and height of image bytes, as the manifest records them (none for bytes
+    that are not an image)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return {"width": im.width, "height": im.height}
+    except UnidentifiedImageError:
+        return {}

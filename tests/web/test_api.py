@@ -61,6 +61,17 @@ def test_batch_end_to_end(prefect_server, serve):
     assert Image.open(io.BytesIO(thumb.content)).format == "JPEG"
     assert c.get(f"/api/batches/{bid}/thumbs/1/sideways").status_code == 404
 
+    # The comparison's full-size pair, found through the run's own manifest: the upload as
+    # it was sent, and the delivered result at the size the batch reports.
+    first = done["images"][0]
+    full = f"/api/batches/{bid}/full/1"
+    assert first["full"] == {"before": f"{full}/before", "after": f"{full}/after"}
+    assert c.get(first["full"]["before"]).content == (SAMPLES / images[0]).read_bytes()
+    after = c.get(first["full"]["after"])
+    assert after.status_code == 200 and after.headers["content-type"].startswith("image/")
+    shown = Image.open(io.BytesIO(after.content)).size
+    assert shown == (first["size"]["width"], first["size"]["height"])
+
     # The ZIP at once, then in two ranges: the same bytes.
     whole = c.get(done["zip_url"])
     assert whole.status_code == 200

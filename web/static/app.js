@@ -1651,10 +1651,13 @@
     if (index < 0) return;
     state.compareName = name;
     state.compareIndex = index;
+    view.key = ""; // a fresh view: fit, previews
     setSlider(50);
     renderCompare();
     var dialog = $("compare");
     if (!dialog.open) dialog.showModal();
+    fitStage();
+    applyView();
     $("compare-range").focus();
   }
 
@@ -1667,6 +1670,229 @@
     }
     node.alt = alt;
     node.hidden = !src;
+  }
+
+  // The zoom and pan of the comparison. Both layers get the same transform (a scale about
+  // the stage's top-left corner, then a shift); the before layer is stretched to the after
+  // layer's box, so the input is shown at the result's size. `s` is the scale from "fit",
+  // tx/ty the shift in CSS pixels, `pos` the slider in percent of the stage (screen space).
+  // 100% is one pixel of the delivered result per CSS pixel. Full-size images are fetched
+  // only when the view shows more pixels than the preview has.
+  var view = {
+    key: "",
+    s: 1,
+    tx: 0,
+    ty: 0,
+    pos: 50,
+    previewW: 0,
+    previewH: 0,
+    fullW: 0,
+    fullH: 0,
+    full: {}, // layer -> full-size URL (before, after), where the server has one
+    fullSrc: {}, // layer -> full-size URL once loaded
+    fullState: "", // "", loading, done
+    note: null // {key, vars, error}
+  };
+  var MAX_ZOOM = 8; // 800% of the result's pixels
+
+  function resetView(key, img, th, gen) {
+    var full = img.full || {};
+    var both = !!(th.before && th.after);
+    view.key = key;
+    view.s = 1;
+    view.tx = 0;
+    view.ty = 0;
+    view.previewW = 0;
+    view.previewH = 0;
+    view.fullW = (img.size && img.size.width) || 0;
+    view.fullH = (img.size && img.size.height) || 0;
+    view.full = {
+      after: (th.after ? full.after : full.before) || null,
+      before: both ? full.before || null : null
+    };
+    Object.keys(view.full).forEach(function (k) {
+      if (view.full[k]) view.full[k] = withToken(view.full[k], gen ? "v=" + gen : null);
+    });
+    view.fullSrc = {};
+    view.fullState = "";
+    view.note = null;
+    var after = $("compare-after");
+    after.style.width = "";
+    after.style.height = "";
+  }
+
+  function stageSize() {
+    var stage = $("compare-stage");
+    return { w: stage.clientWidth, h: stage.clientHeight };
+  }
+
+  /** Fix the stage at the preview's fitted size, so that swapping in the full-size image
+   * (or resizing the window) never moves the layers apart. */
+  function fitStage() {
+    var after = $("compare-after");
+    if (!view.previewW || !view.previewH || !$("compare").open) return;
+    var dialog = $("compare");
+    var cs = window.getComputedStyle(dialog);
+    var avail = dialog.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+    // The result's own proportions when known (a preview's size is rounded).
+    var ratio = view.fullW && view.fullH ? view.fullH / view.fullW : view.previewH / view.previewW;
+    var w = Math.floor(Math.min(view.previewW, avail, (window.innerHeight * 0.62) / ratio));
+    if (w <= 0) return;
+    after.style.width = w + "px";
+    after.style.height = (w * ratio).toFixed(3) + "px";
+  }
+
+  function measurePreview() {
+    var after = $("compare-after");
+    if (after.getAttribute("data-kind") !== "preview" || !after.complete || !after.naturalWidth) return;
+    if (view.previewW === after.naturalWidth && view.previewH === after.naturalHeight) return;
+    view.previewW = after.naturalWidth;
+    view.previewH = after.naturalHeight;
+    fitStage();
+    applyView();
+  }
+
+  function resultWidth() {
+    return view.fullW || view.previewW;
+  }
+
+  function maxScale(w) {
+    return w > 0 ? Math.max(1, (MAX_ZOOM * resultWidth()) / w) : MAX_ZOOM;
+  }
+
+  function actualScale(w) {
+    return w > 0 && resultWidth() ? Math.max(1, resultWidth() / w) : 1;
+  }
+
+  function zoomPercent(w) {
+    return w > 0 && resultWidth() ? (100 * view.s * w) / resultWidth() : 100 * view.s;
+  }
+
+  function applyView() {
+    var stage = $("compare-stage");
+    var size = stageSize();
+    view.s = Math.max(1, Math.min(maxScale(size.w), view.s));
+    if (view.s <= 1.0001) {
+      view.s = 1;
+      view.tx = 0;
+      view.ty = 0;
+    }
+    view.tx = Math.min(0, Math.max(size.w - size.w * view.s, view.tx));
+    view.ty = Math.min(0, Math.max(size.h - size.h * view.s, view.ty));
+    var zoomed = view.s > 1;
+    var transform = zoomed
+      ? "translate(" + view.tx.toFixed(2) + "px, " + view.ty.toFixed(2) + "px) scale(" + view.s.toFixed(5) + ")"
+      : "";
+    $("compare-after").style.transform = transform;
+    $("compare-before").style.transform = transform;
+    stage.classList.toggle("zoomed", zoomed);
+    stage.setAttribute("data-zoom", String(Math.round(zoomPercent(size.w))));
+    setSlider(view.pos);
+    updateZoomBar(size.w);
+    if (zoomed && !view.fullState && view.previewW && view.s * size.w > view.previewW + 0.5) loadFull();
+  }
+
+  /** Zoom to scale `s` (from fit) keeping the point (x, y) of the stage where it is. */
+  function zoomTo(s, x, y) {
+    var size = stageSize();
+    if (!size.w || !size.h || !view.previewW) return;
+    if (x === undefined) {
+      x = size.w / 2;
+      y = size.h / 2;
+    }
+    s = Math.max(1, Math.min(maxScale(size.w), s));
+    var lx = (x - view.tx) / view.s;
+    var ly = (y - view.ty) / view.s;
+    view.tx = x - lx * s;
+    view.ty = y - ly * s;
+    view.s = s;
+    applyView();
+  }
+
+  function zoomBy(factor) {
+    var size = stageSize();
+    var s = view.s * factor;
+    var actual = actualScale(size.w);
+    // Stepping across 100% stops there once.
+    if ((view.s < actual && s > actual) || (view.s > actual && s < actual)) s = actual;
+    zoomTo(s);
+  }
+
+  function updateZoomBar(w) {
+    var ready = !!view.previewW && !$("compare-slider").hidden;
+    $("zoom-level").textContent = ready ? t("compare.zoom.level", { pct: Math.round(zoomPercent(w)) }) : "";
+    $("zoom-out").disabled = !ready || view.s <= 1;
+    $("zoom-fit").disabled = !ready || view.s <= 1;
+    $("zoom-in").disabled = !ready || view.s >= maxScale(w) - 1e-6;
+    $("zoom-actual").disabled = !ready || Math.abs(view.s - actualScale(w)) < 1e-6;
+    show($("zoom-bar"), !$("compare-slider").hidden);
+    var note = $("zoom-note");
+    if (view.note) {
+      note.textContent = t(view.note.key, view.note.vars);
+      note.classList.toggle("error-text", !!view.note.error);
+    }
+    show(note, !!view.note);
+  }
+
+  function layerFor(layer) {
+    return $(layer === "after" ? "compare-after" : "compare-before");
+  }
+
+  /** Fetch the full-size layers (once per photo); each replaces its preview once loaded. */
+  function loadFull() {
+    var key = view.key;
+    var layers = Object.keys(view.full).filter(function (k) {
+      return view.full[k];
+    });
+    if (!layers.length) return;
+    view.fullState = "loading";
+    view.note = { key: "compare.full.loading" };
+    var left = layers.length;
+    var failures = [];
+    layers.forEach(function (layer) {
+      var url = view.full[layer];
+      var probe = new Image();
+      probe.onload = function () {
+        if (view.key !== key) return;
+        if (layer === "after" && !view.fullW) {
+          view.fullW = probe.naturalWidth;
+          view.fullH = probe.naturalHeight;
+        }
+        view.fullSrc[layer] = url;
+        var node = layerFor(layer);
+        node.setAttribute("data-src", url);
+        node.setAttribute("data-kind", "full");
+        node.src = url;
+        finish();
+      };
+      probe.onerror = function () {
+        if (view.key !== key) return;
+        fetch(url)
+          .then(function (response) {
+            return response.text().then(function (text) {
+              return detailText(parseBody(text), "HTTP " + response.status);
+            });
+          })
+          .then(null, function (err) {
+            return String((err && err.message) || err);
+          })
+          .then(function (reason) {
+            if (view.key !== key) return;
+            failures.push(reason);
+            finish();
+          });
+      };
+      probe.src = url;
+    });
+    function finish() {
+      left -= 1;
+      if (left > 0) return;
+      view.fullState = "done";
+      view.note = failures.length
+        ? { key: "compare.full.failed", vars: { reason: failures.join("; ") }, error: true }
+        : null;
+      applyView();
+    }
   }
 
   function renderCompare() {
@@ -1701,9 +1927,23 @@
     message($("compare-error"), img.status === "failed" ? img.error || "" : img.note || "");
 
     var both = !!(th.before && th.after);
+    var key = [img.name, card.gen || 0, th.after || "", th.before || "", (img.full || {}).after || ""].join("\n");
+    if (key !== view.key) resetView(key, img, th, card.gen);
     show($("compare-slider"), !!(th.before || th.after));
-    setImg($("compare-after"), th.after || th.before, card.gen, t("compare.after") + ": " + img.name);
-    setImg($("compare-before"), both ? th.before : null, card.gen, t("compare.before") + ": " + img.name);
+    var after = $("compare-after");
+    var before = $("compare-before");
+    if (view.fullSrc.after) {
+      after.alt = t("compare.after") + ": " + img.name;
+    } else {
+      setImg(after, th.after || th.before, card.gen, t("compare.after") + ": " + img.name);
+      after.setAttribute("data-kind", "preview");
+    }
+    if (view.fullSrc.before) {
+      before.alt = t("compare.before") + ": " + img.name;
+    } else {
+      setImg(before, both ? th.before : null, card.gen, t("compare.before") + ": " + img.name);
+      before.setAttribute("data-kind", "preview");
+    }
     $("compare-range").disabled = !both;
     $("compare-stage").classList.toggle("single", !both);
     setImg($("crop-before"), th["crop-before"], card.gen, t("compare.crop.before"));
@@ -1712,12 +1952,23 @@
     show($("compare-missing"), !(th.before || th.after));
     $("compare-prev").disabled = index <= 0;
     $("compare-next").disabled = index >= list.length - 1;
+    measurePreview();
+    applyView();
   }
 
   function setSlider(p) {
     p = Math.max(0, Math.min(100, p));
+    view.pos = p;
     var stage = $("compare-stage");
-    $("compare-before").style.clipPath = "inset(0 " + (100 - p) + "% 0 0)";
+    // The before layer is clipped in its own (zoomed) coordinates, so that the split stays
+    // under the slider's line on screen; unzoomed this is just the slider's position.
+    var right = 100 - p;
+    var w = stage.clientWidth;
+    if (view.s !== 1 && w > 0) {
+      right = 100 - (p - (100 * view.tx) / w) / view.s;
+      right = Math.max(0, Math.min(100, right));
+    }
+    $("compare-before").style.clipPath = "inset(0 " + right + "% 0 0)";
     $("compare-handle").style.left = "calc(" + p + "% - 1px)";
     stage.setAttribute("data-pos", p.toFixed(1));
     var range = $("compare-range");
@@ -1726,24 +1977,121 @@
 
   function setupCompare() {
     var stage = $("compare-stage");
-    var dragging = false;
-    function move(e) {
+    var pointers = {}; // pointerId -> position in the stage
+    var gesture = null; // {kind: slider | pan | pinch, ...}
+    function local(e) {
       var r = stage.getBoundingClientRect();
-      if (r.width > 0) setSlider((100 * (e.clientX - r.left)) / r.width);
+      return { x: e.clientX - r.left, y: e.clientY - r.top, w: r.width };
+    }
+    function move(e) {
+      var p = local(e);
+      if (p.w > 0) setSlider((100 * p.x) / p.w);
+    }
+    function ids() {
+      return Object.keys(pointers);
+    }
+    function startPan(p) {
+      gesture = { kind: "pan", x: p.x, y: p.y, tx: view.tx, ty: view.ty };
+      stage.classList.add("panning");
+    }
+    function startPinch() {
+      var a = pointers[ids()[0]];
+      var b = pointers[ids()[1]];
+      var mx = (a.x + b.x) / 2;
+      var my = (a.y + b.y) / 2;
+      gesture = {
+        kind: "pinch",
+        dist: Math.max(1, Math.hypot(a.x - b.x, a.y - b.y)),
+        lx: (mx - view.tx) / view.s,
+        ly: (my - view.ty) / view.s,
+        s: view.s
+      };
     }
     stage.addEventListener("pointerdown", function (e) {
-      if (stage.classList.contains("single")) return;
-      dragging = true;
+      if (e.pointerType === "mouse" && e.button !== 0) return;
+      var p = local(e);
+      pointers[e.pointerId] = p;
       if (stage.setPointerCapture) stage.setPointerCapture(e.pointerId);
-      move(e);
+      var single = stage.classList.contains("single");
+      if (ids().length === 2 && view.previewW) {
+        startPinch();
+      } else if (ids().length > 1) {
+        return;
+      } else if (view.s > 1 && (single || Math.abs(p.x - (view.pos / 100) * p.w) > 12)) {
+        startPan(p); // zoomed in: a drag pans, except on the slider's line
+      } else if (!single) {
+        gesture = { kind: "slider" };
+        move(e);
+      } else {
+        gesture = null;
+      }
     });
     stage.addEventListener("pointermove", function (e) {
-      if (dragging) move(e);
+      if (!(e.pointerId in pointers) || !gesture) return;
+      var p = local(e);
+      pointers[e.pointerId] = p;
+      if (gesture.kind === "slider") {
+        move(e);
+      } else if (gesture.kind === "pan") {
+        view.tx = gesture.tx + (p.x - gesture.x);
+        view.ty = gesture.ty + (p.y - gesture.y);
+        applyView();
+      } else if (gesture.kind === "pinch" && ids().length >= 2) {
+        var a = pointers[ids()[0]];
+        var b = pointers[ids()[1]];
+        var size = stageSize();
+        var s = Math.max(1, Math.min(maxScale(size.w), (gesture.s * Math.hypot(a.x - b.x, a.y - b.y)) / gesture.dist));
+        view.s = s;
+        view.tx = (a.x + b.x) / 2 - gesture.lx * s;
+        view.ty = (a.y + b.y) / 2 - gesture.ly * s;
+        applyView();
+      }
     });
     ["pointerup", "pointercancel"].forEach(function (type) {
-      stage.addEventListener(type, function () {
-        dragging = false;
+      stage.addEventListener(type, function (e) {
+        delete pointers[e.pointerId];
+        var left = ids();
+        if (gesture && gesture.kind === "pinch" && left.length === 1) {
+          startPan(pointers[left[0]]);
+        } else if (!left.length) {
+          gesture = null;
+          stage.classList.remove("panning");
+        }
       });
+    });
+    stage.addEventListener(
+      "wheel",
+      function (e) {
+        if (!view.previewW || $("compare-slider").hidden) return;
+        e.preventDefault();
+        var p = local(e);
+        var unit = e.deltaMode === 1 ? 33 : e.deltaMode === 2 ? 400 : 1;
+        zoomTo(view.s * Math.exp(-e.deltaY * unit * 0.002), p.x, p.y);
+      },
+      { passive: false }
+    );
+    stage.addEventListener("dblclick", function (e) {
+      var p = local(e);
+      if (view.s > 1) zoomTo(1);
+      else zoomTo(actualScale(p.w), p.x, p.y);
+    });
+    $("compare-after").addEventListener("load", measurePreview);
+    window.addEventListener("resize", function () {
+      if (!$("compare").open) return;
+      fitStage();
+      applyView();
+    });
+    $("zoom-in").addEventListener("click", function () {
+      zoomBy(1.5);
+    });
+    $("zoom-out").addEventListener("click", function () {
+      zoomBy(1 / 1.5);
+    });
+    $("zoom-actual").addEventListener("click", function () {
+      zoomTo(actualScale(stageSize().w));
+    });
+    $("zoom-fit").addEventListener("click", function () {
+      zoomTo(1);
     });
     $("compare-range").addEventListener("input", function () {
       setSlider(Number($("compare-range").value));
@@ -1780,6 +2128,16 @@
       step(1);
     });
     $("compare").addEventListener("keydown", function (e) {
+      if (!e.ctrlKey && !e.metaKey && !e.altKey && !$("compare-slider").hidden) {
+        var zoom = { "+": 1.5, "=": 1.5, "-": 1 / 1.5, _: 1 / 1.5 }[e.key];
+        if (zoom) zoomBy(zoom);
+        else if (e.key === "0") zoomTo(1);
+        else if (e.key === "1") zoomTo(actualScale(stageSize().w));
+        if (zoom || e.key === "0" || e.key === "1") {
+          e.preventDefault();
+          return;
+        }
+      }
       if (e.target === $("compare-range")) return; // arrows move the slider there
       if (e.key === "ArrowLeft" || e.key === "PageUp") step(-1);
       else if (e.key === "ArrowRight" || e.key === "PageDown") step(1);
