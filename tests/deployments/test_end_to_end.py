@@ -320,6 +320,33 @@ def test_a_default_cli_run_sends_its_logs_to_the_server_and_keeps_the_terminal_q
 
     lines = _wait(logs, 30, "the run's logs on the server", [team.server])
     assert any("run " in entry["message"] for entry in lines), lines
+    # The terminal names the run's page in the Prefect UI.
+    url = f"http://127.0.0.1:{team.port}/runs/flow-run/{flows[0]['id']}"
+    assert f"Prefect UI: {url}" in done.stderr
+
+
+def test_submit_with_overrides_waits_for_the_run(team, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(_jpeg(40))
+    worker = team.worker()
+    retouch = str(Path(sys.executable).with_name("retouch"))
+    done = subprocess.run(
+        [
+            retouch, "submit", str(src), "--dest", str(tmp_path / "out"),
+            "--set", "export.format=png", "--wait",
+        ],
+        env=team.env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    team.stop(worker)
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip().splitlines()[0]
+    assert f"{run_id}: Completed" in done.stderr
+    run = _flow_run(team, run_id)
+    assert run["parameters"]["preset"] == "quick"
+    assert run["parameters"]["overrides"] == ["export.format=png"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["images"][0]["output_name"] == "a.png"
 
 
 def test_stopping_serve_leaves_the_applied_deployments_running(team, tmp_path):
