@@ -11,8 +11,6 @@ depth, alpha and gray layout compared with the manifest's ``output`` and ``outpu
 from __future__ import annotations
 
 import io
-import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +19,7 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image as PILImage
-from typer.testing import CliRunner
 
-from retouch.flows.cli import app
 from retouch.lib import delivery, pipeline
 from retouch.lib.image import Image
 from retouch.lib.imageio import decode, describe, encode, format_keeping
@@ -32,6 +28,7 @@ from retouch.lib.records import ImageRecord
 from retouch.lib.settings import get_settings
 from retouch.lib.workspace import Workspace
 from tests.robust.corpus import build_corpus
+from tests.robust.test_corpus import _outputs, _run
 
 _PIL_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp"}
 _FIELDS = ("format", "width", "height", "bit_depth", "alpha", "gray")
@@ -104,21 +101,6 @@ def assert_manifest_describes(img: dict, files: dict[str, bytes]) -> dict[str, A
 
 
 # -- the corpus through `retouch run -p quick` -------------------------------------------------
-
-
-def _run(args: list[str]) -> tuple[int, str]:
-    result = CliRunner().invoke(app, args, terminal_width=200)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
-
-
-def _outputs(dest: Path) -> tuple[dict, dict[str, bytes]]:
-    manifest = json.loads((dest / "manifest.json").read_text())
-    with zipfile.ZipFile(dest / "results.zip") as zf:
-        assert zf.testzip() is None
-        files = {n: zf.read(n) for n in zf.namelist()}
-    return manifest, files
 
 
 def _quick_run(root: Path, src: Path, overrides: list[str]) -> tuple[int, str, dict, dict]:
