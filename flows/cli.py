@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -1062,6 +1063,34 @@ app.add_typer(cache_app, name="cache")
 review_cli.register(app)  # preview, tune, approve, recommend
 deploy_cli.register(app)  # deploy, serve, watch, submit
 web_cli.register(app)  # web
+
+
+def reflow_help(doc: str) -> str:
+    """A command's docstring as help text: the lines of a paragraph joined (the terminal
+    wraps them to its width; a docstring's own line breaks showed mid-sentence in
+    `retouch --help`), while blank lines, indented lines (examples) and lines after one
+    ending in ':' keep their breaks."""
+    out: list[str] = []
+    for line in inspect.cleandoc(doc).splitlines():
+        if not line.strip():
+            out.append("")
+        elif out and out[-1] and not line.startswith(" ") and not out[-1].endswith(":"):
+            out[-1] += " " + line.strip()
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _reflow_commands(group: typer.Typer) -> None:
+    for command in group.registered_commands:
+        if command.help is None and command.callback is not None and command.callback.__doc__:
+            command.help = reflow_help(command.callback.__doc__)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _reflow_commands(sub.typer_instance)
+
+
+_reflow_commands(app)
 
 
 @cache_app.command("info")

@@ -120,3 +120,28 @@ def test_run_events_file_has_one_json_line_per_event(prefect_server, tmp_path):
     assert a[3]["output_name"] == "a.jpg"
     b = [e for e in events if e["event"] == "image" and e["name"] == "b.jpg"]
     assert b[0]["phase"] == "prepare" and not b[0]["ok"] and "not" in b[0]["reason"]
+
+
+def test_help_texts_break_at_the_terminal_width_not_mid_sentence():
+    import typer
+
+    from retouch.flows.cli import reflow_help
+
+    # The docstrings' own line breaks used to show in `retouch --help`'s command list.
+    commands = typer.main.get_command(app).commands
+    assert commands["rollback"].help.startswith(
+        "Make an older version of an image current again (`retouch export RUN` re-delivers "
+        "a run with it). Example: retouch rollback photos/a.jpg 1"
+    )
+    assert "overrides), record them as new versions" in commands["regenerate"].help
+    assert "\n  retouch regenerate " in commands["regenerate"].help  # examples keep their lines
+    doc = """One line
+    and its end.
+
+    Examples:
+      retouch run a --out b
+      retouch run c --out d
+    """
+    assert reflow_help(doc) == (
+        "One line and its end.\n\nExamples:\n  retouch run a --out b\n  retouch run c --out d"
+    )
