@@ -82,6 +82,11 @@ def _bundled(spec: ModelSpec) -> Path:
 
 def _how_to_provide(spec: ModelSpec) -> str:
     target = model_dir() / spec.filename
+    if spec.imported:
+        return (
+            f"It was imported from {spec.origin}: import it again with "
+            f"`retouch models import {spec.origin} --name {spec.name} --force`."
+        )
     return (
         f"Official URL: {spec.url}. Provide the file in one of three ways: "
         f"(1) online: run `retouch models pull {spec.name}`; "
@@ -113,20 +118,42 @@ def _temp_in(folder: Path, filename: str) -> Iterator[tuple[IO[bytes], Path]]:
         tmp.unlink(missing_ok=True)
 
 
-def _copy_stream(src: IO[bytes], dst: IO[bytes]) -> tuple[int, str]:
+def _copy_stream(src: IO[bytes], dst: IO[bytes]) -> tuple[int, str, str]:
+    """Copy ``src`` to ``dst``; returns (size, sha256, md5)."""
     digest = hashlib.sha256()
+    md5 = hashlib.md5(usedforsecurity=False)
     size = 0
     while True:
         chunk = src.read(_CHUNK)
         if not chunk:
             break
         digest.update(chunk)
+        md5.update(chunk)
         dst.write(chunk)
         size += len(chunk)
-    return size, digest.hexdigest()
+    return size, digest.hexdigest(), md5.hexdigest()
 
 
-def _check(spec: ModelSpec, origin: str, size: int, sha256: str) -> None:
+def converted_path(spec: ModelSpec) -> Path:
+    """Where the safetensors copy of a shipped model's weights goes when they were imported
+    from another file of the same network (:func:`retouch.lib.models.imported.import_into_shipped`)."""
+    return model_dir() / (Path(spec.filename).stem + ".safetensors")
+
+
+def local_path(spec: ModelSpec) -> Path:
+    """Where the weights of ``spec`` are on this machine (the packaged file, the model
+    dir's file or its converted copy), or where they would go when absent."""
+    if spec.bundled:
+        return bundled_path(spec)
+    dest = model_dir() / spec.filename
+    if not dest.is_file():
+        converted = converted_path(spec)
+        if converted.is_file():
+            return converted
+    return dest
+
+
+def _check(spec: ModelSpec, origin: str, size: int, sha256: str, md5: str | None = None) -> None:
     if spec.size is not None and size != spec.size:
         raise ModelChecksumError(
             f"{spec.filename} from {origin}: size {size} bytes, expected {spec.size} "
@@ -139,6 +166,12 @@ def _check(spec: ModelSpec, origin: str, size: int, sha256: str) -> None:
             f"(model {spec.name!r}); the file is corrupt or a different file. "
             "Fetch it again or import the right file."
         )
+    if spec.md5 is not None and md5 is not None and md5 != spec.md5:
+        raise ModelChecksumError(
+            f"{spec.filename} from {origin}: md5 {md5}, expected {spec.md5} "
+            f"(model {spec.name!r}); the file is corrupt or a different file. "
+            "Fetch it again or import the right file."
+        )
 
 
 def _install(spec: ModelSpec, src: IO[bytes], origin: str, *, verify: bool = True) -> Path:
@@ -146,12 +179,12 @@ def _install(spec: ModelSpec, src: IO[bytes], origin: str, *, verify: bool = Tru
     folder = model_dir()
     dest = folder / spec.filename
     with _temp_in(folder, spec.filename) as (fh, tmp):
-        size, sha = _copy_stream(src, fh)
+        size, sha, md5 = _copy_stream(src, fh)
         fh.flush()
         os.fsync(fh.fileno())
         fh.close()
         if verify:
-            _check(spec, origin, size, sha)
+            _check(spec, origin, size, sha, md5)
         os.replace(tmp, dest)
     st = dest.stat()
     with _hash_lock:
@@ -186,6 +219,9 @@ def _fetch(spec: ModelSpec, *, allow_download: bool, skip_local: bool = False) -
     if not skip_local:
         if dest.is_file():
             return dest
+        converted = converted_path(spec)
+        if converted != dest and converted.is_file():
+            return converted
         reasons.append(f"not in the model dir {model_dir()}")
     with _lock_for(spec.filename):
         # Another thread may have fetched it while we waited.
@@ -331,12 +367,13 @@ def status(name: str) -> dict[str, Any]:
     (True for weights that ship with retouch; their path is the packaged file).
     """
     spec = get_spec(name)
-    path = bundled_path(spec) if spec.bundled else model_dir() / spec.filename
+    path = local_path(spec)
     present = path.is_file()
     size = path.stat().st_size if present else None
     sha = file_sha256(path) if present else None
     verified: bool | None = None
-    if present and (spec.size is not None or spec.sha256 is not None):
+    converted = path.name != spec.filename
+    if present and not converted and (spec.size is not None or spec.sha256 is not None):
         verified = (spec.size is None or size == spec.size) and (
             spec.sha256 is None or sha == spec.sha256
         )
@@ -365,7 +402,7 @@ def availability(name: str) -> dict[str, Any]:
     how (the ways to provide it).
     """
     spec = get_spec(name)
-    path = bundled_path(spec) if spec.bundled else model_dir() / spec.filename
+    path = local_path(spec)
     present = path.is_file()
     source: str | None = None
     if not present and not spec.bundled:

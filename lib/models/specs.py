@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import UnknownNameError
 
-ModelKind = Literal["realesrgan", "gfpgan", "facexlib"]
+ModelKind = str
+"""A model family's name (:mod:`retouch.lib.models.families`)."""
 
 _REALESRGAN = "https://github.com/xinntao/Real-ESRGAN/releases/download"
 _GFPGAN = "https://github.com/TencentARC/GFPGAN/releases/download"
@@ -26,6 +27,8 @@ _REALESRGAN_LICENSE = (
 )
 _GFPGAN_LICENSE = "GFPGAN: Apache-2.0, with StyleGAN2 parts under their own terms (see upstream)"
 _FACEXLIB_LICENSE = "facexlib: MIT (check the upstream project for the weights' terms)"
+_LAMA = "https://github.com/Sanster/models/releases/download"
+_LAMA_LICENSE = "LaMa: Apache-2.0 code, big-lama weights from the LaMa authors (see upstream)"
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,8 @@ class ModelSpec:
 
     Attributes:
         name: registry name used in recipes and on the command line.
-        kind: which helper runs it ("realesrgan", "gfpgan" or "facexlib").
+        kind: the family that runs it (:mod:`retouch.lib.models.families`: "realesrgan",
+            "gfpgan", "facexlib", "lama", "spandrel"...).
         arch: network class ("RRDBNet", "SRVGGNetCompact", "GFPGANv1Clean", ...).
         scale: native upscaling factor of the network (1 for face/helper models).
         filename: file name in the model dir, the mirror and the official URL.
@@ -48,6 +52,11 @@ class ModelSpec:
         license: a note on the upstream license.
         bundled: True for weights that ship inside retouch (``lib/models/weights/``): no
             download, no model dir; ``url`` is empty and ``sha256`` is still checked.
+        purpose: what it is for ("upscale", "face", "inpaint", "helper"); empty = the
+            family's first purpose.
+        md5: hex digest where the upstream publishes an md5 only, or None.
+        origin: where the weights came from: "" for a shipped entry, the imported file's
+            path or URL for a model registered by ``retouch models import``.
     """
 
     name: str
@@ -64,6 +73,13 @@ class ModelSpec:
     description: str = ""
     license: str = ""
     bundled: bool = False
+    purpose: str = ""
+    md5: str | None = None
+    origin: str = ""
+
+    @property
+    def imported(self) -> bool:
+        return bool(self.origin)
 
 
 def _rrdb(num_block: int, scale: int) -> dict[str, Any]:
@@ -267,28 +283,80 @@ _ALL: tuple[ModelSpec, ...] = (
         description="Face parsing used to blend restored faces back",
         license=_FACEXLIB_LICENSE,
     ),
+    ModelSpec(
+        name="big-lama",
+        kind="lama",
+        arch="LaMa",
+        scale=1,
+        filename="big-lama.pt",
+        url=f"{_LAMA}/add_big_lama/big-lama.pt",
+        md5="e3aa4aaa15225a33ec84f9f4bc47e500",
+        description="Object and watermark removal (LaMa, 51M parameters; TorchScript file)",
+        license=_LAMA_LICENSE,
+    ),
 )
 
 # Looked up at call time (never captured), so tests can swap an entry with monkeypatch.setitem.
 SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in _ALL}
 
 
+def _registered() -> dict[str, ModelSpec]:
+    """The shipped specs followed by the models this machine imported (model dir)."""
+    from .imported import imported_specs
+
+    extra = imported_specs()
+    if not extra:
+        return SPECS
+    return {**SPECS, **{k: v for k, v in extra.items() if k not in SPECS}}
+
+
 def get_spec(name: str) -> ModelSpec:
     """The spec registered under ``name``; raises UnknownNameError listing the valid names."""
+    found = SPECS.get(name)
+    if found is not None:
+        return found
+    registered = _registered()
     try:
-        return SPECS[name]
+        return registered[name]
     except KeyError:
-        raise UnknownNameError("model", name, SPECS) from None
+        raise UnknownNameError("model", name, registered) from None
 
 
 def all_specs() -> list[ModelSpec]:
-    """Every registered spec, in registry order."""
-    return list(SPECS.values())
+    """Every registered spec (shipped, then imported), in registry order."""
+    return list(_registered().values())
 
 
-def names(kind: ModelKind | None = None) -> list[str]:
-    """Registry names, optionally only those of one kind."""
-    return [s.name for s in SPECS.values() if kind is None or s.kind == kind]
+def purpose_of(spec: ModelSpec) -> str:
+    """What ``spec`` is for: its own ``purpose``, else its family's first purpose."""
+    from .families import get_family
+
+    return get_family(spec.kind).purpose(spec)
+
+
+def names(kind: ModelKind | None = None, *, purpose: str | None = None) -> list[str]:
+    """Registry names, optionally only those of one family (``kind``) or one purpose.
+
+    Weak-denoise partners and helpers are listed under their own purpose, so an op's list of
+    choices (``purpose="upscale"``) is every model that op can run.
+    """
+    return [
+        s.name
+        for s in _registered().values()
+        if (kind is None or s.kind == kind) and (purpose is None or purpose_of(s) == purpose)
+    ]
+
+
+def check_purpose(name: str, purpose: str) -> str:
+    """``name`` when it is a registered model of ``purpose``, else UnknownNameError listing
+    the models that are (a pydantic validator of every op's ``model`` parameter)."""
+    from .families import PURPOSE_WORDS
+
+    registered = _registered()
+    spec = registered.get(name)
+    if spec is None or purpose_of(spec) != purpose:
+        raise UnknownNameError(PURPOSE_WORDS.get(purpose, "model"), name, names(purpose=purpose))
+    return name
 
 
 def spec_for_filename(filename: str) -> ModelSpec | None:
