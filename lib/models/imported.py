@@ -216,6 +216,8 @@ def import_model(
             license=found.license,
             purpose=found.purpose,
             origin=src,
+            # Face networks need the face detector and parser, as the shipped ones do.
+            needs=("retinaface-resnet50", "parsenet") if found.purpose == "face" else (),
         )
         entry = {**asdict(spec), "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         entries.append(entry)

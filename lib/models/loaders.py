@@ -167,6 +167,32 @@ def load_realesrganer(
     return upsampler
 
 
+def load_face_helper(*, device: str = "cpu", upscale: int = 1) -> Any:
+    """facexlib's ``FaceRestoreHelper`` (detection, alignment, parsing, paste-back) built the
+    way ``GFPGANer`` builds it, with its detector and parser weights resolved through
+    :func:`resolve` first: for face networks that are not run by GFPGANer."""
+    ensure_compat()
+    from facexlib.utils.face_restoration_helper import FaceRestoreHelper
+
+    from .specs import SPECS
+
+    for helper in ("retinaface-resnet50", "parsenet"):
+        if helper in SPECS:
+            resolve(helper)
+    with warnings.catch_warnings(), _NoRandomFill():
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+        return FaceRestoreHelper(
+            upscale,
+            face_size=512,
+            crop_ratio=(1, 1),
+            det_model="retinaface_resnet50",
+            save_ext="png",
+            use_parse=True,
+            device=torch.device(device),
+            model_rootpath=str(resolve("retinaface-resnet50").parent),
+        )
+
+
 class _FixedNoise(nn.Module):
     """Wraps a face network so every call uses the stored noise buffers instead of fresh
     random noise (``randomize_noise=False``): the same input gives the same output."""

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UnknownNameError
+from ..errors import ModelError, UnknownNameError
 
 ModelKind = str
 """A model family's name (:mod:`retouch.lib.models.families`)."""
@@ -354,8 +354,16 @@ def check_purpose(name: str, purpose: str) -> str:
 
     registered = _registered()
     spec = registered.get(name)
-    if spec is None or purpose_of(spec) != purpose:
-        raise UnknownNameError(PURPOSE_WORDS.get(purpose, "model"), name, names(purpose=purpose))
+    word = PURPOSE_WORDS.get(purpose, "model")
+    if spec is None:
+        raise UnknownNameError(word, name, names(purpose=purpose))
+    other = purpose_of(spec)
+    if other != purpose:
+        valid = ", ".join(sorted(names(purpose=purpose)))
+        raise ModelError(
+            f"{name!r} is an {PURPOSE_WORDS.get(other, other)}, not an {word}; "
+            f"valid {word}s: {valid}"
+        )
     return name
 
 

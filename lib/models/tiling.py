@@ -210,6 +210,7 @@ def upscale_tiled(
     batch: int = 0,
     budget: int | None = None,
     out_dtype: Any = None,
+    align: int | None = None,
 ) -> tuple[np.ndarray, TileStats]:
     """Run super-resolution network ``model`` over ``pixels``, tiled and batched.
 
@@ -225,6 +226,8 @@ def upscale_tiled(
         budget: activation bytes per pass; None = :func:`memory_budget` of ``device``.
         out_dtype: None for float32 0..1 output; ``np.uint8``/``np.uint16`` for
             ``rint(clip(out, 0, 1) * top)`` in that dtype.
+        align: the multiple the padded input and the tiles keep (the network's
+            ``multiple_of``); None = :func:`mod_align` of ``scale``.
 
     Returns:
         (H*scale)x(W*scale)x3 BGR output and the run's :class:`TileStats`.
@@ -244,7 +247,7 @@ def upscale_tiled(
         pre = min(pre_pad, min(h, w) - 1)
         if pre > 0:
             x = F.pad(x, (0, pre, 0, pre), "reflect")
-        align = mod_align(scale)
+        align = mod_align(scale) if align is None else max(1, int(align))
         mod_h, mod_w = (-x.shape[2]) % align, (-x.shape[3]) % align
         if mod_h or mod_w:
             x = F.pad(x, (0, mod_w, 0, mod_h), "reflect")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..image import Image
 
@@ -20,6 +20,51 @@ class OpParams(BaseModel):
 
 
 MaskLookup = Callable[[str], np.ndarray | None]
+
+
+def model_field(purpose: str, default: str | None, description: str) -> Any:
+    """An op parameter naming a registered model of ``purpose`` (shipped or imported).
+
+    Validated against the registry when the recipe is read (an unknown name, or a model of
+    another purpose, lists the valid ones), and published in the JSON schema as an enum of
+    the models registered when the schema is made, so the web form, the Prefect UI and
+    ``--set`` offer them all. The annotation validates: :data:`UpscaleModelName`,
+    :data:`FaceModelName`, :data:`InpaintModelName`.
+    """
+
+    def choices(schema: dict[str, Any]) -> None:
+        from ..models.specs import names
+
+        valid = names(purpose=purpose)
+        if "anyOf" in schema:  # optional: string or null
+            for option in schema["anyOf"]:
+                if option.get("type") == "string":
+                    option["enum"] = valid
+        else:
+            schema["enum"] = valid
+
+    return Field(default, description=description, json_schema_extra=choices)
+
+
+def _checked(purpose: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        from ..errors import ModelError, UnknownNameError
+        from ..models.specs import check_purpose
+
+        if value is None:
+            return value
+        try:
+            return check_purpose(value, purpose)
+        except (UnknownNameError, ModelError) as exc:
+            raise ValueError(str(exc)) from None
+
+    return check
+
+
+# A registered model's name, checked against the registry for its purpose.
+UpscaleModelName = Annotated[str, AfterValidator(_checked("upscale"))]
+FaceModelName = Annotated[str, AfterValidator(_checked("face"))]
+InpaintModelName = Annotated[str, AfterValidator(_checked("inpaint"))]
 
 
 @dataclass

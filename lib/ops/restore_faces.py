@@ -22,7 +22,7 @@ Pixels in and out are HxWx3 BGR uint8/uint16, output size = input size x ``upsca
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
@@ -32,10 +32,8 @@ from ..errors import OperationError
 from ..image import Image, to_uint8
 from ..models.pool import default_pool
 from ..models.specs import get_spec
-from .base import OpContext, Operation, OpParams
-from .upscale import UpscaleModel, gray_like, upscale_pixels
-
-FaceModel = Literal["gfpgan-v1.3", "gfpgan-v1.4", "restoreformer"]
+from .base import FaceModelName, OpContext, Operation, OpParams, UpscaleModelName, model_field
+from .upscale import gray_like, upscale_pixels
 
 MIN_FACE_SIDE = 16
 MAX_FACE_BATCH = 8
@@ -49,12 +47,15 @@ FACE_FALLBACK_BYTES = 1024**3
 
 
 class RestoreFacesParams(OpParams):
-    model: FaceModel = Field("gfpgan-v1.4", description="Face restoration model from the registry")
+    model: FaceModelName = model_field(
+        "face", "gfpgan-v1.4", "Face restoration model from the registry (shipped or imported)"
+    )
     upscale: int = Field(1, ge=1, le=4, description="Output size = input size x this")
     only_center_face: bool = Field(False, description="Restore only the face nearest the centre")
-    bg_upsampler: UpscaleModel | None = Field(
+    bg_upsampler: UpscaleModelName | None = model_field(
+        "upscale",
         None,
-        description="Real-ESRGAN model for the background when upscale > 1; empty = Lanczos resize",
+        "Upscaling model for the background when upscale > 1; empty = Lanczos resize",
     )
     weight: float = Field(
         0.5,
@@ -152,7 +153,9 @@ class RestoreFaces(Operation):
     id = "restore_faces"
     version = "2"  # 2: faces batched; a large background upscale is tiled
     Params = RestoreFacesParams
-    summary = "Face restoration with GFPGAN v1.3/v1.4 or RestoreFormer (optional upscale)"
+    summary = (
+        "Face restoration with GFPGAN, RestoreFormer or an imported face model (optional upscale)"
+    )
 
     def models(self, params: OpParams) -> list[str]:
         assert isinstance(params, RestoreFacesParams)
@@ -195,8 +198,9 @@ class RestoreFaces(Operation):
 
     def __call__(self, image: Image, params: OpParams, ctx: OpContext) -> Image:
         assert isinstance(params, RestoreFacesParams)
+        from ..models.families import get_family
         from ..models.fetch import weights_key
-        from ..models.loaders import device_for, load_gfpganer
+        from ..models.loaders import device_for
 
         bg = self._background(image, params, ctx)
         if min(image.height, image.width) < MIN_FACE_SIDE:
@@ -204,9 +208,12 @@ class RestoreFaces(Operation):
         else:
             device = device_for(ctx.device)
             key = (params.model, device, "fp32", (weights_key(params.model),))
+            spec = get_spec(params.model)
+            family = get_family(spec.kind)
+            options = {"upscale": 1} if spec.kind == "gfpgan" else {}
 
             def factory() -> Any:
-                return load_gfpganer(params.model, device=device, upscale=1)
+                return family.load(spec, device=device, dtype="fp32", **options).handle
 
             bg8 = to_uint8(bg)
             pool = ctx.pool if ctx.pool is not None else default_pool()

@@ -1,4 +1,5 @@
-"""upscale: super-resolution with a Real-ESRGAN model from the registry.
+"""upscale: super-resolution with any upscaling model of the registry (Real-ESRGAN, the
+shipped compact models, or a community model imported with ``retouch models import``).
 
 Pixels in and out are HxWx3 BGR uint8/uint16 and keep their dtype. The model runs on float32
 RGB in 0..1 (fp16 on CUDA when ``half`` allows), so 16-bit inputs keep 16-bit precision (we do
@@ -20,7 +21,8 @@ not affected.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,18 +32,7 @@ from ..errors import OperationError
 from ..image import Image
 from ..models.pool import default_pool
 from ..models.specs import get_spec
-from .base import OpContext, Operation, OpParams
-
-UpscaleModel = Literal[
-    "realesrgan-x4plus",
-    "realesrgan-x2plus",
-    "realesrnet-x4plus",
-    "realesrgan-x4plus-anime-6b",
-    "realesr-general-x4v3",
-    "realesr-general-wdn-x4v3",
-    "retouch-compact-x2",
-    "retouch-compact-x4",
-]
+from .base import OpContext, Operation, OpParams, UpscaleModelName, model_field
 
 # Inputs smaller than this (either side) are mirrored up to it before the model runs.
 MIN_SIDE = 16
@@ -58,8 +49,8 @@ def smaller_tile(tile: int, height: int, width: int) -> int | None:
 
 
 class UpscaleParams(OpParams):
-    model: UpscaleModel = Field(
-        "realesrgan-x4plus", description="Real-ESRGAN model from the registry"
+    model: UpscaleModelName = model_field(
+        "upscale", "realesrgan-x4plus", "Upscaling model from the registry (shipped or imported)"
     )
     outscale: float | None = Field(
         None,
@@ -117,12 +108,6 @@ class UpscaleParams(OpParams):
         return self
 
 
-def _precision(device: str, half: bool | None) -> str:
-    from ..models.device import use_half
-
-    return "fp16" if use_half(device, half) else "fp32"
-
-
 def upscale_pixels(
     pixels: np.ndarray,
     ctx: OpContext,
@@ -147,32 +132,33 @@ def upscale_pixels(
     see :data:`retouch.lib.models.tiling.CPU_TILE_BATCH`). Counts one
     ``model_calls`` and the network's ``forward_passes``.
     """
+    from ..models.families import get_family
     from ..models.fetch import weights_key
-    from ..models.loaders import device_for, load_realesrganer, wants_channels_last
-    from ..models.tiling import TiledOutOfMemory, free_device_memory, upscale_tiled
+    from ..models.loaders import device_for, wants_channels_last
+    from ..models.tiling import TiledOutOfMemory, free_device_memory, mod_align, upscale_tiled
 
     spec = get_spec(model)
+    family = get_family(spec.kind)
     device = device_for(ctx.device)
-    precision = _precision(device, half)
+    precision = family.dtype(spec, device, half)
     extra: tuple[Any, ...] = (weights_key(model),)
+    options: dict[str, Any] = {}
+    if spec.kind == "realesrgan":  # the official helper's own settings
+        options = {"tile": tile, "tile_pad": tile_pad, "pre_pad": pre_pad}
+        options["denoise_strength"] = denoise_strength
     if denoise_strength is not None and denoise_strength < 1 and spec.dni_partner:
         extra += (weights_key(spec.dni_partner), round(float(denoise_strength), 4))
     key = (model, device, precision, extra)
 
     def factory() -> Any:
-        return load_realesrganer(
-            model,
-            device=device,
-            tile=tile,
-            tile_pad=tile_pad,
-            pre_pad=pre_pad,
-            half=precision == "fp16",
-            denoise_strength=denoise_strength,
-        )
+        return family.load(spec, device=device, dtype=precision, **options)
 
+    needs = family.needs(spec)
+    align = math.lcm(mod_align(spec.scale), needs.multiple_of)
+    min_side = max(MIN_SIDE, needs.min_size)
     top = 65535.0 if pixels.dtype == np.uint16 else 255.0
     h, w = pixels.shape[:2]
-    pad_h, pad_w = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
+    pad_h, pad_w = max(0, min_side - h), max(0, min_side - w)
     src = pixels
     if pad_h or pad_w:
         src = np.pad(pixels, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
@@ -184,14 +170,15 @@ def upscale_pixels(
     tile_now = tile
     while True:
         try:
-            with pool.use(key, factory) as upsampler:
+            with pool.use(key, factory) as loaded:
                 out, stats = upscale_tiled(
-                    upsampler.model,
+                    loaded.network,
                     src,
-                    scale=int(upsampler.scale),
+                    scale=int(loaded.scale),
                     top=top,
-                    device=upsampler.device,
-                    half=bool(upsampler.half),
+                    device=loaded.device,
+                    half=loaded.half,
+                    align=align,
                     channels_last=wants_channels_last(device),
                     tile=tile_now,
                     tile_pad=tile_pad,
@@ -239,7 +226,7 @@ class Upscale(Operation):
     id = "upscale"
     version = "2"  # 2: blended tiles, automatic tiling of large images
     Params = UpscaleParams
-    summary = "Super-resolution with Real-ESRGAN (x2/x4 models, any final scale 1-8)"
+    summary = "Super-resolution with Real-ESRGAN or an imported model (any final scale 1-8)"
 
     def models(self, params: OpParams) -> list[str]:
         assert isinstance(params, UpscaleParams)

@@ -250,8 +250,8 @@ def test_automatic_tiles_for_a_large_image_only(recorded, capsys):
     seen, _ = recorded
     pool = ModelPool()
     upscale_pixels(_pixels(8, 8), _ctx(pool), model="realesr-general-x4v3")  # load it
-    upsampler = next(iter(pool._entries.values())).value
-    bpp = budget.sr_bytes_per_pixel(upsampler.model, scale=4, elem_bytes=4)
+    loaded = next(iter(pool._entries.values())).value
+    bpp = budget.sr_bytes_per_pixel(loaded.network, scale=4, elem_bytes=4)
     limit = int(bpp * 90 * 90)  # room for a 90x90 input per pass
 
     seen.clear()

@@ -89,6 +89,36 @@ class _Call:
         return SpandrelNet()
 
 
+class _FaceRunner:
+    """What the face op runs (as for ``GFPGANer``): ``face_helper`` (facexlib's detection,
+    alignment and paste-back) and ``gfpgan``, the face network called as GFPGANer calls its
+    own, ``net(x, return_rgb=False, weight=w)[0]`` on -1..1 RGB 512x512 faces."""
+
+    def __init__(self, descriptor: Any, face_helper: Any) -> None:
+        self.face_helper = face_helper
+        self.gfpgan = _FaceRunner.network(descriptor)
+
+    @staticmethod
+    def network(descriptor: Any) -> Any:
+        from torch import nn
+
+        arch = descriptor.architecture.id
+
+        class SpandrelFaceNet(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = descriptor.model
+
+            def forward(self, x: Any, **_: Any) -> Any:
+                if arch == "GFPGAN":  # the official call, with its stored noise (deterministic)
+                    return (self.inner(x, return_rgb=False, randomize_noise=False)[0],)
+                if arch == "RestoreFormer":
+                    return (self.inner(x)[0],)
+                return (descriptor((x + 1) / 2) * 2 - 1,)  # spandrel's 0..1 contract
+
+        return SpandrelFaceNet().eval()
+
+
 class SpandrelFamily(Family):
     name = "spandrel"
     purposes = ("upscale", "face", "inpaint")
@@ -97,6 +127,15 @@ class SpandrelFamily(Family):
     def needs(self, spec: Any) -> Needs:
         stored = dict(spec.arch_kwargs).get("needs") or {}
         return Needs(**stored)
+
+    def dtype(self, spec: Any, device: str, half: bool | None) -> str:
+        # The tiling runs upscalers in fp16 or fp32 only; faces run fp32 as GFPGANer does.
+        chosen = super().dtype(spec, device, half)
+        if chosen == "bf16" and self.purpose(spec) != "inpaint":
+            return "fp32"
+        if self.purpose(spec) == "face":
+            return "fp32"
+        return chosen
 
     def describe(
         self, state: Mapping[str, Any], *, allow_noncommercial: bool = False
@@ -165,6 +204,11 @@ class SpandrelFamily(Family):
             )
         torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype, torch.float32)
         descriptor.to(torch.device(device), torch_dtype).eval()
+        if self.purpose(spec) == "face":
+            from ..loaders import load_face_helper
+
+            runner = _FaceRunner(descriptor, load_face_helper(device=device))
+            return Loaded(spec, runner.gfpgan, device, dtype, 1, _needs(descriptor), runner)
         return Loaded(
             spec=spec,
             network=_Call.wrap(descriptor).eval(),
