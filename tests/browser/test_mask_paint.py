@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,17 @@ PAINTED_PIXELS = """() => {
   let n = 0;
   for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
   return n;
+}"""
+
+# The visible text of the painter dialog, one fragment per node.
+DIALOG_TEXT = """() => {
+  const out = [];
+  const walker = document.createTreeWalker(document.getElementById('painter'), NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const p = n.parentElement;
+    if (n.textContent.trim() && p.getClientRects().length) out.push(n.textContent.trim());
+  }
+  return out;
 }"""
 
 
@@ -185,6 +197,20 @@ def test_a_painted_mask_is_sent_at_the_photos_size(browser, tmp_path, screenshot
         page.get_by_role("button", name="Remove the painted mask of camera.png").click()
         assert page.locator("#painted-list li").count() == 0
         assert page.locator("#masks-summary").inner_text() == "1 masks chosen"
+
+        # In Chinese, the painter has no English left (the file name aside).
+        page.click("#lang")
+        page.click("#paint-open")
+        page.wait_for_selector("#paint-stage:not([hidden])")
+        page.click("#paint-done")  # nothing painted on camera.png now
+        page.wait_for_function("() => document.getElementById('paint-error').textContent")
+        texts = page.evaluate(DIALOG_TEXT)
+        english = [f for f in texts if re.search(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}", f)]
+        assert english == [] and "绘制蒙版：camera.png" in texts
+        assert page.locator("#paint-size-value").inner_text().endswith("像素")
+        page.keyboard.press("Escape")
+        dialog.wait_for(state="hidden")
+        assert page.locator("#masks-summary").inner_text() == "已选择 1 个蒙版"
 
         errors = [e for e in page.errors if "status of 400" not in e]
         assert errors == [] and page.requested == []
