@@ -18,7 +18,8 @@
     presets: [],
     files: [], // [{file, path}]
     notes: { refused: [], ignored: [] },
-    masks: [],
+    masks: [], // the mask files sent: picked ones and painted ones
+    painted: {}, // stem -> {file (the mask), ops (its strokes), source: {file, path}}
     form: null, // parameter form of the new batch
     regenForm: null,
     regenPreset: null,
@@ -275,6 +276,7 @@
       notes.push(t("files.ignored", { names: state.notes.ignored.slice(0, 10).join(", ") }));
     }
     message($("chosen-notes"), notes.join(" "));
+    renderMasks();
   }
 
   /** Mark the chosen files that the server's refusal names (it names the file first). */
@@ -418,8 +420,30 @@
       $("masks").click();
     });
     $("masks").addEventListener("change", function () {
-      state.masks = Array.prototype.slice.call($("masks").files);
+      // A new pick replaces the earlier picks and any painted mask of the same stem.
+      var picked = Array.prototype.slice.call($("masks").files);
+      var stems = {};
+      picked.forEach(function (m) {
+        stems[window.MaskPaint.stemOf(m.name)] = true;
+      });
+      Object.keys(state.painted).forEach(function (stem) {
+        if (stems[stem]) delete state.painted[stem];
+      });
+      state.masks = picked.concat(
+        Object.keys(state.painted).map(function (stem) {
+          return state.painted[stem].file;
+        })
+      );
+      $("masks").value = "";
+      message($("paint-note"), "");
       renderMasks();
+    });
+    $("paint-open").addEventListener("click", function () {
+      var path = $("paint-target").value;
+      var f = state.files.filter(function (g) {
+        return g.path === path;
+      })[0];
+      if (f) paintMask(f);
     });
   }
 
@@ -427,6 +451,78 @@
     $("masks-summary").textContent = state.masks.length
       ? t("masks.count", { count: state.masks.length })
       : t("masks.none");
+    var target = $("paint-target");
+    var chosen = target.value;
+    target.textContent = "";
+    state.files.forEach(function (f) {
+      var stem = window.MaskPaint.stemOf(f.path);
+      var label = state.painted[stem] ? t("masks.paint.option.painted", { name: f.path }) : f.path;
+      target.appendChild(el("option", { value: f.path, text: label, selected: f.path === chosen }));
+    });
+    show($("paint-row"), state.files.length > 0);
+    show($("paint-nofiles"), !state.files.length);
+    var list = $("painted-list");
+    list.textContent = "";
+    Object.keys(state.painted)
+      .sort()
+      .forEach(function (stem) {
+        var entry = state.painted[stem];
+        var name = entry.source.path;
+        list.appendChild(
+          el("li", { "data-stem": stem }, [
+            el("span", { className: "name", text: name }),
+            el("span", { className: "muted", text: t("masks.painted", { mask: entry.file.name }) }),
+            el("button", {
+              type: "button",
+              className: "small",
+              text: t("masks.paint.edit"),
+              "aria-label": t("masks.paint.edit.label", { name: name }),
+              onclick: function () {
+                paintMask(entry.source);
+              }
+            }),
+            el("button", {
+              type: "button",
+              className: "small",
+              text: t("masks.paint.remove"),
+              "aria-label": t("masks.paint.remove.label", { name: name }),
+              onclick: function () {
+                removeMask(stem);
+                delete state.painted[stem];
+                message($("paint-note"), "");
+                renderMasks();
+              }
+            })
+          ])
+        );
+      });
+  }
+
+  /** Drop the mask (picked or painted) whose file stem is ``stem`` from the ones sent. */
+  function removeMask(stem) {
+    state.masks = state.masks.filter(function (m) {
+      return window.MaskPaint.stemOf(m.name) !== stem;
+    });
+  }
+
+  /** Open the painter on one chosen photo; its painting replaces that photo's mask. */
+  function paintMask(source) {
+    var stem = window.MaskPaint.stemOf(source.path);
+    var earlier = state.painted[stem];
+    message($("paint-note"), "");
+    window.MaskPaint.open({
+      file: source.file,
+      name: source.path,
+      ops: earlier && earlier.source.path === source.path ? earlier.ops : null
+    }).then(function (result) {
+      if (!result) return; // cancelled: whatever was there stays
+      removeMask(stem);
+      state.masks.push(result.file);
+      state.painted[stem] = { file: result.file, ops: result.ops, source: source };
+      message($("paint-note"), t("masks.paint.added", { name: source.path, mask: result.file.name }));
+      renderMasks();
+      $("paint-open").focus();
+    });
   }
 
   // -- the parameter form, generated from each step's JSON schema ---------------------------
