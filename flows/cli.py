@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from retouch.flows import deploy_cli, review_cli, web_cli
+from retouch.flows import deploy_cli, models_cli, review_cli, web_cli
 from retouch.lib.recipe import DEFAULT_PRESET
 
 console = Console(stderr=True)
@@ -41,13 +41,9 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(
-    help="The model registry: list, download, import and locate weights.", no_args_is_help=True
-)
 presets_app = typer.Typer(
     help="Recipes: shipped and saved presets; list, show or save one.", no_args_is_help=True
 )
-app.add_typer(models_app, name="models")
 app.add_typer(presets_app, name="presets")
 
 EXIT_OK, EXIT_NOTHING, EXIT_PARTIAL = 0, 1, 2
@@ -454,105 +450,6 @@ def _print_notes(images: list[dict[str, Any]], limit: int = 20) -> None:
     console.print(table)
     if len(flagged) > limit:
         console.print(f"… and {len(flagged) - limit} more: see the report", highlight=False)
-
-
-# -- models --------------------------------------------------------------------------------------
-
-
-@models_app.command("list")
-def models_list() -> None:
-    """List the registered models and whether their weights are present."""
-    from retouch.lib.models import fetch, specs
-
-    table = Table(show_header=True)
-    table.add_column("name", no_wrap=True)
-    for col in ("kind", "scale", "size", "present"):
-        table.add_column(col, no_wrap=True)
-    # File names only where they fit (a full path made the table unreadable at 80 columns);
-    # `models path NAME` prints any model's full path.
-    wide = out.width >= 110
-    if wide:
-        table.add_column("file", no_wrap=True)
-    for spec in specs.all_specs():
-        st = fetch.status(spec.name)
-        size = f"{spec.size / 1e6:.1f} MB" if spec.size else "?"
-        row = [
-            spec.name,
-            spec.kind,
-            str(spec.scale or ""),
-            size,
-            "bundled" if st.get("bundled") else "yes" if st.get("present") else "no",
-        ]
-        table.add_row(*row, *([escape(spec.filename)] if wide else []))
-    out.print(table)
-    out.print(
-        f"model folder: {escape(str(fetch.model_dir()))}  "
-        "(`retouch models path NAME` prints a model's full path)",
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
-@models_app.command("pull")
-def models_pull(
-    name: Annotated[str, typer.Argument(help="Model name, e.g. realesrgan-x4plus")],
-    force: Annotated[bool, typer.Option(help="Download again even if present")] = False,
-) -> None:
-    """Download a model's weights (from RETOUCH_MODEL_MIRROR, else the official URL) and verify them.
-
-    Example: retouch models pull gfpgan-v1.4
-    """
-    from retouch.lib.errors import RetouchError
-    from retouch.lib.models import fetch
-
-    try:
-        path = fetch.pull(name, force=force)
-    except RetouchError as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(str(path))
-
-
-@models_app.command("import")
-def models_import(
-    name: Annotated[str, typer.Argument(help="Model name, e.g. gfpgan-v1.4")],
-    file: Annotated[Path, typer.Argument(help="A weight file you downloaded yourself")],
-    force: Annotated[
-        bool, typer.Option(help="Accept a file whose size/sha256 differ from the official one")
-    ] = False,
-) -> None:
-    """Copy a weight file into the model folder under the model's name.
-
-    Example: retouch models import realesrgan-x4plus ~/Downloads/RealESRGAN_x4plus.pth
-    """
-    from retouch.lib.errors import RetouchError
-    from retouch.lib.models import fetch
-
-    try:
-        path = fetch.import_file(name, file, force=force)
-    except RetouchError as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(str(path))
-
-
-@models_app.command("path")
-def models_path(
-    name: Annotated[
-        str | None, typer.Argument(help="Model name (omit for the model folder)")
-    ] = None,
-) -> None:
-    """Print the model folder, or where a model's weight file is (or would be) kept."""
-    from retouch.lib.errors import RetouchError
-    from retouch.lib.models import fetch
-    from retouch.lib.settings import get_settings
-
-    if name is None:
-        typer.echo(str(get_settings().resolved_model_dir()))
-        return
-    try:
-        st = fetch.status(name)
-    except RetouchError as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(str(st["path"]))
 
 
 # -- presets -------------------------------------------------------------------------------------
@@ -1060,6 +957,7 @@ def _image_size(uri: str) -> str:
 
 cache_app = typer.Typer(help="The result cache: its size, and pruning it.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+models_cli.register(app)  # models list, pull, import, remove, path
 review_cli.register(app)  # preview, tune, approve, recommend
 deploy_cli.register(app)  # deploy, serve, watch, submit
 web_cli.register(app)  # web

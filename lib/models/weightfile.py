@@ -74,6 +74,8 @@ class _InertPickle:
 
     class Unpickler(pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
+            if module in ("__builtin__", "copy_reg"):  # protocol-2 names of the same modules
+                module = {"__builtin__": "builtins", "copy_reg": "copyreg"}[module]
             root = module.split(".")[0]
             if root == "torch" or (module, name) in _SAFE_GLOBALS:
                 return super().find_class(module, name)

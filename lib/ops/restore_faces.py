@@ -210,10 +210,10 @@ class RestoreFaces(Operation):
             key = (params.model, device, "fp32", (weights_key(params.model),))
             spec = get_spec(params.model)
             family = get_family(spec.kind)
-            options = {"upscale": 1} if spec.kind == "gfpgan" else {}
 
             def factory() -> Any:
-                return family.load(spec, device=device, dtype="fp32", **options).handle
+                # One instance serves every upscale factor (set per call below).
+                return family.load(spec, device=device, dtype="fp32", upscale=1).handle
 
             bg8 = to_uint8(bg)
             pool = ctx.pool if ctx.pool is not None else default_pool()

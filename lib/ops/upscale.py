@@ -142,10 +142,13 @@ def upscale_pixels(
     device = device_for(ctx.device)
     precision = family.dtype(spec, device, half)
     extra: tuple[Any, ...] = (weights_key(model),)
-    options: dict[str, Any] = {}
-    if spec.kind == "realesrgan":  # the official helper's own settings
-        options = {"tile": tile, "tile_pad": tile_pad, "pre_pad": pre_pad}
-        options["denoise_strength"] = denoise_strength
+    # Settings a family may read (the official Real-ESRGAN helper does); others ignore them.
+    options: dict[str, Any] = {
+        "tile": tile,
+        "tile_pad": tile_pad,
+        "pre_pad": pre_pad,
+        "denoise_strength": denoise_strength,
+    }
     if denoise_strength is not None and denoise_strength < 1 and spec.dni_partner:
         extra += (weights_key(spec.dni_partner), round(float(denoise_strength), 4))
     key = (model, device, precision, extra)
