@@ -135,6 +135,10 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"[{r['retouch_first_result_measured_by']}; {r['prefect']}]; retouch whole "
                 f"1-image run {r['retouch']['wall_s']:.2f} s; {_verdict(r)}"
             )
+        elif case == "load":
+            from .loading import lines as load_lines
+
+            notes.extend(load_lines([r]))
         elif case == "leak":
             if "series" not in r:
                 notes.append(f"leak: ERROR: {r.get('error', '').strip()[-300:]}")

@@ -23,7 +23,7 @@ from . import images, models
 from .proc import Measured, run_measured, venv_tool
 
 REPO = Path(__file__).resolve().parent.parent
-ALL_CASES = ("upscale", "faces", "classic", "scaling", "coldstart", "leak")
+ALL_CASES = ("upscale", "faces", "classic", "scaling", "coldstart", "leak", "load")
 SERVER_CASES = ("upscale", "faces", "classic", "scaling", "leak")
 RUN_TIMEOUT_S = 1500
 
@@ -455,6 +455,12 @@ class Bench:
                 "target": "none (reported)",
             }
         ]
+
+    def case_load(self) -> list[dict[str, Any]]:
+        from . import loading
+
+        run_dir = self.root / "runs" / "load"
+        return loading.run(run_dir, self.env(run_dir, server=False), self.sizes.repeats + 1)
 
     def case_leak(self) -> list[dict[str, Any]]:
         preset, overrides = RECIPES["leak"]

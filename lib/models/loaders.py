@@ -82,6 +82,13 @@ class _NoRandomFill(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def skip_random_init() -> TorchFunctionMode:
+    """Context manager: networks built inside it start zero-filled instead of randomly
+    initialised, for a caller that loads every parameter next, strictly (spandrel's loaders
+    do). Saves the random initialisation, 0.2-0.5 s for a 50M-parameter network on a CPU."""
+    return _NoRandomFill()
+
+
 def build_sr_network(spec: ModelSpec, *, empty: bool = False) -> nn.Module:
     """The (untrained) super-resolution network described by ``spec``.
 

@@ -69,8 +69,11 @@ class LaMaFamily(Family):
     def _descriptor(state: Mapping[str, Any], what: str) -> Any:
         from spandrel.architectures.LaMa import LaMaArch
 
+        from ..loaders import skip_random_init
+
         try:
-            return LaMaArch().load(dict(state))
+            with skip_random_init():  # every weight is loaded next, strictly
+                return LaMaArch().load(dict(state))
         except Exception as exc:  # noqa: BLE001 - missing/extra keys, wrong shapes
             raise ModelError(
                 f"{what} has LaMa keys but is not a complete LaMa generator: "

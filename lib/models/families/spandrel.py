@@ -143,8 +143,11 @@ class SpandrelFamily(Family):
         """spandrel's descriptor for ``state``, or None when no architecture matches."""
         from spandrel import UnsupportedModelError
 
+        from ..loaders import skip_random_init
+
         try:
-            return _loader(allow_noncommercial).load_from_state_dict(dict(state))
+            with skip_random_init():  # spandrel loads every weight next, strictly
+                return _loader(allow_noncommercial).load_from_state_dict(dict(state))
         except UnsupportedModelError:
             return None
 
