@@ -274,3 +274,57 @@ def test_noncommercial_architectures_need_the_opt_in():
             get_family("spandrel").describe({}, allow_noncommercial=True)
     else:  # pragma: no cover - not installed here
         pytest.skip("spandrel_extra_arches is installed")
+
+
+# --- faces: an imported face network runs in restore_faces --------------------------------
+
+
+def test_an_imported_gfpgan_file_restores_faces_as_the_official_path_does(tmp_path, retouch_home):
+    """The same random GFPGAN v1.4 weights, once as the shipped gfpgan-v1.4 (GFPGANer) and
+    once imported as a community file (spandrel): the same restored image within 1 level."""
+    from retouch.lib.image import Image
+    from retouch.lib.models.compat import ensure_compat
+    from retouch.lib.ops.restore_faces import RestoreFaces, RestoreFacesParams
+    from tests.tiny_models import write_parsenet, write_retinaface
+
+    ensure_compat()  # basicsr (under gfpgan) needs the torchvision shim
+    from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
+
+    folder = fetch.model_dir()
+    write_retinaface(folder, faces="one")
+    write_parsenet(folder)
+    torch.manual_seed(3)
+    net = GFPGANv1Clean(
+        out_size=512,
+        num_style_feat=512,
+        channel_multiplier=2,
+        decoder_load_path=None,
+        fix_decoder=False,
+        num_mlp=8,
+        input_is_latent=True,
+        different_w=True,
+        narrow=1,
+        sft_half=True,
+    )
+    path = tmp_path / "GFPGANv1.4-copy.pth"
+    torch.save({"params_ema": net.state_dict()}, path)
+    del net
+    imported.import_into_shipped(specs.get_spec("gfpgan-v1.4"), path, force=True)
+    spec = imported.import_model(path, name="my-faces")
+    assert (spec.kind, spec.arch, specs.purpose_of(spec)) == ("spandrel", "GFPGAN", "face")
+    assert spec.needs == ("retinaface-resnet50", "parsenet")  # checked before a run starts
+    assert "my-faces" in RestoreFacesParams.model_json_schema()["properties"]["model"]["enum"]
+
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(60, 200, (96, 96, 3), dtype=np.uint8)
+    image = Image(pixels=pixels)
+    op = RestoreFaces()
+    outs = {}
+    for name in ("gfpgan-v1.4", "my-faces"):
+        ctx = OpContext(name="face.png", pool=ModelPool())
+        params = RestoreFacesParams(model=name, only_center_face=True)
+        outs[name] = op(image, params, ctx).pixels
+        assert ctx.counters["faces"] == 1
+    assert not np.array_equal(outs["gfpgan-v1.4"], pixels)  # a face was pasted
+    diff = np.abs(outs["gfpgan-v1.4"].astype(int) - outs["my-faces"].astype(int))
+    assert diff.max() <= 1, diff.max()
