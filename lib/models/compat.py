@@ -393,11 +393,10 @@ def preload(names: list[str]) -> threading.Thread | None:
     def work() -> None:
         try:
             from . import loaders, tiling  # noqa: F401  (torch, and the modules that run models)
+            from .families import get_family
 
-            if "realesrgan" in kinds or "gfpgan" in kinds:
-                import_realesrgan()
-            if "gfpgan" in kinds:
-                import_gfpgan()
+            for kind in sorted(kinds):
+                get_family(kind).preload()
         except Exception:  # noqa: BLE001 - reported by the flow's own import
             return
 

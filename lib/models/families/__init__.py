@@ -135,6 +135,10 @@ class Family:
         """The network of ``spec`` on ``device`` in ``dtype``, weights loaded strictly."""
         raise NotImplementedError
 
+    def preload(self) -> None:
+        """Import the libraries :meth:`load` needs (run in a background thread while a flow
+        starts, so the import overlaps Prefect's start; nothing is built)."""
+
     def dtype(self, spec: ModelSpec, device: str, half: bool | None) -> str:
         """The precision to run ``spec`` in on ``device``: ``half`` True/False asks for fp16
         or fp32; None picks fp16 (or bf16 where fp16 is not supported) on CUDA, fp32 on CPU."""

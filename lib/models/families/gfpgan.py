@@ -30,5 +30,11 @@ class GFPGANFamily(Family):
             handle=restorer,
         )
 
+    def preload(self) -> None:
+        from ..compat import import_gfpgan, import_realesrgan
+
+        import_realesrgan()
+        import_gfpgan()
+
 
 FAMILY = GFPGANFamily()

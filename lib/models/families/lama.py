@@ -103,5 +103,8 @@ class LaMaFamily(Family):
             handle=descriptor,
         )
 
+    def preload(self) -> None:
+        import spandrel  # noqa: F401
+
 
 FAMILY = LaMaFamily()

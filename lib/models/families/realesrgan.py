@@ -38,5 +38,10 @@ class RealESRGANFamily(Family):
             handle=upsampler,
         )
 
+    def preload(self) -> None:
+        from ..compat import import_realesrgan
+
+        import_realesrgan()
+
 
 FAMILY = RealESRGANFamily()

@@ -222,5 +222,8 @@ class SpandrelFamily(Family):
             handle=descriptor,
         )
 
+    def preload(self) -> None:
+        import spandrel  # noqa: F401
+
 
 FAMILY = SpandrelFamily()
