@@ -323,7 +323,7 @@ def _enhance(
     run_id = new_run_id()
     recipe.validate_steps()
 
-    records, skipped = discover(source)
+    records, skipped = discover(source, skip_masks=any(s.op == "inpaint" for s in recipe.steps))
     weights = check_models(recipe)
     config = RunConfig(
         run_id=run_id,

@@ -117,8 +117,8 @@ class Family:
 
     def purpose(self, spec: ModelSpec) -> Purpose:
         """What ``spec`` is for (a family with several purposes reads the spec's own)."""
-        if spec.purpose:
-            return spec.purpose
+        if spec.purpose in PURPOSES:
+            return spec.purpose  # type: ignore[return-value]  # checked just above
         return self.purposes[0]
 
     def needs(self, spec: ModelSpec) -> Needs:
