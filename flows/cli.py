@@ -233,7 +233,11 @@ def run(
         ),
     ] = None,
     masks: Annotated[
-        str | None, typer.Option(help="Folder of inpainting masks, matched by file stem")
+        str | None,
+        typer.Option(
+            help="Inpainting masks: a folder (one per image, matched by file stem) or one "
+            "mask file for every image"
+        ),
     ] = None,
     workspace: Annotated[
         str | None, typer.Option(help="Workspace for results (default RETOUCH_WORKSPACE)")

@@ -47,7 +47,9 @@ class RunOptions(BaseModel):
     them as ordinary inputs; ``None`` is still accepted and means empty."""
 
     masks: str = Field(
-        "", description="Folder of masks for inpaint, matched to images by file stem"
+        "",
+        description="Masks for inpaint: a folder (matched to images by file stem) or one "
+        "mask file for every image",
     )
     chunk_size: int = Field(
         0, ge=0, le=10_000, description="Images per mapped task (0: automatic, or the setting)"

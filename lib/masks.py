@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from . import storage
+from .errors import InvalidImageError, OperationError
 from .imageio import decode
 
 BESIDE_SUFFIX = "_mask"
@@ -28,8 +29,11 @@ BESIDE_SUFFIX = "_mask"
 
 def mask_plane(data: bytes, uri: str, pixel_limit: int) -> np.ndarray:
     """The mask in the file bytes ``data`` as HxW uint8 (255 = fill); see the module
-    docstring. Raises InvalidImageError naming ``uri`` when the file is not an image."""
-    mask = decode(data, uri, pixel_limit=pixel_limit)
+    docstring. Raises OperationError naming ``uri`` when the file is not a usable image."""
+    try:
+        mask = decode(data, uri, pixel_limit=pixel_limit)
+    except InvalidImageError as exc:
+        raise OperationError(f"inpaint mask {uri} is unreadable: {exc.reason}") from None
     if mask.alpha is not None:
         alpha = mask.alpha
         top = 65535 if alpha.dtype == np.uint16 else 255
