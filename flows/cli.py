@@ -612,7 +612,7 @@ def presets_list() -> None:
     from retouch.lib.recipe import is_user_preset, load_preset, preset_names
 
     table = Table(show_header=True)
-    table.add_column("preset")
+    table.add_column("preset", no_wrap=True)
     table.add_column("steps")
     table.add_column("models")
     table.add_column("description")
