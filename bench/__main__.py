@@ -93,7 +93,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         if "error" in r and case not in ("leak",):
             notes.append(f"{case}: ERROR: {r['error'].strip().splitlines()[-1]}")
             continue
-        if case in ("upscale", "upscale_gpu", "faces", "classic"):
+        if case in ("upscale", "upscale_gpu", "faces", "inpaint", "classic"):
             lines.append(
                 f"{case:<12} {r['images']:>6} {r['baseline_s_per_image']:>10.4f} "
                 f"{r['retouch_s_per_image']:>10.4f} {r['baseline_images_per_s']:>10.3f} "
@@ -110,6 +110,15 @@ def table(rows: list[dict[str, Any]]) -> str:
                     f"fixed cost per run: baseline {steady['baseline_fixed_s']:.1f} s, retouch "
                     f"{steady['retouch_fixed_s']:.1f} s (whole {r['images']}-image run: ratio "
                     f"{r['ratio']:.2f})"
+                )
+            if "loop_ratio" in r:
+                px = r["network_pixels"]
+                notes.append(
+                    f"{case}: loops only (model loaded, no start-up): baseline "
+                    f"{r['baseline_loop_s']:.2f} s, retouch's op {r['op_loop_s']:.2f} s "
+                    f"(peak RSS {r['op_peak_rss_mb']:.0f} MB): ratio {r['loop_ratio']:.2f}; "
+                    f"network pixels: baseline {px['baseline']}, retouch {px['retouch']} "
+                    f"({px['ratio']:.2f}x fewer)"
                 )
             if r.get("repeats"):
                 notes.append(

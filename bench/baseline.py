@@ -4,7 +4,10 @@
 once, then loop ``cv2.imread -> enhance -> cv2.imwrite`` over the inputs, one tile and one
 face per forward pass. The ``classic`` loop decodes with OpenCV, applies retouch's own
 classic operations directly (same ops, same parameters) and encodes, so its compute is the
-same as retouch's and any difference is orchestration.
+same as retouch's and any difference is orchestration. The ``inpaint`` loop is IOPaint's
+``batch_inpaint`` with HD strategy "original": the LaMa file loaded once with spandrel's
+``ModelLoader``, then each image and its mask (same stem in ``--masks``) through spandrel's
+``MaskedImageModelDescriptor``, whole image, one at a time.
 
 Model settings (tile size, padding, scale) and the output format are read from the same
 preset and overrides retouch is given, so both sides do the same work.
@@ -101,9 +104,67 @@ def build_restorer(recipe: Any, model_path: str, device: str) -> Any:
     )
 
 
+def build_inpainter(recipe: Any, model_path: str, device: str, masks: Path) -> Any:
+    """IOPaint's batch loop for LaMa with HD strategy "original": spandrel's descriptor
+    loaded from the file, the whole image per call, masks binarised at 127 and grown as the
+    recipe grows them; only the mask's pixels are pasted back (as IOPaint does)."""
+    import torch
+    from spandrel import ModelLoader
+
+    p = _step(recipe, "inpaint")
+    model = ModelLoader(device=torch.device(device)).load_from_file(model_path).eval()
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * p.dilate + 1, 2 * p.dilate + 1))
+    by_stem = {m.stem: m for m in sorted(masks.iterdir())}
+
+    def enhance(img: np.ndarray, path: Path) -> np.ndarray:
+        mask = cv2.imread(str(by_stem[path.stem]), cv2.IMREAD_GRAYSCALE)
+        mask = cv2.resize(mask, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST)
+        mask = np.where(mask > 127, 255, 0).astype(np.uint8)
+        if p.dilate:
+            mask = cv2.dilate(mask, kernel)
+        rgb = torch.from_numpy(img[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+        m = torch.from_numpy(mask > 0).float()[None, None]
+        with torch.no_grad():
+            out = model(rgb.to(device), m.to(device))
+        res = (out[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        res = np.ascontiguousarray(res[:, :, ::-1])
+        return np.where(mask[:, :, None] > 0, res, img)
+
+    return enhance
+
+
+def build_inpaint_op(recipe: Any, device: str, masks: Path) -> Any:
+    """The same loop through retouch's own inpaint operation (the recipe's parameters: the
+    crop strategy), model from the model dir: the loops then differ only in the fill."""
+    from retouch.lib.image import Image
+    from retouch.lib.masks import MaskSource
+    from retouch.lib.models.pool import ModelPool
+    from retouch.lib.ops.base import OpContext
+    from retouch.lib.ops.registry import registry
+
+    op, params = registry().get("inpaint"), _step(recipe, "inpaint")
+    source, pool = MaskSource(str(masks), 10**9), ModelPool()
+
+    def enhance(img: np.ndarray, path: Path) -> np.ndarray:
+        ctx = OpContext(name=path.name, device=device, pool=pool, masks=source)
+        return op(Image(pixels=img), params, ctx).pixels
+
+    # Load the model now, as the other modes do before their loop.
+    from retouch.lib.models.families import get_family
+    from retouch.lib.models.fetch import weights_key
+    from retouch.lib.models.specs import get_spec
+
+    spec = get_spec(params.model)
+    family = get_family(spec.kind)
+    precision = family.dtype(spec, device, None)
+    key = (params.model, device, precision, (weights_key(params.model),))
+    pool.get(key, lambda: family.load(spec, device=device, dtype=precision))
+    return enhance
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.baseline")
-    ap.add_argument("mode", choices=["upscale", "faces", "classic"])
+    ap.add_argument("mode", choices=["upscale", "faces", "classic", "inpaint", "inpaint-op"])
     ap.add_argument("--preset", required=True, help="preset name or recipe file (as retouch's)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="override")
     ap.add_argument("--src", required=True, type=Path)
@@ -111,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", required=True, type=Path)
     ap.add_argument("--model-path", help="weight file (upscale, faces)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--masks", type=Path, help="mask folder (inpaint)")
     args = ap.parse_args(argv)
 
     from retouch.lib.recipe import apply_overrides, load_preset
@@ -121,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     args.dest.mkdir(parents=True, exist_ok=True)
 
     torch = None
-    if args.mode in ("upscale", "faces"):  # the classic loop does not pay for importing torch
+    if args.mode in (
+        "upscale",
+        "faces",
+        "inpaint",
+    ):  # the classic loop does not pay for importing torch
         import torch
 
         # The same compatibility shim retouch uses (basicsr on current torchvision; facexlib's
@@ -135,14 +201,20 @@ def main(argv: list[str] | None = None) -> int:
         upsampler = build_upscaler(recipe, args.model_path, args.device)
         outscale = _step(recipe, "upscale").outscale or 4
 
-        def enhance(img: np.ndarray) -> np.ndarray:
+        def enhance(img: np.ndarray, path: Path) -> np.ndarray:
             return upsampler.enhance(img, outscale=outscale)[0]
+
+    elif args.mode == "inpaint":
+        enhance = build_inpainter(recipe, args.model_path, args.device, args.masks)
+
+    elif args.mode == "inpaint-op":
+        enhance = build_inpaint_op(recipe, args.device, args.masks)
 
     elif args.mode == "faces":
         restorer = build_restorer(recipe, args.model_path, args.device)
         p = _step(recipe, "restore_faces")
 
-        def enhance(img: np.ndarray) -> np.ndarray:
+        def enhance(img: np.ndarray, path: Path) -> np.ndarray:
             _, _, restored = restorer.enhance(
                 img,
                 has_aligned=False,
@@ -159,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
         steps = [(registry().get(s.op), s.parsed()) for s in recipe.steps]
 
-        def enhance(img: np.ndarray) -> np.ndarray:
+        def enhance(img: np.ndarray, path: Path) -> np.ndarray:
             image = Image(pixels=img)
             ctx = OpContext(device=args.device)
             for op, params in steps:
@@ -176,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if img is None:
             raise SystemExit(f"baseline: cannot read {path}")
-        out = enhance(img)
+        out = enhance(img, path)
         write(args.dest / path.stem, out, path)
         per_image.append(time.perf_counter() - started)
         if first_result is None:

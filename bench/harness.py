@@ -23,8 +23,8 @@ from . import images, models
 from .proc import Measured, run_measured, venv_tool
 
 REPO = Path(__file__).resolve().parent.parent
-ALL_CASES = ("upscale", "faces", "classic", "scaling", "coldstart", "leak", "load")
-SERVER_CASES = ("upscale", "faces", "classic", "scaling", "leak")
+ALL_CASES = ("upscale", "faces", "inpaint", "classic", "scaling", "coldstart", "leak", "load")
+SERVER_CASES = ("upscale", "faces", "inpaint", "classic", "scaling", "leak")
 RUN_TIMEOUT_S = 1500
 
 
@@ -40,6 +40,8 @@ class Sizes:
     leak_runs: int
     leak_images: int
     gpu_images: int
+    inpaint: tuple[int, tuple[int, int]] = (3, (960, 720))
+    """Images (count, size) of the inpaint case, each with two small masked regions."""
     gpu_size: tuple[int, int] = (1920, 1080)
     upscale_steady: int = 3
     """The steady-state comparison runs the upscale sizes this many times over (0: not run)."""
@@ -66,6 +68,7 @@ QUICK = Sizes(
     leak_runs=3,
     leak_images=2,
     gpu_images=2,
+    inpaint=(1, (320, 240)),
     upscale_steady=2,
     repeats=1,
 )
@@ -77,12 +80,15 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "faces": ("portrait-restore", ["restore_faces.upscale=1"]),
     "classic": ("web-ready", ["fit.max_side=80"]),
     "leak": ("quick", []),
+    "inpaint": ("remove-objects", []),
 }
 
 TARGETS = {
     "upscale": "retouch throughput >= 1.0x baseline (CPU), steady state: per image once "
     "running, from the 8-image and 24-image runs (start-up is the coldstart case)",
     "upscale_gpu": "retouch throughput >= 2.0x baseline at 1080p (CUDA)",
+    "inpaint": "none (reported; expected >= 3x: the crop strategy computes a fraction of "
+    "the pixels)",
     "classic": "overhead < 15 ms per image",
     "scaling": "peak RSS(200 images) <= 1.2x peak RSS(20 images)",
     "leak": "RSS (and CUDA memory) after every batch within 5% of the level after the first",
@@ -136,6 +142,18 @@ class Bench:
             self.inputs["upscale-warmup"] = self.inputs["coldstart"]
             made["upscale"] = {"count": len(paths), "sizes": s.upscale, "format": "png"}
             made["coldstart"] = {"count": 1, "sizes": s.upscale[:1], "format": "png"}
+        if "inpaint" in cases:
+            count, size = s.inpaint
+            paths = images.write_set(data / "inpaint", count, [size], ext="png", seed=6)
+            images.write_masks(data / "inpaint-masks", paths, size, regions=2, seed=7)
+            self.inputs["inpaint"] = data / "inpaint"
+            self.inputs["inpaint_masks"] = data / "inpaint-masks"
+            made["inpaint"] = {
+                "count": count,
+                "sizes": [size],
+                "format": "png",
+                "masks": "2 ellipses per image, 30-70 px, white on black PNG",
+            }
         if "faces" in cases:
             images.write_set(data / "faces", len(s.faces), s.faces, ext="png", seed=2)
             self.inputs["faces"] = data / "faces"
@@ -204,12 +222,14 @@ class Bench:
         *,
         server: bool = True,
         device: str = "cpu",
+        extra: list[str] | None = None,
     ) -> tuple[Measured, dict[str, Any]]:
         run_dir = self.root / "runs" / tag
         dest = run_dir / "out"
         argv = [venv_tool("retouch"), "run", str(src), "--preset", preset, "--out", str(dest)]
         for item in overrides:
             argv += ["--set", item]
+        argv += extra or []
         events = None
         if self.events:
             events = run_dir / "events.jsonl"
@@ -236,6 +256,7 @@ class Bench:
         overrides: list[str],
         model: str | None = None,
         device: str = "cpu",
+        extra: list[str] | None = None,
     ) -> tuple[Measured, dict[str, Any]]:
         run_dir = self.root / "runs" / tag
         report = run_dir / "baseline.json"
@@ -244,6 +265,7 @@ class Bench:
             argv += ["--set", item]
         argv += ["--src", str(src), "--dest", str(run_dir / "out"), "--report", str(report)]
         argv += ["--device", device]
+        argv += extra or []
         if model is not None:
             argv += ["--model-path", self.model_info[model]["path"]]
         self.log(f"  baseline  {tag}: {len(_files(src))} images ...")
@@ -294,6 +316,7 @@ class Bench:
         model: str | None,
         device: str = "cpu",
         repeats: int = 1,
+        extra: list[str] | None = None,
     ) -> dict[str, Any]:
         """Both sides on the case's input, ``repeats`` times each in alternating order
         (baseline first, then retouch first, ...), so drift in the machine's load or caches
@@ -308,13 +331,25 @@ class Bench:
                 if side == "baseline":
                     runs[side].append(
                         self.run_baseline(
-                            f"{case}-baseline{suffix}", mode, src, preset, overrides, model, device
+                            f"{case}-baseline{suffix}",
+                            mode,
+                            src,
+                            preset,
+                            overrides,
+                            model,
+                            device,
+                            extra=extra,
                         )
                     )
                 else:
                     runs[side].append(
                         self.run_retouch(
-                            f"{case}-retouch{suffix}", src, preset, overrides, device=device
+                            f"{case}-retouch{suffix}",
+                            src,
+                            preset,
+                            overrides,
+                            device=device,
+                            extra=extra,
                         )
                     )
         b, b_detail = min(runs["baseline"], key=lambda run: run[0].wall_s)
@@ -386,6 +421,54 @@ class Bench:
         preset, overrides = RECIPES["faces"]
         res = self.compare("faces", "faces", preset, overrides, models.FACE_MODEL)
         res["target"] = "none (reported)"
+        return [res]
+
+    def case_inpaint(self) -> list[dict[str, Any]]:
+        """retouch's remove-objects (LaMa, crop strategy) against IOPaint's batch loop with
+        HD strategy original (whole image per call), same images, masks and weights.
+
+        Besides the whole-process ratio (``retouch run`` against the loop), the loop ratio
+        compares the baseline's loop with the same loop through retouch's inpaint
+        operation (``bench.baseline inpaint-op``): model loaded, no start-up, no Prefect,
+        only the fill differs. ``network_pixels`` are the pixels each side sends through
+        the network (padded), from retouch's own plan of the crops."""
+        preset, overrides = RECIPES["inpaint"]
+        extra = ["--masks", str(self.inputs["inpaint_masks"])]
+        res = self.compare(
+            "inpaint",
+            "inpaint",
+            preset,
+            overrides,
+            models.INPAINT_MODEL,
+            repeats=self.sizes.repeats,
+            extra=extra,
+        )
+        ops = [
+            self.run_baseline(
+                f"inpaint-op-{k + 1}",
+                "inpaint-op",
+                self.inputs["inpaint"],
+                preset,
+                overrides,
+                models.INPAINT_MODEL,
+                extra=extra,
+            )
+            for k in range(max(1, self.sizes.repeats))
+        ]
+        op_loops = [d["loop_s"] for _, d in ops if d.get("status") == "ok"]
+        loop = res["baseline"]["detail"].get("loop_s")
+        res["op_loop_walls_s"] = op_loops
+        res["valid"] = res["valid"] and len(op_loops) == len(ops)
+        if loop and op_loops:
+            res["baseline_loop_s"] = loop
+            res["op_loop_s"] = min(op_loops)
+            res["loop_ratio"] = round(loop / min(op_loops), 3)
+            op_m = min(ops, key=lambda run: run[0].wall_s)[0]
+            res["op_peak_rss_mb"] = op_m.as_json()["peak_rss_mb"]
+        res["network_pixels"] = _inpaint_pixels(
+            self.inputs["inpaint"], self.inputs["inpaint_masks"], preset, overrides
+        )
+        res["target"] = TARGETS["inpaint"]
         return [res]
 
     def case_classic(self) -> list[dict[str, Any]]:
@@ -550,6 +633,31 @@ def throughput(n: int, base_wall: float, retouch_wall: float) -> dict[str, Any]:
         "ratio": round(base_wall / retouch_wall, 3),
         "overhead_ms_per_image": round(1000 * (retouch_wall - base_wall) / n, 2),
     }
+
+
+def _inpaint_pixels(src: Path, masks: Path, preset: str, overrides: list[str]) -> dict[str, Any]:
+    """Pixels through the network: the whole padded images (baseline) and retouch's crops
+    for the recipe's masks (its own plan: dilation, margin, resize limit)."""
+    import cv2
+    import numpy as np
+
+    from retouch.lib.models.inpainting import _padded, plan
+    from retouch.lib.recipe import apply_overrides, load_preset
+
+    recipe = apply_overrides(load_preset(preset), overrides)
+    p = next(s.parsed() for s in recipe.steps if s.op == "inpaint")
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * p.dilate + 1, 2 * p.dilate + 1))
+    whole = crops = 0
+    for path in _files(src):
+        mask = cv2.imread(str(masks / f"{path.stem}.png"), cv2.IMREAD_GRAYSCALE) > 127
+        mask = cv2.dilate(mask.astype(np.uint8), kernel) > 0
+        h, w = mask.shape
+        whole += _padded(h) * _padded(w)
+        boxes, _ = plan(mask, p.strategy, margin=p.crop_margin, resize_limit=p.resize_limit)
+        for b in boxes:
+            bw, bh = b.size or (b.w, b.h)
+            crops += _padded(bh) * _padded(bw)
+    return {"baseline": whole, "retouch": crops, "ratio": round(whole / max(crops, 1), 2)}
 
 
 def _cuda() -> bool:

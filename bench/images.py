@@ -77,3 +77,28 @@ def link_subset(paths: list[Path], folder: Path) -> Path:
         except OSError:
             dest.write_bytes(p.read_bytes())
     return folder
+
+
+def write_masks(
+    folder: Path, paths: list[Path], size: tuple[int, int], *, regions: int, seed: int
+) -> list[Path]:
+    """One mask per image in ``paths`` (same stem, PNG, white = fill): ``regions`` filled
+    ellipses of 30-70 px, placed apart from each other and from the border."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    out = []
+    for path in paths:
+        mask = np.zeros((h, w), np.uint8)
+        for k in range(regions):
+            # Each region in its own vertical band, so the regions stay apart.
+            band = w // regions
+            cx = int(rng.integers(k * band + 60, (k + 1) * band - 60))
+            cy = int(rng.integers(60, h - 60))
+            axes = (int(rng.integers(15, 35)), int(rng.integers(15, 35)))
+            cv2.ellipse(mask, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
+        dest = folder / f"{path.stem}.png"
+        if not cv2.imwrite(str(dest), mask):
+            raise RuntimeError(f"could not write {dest}")
+        out.append(dest)
+    return out

@@ -2,7 +2,8 @@
 
 The official weights cannot be downloaded here, but compute cost depends only on the
 architecture, so the bench builds the real networks (Real-ESRGAN x4plus: RRDBNet with 23
-blocks; GFPGAN v1.4: the 76M-parameter clean architecture; RetinaFace-resnet50; ParseNet)
+blocks; GFPGAN v1.4: the 76M-parameter clean architecture; RetinaFace-resnet50; ParseNet;
+big-lama: spandrel's LaMa, 51M parameters, as the tests build it)
 with torch's random initialisation, saves them as the official files are saved and imports
 them with ``retouch.lib.models.fetch.import_file(..., force=True)`` (what
 ``retouch models import NAME FILE --force`` does). Both the baseline and retouch then load
@@ -30,6 +31,7 @@ _LANDMARK_OFFSETS = [-2.0, -1.5, 2.0, -1.5, 0.0, 0.3, -1.6, 1.8, 1.6, 1.8]
 
 UPSCALE_MODEL = "realesrgan-x4plus"
 FACE_MODEL = "gfpgan-v1.4"
+INPAINT_MODEL = "big-lama"
 
 
 def _realesrgan_x4plus() -> dict[str, Any]:
@@ -91,8 +93,17 @@ def _parsenet() -> dict[str, Any]:
     return ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict()
 
 
+def _big_lama() -> dict[str, Any]:
+    # The tests' random big-lama: torch's default initialisation makes LaMa's activations
+    # denormal (about 15x slower on CPU than a trained model's), see tests/lama_models.py.
+    from tests.lama_models import lama_state
+
+    return lama_state()
+
+
 _BUILDERS = {
     UPSCALE_MODEL: _realesrgan_x4plus,
+    INPAINT_MODEL: _big_lama,
     FACE_MODEL: _gfpgan_v14,
     "retinaface-resnet50": _retinaface_one_face,
     "parsenet": _parsenet,
@@ -121,7 +132,12 @@ def install(model_dir: Path, staging: Path, names: list[str], seed: int = 0) -> 
         src = staging / spec.filename
         torch.save(_BUILDERS[name](), src)
         built = time.perf_counter()
-        dest = fetch.import_file(name, src, force=True)
+        if spec.kind == "lama":  # a generator state dict, as `retouch models import big-lama F`
+            from retouch.lib.models.imported import import_into_shipped
+
+            dest = import_into_shipped(spec, src)
+        else:
+            dest = fetch.import_file(name, src, force=True)
         src.unlink()
         info[name] = {
             "path": str(dest),
@@ -140,4 +156,6 @@ def needed(cases: list[str]) -> list[str]:
         names.append(UPSCALE_MODEL)
     if "faces" in cases:
         names += [FACE_MODEL, "retinaface-resnet50", "parsenet"]
+    if "inpaint" in cases:
+        names.append(INPAINT_MODEL)
     return names

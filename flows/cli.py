@@ -229,7 +229,11 @@ def run(
         ),
     ] = None,
     masks: Annotated[
-        str | None, typer.Option(help="Folder of inpainting masks, matched by file stem")
+        str | None,
+        typer.Option(
+            help="Inpainting masks: a folder (one per image, matched by file stem) or one "
+            "mask file for every image"
+        ),
     ] = None,
     workspace: Annotated[
         str | None, typer.Option(help="Workspace for results (default RETOUCH_WORKSPACE)")
@@ -505,7 +509,7 @@ def presets_list() -> None:
     from retouch.lib.recipe import is_user_preset, load_preset, preset_names
 
     table = Table(show_header=True)
-    table.add_column("preset")
+    table.add_column("preset", no_wrap=True)
     table.add_column("steps")
     table.add_column("models")
     table.add_column("description")

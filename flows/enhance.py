@@ -47,7 +47,9 @@ class RunOptions(BaseModel):
     them as ordinary inputs; ``None`` is still accepted and means empty."""
 
     masks: str = Field(
-        "", description="Folder of masks for inpaint, matched to images by file stem"
+        "",
+        description="Masks for inpaint: a folder (matched to images by file stem) or one "
+        "mask file for every image",
     )
     chunk_size: int = Field(
         0, ge=0, le=10_000, description="Images per mapped task (0: automatic, or the setting)"
@@ -323,7 +325,7 @@ def _enhance(
     run_id = new_run_id()
     recipe.validate_steps()
 
-    records, skipped = discover(source)
+    records, skipped = discover(source, skip_masks=any(s.op == "inpaint" for s in recipe.steps))
     weights = check_models(recipe)
     config = RunConfig(
         run_id=run_id,

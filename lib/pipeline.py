@@ -35,7 +35,7 @@ from .imageio import (
     holds_alpha,
     probe,
 )
-from .masks import MaskSource
+from .masks import BesideMasks, MaskSource
 from .ops.base import OpContext
 from .ops.registry import registry
 from .recipe import ExportProfile, Recipe
@@ -61,6 +61,7 @@ class RunContext:
     refresh: bool = False
     counters: dict[str, int] = field(default_factory=dict)
     _mask_sources: dict[str, MaskSource] = field(default_factory=dict)
+    _beside: BesideMasks | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def mask_folder(self, folder: str) -> MaskSource:
@@ -73,7 +74,14 @@ class RunContext:
     def masks(self) -> MaskSource | None:
         return self.mask_folder(self.masks_dir) if self.masks_dir else None
 
-    def op_context(self, name: str, device: str) -> OpContext:
+    def beside(self) -> BesideMasks:
+        """The masks kept beside the images (each folder listed once for this context)."""
+        with self._lock:
+            if self._beside is None:
+                self._beside = BesideMasks(self.settings.pixel_limit)
+            return self._beside
+
+    def op_context(self, name: str, device: str, uri: str = "") -> OpContext:
         from .models.pool import default_pool
 
         return OpContext(
@@ -82,6 +90,8 @@ class RunContext:
             pool=default_pool(),
             masks=self.masks(),
             mask_folder=self.mask_folder,
+            uri=uri,
+            beside=self.beside(),
             counters=self.counters,
         )
 
@@ -92,7 +102,7 @@ class RunContext:
     def step_keys(self, record: ImageRecord, weights: dict[str, str], device: str) -> list[str]:
         """Keys of the image after 0, 1, ..., n steps of the recipe (the last is its result)."""
         assert record.sha256 is not None
-        op_ctx = self.op_context(record.name, device)
+        op_ctx = self.op_context(record.name, device, record.uri)
         inputs = [
             registry().get(step.op).key_inputs(step.parsed(), op_ctx) for step in self.recipe.steps
         ]
@@ -336,7 +346,15 @@ def _compute(job: _Job, ctx: RunContext, device: str, stored: set[int], writer: 
     calls_before = ctx.counters.get("model_calls", 0)
     try:
         assert job.image is not None
-        image = apply_steps(job.image, job.record.name, ctx, device, start=job.done, on_step=store)
+        image = apply_steps(
+            job.image,
+            job.record.name,
+            ctx,
+            device,
+            start=job.done,
+            on_step=store,
+            uri=job.record.uri,
+        )
         if not ctx.recipe.steps:
             job.writes.append(writer.submit(ctx.workspace.save_result, keys[-1], image))
     except RetouchError as exc:
@@ -429,14 +447,16 @@ def apply_steps(
     *,
     start: int = 0,
     on_step: Callable[[int, Image], None] | None = None,
+    uri: str = "",
 ) -> Image:
     """Apply the recipe's steps after the first ``start`` in order; errors name the step.
 
-    ``image`` is the input of step ``start + 1`` (pixels HxWx3 BGR uint8|uint16).
+    ``image`` is the input of step ``start + 1`` (pixels HxWx3 BGR uint8|uint16); ``uri``
+    is where it was read from (masks kept beside it are found there).
     ``on_step(number, result)`` is called after each step (1-based number), e.g. to store it.
     Each step run counts ``steps:<op>`` in ``ctx.counters`` and emits a ``step`` progress event.
     """
-    op_ctx = ctx.op_context(name, device)
+    op_ctx = ctx.op_context(name, device, uri)
     for number, step in enumerate(ctx.recipe.steps, start=1):
         if number <= start:
             continue
@@ -523,7 +543,7 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
             after,
             ctx.recipe,
             faces_found=int((record.analysis.get("faces") or {}).get("count") or 0),
-            ctx=ctx.op_context(record.name, "cpu"),
+            ctx=ctx.op_context(record.name, "cpu", record.uri),
         )
         record.scores = _jsonable({k: v for k, v in scores.items() if k != "problems"})
         # Faces are counted at the input's scale on both sides (at most 320 px, as in the

@@ -6,6 +6,7 @@ from prefect import task
 
 from retouch.lib import pipeline, sources
 from retouch.lib.errors import SourceError
+from retouch.lib.masks import masks_beside
 from retouch.lib.recipe import Recipe
 from retouch.lib.records import ImageRecord
 from retouch.lib.settings import get_settings
@@ -16,10 +17,21 @@ from .parallel import map_images
 
 
 @task(name="discover", retries=2, retry_delay_seconds=chunk_retry_delays())
-def discover(source: str) -> tuple[list[ImageRecord], list[dict[str, str]]]:
-    """List the source's images as records, and the files skipped with their reasons."""
+def discover(
+    source: str, skip_masks: bool = False
+) -> tuple[list[ImageRecord], list[dict[str, str]]]:
+    """List the source's images as records, and the files skipped with their reasons;
+    with ``skip_masks``, inpaint masks kept beside their images are skipped too."""
     found = sources.discover(source, follow_symlinks=get_settings().follow_symlinks)
     skipped = [{"uri": redact(uri), "reason": reason} for uri, reason in found.skipped]
+    if skip_masks:
+        beside = masks_beside([item.name for item in found.items])
+        skipped += [
+            {"uri": redact(item.uri), "reason": f"the inpaint mask of {beside[item.name]}"}
+            for item in found.items
+            if item.name in beside
+        ]
+        found.items = [item for item in found.items if item.name not in beside]
     if not found.items:
         detail = (
             f" ({len(skipped)} other files skipped, e.g. {skipped[0]['uri']}: {skipped[0]['reason']})"

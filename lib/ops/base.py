@@ -79,6 +79,9 @@ class OpContext:
             (HxW uint8, 255 = fill) or None.
         mask_folder: returns the lookup for a mask folder named in a step's parameters
             (one per run, so a folder is listed once per run).
+        uri: the input's URI (where masks kept beside it are looked for), or "".
+        beside: called with ``uri``, returns the mask kept beside the image
+            (``<stem>_mask*.png``, :class:`retouch.lib.masks.BesideMasks`) or None.
         counters: incremented by operations that call a model (tests and benchmarks read it).
     """
 
@@ -87,6 +90,8 @@ class OpContext:
     pool: Any = None
     masks: MaskLookup | None = None
     mask_folder: Callable[[str], MaskLookup] | None = None
+    uri: str = ""
+    beside: MaskLookup | None = None
     counters: dict[str, int] = field(default_factory=dict)
 
     def count(self, key: str, n: int = 1) -> None:

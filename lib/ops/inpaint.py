@@ -1,10 +1,37 @@
-"""inpaint: fill a rectangle or masked areas from their surroundings (Telea or Navier-Stokes).
+"""inpaint: fill masked areas (objects, watermarks) with LaMa, or with OpenCV's Telea/NS.
 
-Pixels are HxWx3 BGR uint8/uint16; masks are HxW uint8 with 255 = fill. Masks come from
-``ctx.masks(stem)`` when ``mask_dir`` is set (the caller resolves the folder); a mask of
-another size is resized to the image, binarised at 128 and dilated by ``dilate`` px.
-OpenCV's inpainting is 8-bit only: the 8-bit version is filled and only the masked pixels
-are replaced (x257 for 16-bit); every other pixel is returned bit-identical.
+Pixels are HxWx3 BGR uint8/uint16 in and out. Only the masked pixels change: every other
+pixel is returned bit-identical, at the input's bit depth; gray images stay gray (the fill's
+channels are averaged); alpha and metadata are kept as they are.
+
+Where the mask comes from, first found wins (a rectangle, ``rect``/``rect_rel``, is added to
+it):
+
+1. the step's ``mask_dir``, else the run's ``--masks``: a folder (mask with the image's
+   stem, sub-folders mirrored) or ONE image file, which is then the mask of every image;
+2. a file ``<stem>_mask*.png`` beside the image (the run does not process those files as
+   images).
+
+Mask rules: white (> 127) = fill, black = keep; an RGBA mask whose alpha is not all opaque
+is read by its alpha (painted = fill); colour masks by their brightest channel; 16-bit and
+palette masks work; a mask of another size is resized to the image (nearest neighbour);
+then it is grown by ``dilate`` px. With ``missing_mask="error"`` (the remove-objects
+presets) an image without a mask, or whose mask is empty (all black), fails with a reason
+instead of coming out unchanged; with ``"skip"`` it is passed through unchanged. An
+unreadable mask file always fails that image, naming the file. An all-white mask fills the
+whole image: with LaMa there is then no context left and the result is whatever the model
+invents (the ``crop`` strategy resizes the image to ``resize_limit``); it is allowed, as a
+plain mask of what to replace, but rarely what you want.
+
+``method="lama"`` runs the registry model ``model`` (big-lama) through
+:mod:`retouch.lib.models.inpainting`: ``strategy`` ``crop`` (default: each masked region
+with ``crop_margin`` px of context around it, crops of one image batched), ``resize`` (the
+whole image at ``resize_limit`` px) or ``original`` (the whole image at its size). CPU runs
+fp32, CUDA bf16 (LaMa's FFT layers break in fp16). ``feather`` blends the fill into the
+original over that many px inside the mask (never outside it).
+
+``method="telea"``/``"ns"``: OpenCV's inpainting, 8-bit only: the 8-bit version is filled and
+only the masked pixels are replaced (x257 for 16-bit).
 """
 
 from __future__ import annotations
@@ -15,21 +42,54 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from ..errors import OperationError
+from ..errors import OperationError, RetouchError
 from ..image import Image
 from ..masks import MaskSource
+from ..models.specs import check_purpose, names
 from ..settings import get_settings
 from .base import MaskLookup, OpContext, Operation, OpParams
 
 
+def _inpaint_models(schema: dict[str, Any]) -> None:
+    schema["enum"] = names(purpose="inpaint")
+
+
 class InpaintParams(OpParams):
-    method: Literal["telea", "ns"] = Field(
-        "telea", description="telea (fast marching) or ns (Navier-Stokes)"
+    method: Literal["telea", "ns", "lama"] = Field(
+        "telea",
+        description="lama (learned: big-lama, for objects and watermarks), telea (fast "
+        "marching) or ns (Navier-Stokes); telea and ns are quick but smear large areas",
+    )
+    model: str = Field(
+        "big-lama",
+        description="Inpainting model from the registry (method lama)",
+        json_schema_extra=_inpaint_models,
+    )
+    strategy: Literal["crop", "resize", "original"] = Field(
+        "crop",
+        description="method lama: crop (each masked region with crop_margin px around it), "
+        "resize (whole image, long side resize_limit) or original (whole image, its size)",
+    )
+    crop_margin: int = Field(
+        128, ge=0, le=2048, description="method lama, crop: context around each region, px"
+    )
+    resize_limit: int = Field(
+        1280,
+        ge=64,
+        le=8192,
+        description="method lama: long side (px) a crop or, with resize, the image is "
+        "reduced to before the model runs",
+    )
+    feather: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="method lama: blend the fill's edge over this many px inside the mask",
     )
     radius: int = Field(
-        3, ge=1, le=50, description="Neighbourhood (pixels) each filled pixel draws from"
+        3, ge=1, le=50, description="telea/ns: neighbourhood (pixels) each filled pixel draws from"
     )
     rect: list[int] | None = Field(
         None, min_length=4, max_length=4, description="Area to fill as [x, y, w, h] in pixels"
@@ -41,12 +101,24 @@ class InpaintParams(OpParams):
         description="Area to fill as [x, y, w, h] in fractions 0..1 of the size",
     )
     mask_dir: str | None = Field(
-        None, description="Folder of masks named after each image's stem (white = fill)"
+        None,
+        description="Folder of masks named after each image's stem (white = fill), or one "
+        "mask file for every image",
     )
     dilate: int = Field(2, ge=0, le=50, description="Grow masks by this many pixels to cover edges")
     missing_mask: Literal["skip", "error"] = Field(
-        "skip", description="When an image has no mask and no rect: skip (leave unchanged) or error"
+        "skip",
+        description="When an image has no mask (or an all-black one) and no rect: skip "
+        "(leave unchanged) or error",
     )
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        try:
+            return check_purpose(value, "inpaint")
+        except RetouchError as exc:
+            raise ValueError(str(exc)) from None
 
 
 def _stem(name: str) -> str:
@@ -54,6 +126,7 @@ def _stem(name: str) -> str:
 
 
 def _prepare_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """HxW uint8 255/0 at ``width`` x ``height`` from a mask of any size and dtype."""
     m = np.asarray(mask)
     if m.ndim == 3:
         m = m[:, :, :3].max(axis=2) if m.shape[2] >= 3 else m[:, :, 0]
@@ -64,8 +137,8 @@ def _prepare_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     elif m.dtype != np.uint8:
         m = np.clip(m, 0, 255).astype(np.uint8)
     if m.shape != (height, width):
-        m = cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.where(m >= 128, 255, 0).astype(np.uint8)
+        m = cv2.resize(m, (width, height), interpolation=cv2.INTER_NEAREST)
+    return np.where(m > 127, 255, 0).astype(np.uint8)
 
 
 def _rect_mask(params: InpaintParams, width: int, height: int) -> np.ndarray | None:
@@ -94,18 +167,28 @@ def _mask_lookup(params: InpaintParams, ctx: OpContext) -> MaskLookup | None:
     return ctx.masks
 
 
+def _found_mask(params: InpaintParams, ctx: OpContext) -> np.ndarray | None:
+    """The image's mask file (mask folder or file, else ``<stem>_mask*.png`` beside the
+    image) as read, or None when there is none."""
+    lookup = _mask_lookup(params, ctx)
+    if lookup is not None:
+        found = lookup(ctx.name or _stem(ctx.name))
+        if found is not None:
+            return found
+    if ctx.beside is not None and ctx.uri:
+        return ctx.beside(ctx.uri)
+    return None
+
+
 def _given_mask(
     params: InpaintParams, ctx: OpContext, width: int, height: int
 ) -> np.ndarray | None:
     """The step's rectangle and/or the image's mask file, at ``width`` x ``height``."""
-    stem = _stem(ctx.name)
     mask = _rect_mask(params, width, height)
-    lookup = _mask_lookup(params, ctx)
-    if lookup is not None:
-        found = lookup(ctx.name or stem)
-        if found is not None:
-            fm = _prepare_mask(found, width, height)
-            mask = fm if mask is None else cv2.bitwise_or(mask, fm)
+    found = _found_mask(params, ctx)
+    if found is not None:
+        fm = _prepare_mask(found, width, height)
+        mask = fm if mask is None else cv2.bitwise_or(mask, fm)
     return mask
 
 
@@ -129,17 +212,84 @@ def filled_area(
     return mask if mask.any() else None
 
 
+def _where(params: InpaintParams, ctx: OpContext) -> str:
+    if params.mask_dir:
+        return f"in mask_dir {params.mask_dir!r}"
+    if ctx.masks is not None:
+        return "in the run's masks (--masks)"
+    return "(no mask folder: pass --masks DIR or FILE, set inpaint.mask_dir, or put <stem>_mask.png beside the image)"
+
+
+def _lama_fill(
+    pixels: np.ndarray, mask: np.ndarray, params: InpaintParams, ctx: OpContext
+) -> np.ndarray:
+    """The LaMa fill of HxWx3 BGR uint8/uint16 ``pixels`` where ``mask`` (HxW bool) is
+    True, as HxWx3 float32 BGR in 0..1 (valid inside the mask only)."""
+    from ..models import inpainting
+    from ..models.budget import memory_budget
+    from ..models.device import device_for
+    from ..models.families import get_family
+    from ..models.fetch import weights_key
+    from ..models.pool import default_pool
+    from ..models.specs import get_spec
+    from ..models.tiling import free_device_memory, is_out_of_memory
+
+    spec = get_spec(params.model)
+    family = get_family(spec.kind)
+    device = device_for(ctx.device)
+    precision = family.dtype(spec, device, None)
+    key = (params.model, device, precision, (weights_key(params.model),))
+
+    def factory() -> Any:
+        return family.load(spec, device=device, dtype=precision)
+
+    top = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    rgb = np.ascontiguousarray(pixels[:, :, ::-1], dtype=np.float32) / np.float32(top)
+    boxes, labels = inpainting.plan(
+        mask, params.strategy, margin=params.crop_margin, resize_limit=params.resize_limit
+    )
+    pool = ctx.pool if ctx.pool is not None else default_pool()
+    try:
+        with pool.use(key, factory) as loaded:
+            out, stats = inpainting.fill(
+                loaded.network,
+                rgb,
+                mask,
+                boxes,
+                labels,
+                device=loaded.device,
+                dtype=loaded.dtype,
+                budget=memory_budget(loaded.device),
+            )
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        free_device_memory()
+        h, w = mask.shape
+        raise OperationError(
+            f"out of memory inpainting {w}x{h} with strategy {params.strategy} ({exc}); "
+            "use strategy=crop or resize with a smaller resize_limit, or free device memory"
+        ) from None
+    ctx.count("model_calls")
+    ctx.count("forward_passes", stats.forward_passes)
+    return np.ascontiguousarray(out[:, :, ::-1])
+
+
 class Inpaint(Operation):
     id = "inpaint"
-    version = "1"
+    # 2: method lama; masks beside images, one mask file for all, alpha masks, nearest
+    # resize; an empty mask fails with missing_mask=error.
+    version = "2"
     Params = InpaintParams
-    summary = "Fill a rectangle or masked areas from their surroundings"
+    summary = "Remove objects or watermarks marked by masks (LaMa), or fill them quickly (Telea)"
+
+    def models(self, params: InpaintParams) -> list[str]:
+        return [params.model] if params.method == "lama" else []
 
     def key_inputs(self, params: InpaintParams, ctx: OpContext) -> Any:
-        lookup = _mask_lookup(params, ctx)
-        if lookup is None:
+        if _mask_lookup(params, ctx) is None and (ctx.beside is None or not ctx.uri):
             return None
-        mask = lookup(ctx.name or "")
+        mask = _found_mask(params, ctx)
         if mask is None:
             return {"mask": None}
         digest = hashlib.sha256(repr(mask.shape).encode() + mask.tobytes()).hexdigest()
@@ -148,28 +298,42 @@ class Inpaint(Operation):
     def __call__(self, image: Image, params: InpaintParams, ctx: OpContext) -> Image:
         h, w = image.height, image.width
         stem = _stem(ctx.name)
+        who = ctx.name or stem or "image"
         mask = _given_mask(params, ctx, w, h)
         if mask is None:
             if params.missing_mask == "error":
-                if params.mask_dir:
-                    where = f"in mask_dir {params.mask_dir!r}"
-                elif ctx.masks is not None:
-                    where = "in the run's mask folder (--masks)"
-                else:
-                    where = "(no mask folder: pass --masks DIR or set inpaint.mask_dir)"
                 raise OperationError(
-                    f"{ctx.name or stem or 'image'}: no inpaint mask for stem {stem!r} {where} and no "
+                    f"{who}: no inpaint mask for stem {stem!r} {_where(params, ctx)} and no "
                     "rect/rect_rel given; add a mask named after the image, set rect, or "
                     "set inpaint.missing_mask=skip"
                 )
             return image.with_pixels(image.pixels.copy(), image.alpha)
-        mask = _dilated(mask, params.dilate)
         if not mask.any():
+            if params.missing_mask == "error":
+                raise OperationError(
+                    f"{who}: its inpaint mask {_where(params, ctx)} is empty (all black: "
+                    "nothing to remove); paint what to remove in white, or set "
+                    "inpaint.missing_mask=skip to pass such images through unchanged"
+                )
             return image.with_pixels(image.pixels.copy(), image.alpha)
+        mask = _dilated(mask, params.dilate)
+        sel = mask > 0
+        out = image.pixels.copy()
+        if params.method == "lama":
+            top = 65535.0 if out.dtype == np.uint16 else 255.0
+            filled = _lama_fill(image.pixels, sel, params, ctx)
+            if params.feather > 0:
+                dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+                weight = np.clip(dist / float(params.feather), 0.0, 1.0)[:, :, None]
+                original = image.pixels.astype(np.float32) / np.float32(top)
+                filled = original + (filled - original) * weight
+            values = filled[sel]
+            if image.is_gray:
+                values = np.repeat(values.mean(axis=1, keepdims=True), 3, axis=1)
+            out[sel] = np.rint(np.clip(values, 0.0, 1.0) * top).astype(out.dtype)
+            return image.with_pixels(out, image.alpha)
         flag = cv2.INPAINT_TELEA if params.method == "telea" else cv2.INPAINT_NS
         filled8 = cv2.inpaint(np.ascontiguousarray(image.to_uint8()), mask, params.radius, flag)
-        out = image.pixels.copy()
-        sel = mask > 0
         if out.dtype == np.uint16:
             out[sel] = filled8[sel].astype(np.uint16) * np.uint16(257)
         else:

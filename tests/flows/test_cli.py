@@ -20,6 +20,7 @@ def test_presets_list_names_every_shipped_preset():
         "upscale-x4",
         "anime-upscale",
         "remove-objects",
+        "remove-objects-fast",
         "web-ready",
     ):
         assert name in result.output

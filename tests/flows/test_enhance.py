@@ -274,7 +274,7 @@ def test_remove_objects_with_a_mask_folder(prefect_server, tmp_path):
 
     dest = tmp_path / "out"
     result = CliRunner().invoke(
-        app, ["run", str(src), "-p", "remove-objects", "--masks", str(masks), "-o", str(dest)]
+        app, ["run", str(src), "-p", "remove-objects-fast", "--masks", str(masks), "-o", str(dest)]
     )
     assert result.exit_code == 2, result.output
     manifest = json.loads((dest / "manifest.json").read_text())

@@ -39,7 +39,7 @@ def test_changed_or_added_masks_are_never_served_from_an_earlier_run(prefect_ser
     _gradient(src / "a.png", marked=True)
     _gradient(src / "b.png", marked=True, corner=9)
     _mask(masks / "a.png", (0, 5, 0, 5))  # misses the red block
-    args = ["run", str(src), "-p", "remove-objects", "--masks", str(masks)]
+    args = ["run", str(src), "-p", "remove-objects-fast", "--masks", str(masks)]
     runner = CliRunner()
 
     first = runner.invoke(app, [*args, "-o", str(tmp_path / "1")])

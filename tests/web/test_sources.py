@@ -75,7 +75,7 @@ def test_masks_are_kept_beside_the_images_for_the_run(queued):
         "/api/batches",
         files=sample_files(["rocket.jpg"], folder="set/")
         + [("masks", ("rocket.png", (SAMPLES / "camera.png").read_bytes()))],
-        data={"preset": "remove-objects"},
+        data={"preset": "remove-objects-fast"},
     )
     assert created.status_code == 201, created.text
     runner = queued.runner
@@ -85,7 +85,7 @@ def test_masks_are_kept_beside_the_images_for_the_run(queued):
     ).read_bytes()
     command = runner.command(batch, runner.queue[0][1])
     assert command[command.index("--masks") + 1] == str(batch.folder / "masks")
-    assert command[command.index("--preset") + 1] == "remove-objects"
+    assert command[command.index("--preset") + 1] == "remove-objects-fast"
 
 
 def test_from_uris_cannot_reach_past_the_roots(queued, monkeypatch, tmp_path):

@@ -487,8 +487,10 @@
         "用 GFPGAN v1.4 修复人脸，并用 Real-ESRGAN x2plus 将整张照片（背景）放大 2 倍。",
       "Fast clean-up and x2 enlargement on any CPU: levels and white balance, light denoise, x2 upscale with retouch's own compact model (ships with retouch, nothing to download), gentle sharpening.":
         "任何 CPU 上都能快速完成的清理和 2 倍放大：色阶与白平衡、轻度降噪、用 retouch 自带的小型模型放大 2 倍（随 retouch 提供，无需下载）、适度锐化。",
-      "Remove watermarks or objects marked by masks: run with --masks DIR holding one mask per image with the same file stem (white = remove). An image without a mask fails with a reason; --set inpaint.missing_mask=skip passes it through unchanged instead.":
-        "去除蒙版标出的水印或物体：运行时用 --masks DIR 指定一个文件夹，其中每张图片有一个文件名（不含扩展名）相同的蒙版（白色 = 去除）。没有蒙版的图片会失败并说明原因；改用 --set inpaint.missing_mask=skip 则原样保留。",
+      "Remove objects or watermarks marked by masks with LaMa (big-lama: `retouch models pull big-lama`, or `retouch models import big-lama FILE`). Masks: --masks DIR (one per image, same file stem), --masks FILE (one mask for every image) or <stem>_mask.png beside each image; white = remove. An image without a mask, or with an all-black one, fails with a reason; --set inpaint.missing_mask=skip passes it through unchanged instead.":
+        "用 LaMa 去除蒙版标出的物体或水印（big-lama：`retouch models pull big-lama`，或 `retouch models import big-lama FILE`）。蒙版：--masks DIR（每张图片一个，文件名相同）、--masks FILE（所有图片共用一个蒙版），或图片旁边的 <stem>_mask.png；白色 = 去除。没有蒙版或蒙版全黑的图片会失败并说明原因；改用 --set inpaint.missing_mask=skip 则原样保留。",
+      "Remove small marks quickly with OpenCV's Telea fill (no model; large areas smear: use remove-objects for those). Masks as for remove-objects: --masks DIR or FILE, or <stem>_mask.png beside each image; white = remove. An image without a mask fails with a reason; --set inpaint.missing_mask=skip passes it through unchanged instead.":
+        "用 OpenCV 的 Telea 算法快速去除小的痕迹（无需模型；大面积会变模糊：请改用 remove-objects）。蒙版规则同 remove-objects：--masks DIR 或 FILE，或图片旁边的 <stem>_mask.png；白色 = 去除。没有蒙版的图片会失败并说明原因；改用 --set inpaint.missing_mask=skip 则原样保留。",
       "Super-resolution x4 for photos with Real-ESRGAN x4plus (tiles sized to the memory available, so large inputs fit).":
         "用 Real-ESRGAN x4plus 将照片放大 4 倍（按可用内存自动分块，大图也能处理）。",
       "Catalogue images for the web: colour and levels corrected, fitted inside 2048 px, sharpened for screens.":
@@ -520,14 +522,23 @@
       "Padding colour for contain (hex RGB); images with alpha are padded transparent":
         "contain 的留边颜色（十六进制 RGB）；带透明通道的图片留透明边",
       // inpaint
-      "telea (fast marching) or ns (Navier-Stokes)": "telea（快速行进法）或 ns（Navier-Stokes 法）",
-      "Neighbourhood (pixels) each filled pixel draws from": "每个填充像素取样的邻域大小（像素）",
+      "lama (learned: big-lama, for objects and watermarks), telea (fast marching) or ns (Navier-Stokes); telea and ns are quick but smear large areas":
+        "lama（学习模型 big-lama，适合物体和水印）、telea（快速行进法）或 ns（Navier-Stokes 法）；telea 和 ns 速度快，但大面积会变模糊",
+      "Inpainting model from the registry (method lama)": "模型库中的修补模型（method lama）",
+      "method lama: crop (each masked region with crop_margin px around it), resize (whole image, long side resize_limit) or original (whole image, its size)":
+        "method lama：crop（每个蒙版区域连同其周围 crop_margin 像素）、resize（整张图片，长边缩到 resize_limit）或 original（整张图片，原尺寸）",
+      "method lama, crop: context around each region, px": "method lama，crop：每个区域周围的上下文（像素）",
+      "method lama: long side (px) a crop or, with resize, the image is reduced to before the model runs":
+        "method lama：模型运行前，裁切块（或 resize 时的整张图片）的长边缩小到的像素数",
+      "method lama: blend the fill's edge over this many px inside the mask": "method lama：在蒙版内侧这么多像素内将填充边缘与原图融合",
+      "telea/ns: neighbourhood (pixels) each filled pixel draws from": "telea/ns：每个填充像素取样的邻域大小（像素）",
       "Area to fill as [x, y, w, h] in pixels": "要填充的区域 [x, y, w, h]，单位为像素",
       "Area to fill as [x, y, w, h] in fractions 0..1 of the size": "要填充的区域 [x, y, w, h]，为尺寸的 0..1 比例",
-      "Folder of masks named after each image's stem (white = fill)": "蒙版文件夹，文件名与各图片相同（白色 = 填充）",
+      "Folder of masks named after each image's stem (white = fill), or one mask file for every image":
+        "蒙版文件夹，文件名与各图片相同（白色 = 填充），或所有图片共用的一个蒙版文件",
       "Grow masks by this many pixels to cover edges": "将蒙版向外扩展这么多像素以覆盖边缘",
-      "When an image has no mask and no rect: skip (leave unchanged) or error":
-        "图片既无蒙版也无区域时：skip（保持不变）或 error（报错）",
+      "When an image has no mask (or an all-black one) and no rect: skip (leave unchanged) or error":
+        "图片既无蒙版（或蒙版全黑）也无区域时：skip（保持不变）或 error（报错）",
       // restore_faces
       "Face restoration model from the registry": "模型库中的人脸修复模型",
       "Output size = input size x this": "输出尺寸 = 输入尺寸 × 此倍数",

@@ -118,7 +118,7 @@ class Family:
     def purpose(self, spec: ModelSpec) -> Purpose:
         """What ``spec`` is for (a family with several purposes reads the spec's own)."""
         if spec.purpose in PURPOSES:
-            return spec.purpose  # type: ignore[return-value]
+            return spec.purpose  # type: ignore[return-value]  # checked just above
         return self.purposes[0]
 
     def needs(self, spec: ModelSpec) -> Needs:
