@@ -53,21 +53,51 @@ def _string_constants(path: Path) -> set[str]:
     }
 
 
+def _family_branches(path: Path) -> set[str]:
+    """Family names compared with a ``.kind`` (``spec.kind == "lama"``, ``kind in (...)``)
+    or imported from the families package by module name."""
+    family_names = set(families.family_names())
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(isinstance(s, ast.Attribute) and s.attr == "kind" for s in sides):
+                for s in sides:
+                    for c in ast.walk(s):
+                        if isinstance(c, ast.Constant) and c.value in family_names:
+                            found.add(c.value)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").endswith("families"):
+            found |= {a.name for a in node.names if a.name in family_names}
+        elif isinstance(node, ast.ImportFrom) and ".families." in f".{node.module or ''}":
+            found.add(str(node.module).rsplit(".", 1)[-1])
+    return found
+
+
 def test_no_code_outside_the_model_layer_branches_on_a_family_or_lists_models():
     """Adding a model is one spec entry, adding a family one module: nothing else names
     them. A default model in a parameter (and in a preset) is the only mention allowed."""
     defaults = {"realesrgan-x4plus", "gfpgan-v1.4", "big-lama"}
-    family_names = set(families.family_names())
     model_names = set(specs.SPECS) - defaults
     offenders = []
     for folder in ("lib/ops", "flows", "tasks", "web", "deployments"):
         for path in (ROOT / folder).rglob("*.py"):
-            found = _string_constants(path) & (family_names | model_names)
+            found = (_string_constants(path) & model_names) | _family_branches(path)
             offenders += [f"{path.relative_to(ROOT)}: {name}" for name in sorted(found)]
     for path in [*(ROOT / "lib").glob("*.py")]:
-        found = _string_constants(path) & family_names
+        found = _family_branches(path)
         offenders += [f"{path.relative_to(ROOT)}: {name}" for name in sorted(found)]
     assert offenders == []
+
+
+def test_the_guard_sees_a_branch_on_a_family(tmp_path):
+    branch = tmp_path / "op.py"
+    branch.write_text(
+        'if spec.kind == "realesrgan":\n    pass\nfrom ..models.families import lama\n'
+    )
+    assert _family_branches(branch) == {"realesrgan", "lama"}
+    method = tmp_path / "ok.py"  # an op's own vocabulary that happens to match is fine
+    method.write_text('if params.method == "lama":\n    pass\n')
+    assert _family_branches(method) == set()
 
 
 def test_a_new_spec_entry_is_offered_by_every_op_of_its_purpose(monkeypatch):
