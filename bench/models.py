@@ -42,7 +42,8 @@ def _realesrgan_x4plus() -> dict[str, Any]:
     return {"params_ema": net.state_dict()}
 
 
-def _gfpgan_v14() -> dict[str, Any]:
+def gfpgan_v14() -> dict[str, Any]:
+    """A random GFPGAN v1.4 (the clean architecture, 76M parameters) as the official file holds it."""
     from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
 
     # The constructor GFPGANer uses for arch="clean", channel_multiplier=2.
@@ -104,7 +105,7 @@ def _big_lama() -> dict[str, Any]:
 _BUILDERS = {
     UPSCALE_MODEL: _realesrgan_x4plus,
     INPAINT_MODEL: _big_lama,
-    FACE_MODEL: _gfpgan_v14,
+    FACE_MODEL: gfpgan_v14,
     "retinaface-resnet50": _retinaface_one_face,
     "parsenet": _parsenet,
 }

@@ -88,6 +88,21 @@ def _write(path: Path, entries: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+def _store(state: Any, target: Path) -> Path:
+    """Write ``state`` as safetensors at ``target``, atomically (a temp file renamed)."""
+    from .weightfile import save_safetensors
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        save_safetensors(state, tmp)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
+
+
 def default_name(file: str | os.PathLike[str]) -> str:
     """A registry name from a file name: lower case, other characters as dashes."""
     stem = Path(os.fspath(file)).name.split(".")[0].lower()
@@ -166,7 +181,6 @@ def import_model(
     same name."""
     from .families import get_family
     from .fetch import file_sha256, model_dir
-    from .weightfile import save_safetensors
 
     src = os.fspath(file)
     name = name or default_name(src)
@@ -188,16 +202,7 @@ def import_model(
                 f"a model named {name!r} is already imported; pass --force to replace it, "
                 "or choose another --name"
             )
-        folder = model_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{name}.safetensors"
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=folder)
-        os.close(fd)
-        try:
-            save_safetensors(found.state, tmp)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        target = _store(found.state, model_dir() / f"{name}.safetensors")
         arch_kwargs: dict[str, Any] = {"needs": asdict(found.needs)}
         if found.license.startswith("NON-COMMERCIAL"):
             arch_kwargs["noncommercial"] = True
@@ -260,7 +265,6 @@ def import_into_shipped(
     from ..errors import ModelChecksumError
     from .families import get_family
     from .fetch import converted_path, import_file
-    from .weightfile import save_safetensors
 
     try:
         return import_file(spec.name, file, force=False)
@@ -288,14 +292,4 @@ def import_into_shipped(
             if force:
                 return import_file(spec.name, file, force=True)
             raise
-        found = own
-        target = converted_path(spec)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmpname = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-        os.close(fd)
-        try:
-            save_safetensors(found.state, tmpname)
-            os.replace(tmpname, target)
-        finally:
-            Path(tmpname).unlink(missing_ok=True)
-        return target
+        return _store(own.state, converted_path(spec))

@@ -13,6 +13,12 @@ from retouch.flows.cli import app
 from tests.spandrel_models import COMMUNITY, write_community_model
 
 
+def _run(runner, src, override, out):
+    return runner.invoke(
+        app, ["run", str(src), "-p", "upscale-x4", "--set", override, "-o", str(out)]
+    )
+
+
 def test_imported_community_upscalers_run_from_the_command_line(
     prefect_server, retouch_home, tmp_path
 ):
@@ -29,19 +35,7 @@ def test_imported_community_upscalers_run_from_the_command_line(
         assert f"imported c-{kind}: {arch} x{scale}" in done.output
         assert f"--set upscale.model=c-{kind}" in done.output
         out = tmp_path / f"out-{kind}"
-        result = runner.invoke(
-            app,
-            [
-                "run",
-                str(src),
-                "-p",
-                "upscale-x4",
-                "--set",
-                f"upscale.model=c-{kind}",
-                "-o",
-                str(out),
-            ],
-        )
+        result = _run(runner, src, f"upscale.model=c-{kind}", out)
         assert result.exit_code == 0, result.output
         with zipfile.ZipFile(out / "results.zip") as zf:
             names = [n for n in zf.namelist() if n.endswith("a.png")]
@@ -53,19 +47,7 @@ def test_imported_community_upscalers_run_from_the_command_line(
     assert "upscale" in row and "spandrel" in row and "imported from" in row
 
     # A model of the wrong purpose stops the run before any image, naming both.
-    wrong = runner.invoke(
-        app,
-        [
-            "run",
-            str(src),
-            "-p",
-            "upscale-x4",
-            "--set",
-            "upscale.model=big-lama",
-            "-o",
-            str(tmp_path / "x"),
-        ],
-    )
+    wrong = _run(runner, src, "upscale.model=big-lama", tmp_path / "x")
     assert wrong.exit_code == 1
     assert "'big-lama' is an inpainting model, not an upscaling model" in " ".join(
         wrong.output.split()

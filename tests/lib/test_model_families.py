@@ -318,27 +318,14 @@ def test_an_imported_gfpgan_file_restores_faces_as_the_official_path_does(tmp_pa
     from tests.tiny_models import write_parsenet, write_retinaface
 
     ensure_compat()  # basicsr (under gfpgan) needs the torchvision shim
-    from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
+    from bench.models import gfpgan_v14
 
     folder = fetch.model_dir()
     write_retinaface(folder, faces="one")
     write_parsenet(folder)
     torch.manual_seed(3)
-    net = GFPGANv1Clean(
-        out_size=512,
-        num_style_feat=512,
-        channel_multiplier=2,
-        decoder_load_path=None,
-        fix_decoder=False,
-        num_mlp=8,
-        input_is_latent=True,
-        different_w=True,
-        narrow=1,
-        sft_half=True,
-    )
     path = tmp_path / "GFPGANv1.4-copy.pth"
-    torch.save({"params_ema": net.state_dict()}, path)
-    del net
+    torch.save(gfpgan_v14(), path)
     imported.import_into_shipped(specs.get_spec("gfpgan-v1.4"), path, force=True)
     spec = imported.import_model(path, name="my-faces")
     assert (spec.kind, spec.arch, specs.purpose_of(spec)) == ("spandrel", "GFPGAN", "face")
