@@ -91,8 +91,9 @@ def test_a_painted_mask_is_sent_at_the_photos_size(browser, tmp_path, screenshot
             lambda route: route.fulfill(status=400, json={"detail": "stopped by the test"}),
         )
         page.goto(server.url + "/")
-        page.wait_for_selector("#preset option[value='remove-objects']", state="attached")
-        page.select_option("#preset", "remove-objects")
+        # remove-objects-fast: no weights needed (remove-objects is offered only with big-lama)
+        page.wait_for_selector("#preset option[value='remove-objects-fast']", state="attached")
+        page.select_option("#preset", "remove-objects-fast")
         assert page.locator("#masks-box").is_visible()
         assert page.locator("#paint-nofiles").is_visible()
         assert page.locator("#paint-open").is_hidden()

@@ -540,11 +540,11 @@
       "When an image has no mask (or an all-black one) and no rect: skip (leave unchanged) or error":
         "图片既无蒙版（或蒙版全黑）也无区域时：skip（保持不变）或 error（报错）",
       // restore_faces
-      "Face restoration model from the registry": "模型库中的人脸修复模型",
+      "Face restoration model from the registry (shipped or imported)": "模型库中的人脸修复模型（内置或导入）",
       "Output size = input size x this": "输出尺寸 = 输入尺寸 × 此倍数",
       "Restore only the face nearest the centre": "只修复最靠近中心的人脸",
-      "Real-ESRGAN model for the background when upscale > 1; empty = Lanczos resize":
-        "upscale > 1 时用于背景的 Real-ESRGAN 模型；留空 = 用 Lanczos 缩放",
+      "Upscaling model for the background when upscale > 1; empty = Lanczos resize":
+        "upscale > 1 时用于背景的超分辨率模型；留空 = 用 Lanczos 缩放",
       "Passed to the face network; the networks used here (GFPGAN v1.3/v1.4 clean architecture, RestoreFormer) ignore it":
         "传给人脸网络的参数；这里用到的网络（GFPGAN v1.3/v1.4 clean 架构、RestoreFormer）会忽略它",
       // sharpen
@@ -557,7 +557,7 @@
       "Spatial extent of the smoothing (pixels)": "平滑的空间范围（像素）",
       "How different colours may be and still be smoothed together (0-1)": "颜色相差多大仍会被一起平滑（0-1）",
       // upscale
-      "Real-ESRGAN model from the registry": "模型库中的 Real-ESRGAN 模型",
+      "Upscaling model from the registry (shipped or imported)": "模型库中的超分辨率模型（内置或导入）",
       "Final scale (e.g. 1.5, 2, 3.5); empty = the model's native scale": "最终放大倍数（例如 1.5、2、3.5）；留空 = 模型的原生倍数",
       "Tile size in pixels to bound memory (0 = automatic: the whole image when it fits the memory budget, else tiles; else >= 32)":
         "分块大小（像素），用于限制内存（0 = 自动：内存够用时整张处理，否则分块；其他值需 >= 32）",
