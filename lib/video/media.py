@@ -139,6 +139,12 @@ def open_input(path: str, label: str) -> Iterator[Any]:
         raise InvalidVideoError(label, f"cannot read the file ({exc.strerror})") from None
     try:
         container = av.open(path, metadata_errors="ignore")
+    except av.error.EOFError:
+        raise InvalidVideoError(
+            label,
+            "the file ends before any frame: a zero-length clip, or truncated right after "
+            "its header",
+        ) from None
     except av.FFmpegError as exc:
         raise InvalidVideoError(
             label, f"not a readable video ({ff_reason(exc)}): truncated, corrupt or not a video"
@@ -153,7 +159,11 @@ def video_stream(container: Any, label: str) -> Any:
     """The first video stream, or a clear error naming what the file holds instead."""
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams})
-        holds = f"it holds only {' and '.join(kinds)}" if kinds else "it holds no streams"
+        holds = (
+            f"it holds only {' and '.join(kinds)}"
+            if kinds
+            else "it holds no streams: a zero-length clip, or not a video"
+        )
         raise InvalidVideoError(label, f"no video stream ({holds})")
     return container.streams.video[0]
 
@@ -210,6 +220,22 @@ def _streams(container: Any) -> list[StreamInfo]:
     return out
 
 
+def _declared_span(container: Any, vs: Any) -> float | None:
+    """Seconds the file says its video stream lasts: the stream's duration, Matroska's
+    per-track DURATION tag, or the container's when the video is its only stream."""
+    if vs.duration:
+        return float(vs.duration * vs.time_base)
+    tag = str(vs.metadata.get("DURATION") or "")
+    try:
+        h, m, sec = tag.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        pass
+    if container.duration and len(container.streams) == 1:
+        return float(container.duration) / 1_000_000
+    return None
+
+
 def probe_video(path: str, label: str, *, pixel_limit: int) -> VideoInfo:
     """Open ``path`` and decode every frame of its video stream.
 
@@ -233,10 +259,8 @@ def probe_video(path: str, label: str, *, pixel_limit: int) -> VideoInfo:
             )
         tb = Fraction(vs.time_base)
         declared = int(vs.frames or 0)
-        stream_span = float(vs.duration * vs.time_base) if vs.duration else None
-        middle: Fraction | None = None
-        if vs.duration:
-            middle = Fraction(int(vs.start_time or 0) + vs.duration // 2) * tb
+        stream_span = _declared_span(container, vs)
+        middle: Fraction | None = None  # where the sample frame is taken (from the first)
         vs.thread_type = "AUTO"
         pts: list[int] = []
         rotation = 0
@@ -254,6 +278,8 @@ def probe_video(path: str, label: str, *, pixel_limit: int) -> VideoInfo:
                     )
                 if not pts:
                     rotation = rotation_of(frame.rotation)
+                    half = Fraction(stream_span or 0) / 2
+                    middle = Fraction(frame.pts) * tb + half
                 pts.append(frame.pts)
                 if sample is None and (middle is None or Fraction(frame.pts) * tb >= middle):
                     sample = frame_image(frame, rotation)
@@ -322,6 +348,17 @@ class Encoding:
     @property
     def muxer(self) -> str:
         return MUXERS[self.ext]
+
+    def muxer_options(self, time_base: Fraction) -> dict[str, str]:
+        """Options of the output container for a video stream in ``time_base``.
+
+        MP4 and QuickTime write the offset of a clip that does not start at 0 (an edit
+        list) in the movie's time scale, 1/1000 s by default, which moves every frame of
+        such a clip by the rounding: the movie time scale is the stream's own, so it is
+        exact."""
+        if self.ext in ("mp4", "mov"):
+            return {"movie_timescale": str(time_base.denominator)}
+        return {}
 
     def options(self) -> dict[str, str]:
         opts = {"crf": str(self.crf)}

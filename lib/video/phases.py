@@ -303,7 +303,14 @@ def _compute(record: ImageRecord, ctx: Any, device: str, key: str) -> None:
                 "is not read the same way twice",
             )
         out = os.path.join(tmp, f"result.{enc.ext}")
-        joined = segments.join(path, [segment], out, enc.muxer, record.name)
+        joined = segments.join(
+            path,
+            [segment],
+            out,
+            enc.muxer,
+            record.name,
+            enc.muxer_options(segment.time_base),
+        )
         got, out_tb = segments.video_timestamps(out, record.name)
         wrong = segments.check_timestamps(segment.times(), got, out_tb)
         if wrong:

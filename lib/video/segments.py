@@ -96,7 +96,7 @@ def process_segment(
         rate = vs.average_rate or vs.guessed_rate or 25
         if start_pts is not None:
             inp.seek(start_pts, stream=vs, backward=True, any_frame=False)
-        out = av.open(dst, "w", format=encoding.muxer)
+        out = av.open(dst, "w", format=encoding.muxer, options=encoding.muxer_options(tb))
         stream: Any = None
         size: tuple[int, int] | None = None
         try:
@@ -212,11 +212,19 @@ def _accepts(muxer: str, stream: Any) -> bool:
             pass
 
 
-def join(src: str, segments: list[SegmentResult], dst: str, muxer: str, label: str) -> JoinResult:
+def join(
+    src: str,
+    segments: list[SegmentResult],
+    dst: str,
+    muxer: str,
+    label: str,
+    options: dict[str, str] | None = None,
+) -> JoinResult:
     """Remux ``segments`` (in order) and the audio and subtitle streams of ``src`` into
     ``dst`` (FFmpeg ``muxer``), interleaved by time; nothing of the video is re-encoded.
 
-    Audio packets are copied unless ``muxer`` refuses their codec: then that stream is
+    ``options``: the muxer's (see :meth:`Encoding.muxer_options`). Audio packets are
+    copied unless ``muxer`` refuses their codec: then that stream is
     decoded and encoded to AAC (stated). A subtitle stream the container refuses is left
     out (stated).
     """
@@ -226,7 +234,7 @@ def join(src: str, segments: list[SegmentResult], dst: str, muxer: str, label: s
     seg_inputs = [av.open(s.path) for s in segments]
     try:
         with open_input(src, label) as inp:
-            out = av.open(dst, "w", format=muxer)
+            out = av.open(dst, "w", format=muxer, options=options or {})
             try:
                 vtemplate = seg_inputs[0].streams.video[0]
                 vout = out.add_stream_from_template(vtemplate)
