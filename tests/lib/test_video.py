@@ -251,3 +251,48 @@ def test_a_video_result_is_stored_found_counted_and_evicted(tmp_path):
     assert cache.prune(ws, max_bytes=0).removed == 1
     assert not ws.has_result(key)
     assert ws.list_tree("results") == {}
+
+
+def test_a_video_inside_a_zip_is_prepared_through_fsspec(tmp_path):
+    import zipfile
+
+    from retouch.lib import pipeline, sources
+    from retouch.lib.settings import get_settings
+
+    clip = tmp_path / "clip.mkv"
+    make_clip(clip)
+    archive = tmp_path / "in.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(clip, "sub/clip.mkv")
+    (item,) = sources.discover(str(archive)).items
+    assert item.uri.startswith("zip://sub/clip.mkv::")
+    record = pipeline.prepare_one(pipeline.new_record(item, 1), get_settings())
+    assert record.ok, record.reason
+    assert record.input["kind"] == "video" and record.input["frames"] == len(VFR_STEPS)
+    assert record.sha256 == __import__("hashlib").sha256(clip.read_bytes()).hexdigest()
+
+
+def test_export_profile_settings_videos_do_not_take_are_stated(tmp_path):
+    from retouch.lib import pipeline
+    from retouch.lib.recipe import apply_overrides, recipe_from_dict
+    from retouch.lib.settings import get_settings
+    from retouch.lib.sources import SourceItem
+    from retouch.lib.workspace import Workspace
+
+    clip = tmp_path / "c.mp4"
+    times = make_clip(clip, frames=4)
+    recipe = apply_overrides(
+        recipe_from_dict({"steps": [{"op": "sharpen"}]}), ["export.watermark.text=PROOF"]
+    )
+    ctx = pipeline.RunContext(run_id="r", workspace=Workspace(str(tmp_path / "ws")), recipe=recipe)
+    record = pipeline.new_record(SourceItem(str(clip), "c.mp4", None), 1)
+    pipeline.prepare_one(record, get_settings())
+    pipeline.process_many([record], ctx, {}, "cpu")
+    pipeline.assign_outputs([record], recipe)
+    pipeline.export_one(record, ctx)
+    assert record.ok, record.reason
+    assert record.outputs[0]["notes"] == ["watermark is not applied to videos in this version"]
+    assert "export: watermark is not applied to videos in this version" in record.problems
+    staged = pipeline.staging_path(ctx, record.output_name)
+    assert frame_times(__import__("pathlib").Path(staged)) == times
+    assert record.outputs[0]["format"] == "mp4" and record.outputs[0]["frames"] == 4
