@@ -1,7 +1,8 @@
 """The result cache: size, age and least-recently-used eviction of stored results.
 
 Every result in the workspace (a recipe's final result and the intermediate after each of
-its steps, see ``pipeline.step_keys``) is a cache entry: ``results/<k[:2]>/<key>.png`` plus
+its steps, see ``pipeline.step_keys``) is a cache entry: ``results/<k[:2]>/<key>.png`` (a
+video's encoded file for a video result) plus
 its ``.json`` sidecar, which records ``created`` and ``last_used`` (epoch seconds, refreshed
 when a run reuses the entry). Eviction removes the least recently used entries first and
 never removes a *pinned* one: the result of some image's current version (see
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .errors import RetouchError
 from .versions import VersionStore
-from .workspace import Workspace
+from .workspace import RESULT_MEDIA, Workspace
 
 
 @dataclass
@@ -58,7 +59,7 @@ def entries(ws: Workspace, keep: Iterable[str] = ()) -> list[Entry]:
     for rel, size in files.items():
         name = rel.rsplit("/", 1)[-1]
         key, _, ext = name.rpartition(".")
-        if ext in ("png", "json") and key:
+        if (ext in ("png", "json") or ext in RESULT_MEDIA) and key:
             sizes[key] = sizes.get(key, 0) + size
     out = []
     for key, size in sizes.items():

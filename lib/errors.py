@@ -22,6 +22,10 @@ class InvalidImageError(RetouchError):
         super().__init__(f"{uri}: {reason}")
 
 
+class InvalidVideoError(InvalidImageError):
+    """An input could not be used as a video (no video stream, truncated, no frames...)."""
+
+
 class UnknownNameError(RetouchError):
     """A name (operation, preset, model, format...) that is not one of the valid ones."""
 

@@ -41,7 +41,7 @@ from .ops.registry import registry
 from .recipe import ExportProfile, Recipe
 from .records import ImageRecord, parse_tags
 from .settings import Settings, get_settings
-from .sources import SourceItem
+from .sources import SourceItem, extension, is_video_name
 from .workspace import Workspace
 
 ANALYSIS_MAX_SIDE = 1024
@@ -96,7 +96,11 @@ class RunContext:
         )
 
     def image_key(self, record: ImageRecord, weights: dict[str, str], device: str) -> str:
-        """The result key of one prepared image under this run's recipe."""
+        """The result key of one prepared image (or video) under this run's recipe."""
+        if is_video(record):
+            from .video import phases
+
+            return phases.video_key(record, self, weights, device)
         return self.step_keys(record, weights, device)[-1]
 
     def step_keys(self, record: ImageRecord, weights: dict[str, str], device: str) -> list[str]:
@@ -178,7 +182,11 @@ def new_record(item: SourceItem, index: int) -> ImageRecord:
 
 
 def prepare_one(record: ImageRecord, settings: Settings) -> ImageRecord:
-    """Read, fingerprint, validate (full decode) and analyse one image."""
+    """Read, fingerprint, validate (full decode) and analyse one image (or video)."""
+    if is_video(record):
+        from .video import phases
+
+        return phases.prepare_video(record, settings)
     started = time.perf_counter()
     try:
         data = storage.read_bytes(record.uri, max_bytes=settings.max_file_bytes)
@@ -254,6 +262,14 @@ def process_many(
     """
     if not records:
         return []
+    if any(is_video(r) for r in records):
+        from .video import phases
+
+        for record in records:
+            if is_video(record):
+                phases.process_video(record, ctx, weights, device)
+        process_many([r for r in records if not is_video(r)], ctx, weights, device)
+        return records
     stored = _stored_steps(ctx.recipe)
     # Overlap pays off when a step is slow (a model); for quick classic steps on small
     # images, handing images between threads costs more than it saves (measured).
@@ -529,6 +545,10 @@ def score_result(
 
 def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     """Score the result against its input and write before/after thumbnails for the report."""
+    if is_video(record):
+        from .video import phases
+
+        return phases.review_video(record, ctx)
     if not record.ok or record.result_key is None:
         progress.emit("image", phase="review", name=record.name, ok=record.ok)
         return record
@@ -538,46 +558,57 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
             storage.read_bytes(record.uri), record.name, pixel_limit=ctx.settings.pixel_limit
         )
         after = ctx.workspace.load_result(record.result_key)
-        scores, before_s, after_s = score_result(
-            before,
-            after,
-            ctx.recipe,
-            faces_found=int((record.analysis.get("faces") or {}).get("count") or 0),
-            ctx=ctx.op_context(record.name, "cpu", record.uri),
-        )
-        record.scores = _jsonable({k: v for k, v in scores.items() if k != "problems"})
-        # Faces are counted at the input's scale on both sides (at most 320 px, as in the
-        # prepare phase), so a different count means different content, not a detector
-        # that sees more in a 4x larger picture (and an upscaled result costs no more).
-        record.scores["faces"] = {
-            "before": int((record.analysis.get("faces") or {}).get("count") or 0),
-            "after": len(
-                analysis.detect_faces(
-                    after_s.pixels, max_side=min(320, max(before.width, before.height))
-                )
-            ),
-        }
-        record.problems += [str(p) for p in scores.get("problems", [])]
-        crop_before, crop_after = detail_crops(before, after)
-        views = (
-            ("before", _small(before_s, THUMB_MAX_SIDE), 82),
-            ("after", _small(after_s, THUMB_MAX_SIDE), 82),
-            ("crop-before", crop_before, 90),
-            ("crop-after", crop_after, 90),
-        )
-        for label, view, quality in views:
-            view.info = {}
-            storage.write_bytes(
-                thumb_path(ctx, record, label),
-                encode(view, "jpg", quality=quality, keep_metadata=False),
-                durable=False,  # previews, written again by a re-run
-            )
+        review_pair(record, ctx, before, after)
     except RetouchError as exc:
         # A review problem is reported but does not withhold a result that was produced.
         record.problems.append(f"review failed: {_reason(exc)}")
     except Exception as exc:
         record.problems.append(f"review failed: {type(exc).__name__}: {exc}")
     record.timings["review"] = round(time.perf_counter() - started, 4)
+    emit_reviewed(record, ctx)
+    return record
+
+
+def review_pair(record: ImageRecord, ctx: RunContext, before: Image, after: Image) -> None:
+    """Score ``after`` against ``before`` into ``record.scores`` and ``problems``, and write
+    the report's thumbnails (an image and its result, or a video's sampled frames)."""
+    scores, before_s, after_s = score_result(
+        before,
+        after,
+        ctx.recipe,
+        faces_found=int((record.analysis.get("faces") or {}).get("count") or 0),
+        ctx=ctx.op_context(record.name, "cpu", record.uri),
+    )
+    record.scores = _jsonable({k: v for k, v in scores.items() if k != "problems"})
+    # Faces are counted at the input's scale on both sides (at most 320 px, as in the
+    # prepare phase), so a different count means different content, not a detector
+    # that sees more in a 4x larger picture (and an upscaled result costs no more).
+    record.scores["faces"] = {
+        "before": int((record.analysis.get("faces") or {}).get("count") or 0),
+        "after": len(
+            analysis.detect_faces(
+                after_s.pixels, max_side=min(320, max(before.width, before.height))
+            )
+        ),
+    }
+    record.problems += [str(p) for p in scores.get("problems", [])]
+    crop_before, crop_after = detail_crops(before, after)
+    views = (
+        ("before", _small(before_s, THUMB_MAX_SIDE), 82),
+        ("after", _small(after_s, THUMB_MAX_SIDE), 82),
+        ("crop-before", crop_before, 90),
+        ("crop-after", crop_after, 90),
+    )
+    for label, view, quality in views:
+        view.info = {}
+        storage.write_bytes(
+            thumb_path(ctx, record, label),
+            encode(view, "jpg", quality=quality, keep_metadata=False),
+            durable=False,  # previews, written again by a re-run
+        )
+
+
+def emit_reviewed(record: ImageRecord, ctx: RunContext) -> None:
     progress.emit(
         "image",
         phase="review",
@@ -590,7 +621,6 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
         # Where the before/after previews were written (a front end can show them at once).
         thumbs={label: thumb_path(ctx, record, label) for label in THUMB_LABELS},
     )
-    return record
 
 
 THUMB_LABELS = ("before", "after", "crop-before", "crop-after")
@@ -669,6 +699,17 @@ def output_format(record: ImageRecord, recipe: Recipe, profile: ExportProfile | 
         alpha=profile.alpha == "keep" and bool(record.input.get("alpha")),
         sixteen_bit=profile.depth == "keep" and record.input.get("bit_depth") == 16,
     )
+
+
+def output_extension(record: ImageRecord, recipe: Recipe, profile: ExportProfile) -> str:
+    """The file extension ``record``'s output under ``profile`` gets (a video's: its output
+    container, see :func:`retouch.lib.video.media.output_container`)."""
+    if is_video(record):
+        from .video.media import output_container
+
+        video = recipe.export.video
+        return output_container(extension(record.name), video.container, video.codec)[0]
+    return format_extension(output_format(record, recipe, profile))
 
 
 _COLOUR_NAMES = {"#ffffff": "white", "#000000": "black"}
@@ -766,7 +807,7 @@ def name_entries(
         {
             "stem": PurePosixPath(r.name).stem,
             "folder": _folder(r.name),
-            "ext": format_extension(output_format(r, recipe, profile)),
+            "ext": output_extension(r, recipe, profile),
             "index": r.index,
             "preset": recipe.name,
             "profile": profile.name,
@@ -862,6 +903,10 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     if not record.ok or record.result_key is None or record.output_name is None:
         progress.emit("image", phase="export", name=record.name, ok=False, reason=record.reason)
         return record
+    if is_video(record):
+        from .video import phases
+
+        return phases.export_video(record, ctx)
     started = time.perf_counter()
     try:
         if not ctx.workspace.has_result(record.result_key):
@@ -944,6 +989,11 @@ def staging_path(ctx: RunContext, output_name: str) -> str:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def is_video(record: ImageRecord) -> bool:
+    """Whether ``record`` is a video (by its name's extension; see ``lib/video``)."""
+    return is_video_name(record.name)
 
 
 def _reason(exc: BaseException) -> str:

@@ -201,6 +201,43 @@ class SyncSettings(BaseModel):
     )
 
 
+class VideoSettings(BaseModel):
+    """How video results are encoded (videos only; images ignore it). Kept small on purpose:
+    codec, quality and container. The profile settings (resize, watermark, format...) do
+    not apply to videos yet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    codec: Literal["h264", "h265", "av1"] = Field(
+        "h264", description="Video codec: h264 (libx264), h265 (libx265) or av1 (SVT-AV1)"
+    )
+    crf: int | None = Field(
+        None,
+        ge=0,
+        le=63,
+        description="Constant rate factor, lower is better (default: 18 for h264, 20 for "
+        "h265, 30 for av1; h264/h265 take 0-51)",
+    )
+    preset: str | None = Field(
+        None,
+        max_length=16,
+        pattern=r"^[A-Za-z0-9]+$",
+        description="Encoder speed preset (x264/x265: ultrafast..veryslow; SVT-AV1: 0-13); "
+        "default: the encoder's own",
+    )
+    container: Literal["same", "mp4", "mkv", "mov"] = Field(
+        "same",
+        description="Output container: same = the input's (mp4, mov, mkv; WebM stays WebM "
+        "with av1 and becomes mkv otherwise, AVI becomes mp4), each change stated",
+    )
+
+    @model_validator(mode="after")
+    def _crf_range(self) -> VideoSettings:
+        if self.crf is not None and self.codec != "av1" and self.crf > 51:
+            raise ValueError(f"crf {self.crf}: {self.codec} takes 0-51")
+        return self
+
+
 class ExportSettings(ExportProfile):
     """How results are delivered.
 
@@ -240,6 +277,10 @@ class ExportSettings(ExportProfile):
     )
     verify: bool = Field(True, description="Re-read every archive and check member checksums")
     sync: SyncSettings | None = Field(None, description="Mirror the delivery to a second storage")
+    video: VideoSettings = Field(
+        default_factory=VideoSettings,
+        description="Codec, quality and container of video results",
+    )
     link_expiry_s: int | None = Field(
         None,
         ge=60,

@@ -4,12 +4,16 @@ A *source* is one string the user gives. :func:`discover` accepts:
 
 - a local folder (walked recursively; hidden files and folders skipped),
 - a glob (``photos/*.jpg``, ``s3://bucket/shoot/**/*.png``),
-- a single image file (local or a URL),
+- a single image or video file (local or a URL),
 - an S3 prefix or any fsspec folder URL (``s3://bucket/prefix``, ``memory://in``),
 - a list file (``.txt``, ``.lst``, ``.list``): one path or URL per line, ``#`` comments
   and blank lines ignored, relative paths relative to the list file,
 - a ``.zip`` archive (local or remote), whose members are read in place through chained
   ``zip://member::<zip uri>`` URLs and never extracted.
+
+Videos (:data:`VIDEO_EXTENSIONS`: mp4, mov, mkv, webm, avi) are found beside images in
+every kind of source and become items the same way; the phases tell them apart by name
+(:func:`is_video_name`).
 
 Every found image becomes a :class:`SourceItem` whose ``uri`` opens with
 :func:`retouch.lib.storage.read_bytes` and whose ``name`` is its path relative to the source
@@ -30,6 +34,7 @@ from typing import Any
 from . import storage
 from .errors import SourceError, StorageError
 from .settings import get_settings
+from .video import VIDEO_EXTENSIONS
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "png", "webp", "tif", "tiff", "bmp", "gif"})
 LIST_EXTENSIONS = frozenset({"txt", "lst", "list"})
@@ -72,8 +77,13 @@ def is_image_name(name: str) -> bool:
     return extension(name) in IMAGE_EXTENSIONS
 
 
+def is_video_name(name: str) -> bool:
+    """True when ``name`` has one of the accepted video extensions (case-insensitive)."""
+    return extension(name) in VIDEO_EXTENSIONS
+
+
 def _extension_reason(name: str) -> str | None:
-    if is_image_name(name):
+    if is_image_name(name) or is_video_name(name):
         return None
     ext = extension(name)
     return f"not an image file extension ({'.' + ext if ext else 'none'})"
@@ -138,7 +148,7 @@ def _missing(source: str) -> SourceError:
 
 def _from_file(uri: str, name: str, size: int | None, recursive: bool) -> Discovery:
     ext = extension(name)
-    if ext in IMAGE_EXTENSIONS:
+    if ext in IMAGE_EXTENSIONS or ext in VIDEO_EXTENSIONS:
         return Discovery([SourceItem(uri, name, size)], [])
     if ext in LIST_EXTENSIONS:
         return _from_list(uri)
@@ -149,7 +159,7 @@ def _from_file(uri: str, name: str, size: int | None, recursive: bool) -> Discov
         [
             (
                 uri,
-                f"{_extension_reason(name)}: a source is a folder, image, list file "
+                f"{_extension_reason(name)}: a source is a folder, image, video, list file "
                 "(.txt, .lst, .list) or .zip",
             )
         ],

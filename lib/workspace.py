@@ -3,6 +3,8 @@
 Layout under the workspace root::
 
     results/<k[:2]>/<key>.png    result pixels (lossless PNG: 16-bit, alpha and gray kept)
+    results/<k[:2]>/<key>.mp4    a video result (the encoded file; .mov/.mkv/.webm too),
+                                 named by the sidecar's ``media``
     results/<k[:2]>/<key>.json   metadata sidecar, written last: its presence commits the result;
                                  it also holds ``created`` and ``last_used`` (epoch seconds)
     versions/<image-id>/...      version history of one image (see ``lib/versions.py``)
@@ -28,6 +30,8 @@ from .image import Image
 from .imageio import decode, encode
 
 RESULT_LAYOUT_VERSION = "1"
+RESULT_MEDIA = ("mp4", "mov", "mkv", "webm")
+"""Containers of video results (``lib/video``), stored beside the PNGs of images."""
 # A reuse rewrites the sidecar's last-use time at most this often (LRU needs no finer grain,
 # and a cache hit should not cost a write every time).
 TOUCH_EVERY_S = 60.0
@@ -46,6 +50,32 @@ class Workspace:
     def _result(self, key: str, suffix: str) -> str:
         return self.path("results", key[:2], key + suffix)
 
+    def _media_suffix(self, meta: Any) -> str:
+        media = meta.get("media") if isinstance(meta, dict) else None
+        return f".{media}" if media in RESULT_MEDIA else ".png"
+
+    def result_file(self, key: str) -> str:
+        """The URI of the file holding ``key``'s result (PNG, or a video's container)."""
+        return self._result(key, self._media_suffix(self.result_meta(key)))
+
+    def save_result_file(self, key: str, local: str, media: str, meta: dict[str, Any]) -> None:
+        """Store the local file ``local`` (a video result, container ``media``) under
+        ``key``: the file first, then the sidecar (with ``meta``) that commits it."""
+        if media not in RESULT_MEDIA:
+            raise RetouchError(f"result {key[:12]}: unknown result file type {media!r}")
+        import os
+
+        storage.put_file(local, self._result(key, f".{media}"))
+        sidecar = {
+            **meta,
+            "layout": RESULT_LAYOUT_VERSION,
+            "media": media,
+            "bytes": os.path.getsize(local),
+            "created": round(time.time(), 3),
+            "last_used": round(time.time(), 3),
+        }
+        storage.write_bytes(self._result(key, ".json"), json.dumps(sidecar).encode(), durable=False)
+
     def has_result(self, key: str) -> bool:
         """True when ``key``'s sidecar and pixels are both there and agree on the size.
 
@@ -57,10 +87,11 @@ class Workspace:
         except (RetouchError, ValueError):  # absent, unreadable or torn sidecar
             return False
         expected = meta.get("bytes") if isinstance(meta, dict) else None
+        pixels = self._result(key, self._media_suffix(meta))
         try:
             if expected is None:
-                return storage.exists(self._result(key, ".png"))
-            return storage.size(self._result(key, ".png")) == int(expected)
+                return storage.exists(pixels)
+            return storage.size(pixels) == int(expected)
         except RetouchError:
             return False
 
@@ -96,7 +127,7 @@ class Workspace:
             now = time.time()
             if now - float(meta.get("last_used") or 0) < TOUCH_EVERY_S:
                 return
-            if not storage.exists(self._result(key, ".png")):
+            if not storage.exists(self._result(key, self._media_suffix(meta))):
                 return  # evicted meanwhile: don't resurrect a sidecar without pixels
             meta["last_used"] = round(now, 3)
             storage.write_bytes(
@@ -106,9 +137,15 @@ class Workspace:
             pass
 
     def remove_result(self, key: str) -> None:
-        """Delete a result: sidecar first (so it stops counting as present), then pixels."""
+        """Delete a result: sidecar first (so it stops counting as present), then pixels
+        (or the video file the sidecar names; every video suffix when it is unreadable)."""
+        try:
+            suffixes = [self._media_suffix(self.result_meta(key))]
+        except (RetouchError, ValueError):
+            suffixes = [".png"] + [f".{m}" for m in RESULT_MEDIA]
         storage.remove(self._result(key, ".json"))
-        storage.remove(self._result(key, ".png"))
+        for suffix in suffixes:
+            storage.remove(self._result(key, suffix))
 
     def list_tree(self, *parts: str) -> dict[str, int]:
         """Every file below ``parts`` as ``{path relative to that folder: size in bytes}``.

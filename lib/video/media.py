@@ -1,0 +1,401 @@
+"""What a video file holds, its frames as :class:`Image`, and the encoder and container
+choices of the export settings.
+
+Timestamps are kept as the source gives them: integer ``pts`` in the video stream's
+``time_base``; a time in seconds is ``Fraction(pts) * time_base`` (exact, never a float).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidVideoError
+from ..image import Image
+
+ENCODERS = {"h264": "libx264", "h265": "libx265", "av1": "libsvtav1"}
+"""FFmpeg encoder of each ``export.video.codec`` (all bundled in PyAV's wheel)."""
+
+DEFAULT_CRF = {"h264": 18, "h265": 20, "av1": 30}
+"""CRF when ``export.video.crf`` is not given: near-transparent quality for each codec."""
+
+MUXERS = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm"}
+"""FFmpeg muxer of each output container extension."""
+
+CONTAINER_LABELS = {"mp4": "MP4", "mov": "QuickTime (.mov)", "mkv": "Matroska (.mkv)",
+                    "webm": "WebM", "avi": "AVI"}  # fmt: skip
+
+# Video codecs WebM may hold (the rest need another container).
+_WEBM_VIDEO = {"av1"}
+
+
+def ff_reason(exc: BaseException) -> str:
+    """An FFmpeg error in a few words (without the file path PyAV puts in it)."""
+    text = str(getattr(exc, "strerror", None) or exc)
+    return text.split(": '", 1)[0].strip() or type(exc).__name__
+
+
+@dataclass
+class StreamInfo:
+    """An audio or subtitle stream beside the video."""
+
+    index: int
+    kind: str  # "audio" | "subtitle"
+    codec: str
+    duration: float | None = None  # seconds
+    sample_rate: int | None = None
+    channels: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class VideoInfo:
+    """The video stream of a file, found by decoding every frame (``frames`` is counted,
+    never taken from the header: ``nb_frames`` is missing in Matroska/WebM and can lie)."""
+
+    container: str  # FFmpeg's format name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    codec: str
+    pix_fmt: str
+    width: int  # coded size
+    height: int
+    rotation: int  # degrees counterclockwise the frames are turned for display (0/90/180/270)
+    time_base: Fraction
+    frames: int
+    first_pts: int
+    last_pts: int
+    fps: float  # average over the clip
+    vfr: bool  # frame durations differ
+    bit_depth: int
+    streams: list[StreamInfo] = field(default_factory=list)
+    sample: Image | None = None  # the frame at the middle of the clip, upright
+    pts: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def display_width(self) -> int:
+        return self.height if self.rotation in (90, 270) else self.width
+
+    @property
+    def display_height(self) -> int:
+        return self.width if self.rotation in (90, 270) else self.height
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first frame to the end of the last (its duration estimated as
+        the clip's mean frame duration; one frame: 1/fps)."""
+        span = Fraction(self.last_pts - self.first_pts) * self.time_base
+        per = span / (self.frames - 1) if self.frames > 1 else Fraction(1, 25)
+        return float(span + per)
+
+    def to_json(self) -> dict[str, Any]:
+        """What a record's ``input`` says about the video."""
+        return {
+            "kind": "video",
+            "container": self.container,
+            "codec": self.codec,
+            "pix_fmt": self.pix_fmt,
+            "width": self.display_width,
+            "height": self.display_height,
+            "rotation": self.rotation,
+            "frames": self.frames,
+            "start": float(Fraction(self.first_pts) * self.time_base),
+            "fps": round(self.fps, 4),
+            "vfr": self.vfr,
+            "duration": round(self.duration, 4),
+            "time_base": str(self.time_base),
+            "bit_depth": self.bit_depth,
+            "alpha": False,
+            "gray": False,
+            "streams": [s.to_json() for s in self.streams],
+        }
+
+
+def timestamps_digest(pts: list[int], time_base: Fraction) -> str:
+    """A fingerprint of a list of frame times (exact: fractions of seconds)."""
+    h = hashlib.sha256()
+    for p in pts:
+        t = Fraction(p) * time_base
+        h.update(f"{t.numerator}/{t.denominator};".encode())
+    return h.hexdigest()
+
+
+@contextmanager
+def open_input(path: str, label: str) -> Iterator[Any]:
+    """The opened container of ``path``; errors name ``label`` and say what is wrong."""
+    import av
+
+    try:
+        if os.path.getsize(path) == 0:
+            raise InvalidVideoError(label, "empty file (0 bytes)")
+    except OSError as exc:
+        raise InvalidVideoError(label, f"cannot read the file ({exc.strerror})") from None
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.error.EOFError:
+        raise InvalidVideoError(
+            label,
+            "the file ends before any frame: a zero-length clip, or truncated right after "
+            "its header",
+        ) from None
+    except av.FFmpegError as exc:
+        raise InvalidVideoError(
+            label, f"not a readable video ({ff_reason(exc)}): truncated, corrupt or not a video"
+        ) from None
+    try:
+        yield container
+    finally:
+        container.close()
+
+
+def video_stream(container: Any, label: str) -> Any:
+    """The first video stream, or a clear error naming what the file holds instead."""
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
+        holds = (
+            f"it holds only {' and '.join(kinds)}"
+            if kinds
+            else "it holds no streams: a zero-length clip, or not a video"
+        )
+        raise InvalidVideoError(label, f"no video stream ({holds})")
+    return container.streams.video[0]
+
+
+def rotation_of(value: Any) -> int:
+    """A display rotation in degrees (any sign) as 0, 90, 180 or 270."""
+    try:
+        return (round(float(value or 0) / 90) % 4) * 90
+    except (TypeError, ValueError):
+        return 0
+
+
+def frame_image(frame: Any, rotation: int) -> Image:
+    """A decoded frame as an upright Image (HxWx3 BGR uint8)."""
+    pixels = frame.to_ndarray(format="bgr24")
+    k = rotation // 90
+    if k:
+        pixels = np.ascontiguousarray(np.rot90(pixels, k))
+    return Image(pixels=pixels)
+
+
+def even_pixels(pixels: np.ndarray) -> np.ndarray:
+    """Pixels padded by one edge row/column where a side is odd (4:2:0 needs even sides)."""
+    h, w = pixels.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return pixels
+    return np.pad(pixels, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def _bit_depth(pix_fmt: str) -> int:
+    for bits in (16, 14, 12, 10, 9):
+        if f"p{bits}" in pix_fmt or pix_fmt.endswith(f"{bits}le") or pix_fmt.endswith(f"{bits}be"):
+            return bits
+    return 8
+
+
+def _streams(container: Any) -> list[StreamInfo]:
+    out = []
+    for s in container.streams:
+        if s.type not in ("audio", "subtitle"):
+            continue
+        duration = float(s.duration * s.time_base) if s.duration and s.time_base else None
+        ctx = s.codec_context
+        out.append(
+            StreamInfo(
+                index=s.index,
+                kind=s.type,
+                codec=ctx.name if ctx is not None else "unknown",
+                duration=round(duration, 4) if duration is not None else None,
+                sample_rate=getattr(ctx, "sample_rate", None) if s.type == "audio" else None,
+                channels=getattr(ctx, "channels", None) if s.type == "audio" else None,
+            )
+        )
+    return out
+
+
+def _declared_span(container: Any, vs: Any) -> float | None:
+    """Seconds the file says its video stream lasts: the stream's duration, Matroska's
+    per-track DURATION tag, or the container's when the video is its only stream."""
+    if vs.duration:
+        return float(vs.duration * vs.time_base)
+    tag = str(vs.metadata.get("DURATION") or "")
+    try:
+        h, m, sec = tag.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        pass
+    if container.duration and len(container.streams) == 1:
+        return float(container.duration) / 1_000_000
+    return None
+
+
+def probe_video(path: str, label: str, *, pixel_limit: int) -> VideoInfo:
+    """Open ``path`` and decode every frame of its video stream.
+
+    Raises:
+        InvalidVideoError: empty or unreadable file, no video stream, frames beyond the
+            pixel limit, a decoding error (the frame and time named), no frame at all,
+            fewer frames or a shorter span than the file declares (truncated), a frame
+            without timestamp or timestamps going backwards.
+    """
+    import av
+
+    with open_input(path, label) as container:
+        vs = video_stream(container, label)
+        ctx = vs.codec_context
+        width, height = int(ctx.width or 0), int(ctx.height or 0)
+        if width * height > pixel_limit:
+            raise InvalidVideoError(
+                label,
+                f"frames of {width}x{height} exceed the pixel limit of {pixel_limit} "
+                "(RETOUCH_PIXEL_LIMIT)",
+            )
+        tb = Fraction(vs.time_base)
+        declared = int(vs.frames or 0)
+        stream_span = _declared_span(container, vs)
+        middle: Fraction | None = None  # where the sample frame is taken (from the first)
+        vs.thread_type = "AUTO"
+        pts: list[int] = []
+        rotation = 0
+        sample: Image | None = None
+        try:
+            for frame in container.decode(vs):
+                if frame.pts is None:
+                    raise InvalidVideoError(label, f"frame {len(pts) + 1} has no timestamp")
+                if pts and frame.pts <= pts[-1]:
+                    raise InvalidVideoError(
+                        label,
+                        f"timestamps go backwards at frame {len(pts) + 1} ({frame.pts} after "
+                        f"{pts[-1]}); files storing decode order only (some AVI) are not "
+                        "supported yet",
+                    )
+                if not pts:
+                    rotation = rotation_of(frame.rotation)
+                    half = Fraction(stream_span or 0) / 2
+                    middle = Fraction(frame.pts) * tb + half
+                pts.append(frame.pts)
+                if sample is None and (middle is None or Fraction(frame.pts) * tb >= middle):
+                    sample = frame_image(frame, rotation)
+        except av.FFmpegError as exc:
+            at = float(Fraction(pts[-1]) * tb) if pts else 0.0
+            raise InvalidVideoError(
+                label,
+                f"decoding failed after {len(pts)} frames (at {at:.3f} s): {ff_reason(exc)}; "
+                "the file is corrupt or truncated",
+            ) from None
+        if not pts:
+            raise InvalidVideoError(label, "the video stream holds no frames (zero-length clip)")
+        if declared and len(pts) < declared:
+            raise InvalidVideoError(
+                label,
+                f"truncated: {len(pts)} of the {declared} frames the file declares could be "
+                "decoded",
+            )
+        span = Fraction(pts[-1] - pts[0]) * tb
+        per = span / (len(pts) - 1) if len(pts) > 1 else Fraction(0)
+        if stream_span is not None and len(pts) > 1:
+            missing = stream_span - float(span + per)
+            if missing > 2 * float(per) + 0.01 * stream_span:
+                raise InvalidVideoError(
+                    label,
+                    f"truncated: frames end at {float(span + per):.3f} s of the "
+                    f"{stream_span:.3f} s the file declares",
+                )
+        durations = {b - a for a, b in zip(pts, pts[1:], strict=False)}
+        return VideoInfo(
+            container=container.format.name,
+            codec=ctx.name,
+            pix_fmt=str(ctx.pix_fmt or ""),
+            width=width,
+            height=height,
+            rotation=rotation,
+            time_base=tb,
+            frames=len(pts),
+            first_pts=pts[0],
+            last_pts=pts[-1],
+            fps=float((len(pts) - 1) / span) if span else float(vs.guessed_rate or 0),
+            vfr=len(durations) > 1,
+            bit_depth=_bit_depth(str(ctx.pix_fmt or "")),
+            streams=_streams(container),
+            sample=sample,
+            pts=pts,
+        )
+
+
+# -- export settings -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How the frames are encoded: FFmpeg encoder, its options, the output container."""
+
+    codec: str  # h264 | h265 | av1
+    crf: int
+    preset: str | None
+    ext: str  # output container extension
+
+    @property
+    def encoder(self) -> str:
+        return ENCODERS[self.codec]
+
+    @property
+    def muxer(self) -> str:
+        return MUXERS[self.ext]
+
+    def muxer_options(self, time_base: Fraction) -> dict[str, str]:
+        """Options of the output container for a video stream in ``time_base``.
+
+        MP4 and QuickTime write the offset of a clip that does not start at 0 (an edit
+        list) in the movie's time scale, 1/1000 s by default, which moves every frame of
+        such a clip by the rounding: the movie time scale is the stream's own, so it is
+        exact."""
+        if self.ext in ("mp4", "mov"):
+            return {"movie_timescale": str(time_base.denominator)}
+        return {}
+
+    def options(self) -> dict[str, str]:
+        opts = {"crf": str(self.crf)}
+        if self.preset:
+            opts["preset"] = self.preset
+        if self.codec == "h265":
+            opts["x265-params"] = "log-level=error"
+        return opts
+
+    def key(self) -> dict[str, Any]:
+        """What goes into a video result's key (a change re-encodes)."""
+        return {"codec": self.codec, "crf": self.crf, "preset": self.preset, "ext": self.ext}
+
+
+def output_container(input_ext: str, container: str, codec: str) -> tuple[str, str | None]:
+    """The container a video is delivered in, and a note when ``same`` cannot keep the
+    input's: WebM holds AV1 here (others go to Matroska), AVI cannot keep variable frame
+    timing or exact timestamps (it goes to MP4)."""
+    if container != "same":
+        return container, None
+    if input_ext == "webm" and codec not in _WEBM_VIDEO:
+        return "mkv", (
+            f"delivered as Matroska (.mkv), not WebM: WebM cannot hold {codec} "
+            "(export.video.codec=av1 keeps WebM)"
+        )
+    if input_ext == "avi":
+        return "mp4", (
+            "delivered as MP4, not AVI: AVI cannot keep every frame's timestamp "
+            "(export.video.container=mkv or mov for another container)"
+        )
+    if input_ext in MUXERS:
+        return input_ext, None
+    return "mp4", f"delivered as MP4 ({input_ext or 'unknown'} container)"
+
+
+def encoding_for(input_ext: str, settings: Any) -> tuple[Encoding, str | None]:
+    """The :class:`Encoding` of ``export.video`` settings for an input with ``input_ext``."""
+    ext, note = output_container(input_ext, settings.container, settings.codec)
+    crf = settings.crf if settings.crf is not None else DEFAULT_CRF[settings.codec]
+    return Encoding(codec=settings.codec, crf=crf, preset=settings.preset, ext=ext), note

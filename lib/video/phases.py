@@ -1,0 +1,526 @@
+"""The four phases of a run for a video record, called by :mod:`retouch.lib.pipeline`.
+
+- **prepare**: fingerprint (sha256, streamed), probe by decoding every frame (a per-file
+  failure with the reason for no video stream, a truncated or corrupt file, no frames),
+  analyse the middle frame for the report's groups and suggestions.
+- **process**: every frame through the recipe's steps (the same operations and model
+  pool as images), encoded with the source's timestamps, joined with the source's audio
+  and subtitles; the output's frame times are read back and must equal the source's. The
+  encoded file is stored in the workspace under a key of the source's content, the
+  recipe (steps, op versions, weights, per-file inputs such as a mask) and the encoding.
+- **review**: a few frames sampled across the clip are scored as images are; the worst
+  one stands for the clip and gives the thumbnails.
+- **export**: the stored file is delivered under its planned name (container extension).
+
+A mask for ``inpaint`` is one mask for every frame: the run's masks by the video's stem,
+or a mask file in the step's parameters, as for an image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from fractions import Fraction
+from typing import Any
+
+from .. import analysis, progress, storage
+from ..errors import InvalidVideoError, RetouchError
+from ..image import Image
+from ..ops.registry import registry
+from ..records import ImageRecord
+from ..settings import Settings
+from ..sources import extension
+from . import media, segments
+
+VIDEO_KEY_LAYOUT = "video-1"
+"""Part of every video result key: bump it when the same inputs would give another file."""
+
+REVIEW_SAMPLES = (Fraction(1, 6), Fraction(1, 2), Fraction(5, 6))
+"""Where in the clip the review samples frames (fractions of its duration)."""
+
+PROGRESS_EVERY = 25
+"""A ``frames`` progress event every this many frames of a video (and at its last)."""
+
+_BLOCK = 1 << 20
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else str(exc)
+
+
+# -- reading sources ---------------------------------------------------------------------------
+
+
+@contextmanager
+def local_source(uri: str, max_bytes: int) -> Iterator[tuple[str, str, int]]:
+    """The video at ``uri`` as a local file, with its sha256 and size.
+
+    A local file is read in place (hashed in 1 MiB blocks); any other storage (S3, a ZIP
+    member, HTTP) is copied to a temporary file while it is hashed, and removed afterwards.
+    The decoder needs a seekable file (an MP4 index is often at its end); nothing is kept
+    in memory.
+
+    Raises:
+        InvalidImageError: the file is larger than ``max_bytes``.
+        StorageError: it cannot be read.
+    """
+    local = storage.local_path(uri)
+    if local is not None:
+        size = storage.size(uri)
+        if size > max_bytes:
+            raise storage._too_large(uri, max_bytes)
+        digest = hashlib.sha256()
+
+        def hash_local() -> None:
+            with open(local, "rb") as fh:
+                for block in iter(lambda: fh.read(_BLOCK), b""):
+                    digest.update(block)
+
+        storage.retrying(hash_local, what="read", uri=uri)
+        yield local, digest.hexdigest(), size
+        return
+    folder = tempfile.mkdtemp(prefix="retouch-video-")
+    try:
+        path = os.path.join(folder, "source." + (extension(uri.split("::", 1)[0]) or "bin"))
+        result: dict[str, Any] = {}
+
+        def copy() -> None:
+            digest = hashlib.sha256()
+            total = 0
+            if uri.lower().startswith(("http://", "https://")):
+                data = storage.read_bytes(uri, max_bytes=max_bytes)
+                digest.update(data)
+                with open(path, "wb") as out:
+                    out.write(data)
+                total = len(data)
+            else:
+                fs, rpath = storage.filesystem(uri)
+                with fs.open(rpath, "rb") as fh, open(path, "wb") as out:
+                    for block in iter(lambda: fh.read(_BLOCK), b""):
+                        total += len(block)
+                        if total > max_bytes:
+                            raise storage._too_large(uri, max_bytes)
+                        digest.update(block)
+                        out.write(block)
+            result.update(sha=digest.hexdigest(), size=total)
+
+        storage.retrying(copy, what="read", uri=uri)
+        yield path, result["sha"], result["size"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- prepare -----------------------------------------------------------------------------------
+
+
+def prepare_video(record: ImageRecord, settings: Settings) -> ImageRecord:
+    """Fingerprint and probe one video (every frame decoded once), analyse its middle frame."""
+    from ..pipeline import ANALYSIS_MAX_SIDE, _jsonable, _small
+
+    started = time.perf_counter()
+    try:
+        with local_source(record.uri, settings.max_file_bytes) as (path, sha, size):
+            record.bytes = size
+            record.sha256 = sha
+            info = media.probe_video(path, record.name, pixel_limit=settings.pixel_limit)
+        record.input = {"format": extension(record.name), **info.to_json()}
+        if info.bit_depth > 8:
+            record.problems.append(
+                f"{info.bit_depth}-bit video ({info.pix_fmt}) processed and encoded in 8 bits"
+            )
+        if info.sample is not None:
+            found = analysis.analyse(_small(info.sample, ANALYSIS_MAX_SIDE))
+            record.analysis = _jsonable(found)
+            record.recommendations = list(analysis.recommend(found))
+    except RetouchError as exc:
+        record.fail("prepare", _reason(exc))
+    except Exception as exc:  # a decoder failure we did not foresee is still this file's
+        record.fail("prepare", f"could not read video: {type(exc).__name__}: {exc}")
+    record.timings["prepare"] = round(time.perf_counter() - started, 4)
+    progress.emit("image", phase="prepare", name=record.name, ok=record.ok, reason=record.reason)
+    return record
+
+
+# -- process -----------------------------------------------------------------------------------
+
+
+def encoding(record: ImageRecord, ctx: Any) -> tuple[media.Encoding, str | None]:
+    """How ``record``'s frames are encoded under the run's ``export.video`` settings, and
+    the note when the container changes."""
+    return media.encoding_for(extension(record.name), ctx.recipe.export.video)
+
+
+def video_key(
+    record: ImageRecord,
+    ctx: Any,
+    weights: dict[str, str],
+    device: str,
+    *,
+    start_pts: int | None = None,
+    end_pts: int | None = None,
+) -> str:
+    """The result key of a video (or of its segment ``[start_pts, end_pts)``): the source's
+    sha256, the recipe's steps with op versions and their per-file inputs (a mask), the
+    weights they use, and the encoding (codec, CRF, preset, container)."""
+    assert record.sha256 is not None
+    op_ctx = ctx.op_context(record.name, device, record.uri)
+    ops = registry()
+    used: set[str] = set()
+    inputs = []
+    for step in ctx.recipe.steps:
+        op = ops.get(step.op)
+        used.update(op.models(step.parsed()))
+        inputs.append(op.key_inputs(step.parsed(), op_ctx))
+    payload = {
+        "layout": VIDEO_KEY_LAYOUT,
+        "video": record.sha256,
+        "steps": ctx.recipe.canonical_steps(),
+        "weights": {k: v for k, v in weights.items() if k in used},
+        "inputs": inputs,
+        "encoding": encoding(record, ctx)[0].key(),
+        "segment": [start_pts, end_pts],
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def frame_processor(record: ImageRecord, ctx: Any, device: str) -> segments.FrameFn:
+    """The recipe's steps as one function over a frame (steps parsed and op context built
+    once per video; models come from the process's pool, so they load once)."""
+    op_ctx = ctx.op_context(record.name, device, record.uri)
+    steps = [
+        (number, step.op, registry().get(step.op), step.parsed())
+        for number, step in enumerate(ctx.recipe.steps, start=1)
+    ]
+    counter = {"frame": 0}
+
+    def run(image: Image) -> Image:
+        counter["frame"] += 1
+        for number, name, op, params in steps:
+            try:
+                image = op(image, params, op_ctx)
+            except RetouchError as exc:
+                raise RetouchError(
+                    f"frame {counter['frame']}, step {number} ({name}): {_reason(exc)}"
+                ) from exc
+            except Exception as exc:
+                raise RetouchError(
+                    f"frame {counter['frame']}, step {number} ({name}): {type(exc).__name__}: {exc}"
+                ) from exc
+            ctx.count(f"steps:{name}")
+        return image
+
+    return run
+
+
+def _output_fields(meta: dict[str, Any]) -> dict[str, Any]:
+    keys = ("kind", "format", "codec", "width", "height", "frames", "duration", "streams")
+    out = {k: meta[k] for k in keys if k in meta}
+    out.update(bit_depth=8, alpha=False, gray=False)
+    return out
+
+
+def process_video(
+    record: ImageRecord, ctx: Any, weights: dict[str, str], device: str
+) -> ImageRecord:
+    """Run the recipe on every frame of one video and store the encoded result.
+
+    One segment covers the whole clip in this version (``start_pts=end_pts=None``). A stored
+    result under the same key is reused without decoding anything. The output's frame
+    count and every frame time are read back from the written file and compared with the
+    source's: a difference fails the video, never delivers a shorter or shifted one.
+    """
+    started = time.perf_counter()
+    if not record.ok:
+        return record
+    try:
+        key = video_key(record, ctx, weights, device)
+        record.result_key = key
+        steps = len(ctx.recipe.steps)
+        if not ctx.refresh and ctx.workspace.has_result(key):
+            meta = ctx.workspace.result_meta(key)
+            ctx.workspace.touch_result(key, meta)
+            record.reused = True
+            ctx.count("steps_reused", steps)
+            record.output = _output_fields(meta)
+            record.problems += [n for n in meta.get("notes", []) if n not in record.problems]
+        else:
+            _compute(record, ctx, device, key)
+    except RetouchError as exc:
+        record.fail("process", _reason(exc))
+    except Exception as exc:  # e.g. a model running out of memory on this video only
+        record.fail("process", f"{type(exc).__name__}: {exc}")
+    record.timings["process"] = round(time.perf_counter() - started, 4)
+    progress.emit(
+        "image",
+        phase="process",
+        name=record.name,
+        ok=record.ok,
+        reused=record.reused,
+        reason=record.reason,
+    )
+    return record
+
+
+def _compute(record: ImageRecord, ctx: Any, device: str, key: str) -> None:
+    enc, container_note = encoding(record, ctx)
+    total = int(record.input.get("frames") or 0)
+    calls_before = ctx.counters.get("model_calls", 0)
+
+    def on_frame(done: int) -> None:
+        if done % PROGRESS_EVERY == 0 or done == total:
+            progress.emit("frames", name=record.name, done=done, total=total)
+
+    with (
+        local_source(record.uri, ctx.settings.max_file_bytes) as (path, sha, _size),
+        tempfile.TemporaryDirectory(prefix="retouch-video-") as tmp,
+    ):
+        if sha != record.sha256:
+            raise RetouchError(
+                "the file changed while the run was going on; run again to process the new version"
+            )
+        segment = segments.process_segment(
+            path,
+            os.path.join(tmp, f"segment-0001.{enc.ext}"),
+            start_pts=None,
+            end_pts=None,
+            process=frame_processor(record, ctx, device),
+            encoding=enc,
+            label=record.name,
+            on_frame=on_frame,
+        )
+        if total and segment.frames != total:
+            raise InvalidVideoError(
+                record.name,
+                f"decoded {segment.frames} frames, {total} when it was prepared: the file "
+                "is not read the same way twice",
+            )
+        out = os.path.join(tmp, f"result.{enc.ext}")
+        joined = segments.join(
+            path,
+            [segment],
+            out,
+            enc.muxer,
+            record.name,
+            enc.muxer_options(segment.time_base),
+        )
+        got, out_tb = segments.video_timestamps(out, record.name)
+        wrong = segments.check_timestamps(segment.times(), got, out_tb)
+        if wrong:
+            raise RetouchError(f"the encoded video does not keep the source's timing: {wrong}")
+        notes = [n for n in (container_note,) if n] + segment.notes + joined.notes
+        if got != segment.times():
+            notes.append(
+                f"frame times rounded to the {media.CONTAINER_LABELS[enc.ext]} clock "
+                f"({out_tb} s); export.video.container=mp4 keeps them exact"
+            )
+        meta = {
+            "kind": "video",
+            "format": enc.ext,
+            "codec": enc.codec,
+            "width": segment.width,
+            "height": segment.height,
+            "frames": segment.frames,
+            "duration": record.input.get("duration"),
+            "streams": joined.copied + joined.reencoded,
+            "notes": notes,
+        }
+        ctx.workspace.save_result_file(key, out, enc.ext, meta)
+    record.model_calls = ctx.counters.get("model_calls", 0) - calls_before
+    record.output = _output_fields(meta)
+    record.problems += [n for n in notes if n not in record.problems]
+
+
+# -- review ------------------------------------------------------------------------------------
+
+
+def sample_frames(path: str, label: str, times: list[Fraction]) -> list[tuple[Fraction, Image]]:
+    """For each time, the first frame at or after it (seeking to the keyframe before it),
+    upright, with its exact time. Times must be increasing."""
+    out: list[tuple[Fraction, Image]] = []
+    with media.open_input(path, label) as c:
+        vs = media.video_stream(c, label)
+        tb = Fraction(vs.time_base)
+        for target in times:
+            c.seek(int(target / tb), stream=vs, backward=True, any_frame=False)
+            for frame in c.decode(vs):
+                if frame.pts is None:
+                    continue
+                t = Fraction(frame.pts) * tb
+                if t >= target:
+                    out.append((t, media.frame_image(frame, media.rotation_of(frame.rotation))))
+                    break
+    return out
+
+
+def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
+    """Score frames sampled across the clip (at 1/6, 1/2 and 5/6 of it) against the same
+    frames of the result; the worst-scoring one stands for the clip (its scores, verdict
+    and thumbnails), and ``scores["frames"]`` lists each sample's time and score."""
+    from ..pipeline import emit_reviewed, review_pair
+
+    if not record.ok or record.result_key is None:
+        progress.emit("image", phase="review", name=record.name, ok=record.ok)
+        return record
+    started = time.perf_counter()
+    try:
+        first = Fraction(str(record.input.get("start") or 0))
+        duration = Fraction(str(record.input.get("duration") or 0))
+        targets = sorted({first + duration * k for k in REVIEW_SAMPLES})
+        with local_source(record.uri, ctx.settings.max_file_bytes) as (path, _sha, _size):
+            before = sample_frames(path, record.name, targets)
+        # Distinct frames only (a short clip may give one frame for several times).
+        before = list({t: (t, img) for t, img in before}.values())
+        with local_source(ctx.workspace.result_file(record.result_key), 1 << 62) as (
+            result,
+            _sha,
+            _size,
+        ):
+            # A frame a container's coarser clock rounded down is still found.
+            after = sample_frames(result, record.name, [t - Fraction(1, 1000) for t, _ in before])
+        if not before or len(after) != len(before):
+            raise RetouchError("could not find the sampled frames in the result")
+        samples = []
+        for (t, b), (_t, a) in zip(before, after, strict=True):
+            probe = ImageRecord(**record.model_dump(exclude={"scores", "problems"}))
+            review_pair_scores_only(probe, ctx, b, a)
+            samples.append((probe.scores.get("score") or 0.0, t, b, a, probe.scores))
+        worst = min(samples, key=lambda s: (s[0], s[1]))
+        review_pair(record, ctx, worst[2], worst[3])
+        record.scores["frames"] = [
+            {
+                "time": round(float(t), 4),
+                "score": scores.get("score"),
+                "verdict": scores.get("verdict"),
+            }
+            for _s, t, _b, _a, scores in samples
+        ]
+        times = ", ".join(f"{float(t):.2f} s" for _s, t, *_ in samples)
+        record.problems.append(
+            f"review: {len(samples)} sampled frames scored (at {times}), not every frame; "
+            f"the scores and previews are the worst one's (at {float(worst[1]):.2f} s)"
+        )
+    except RetouchError as exc:
+        record.problems.append(f"review failed: {_reason(exc)}")
+    except Exception as exc:
+        record.problems.append(f"review failed: {type(exc).__name__}: {exc}")
+    record.timings["review"] = round(time.perf_counter() - started, 4)
+    emit_reviewed(record, ctx)
+    return record
+
+
+def review_pair_scores_only(record: ImageRecord, ctx: Any, before: Image, after: Image) -> None:
+    """The scores :func:`retouch.lib.pipeline.review_pair` would give, without thumbnails."""
+    from ..pipeline import _jsonable, score_result
+
+    scores, _b, _a = score_result(
+        before,
+        after,
+        ctx.recipe,
+        faces_found=int((record.analysis.get("faces") or {}).get("count") or 0),
+        ctx=ctx.op_context(record.name, "cpu"),
+    )
+    record.scores = _jsonable({k: v for k, v in scores.items() if k != "problems"})
+
+
+# -- export ------------------------------------------------------------------------------------
+
+_NOT_FOR_VIDEO = ("resize", "watermark")
+
+
+def export_video(record: ImageRecord, ctx: Any) -> ImageRecord:
+    """Deliver the stored video under each planned name (one per export profile: the same
+    file; the profiles' image settings are not applied to videos, stated when set). What
+    each output holds is read back from the delivered file."""
+    from ..pipeline import _NOTE_PREFIXES, _note_prefix, _planned, staging_path
+
+    started = time.perf_counter()
+    try:
+        assert record.result_key is not None
+        if not ctx.workspace.has_result(record.result_key):
+            raise RetouchError(
+                f"result {record.result_key[:12]} is missing from the workspace "
+                f"{ctx.workspace.root}; run again with --refresh to recompute it"
+            )
+        record.problems = [p for p in record.problems if not p.startswith(_NOTE_PREFIXES)]
+        planned = _planned(record, ctx.recipe)
+        several = len(ctx.recipe.export.effective_profiles()) > 1
+        outputs: list[dict[str, Any]] = []
+        said: list[str] = []
+        with local_source(ctx.workspace.result_file(record.result_key), 1 << 62) as (
+            local,
+            sha,
+            size,
+        ):
+            held = _held(local, record.name)
+            for profile, member in planned:
+                notes = [
+                    f"{what} is not applied to videos in this version"
+                    for what in _NOT_FOR_VIDEO
+                    if getattr(profile, what) is not None
+                ]
+                if profile.colour == "srgb":
+                    notes.append("colour conversion to sRGB is not applied to videos")
+                storage.put_file(local, staging_path(ctx, member))
+                outputs.append(
+                    {
+                        "profile": profile.name,
+                        "name": member,
+                        **held,
+                        "bytes": size,
+                        "sha256": sha,
+                        "notes": notes,
+                    }
+                )
+                said += [_note_prefix(profile, several) + n for n in notes]
+        record.outputs = outputs
+        record.problems += [n for n in dict.fromkeys(said) if n not in record.problems]
+        record.output_sha256 = str(outputs[0]["sha256"])
+        record.output.update({k: outputs[0][k] for k in (*held, "bytes")})
+        record.status = "ok"
+    except RetouchError as exc:
+        record.fail("export", _reason(exc))
+    except Exception as exc:
+        record.fail("export", f"{type(exc).__name__}: {exc}")
+    if not record.ok:
+        record.output_name = record.output_sha256 = None
+        record.outputs = []
+    record.timings["export"] = round(time.perf_counter() - started, 4)
+    progress.emit(
+        "image", phase="export", name=record.name, ok=record.ok, output_name=record.output_name
+    )
+    return record
+
+
+def _held(path: str, label: str) -> dict[str, Any]:
+    """What a video file holds, read from it: container, codec, size, frames, streams."""
+    times, _tb = segments.video_timestamps(path, label)
+    with media.open_input(path, label) as c:
+        vs = media.video_stream(c, label)
+        names = c.format.name.split(",")
+        if "mp4" in names:  # one demuxer for both: the file's brand tells them apart
+            brand = str(c.metadata.get("major_brand", "")).strip()
+            fmt = "mov" if brand == "qt" else "mp4"
+        elif "matroska" in names:  # one demuxer for both; WebM is named by its extension
+            fmt = "webm" if extension(path) == "webm" else "mkv"
+        else:
+            fmt = names[0]
+        return {
+            "kind": "video",
+            "format": fmt,
+            "codec": vs.codec_context.name,
+            "width": int(vs.codec_context.width),
+            "height": int(vs.codec_context.height),
+            "frames": len(times),
+            "bit_depth": 8,
+            "alpha": False,
+            "gray": False,
+            "streams": [f"{s.type} {s.codec_context.name}" for s in c.streams if s.type != "video"],
+        }

@@ -1,0 +1,129 @@
+"""`retouch run` on folders holding videos beside images: frame-exact, audio kept, enhanced,
+delivered in the ZIP and manifest; hostile videos each a per-file outcome."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from typer.testing import CliRunner
+
+from tests.video_clips import (
+    audio_spans,
+    first_frame,
+    frame_times,
+    make_audio_only,
+    make_clip,
+    make_zero_frames,
+)
+
+
+def _photo(path: Path, seed: int, w: int = 64, h: int = 48) -> None:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (w + h)], axis=2)
+    arr = np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    PILImage.fromarray(arr).save(buf, "JPEG", quality=90)
+    path.write_bytes(buf.getvalue())
+
+
+def _run(src: Path, dest: Path) -> tuple[int, str, dict]:
+    from retouch.flows.cli import app
+
+    result = CliRunner().invoke(app, ["run", str(src), "--preset", "quick", "--out", str(dest)])
+    manifest = json.loads((dest / "manifest.json").read_text())
+    return result.exit_code, result.output, manifest
+
+
+def _unzip(dest: Path, out: Path) -> list[str]:
+    with zipfile.ZipFile(dest / "results.zip") as zf:
+        assert zf.testzip() is None
+        zf.extractall(out)
+        return sorted(zf.namelist())
+
+
+def test_run_on_a_vfr_clip_with_audio_and_two_images(prefect_server, tmp_path):
+    src = tmp_path / "shoot"
+    src.mkdir()
+    clip = src / "party.mp4"
+    times = make_clip(clip)  # 14 frames at irregular intervals, AAC sound
+    _photo(src / "a.jpg", 1)
+    _photo(src / "b.jpg", 2)
+
+    code, output, manifest = _run(src, tmp_path / "out")
+    assert code == 0, output
+    names = _unzip(tmp_path / "out", tmp_path / "got")
+    assert names == ["a.jpg", "b.jpg", "party.mp4"]
+
+    got = tmp_path / "got" / "party.mp4"
+    assert frame_times(got) == times  # frame count and every timestamp, exactly
+    assert len(audio_spans(got)) == 1
+    assert audio_spans(got) == audio_spans(clip)  # audio copied: the same duration
+    assert first_frame(got).shape == (64, 96, 3)  # enhanced: x2
+
+    by_name = {img["name"]: img for img in manifest["images"]}
+    video = by_name["party.mp4"]
+    assert video["status"] == "ok"
+    assert video["input"]["kind"] == "video" and video["input"]["vfr"] is True
+    assert video["input"]["frames"] == len(times)
+    assert video["output"]["frames"] == len(times)
+    assert (video["output"]["width"], video["output"]["height"]) == (96, 64)
+    assert video["output_name"] == "party.mp4"
+    assert video["outputs"][0]["sha256"] == hashlib.sha256(got.read_bytes()).hexdigest()
+    assert video["model_calls"] > 0  # the compact x2 model ran on the frames
+    # Review on sampled frames, said so; the image review is untouched.
+    assert len(video["scores"]["frames"]) >= 2
+    assert any(p.startswith("review: ") for p in video["problems"])
+    assert "frames" not in by_name["a.jpg"]["scores"]
+    for name in ("a.jpg", "b.jpg"):
+        with PILImage.open(tmp_path / "got" / name) as im:
+            assert im.size == (128, 96)
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "party.mp4" in report
+
+    # The same command again: the video's result is reused, byte for byte.
+    code, output, again = _run(src, tmp_path / "out2")
+    assert code == 0, output
+    assert again["summary"]["reused"] == 3
+    video2 = {img["name"]: img for img in again["images"]}["party.mp4"]
+    assert video2["outputs"][0]["sha256"] == video["outputs"][0]["sha256"]
+    assert video2["model_calls"] == 0
+
+
+def test_hostile_videos_are_each_a_per_file_outcome(prefect_server, tmp_path):
+    src = tmp_path / "mixed"
+    src.mkdir()
+    make_audio_only(src / "voice.mp4")
+    whole = tmp_path / "whole.mp4"
+    make_clip(whole, frames=40, width=64, height=48)
+    data = whole.read_bytes()
+    (src / "cut.mp4").write_bytes(data[: len(data) // 2])
+    (src / "empty.mp4").write_bytes(b"")
+    make_zero_frames(src / "nothing.mkv")
+    make_clip(src / "still.mp4", frames=1)
+    make_clip(src / "odd.mov", width=47, height=33, frames=5, codec="mjpeg", pix_fmt="yuvj420p")
+    _photo(src / "photo.jpg", 3)
+
+    code, output, manifest = _run(src, tmp_path / "out")
+    assert code == 2, output
+    by_name = {img["name"]: img for img in manifest["images"]}
+    failed = {n: img["reason"] for n, img in by_name.items() if img["status"] == "failed"}
+    assert set(failed) == {"voice.mp4", "cut.mp4", "empty.mp4", "nothing.mkv"}
+    assert failed["voice.mp4"] == "no video stream (it holds only audio)"
+    assert "truncated" in failed["cut.mp4"] or "corrupt" in failed["cut.mp4"]
+    assert failed["empty.mp4"] == "empty file (0 bytes)"
+    assert "zero-length clip" in failed["nothing.mkv"]
+    for name in failed:
+        assert name in output
+
+    names = _unzip(tmp_path / "out", tmp_path / "got")
+    assert names == ["odd.mov", "photo.jpg", "still.mp4"]
+    assert len(frame_times(tmp_path / "got" / "still.mp4")) == 1
+    assert first_frame(tmp_path / "got" / "odd.mov").shape == (66, 94, 3)  # 47x33, x2
+    assert len(frame_times(tmp_path / "got" / "odd.mov")) == 5
