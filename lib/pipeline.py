@@ -11,8 +11,9 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -552,26 +553,35 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     if not record.ok or record.result_key is None:
         progress.emit("image", phase="review", name=record.name, ok=record.ok)
         return record
-    started = time.perf_counter()
-    try:
+    with reviewing(record, ctx):
         before = decode(
             storage.read_bytes(record.uri), record.name, pixel_limit=ctx.settings.pixel_limit
         )
         after = ctx.workspace.load_result(record.result_key)
         review_pair(record, ctx, before, after)
+    return record
+
+
+@contextmanager
+def reviewing(record: ImageRecord, ctx: RunContext) -> Iterator[None]:
+    """The review of one input: a problem inside it is noted on the record but does not
+    withhold a result that was produced; the time is recorded and the review announced."""
+    started = time.perf_counter()
+    try:
+        yield
     except RetouchError as exc:
-        # A review problem is reported but does not withhold a result that was produced.
         record.problems.append(f"review failed: {_reason(exc)}")
     except Exception as exc:
         record.problems.append(f"review failed: {type(exc).__name__}: {exc}")
     record.timings["review"] = round(time.perf_counter() - started, 4)
     emit_reviewed(record, ctx)
-    return record
 
 
-def review_pair(record: ImageRecord, ctx: RunContext, before: Image, after: Image) -> None:
-    """Score ``after`` against ``before`` into ``record.scores`` and ``problems``, and write
-    the report's thumbnails (an image and its result, or a video's sampled frames)."""
+def score_pair(
+    record: ImageRecord, ctx: RunContext, before: Image, after: Image
+) -> tuple[Image, Image]:
+    """Score ``after`` against ``before`` into ``record.scores`` and ``problems``; returns
+    the two images at the size they were compared (for thumbnails)."""
     scores, before_s, after_s = score_result(
         before,
         after,
@@ -592,6 +602,13 @@ def review_pair(record: ImageRecord, ctx: RunContext, before: Image, after: Imag
         ),
     }
     record.problems += [str(p) for p in scores.get("problems", [])]
+    return before_s, after_s
+
+
+def review_pair(record: ImageRecord, ctx: RunContext, before: Image, after: Image) -> None:
+    """:func:`score_pair`, then the report's thumbnails (an image and its result, or a
+    video's sampled frame)."""
+    before_s, after_s = score_pair(record, ctx, before, after)
     crop_before, crop_after = detail_crops(before, after)
     views = (
         ("before", _small(before_s, THUMB_MAX_SIDE), 82),

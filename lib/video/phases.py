@@ -364,13 +364,12 @@ def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
     """Score frames sampled across the clip (at 1/6, 1/2 and 5/6 of it) against the same
     frames of the result; the worst-scoring one stands for the clip (its scores, verdict
     and thumbnails), and ``scores["frames"]`` lists each sample's time and score."""
-    from ..pipeline import emit_reviewed, review_pair
+    from ..pipeline import review_pair, reviewing, score_pair
 
     if not record.ok or record.result_key is None:
         progress.emit("image", phase="review", name=record.name, ok=record.ok)
         return record
-    started = time.perf_counter()
-    try:
+    with reviewing(record, ctx):
         first = Fraction(str(record.input.get("start") or 0))
         duration = Fraction(str(record.input.get("duration") or 0))
         targets = sorted({first + duration * k for k in REVIEW_SAMPLES})
@@ -390,7 +389,7 @@ def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
         samples = []
         for (t, b), (_t, a) in zip(before, after, strict=True):
             probe = ImageRecord(**record.model_dump(exclude={"scores", "problems"}))
-            review_pair_scores_only(probe, ctx, b, a)
+            score_pair(probe, ctx, b, a)
             samples.append((probe.scores.get("score") or 0.0, t, b, a, probe.scores))
         worst = min(samples, key=lambda s: (s[0], s[1]))
         review_pair(record, ctx, worst[2], worst[3])
@@ -407,27 +406,7 @@ def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
             f"review: {len(samples)} sampled frames scored (at {times}), not every frame; "
             f"the scores and previews are the worst one's (at {float(worst[1]):.2f} s)"
         )
-    except RetouchError as exc:
-        record.problems.append(f"review failed: {_reason(exc)}")
-    except Exception as exc:
-        record.problems.append(f"review failed: {type(exc).__name__}: {exc}")
-    record.timings["review"] = round(time.perf_counter() - started, 4)
-    emit_reviewed(record, ctx)
     return record
-
-
-def review_pair_scores_only(record: ImageRecord, ctx: Any, before: Image, after: Image) -> None:
-    """The scores :func:`retouch.lib.pipeline.review_pair` would give, without thumbnails."""
-    from ..pipeline import _jsonable, score_result
-
-    scores, _b, _a = score_result(
-        before,
-        after,
-        ctx.recipe,
-        faces_found=int((record.analysis.get("faces") or {}).get("count") or 0),
-        ctx=ctx.op_context(record.name, "cpu"),
-    )
-    record.scores = _jsonable({k: v for k, v in scores.items() if k != "problems"})
 
 
 # -- export ------------------------------------------------------------------------------------
