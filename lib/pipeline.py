@@ -414,6 +414,11 @@ def _close_job(job: _Job, ctx: RunContext) -> None:
                 "gray": job.meta["is_gray"],
             }
         record.timings["process"] = round(time.perf_counter() - job.started, 4)
+    emit_processed(record)
+
+
+def emit_processed(record: ImageRecord) -> None:
+    """Announce that ``record`` left the process phase (done, reused or failed)."""
     progress.emit(
         "image",
         phase="process",

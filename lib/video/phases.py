@@ -237,6 +237,8 @@ def process_video(
     count and every frame time are read back from the written file and compared with the
     source's: a difference fails the video, never delivers a shorter or shifted one.
     """
+    from ..pipeline import emit_processed
+
     started = time.perf_counter()
     if not record.ok:
         return record
@@ -258,14 +260,7 @@ def process_video(
     except Exception as exc:  # e.g. a model running out of memory on this video only
         record.fail("process", f"{type(exc).__name__}: {exc}")
     record.timings["process"] = round(time.perf_counter() - started, 4)
-    progress.emit(
-        "image",
-        phase="process",
-        name=record.name,
-        ok=record.ok,
-        reused=record.reused,
-        reason=record.reason,
-    )
+    emit_processed(record)
     return record
 
 
