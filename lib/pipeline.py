@@ -929,8 +929,7 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
         from .video import phases
 
         return phases.export_video(record, ctx)
-    started = time.perf_counter()
-    try:
+    with exporting(record):
         if not ctx.workspace.has_result(record.result_key):
             raise RetouchError(
                 f"result {record.result_key[:12]} is missing from the workspace {ctx.workspace.root}; "
@@ -986,6 +985,16 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
             }
         )
         record.status = "ok"
+    return record
+
+
+@contextmanager
+def exporting(record: ImageRecord) -> Iterator[None]:
+    """The export of one input: an error fails it (and then names no delivered file, as it
+    is not in the ZIP); the time is recorded and the export announced."""
+    started = time.perf_counter()
+    try:
+        yield
     except RetouchError as exc:
         record.fail("export", _reason(exc))
     except Exception as exc:
@@ -997,7 +1006,6 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     progress.emit(
         "image", phase="export", name=record.name, ok=record.ok, output_name=record.output_name
     )
-    return record
 
 
 def _folder(name: str) -> str:

@@ -413,10 +413,9 @@ def export_video(record: ImageRecord, ctx: Any) -> ImageRecord:
     """Deliver the stored video under each planned name (one per export profile: the same
     file; the profiles' image settings are not applied to videos, stated when set). What
     each output holds is read back from the delivered file."""
-    from ..pipeline import _NOTE_PREFIXES, _note_prefix, _planned, staging_path
+    from ..pipeline import _NOTE_PREFIXES, _note_prefix, _planned, exporting, staging_path
 
-    started = time.perf_counter()
-    try:
+    with exporting(record):
         assert record.result_key is not None
         if not ctx.workspace.has_result(record.result_key):
             raise RetouchError(
@@ -459,17 +458,6 @@ def export_video(record: ImageRecord, ctx: Any) -> ImageRecord:
         record.output_sha256 = str(outputs[0]["sha256"])
         record.output.update({k: outputs[0][k] for k in (*held, "bytes")})
         record.status = "ok"
-    except RetouchError as exc:
-        record.fail("export", _reason(exc))
-    except Exception as exc:
-        record.fail("export", f"{type(exc).__name__}: {exc}")
-    if not record.ok:
-        record.output_name = record.output_sha256 = None
-        record.outputs = []
-    record.timings["export"] = round(time.perf_counter() - started, 4)
-    progress.emit(
-        "image", phase="export", name=record.name, ok=record.ok, output_name=record.output_name
-    )
     return record
 
 

@@ -17,6 +17,7 @@ Importing this package does not import torch; loading a model does.
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -106,7 +107,7 @@ class Detected:
     params: int = 0
 
 
-class Family:
+class Family(ABC):
     """How to detect, load and run one kind of network. Subclasses set ``name`` and
     ``purposes`` and implement :meth:`load`; those that can read community files implement
     :meth:`detect`."""
@@ -131,13 +132,15 @@ class Family:
         """The architecture of state dict ``state`` when this family can run it, else None."""
         return None
 
+    @abstractmethod
     def load(self, spec: ModelSpec, *, device: str, dtype: str, **options: Any) -> Loaded:
         """The network of ``spec`` on ``device`` in ``dtype``, weights loaded strictly."""
-        raise NotImplementedError
 
     def preload(self) -> None:
         """Import the libraries :meth:`load` needs (run in a background thread while a flow
-        starts, so the import overlaps Prefect's start; nothing is built)."""
+        starts, so the import overlaps Prefect's start; nothing is built). By default,
+        nothing: the family's libraries are imported when it loads."""
+        return None
 
     def dtype(self, spec: ModelSpec, device: str, half: bool | None) -> str:
         """The precision to run ``spec`` in on ``device``: ``half`` True/False asks for fp16
