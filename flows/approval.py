@@ -158,12 +158,13 @@ def wait_for_approval(
         config.run_id,
     )
     progress.emit(
-        "approval",
-        run_id=config.run_id,
-        flow_run_id=flow_run_id,
-        url=url,
-        workspace=ctx.workspace.root,
-        timeout_s=settings.approve_timeout,
+        progress.ApprovalWaiting(
+            run_id=config.run_id,
+            flow_run_id=flow_run_id,
+            url=url,
+            workspace=ctx.workspace.root,
+            timeout_s=settings.approve_timeout,
+        )
     )
     decision = pause_flow_run(
         wait_for_input=ApprovalDecision,

@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -29,6 +29,9 @@ from rich.text import Text
 
 from retouch.flows import deploy_cli, models_cli, review_cli, web_cli
 from retouch.lib.recipe import DEFAULT_PRESET
+
+if TYPE_CHECKING:
+    from retouch.lib import progress as ev
 
 console = Console(stderr=True)
 out = Console()
@@ -73,7 +76,9 @@ def _fail(message: str, code: int = EXIT_NOTHING) -> typer.Exit:
     from retouch.lib import progress
 
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    progress.emit("error", message=message)  # also into an --events file, when one is followed
+    progress.emit(
+        progress.RunError(message=message)
+    )  # also into an --events file, when one is followed
     return typer.Exit(code)
 
 
@@ -106,34 +111,36 @@ class _Bars:
         }
         self.lock = threading.Lock()
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: ev.Event) -> None:
+        from retouch.lib import progress as ev
+
         with self.lock:
-            if event["event"] == "run":
+            if isinstance(event, ev.RunStarted):
                 for task_id in self.ids.values():
-                    self.progress.update(task_id, total=event["total"])
+                    self.progress.update(task_id, total=event.total)
                     self.progress.start_task(task_id)
-            elif event["event"] == "image" and event["phase"] in self.ids:
-                name = escape(event["name"])
-                mark = "" if event.get("ok", True) else " [red](failed)[/]"
-                self.progress.update(self.ids[event["phase"]], advance=1, current=f"{name}{mark}")
-            elif event["event"] == "flow-run" and event.get("url"):
+            elif isinstance(event, ev.ImagePhaseDone) and event.phase in self.ids:
+                name = escape(event.name)
+                mark = "" if event.ok else " [red](failed)[/]"
+                self.progress.update(self.ids[event.phase], advance=1, current=f"{name}{mark}")
+            elif isinstance(event, ev.FlowRunLinked) and event.url:
                 self.progress.console.print(
-                    f"Prefect UI: {escape(event['url'])}", highlight=False, soft_wrap=True
+                    f"Prefect UI: {escape(event.url)}", highlight=False, soft_wrap=True
                 )
-            elif event["event"] == "approval":
+            elif isinstance(event, ev.ApprovalWaiting):
                 for line in approval_lines(event):
                     self.progress.console.print(line, highlight=False, soft_wrap=True)
 
 
-def approval_lines(event: dict[str, Any]) -> list[str]:
+def approval_lines(event: ev.ApprovalWaiting) -> list[str]:
     """What a paused run tells the person at the terminal: that it waits, for how long, and
     the exact commands (or the UI page) that resume it."""
     from retouch.lib.settings import get_settings
 
-    run_id = str(event["run_id"])
-    ws = event.get("workspace")
+    run_id = event.run_id
+    ws = event.workspace
     where = "" if not ws or ws == get_settings().resolved_workspace() else f" --workspace {ws}"
-    timeout = event.get("timeout_s")
+    timeout = event.timeout_s
     wait = f" (for up to {int(timeout)} s)" if timeout else ""
     lines = [
         f"[bold yellow]paused:[/] run {escape(run_id)} is waiting for approval{wait}",
@@ -142,8 +149,8 @@ def approval_lines(event: dict[str, Any]) -> list[str]:
         "--set STEP.PARAM=VALUE",
         f"  reject:   retouch approve {escape(run_id)}{escape(where)} --reject",
     ]
-    if event.get("url"):
-        lines.append(f"  or in the Prefect UI: {escape(str(event['url']))}")
+    if event.url:
+        lines.append(f"  or in the Prefect UI: {escape(event.url)}")
     return lines
 
 
@@ -160,8 +167,10 @@ class _EventLog:
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115  (closed by close())
         self.lock = threading.Lock()
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        line = json.dumps(event, default=str, ensure_ascii=False)
+    def __call__(self, event: ev.Event) -> None:
+        from retouch.lib import progress as ev
+
+        line = ev.to_json(event)
         with self.lock:
             self.file.write(line + "\n")
             self.file.flush()

@@ -147,7 +147,7 @@ def _settle(future: PrefectFuture, chunk: list[ImageRecord], phase: str) -> list
             r.reused = r.reused or r.ok
             r.model_calls = 0
             r.timings[phase] = 0.0
-            progress.emit("image", phase=phase, name=r.name, ok=r.ok, reused=True)
+            progress.emit(progress.ImagePhaseDone(phase=phase, name=r.name, ok=r.ok, reused=True))
     return result
 
 
@@ -275,7 +275,7 @@ def export_phase(
     finally:
         meter.close()
     delivery.clean_staging(config.context())  # only now: a retried delivery still needs them
-    progress.emit("done", summary=summary.model_dump())
+    progress.emit(progress.RunDone(summary=summary.model_dump()))
     return summary
 
 
@@ -347,13 +347,15 @@ def _enhance(
         "run %s: %d images in %d chunks, recipe %s", run_id, len(records), len(chunks), recipe.name
     )
     progress.emit(
-        "run", run_id=run_id, total=len(records), skipped=len(skipped), chunks=len(chunks)
+        progress.RunStarted(
+            run_id=run_id, total=len(records), skipped=len(skipped), chunks=len(chunks)
+        )
     )
 
     url = flow_run_url()
     if url:
         logger.info("run %s in the Prefect UI: %s", run_id, url)
-    progress.emit("flow-run", run_id=run_id, flow_run_id=flow_run_id(), url=url)
+    progress.emit(progress.FlowRunLinked(run_id=run_id, flow_run_id=flow_run_id(), url=url))
     versions.save_run_info(
         Workspace(config.workspace),
         run_id,

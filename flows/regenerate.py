@@ -144,7 +144,7 @@ def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -
         refresh=options.refresh,
     )
     logger.info("run %s: regenerating %d of %d images", run_id, len(selected), len(state.records))
-    progress.emit("run", run_id=run_id, total=len(selected), skipped=0, chunks=0)
+    progress.emit(progress.RunStarted(run_id=run_id, total=len(selected), skipped=0, chunks=0))
 
     image_ids = {r.name: i for r in selected if (i := versions.run_image_id(r))}
     fresh = []

@@ -214,7 +214,11 @@ def prepare_one(record: ImageRecord, settings: Settings) -> ImageRecord:
     except Exception as exc:  # an unexpected decoder failure is still this file's problem
         record.fail("prepare", f"could not read image: {type(exc).__name__}: {exc}")
     record.timings["prepare"] = round(time.perf_counter() - started, 4)
-    progress.emit("image", phase="prepare", name=record.name, ok=record.ok, reason=record.reason)
+    progress.emit(
+        progress.ImagePhaseDone(
+            phase="prepare", name=record.name, ok=record.ok, reason=record.reason
+        )
+    )
     return record
 
 
@@ -420,12 +424,13 @@ def _close_job(job: _Job, ctx: RunContext) -> None:
 def emit_processed(record: ImageRecord) -> None:
     """Announce that ``record`` left the process phase (done, reused or failed)."""
     progress.emit(
-        "image",
-        phase="process",
-        name=record.name,
-        ok=record.ok,
-        reused=record.reused,
-        reason=record.reason,
+        progress.ImagePhaseDone(
+            phase="process",
+            name=record.name,
+            ok=record.ok,
+            reused=record.reused,
+            reason=record.reason,
+        )
     )
 
 
@@ -490,7 +495,7 @@ def apply_steps(
         except Exception as exc:
             raise RetouchError(f"step {number} ({step.op}): {type(exc).__name__}: {exc}") from exc
         ctx.count(f"steps:{step.op}")
-        progress.emit("step", name=name, number=number, op=step.op)
+        progress.emit(progress.StepStarted(name=name, number=number, op=step.op))
         if on_step is not None:
             on_step(number, image)
     return image
@@ -556,7 +561,7 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
 
         return phases.review_video(record, ctx)
     if not record.ok or record.result_key is None:
-        progress.emit("image", phase="review", name=record.name, ok=record.ok)
+        progress.emit(progress.ImagePhaseDone(phase="review", name=record.name, ok=record.ok))
         return record
     with reviewing(record, ctx):
         before = decode(
@@ -632,16 +637,17 @@ def review_pair(record: ImageRecord, ctx: RunContext, before: Image, after: Imag
 
 def emit_reviewed(record: ImageRecord, ctx: RunContext) -> None:
     progress.emit(
-        "image",
-        phase="review",
-        name=record.name,
-        ok=record.ok,
-        index=record.index,
-        score=record.scores.get("score"),
-        score_before=record.scores.get("score_before"),
-        verdict=record.scores.get("verdict"),
-        # Where the before/after previews were written (a front end can show them at once).
-        thumbs={label: thumb_path(ctx, record, label) for label in THUMB_LABELS},
+        progress.ImagePhaseDone(
+            phase="review",
+            name=record.name,
+            ok=record.ok,
+            index=record.index,
+            score=record.scores.get("score"),
+            score_before=record.scores.get("score_before"),
+            verdict=record.scores.get("verdict"),
+            # Where the before/after previews were written (a front end shows them at once).
+            thumbs={label: thumb_path(ctx, record, label) for label in THUMB_LABELS},
+        )
     )
 
 
@@ -923,7 +929,11 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     from . import watermark
 
     if not record.ok or record.result_key is None or record.output_name is None:
-        progress.emit("image", phase="export", name=record.name, ok=False, reason=record.reason)
+        progress.emit(
+            progress.ImagePhaseDone(
+                phase="export", name=record.name, ok=False, reason=record.reason
+            )
+        )
         return record
     if is_video(record):
         from .video import phases
@@ -1004,7 +1014,9 @@ def exporting(record: ImageRecord) -> Iterator[None]:
         record.outputs = []
     record.timings["export"] = round(time.perf_counter() - started, 4)
     progress.emit(
-        "image", phase="export", name=record.name, ok=record.ok, output_name=record.output_name
+        progress.ImagePhaseDone(
+            phase="export", name=record.name, ok=record.ok, output_name=record.output_name
+        )
     )
 
 

@@ -83,7 +83,7 @@ def map_images(
             _drop_pool(pool)
             done, events = _one_at_a_time(phase, batch, config, settings, extra)
         for event in events:
-            progress.emit(**event)
+            progress.emit(event)
         out.extend(done)
     return out
 
@@ -139,7 +139,7 @@ def _submit(
     config: RunConfig,
     settings: Settings,
     extra: dict[str, Any] | None,
-) -> Future[tuple[list[ImageRecord], list[dict[str, Any]], dict[str, Any]]]:
+) -> Future[tuple[list[ImageRecord], list[progress.Event], dict[str, Any]]]:
     try:
         return pool.submit(_work, phase, batch, config, settings, extra)
     except BrokenProcessPool:  # broken by another chunk's batch: a fresh pool for this one
@@ -153,12 +153,12 @@ def _one_at_a_time(
     config: RunConfig,
     settings: Settings,
     extra: dict[str, Any] | None,
-) -> tuple[list[ImageRecord], list[dict[str, Any]]]:
+) -> tuple[list[ImageRecord], list[progress.Event]]:
     """A worker died while ``batch`` was in the pool (its own image or another chunk's):
     each image again on its own, in a private one-worker pool, so a death now can only be
     that image's doing."""
     done: list[ImageRecord] = []
-    events: list[dict[str, Any]] = []
+    events: list[progress.Event] = []
     pool: ProcessPoolExecutor | None = None
     try:
         for record in batch:
@@ -232,10 +232,10 @@ def _work(
     config: RunConfig,
     settings: Settings,
     extra: dict[str, Any] | None,
-) -> tuple[list[ImageRecord], list[dict[str, Any]], dict[str, Any]]:
+) -> tuple[list[ImageRecord], list[progress.Event], dict[str, Any]]:
     """In a worker: the batch's records, the progress events they emitted, and the CPU time
     and peak memory of this worker (for the run's performance figures)."""
-    events: list[dict[str, Any]] = []
+    events: list[progress.Event] = []
     cpu0 = time.process_time()
     unsubscribe = progress.subscribe(events.append)
     try:

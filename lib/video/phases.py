@@ -144,7 +144,11 @@ def prepare_video(record: ImageRecord, settings: Settings) -> ImageRecord:
     except Exception as exc:  # a decoder failure we did not foresee is still this file's
         record.fail("prepare", f"could not read video: {type(exc).__name__}: {exc}")
     record.timings["prepare"] = round(time.perf_counter() - started, 4)
-    progress.emit("image", phase="prepare", name=record.name, ok=record.ok, reason=record.reason)
+    progress.emit(
+        progress.ImagePhaseDone(
+            phase="prepare", name=record.name, ok=record.ok, reason=record.reason
+        )
+    )
     return record
 
 
@@ -271,7 +275,7 @@ def _compute(record: ImageRecord, ctx: Any, device: str, key: str) -> None:
 
     def on_frame(done: int) -> None:
         if done % PROGRESS_EVERY == 0 or done == total:
-            progress.emit("frames", name=record.name, done=done, total=total)
+            progress.emit(progress.FramesDone(name=record.name, done=done, total=total))
 
     with (
         local_source(record.uri, ctx.settings.max_file_bytes) as (path, sha, _size),
@@ -362,7 +366,7 @@ def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
     from ..pipeline import review_pair, reviewing, score_pair
 
     if not record.ok or record.result_key is None:
-        progress.emit("image", phase="review", name=record.name, ok=record.ok)
+        progress.emit(progress.ImagePhaseDone(phase="review", name=record.name, ok=record.ok))
         return record
     with reviewing(record, ctx):
         first = Fraction(str(record.input.get("start") or 0))

@@ -69,7 +69,7 @@ def test_paused_run_resumed_with_a_regeneration_request(prefect_server, tmp_path
 
     paused: list[dict] = []
     unsubscribe = progress.subscribe(
-        lambda e: paused.append(e) if e["event"] == "approval" else None
+        lambda e: paused.append(e.model_dump()) if e.event == "approval" else None
     )
 
     def run():
@@ -100,7 +100,7 @@ def test_paused_run_resumed_with_a_regeneration_request(prefect_server, tmp_path
 
     (event,) = paused
     assert event["run_id"] == run_id and event["flow_run_id"]
-    shown = "\n".join(approval_lines(event))
+    shown = "\n".join(approval_lines(progress.parse(event)))
     assert f"retouch approve {run_id} --workspace {ws}" in shown
     assert "waiting for approval (for up to 86400 s)" in shown and "--reject" in shown
 

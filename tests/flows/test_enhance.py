@@ -349,7 +349,7 @@ def test_chunks_stream_through_the_phases(prefect_server, tmp_path):
         (src / f"p{i}.jpg").write_bytes(_photo(i))
     events: list[tuple[str, str]] = []
     unsubscribe = progress.subscribe(
-        lambda e: events.append((e["phase"], e["name"])) if e["event"] == "image" else None
+        lambda e: events.append((e.phase, e.name)) if e.event == "image" else None
     )
     try:
         summary = enhance(

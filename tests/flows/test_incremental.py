@@ -59,7 +59,8 @@ def test_changing_the_second_step_runs_only_the_second(prefect_server, tmp_path)
     )
     runs: list[tuple[str, str]] = []
 
-    def listen(event):
+    def listen(e):
+        event = e.model_dump()
         if event["event"] == "step":
             runs.append((event["op"], event["name"]))
 

@@ -137,7 +137,8 @@ def test_every_phase_reports_every_image_even_failed_ones(prefect_server, tmp_pa
     (src / "c.png").write_bytes(b"")
     seen: dict[str, int] = {}
 
-    def listen(event):
+    def listen(e):
+        event = e.model_dump()
         if event["event"] == "image":
             seen[event["phase"]] = seen.get(event["phase"], 0) + 1
 

@@ -53,7 +53,7 @@ def _config(tmp_path, name):
 
 def _run_phases(records, config):
     events = []
-    unsubscribe = progress.subscribe(events.append)
+    unsubscribe = progress.subscribe(lambda e: events.append(e.model_dump()))
     try:
         for phase in PHASES:
             extra = {"image_ids": {}, "note": ""} if phase == "versions" else None
@@ -153,7 +153,7 @@ def test_an_image_that_kills_its_worker_fails_alone(tmp_path, monkeypatch):
     prepared = parallel.map_images("prepare", records, config)
     monkeypatch.setattr(parallel, "_work", _crashing_work)
     events = []
-    unsubscribe = progress.subscribe(events.append)
+    unsubscribe = progress.subscribe(lambda e: events.append(e.model_dump()))
     try:
         processed = parallel.map_images("process", prepared, config)
     finally:
