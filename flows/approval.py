@@ -22,10 +22,10 @@ from retouch.lib import progress, storage
 from retouch.lib.errors import RetouchError
 from retouch.lib.gate import ApprovalDecision, ReviewSettings, gate_failure
 from retouch.lib.imageio import decode
-from retouch.lib.pipeline import RunContext, weights_ids
+from retouch.lib.phases.context import RunConfig, RunContext
+from retouch.lib.phases.keys import weights_ids
 from retouch.lib.recipe import apply_overrides
 from retouch.lib.records import ImageRecord
-from retouch.tasks.common import RunConfig
 from retouch.tasks.process import process_chunk, record_versions_chunk
 from retouch.tasks.review import review_chunk
 

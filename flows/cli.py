@@ -285,8 +285,9 @@ def run(
       retouch run shoot.zip -p upscale-x4 --set upscale.outscale=2 --set export.format=webp -o out
     """
     _prefect_defaults(verbose)
-    from retouch.lib import delivery, locks, pipeline, sources
+    from retouch.lib import delivery, locks, sources
     from retouch.lib.errors import RetouchError
+    from retouch.lib.phases.keys import weights_ids
     from retouch.lib.recipe import apply_overrides, load_preset
     from retouch.lib.settings import get_settings
     from retouch.lib.storage import check_no_inline_credentials, redact
@@ -303,7 +304,7 @@ def run(
                 else ""
             )
             raise _fail(f"{redact(source)}: no images found{why}")
-        pipeline.weights_ids(recipe)  # a missing model stops here, before Prefect starts
+        weights_ids(recipe)  # a missing model stops here, before Prefect starts
         # One run at a time into a destination (the second would replace the first's
         # delivery), and one that can be written: found now, not after every image.
         dest_lock = locks.lock_destination(out_dir, get_settings().home / "locks")
@@ -1129,9 +1130,9 @@ def _exit_now(code: object) -> NoReturn:
         status = 1
     if "torch" not in sys.modules:
         raise SystemExit(status)
-    parallel = sys.modules.get("retouch.tasks.parallel")
-    if parallel is not None:
-        parallel.shutdown()  # its manager thread would otherwise be waited for below
+    workers = sys.modules.get("retouch.lib.phases.workers")
+    if workers is not None:
+        workers.shutdown()  # its manager thread would otherwise be waited for below
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()

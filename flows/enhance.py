@@ -18,9 +18,12 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from retouch.flows import approval
 from retouch.flows.links import flow_run_id, flow_run_url
 from retouch.flows.runtime import release_memory_after_run
-from retouch.lib import delivery, perf, pipeline, progress, versions
+from retouch.lib import delivery, perf, progress, versions
 from retouch.lib.errors import RecipeError
 from retouch.lib.models.device import run_device
+from retouch.lib.phases import workers
+from retouch.lib.phases.context import RunConfig
+from retouch.lib.phases.export import assign_outputs
 from retouch.lib.recipe import (
     DEFAULT_PRESET,
     Recipe,
@@ -32,8 +35,6 @@ from retouch.lib.records import ImageRecord, RunSummary
 from retouch.lib.settings import get_settings
 from retouch.lib.storage import redact
 from retouch.lib.workspace import Workspace
-from retouch.tasks import parallel
-from retouch.tasks.common import RunConfig
 from retouch.tasks.export import deliver, export_chunk
 from retouch.tasks.prepare import check_models, discover, prepare_chunk
 from retouch.tasks.process import bound_cache, process_chunk, record_versions_chunk
@@ -262,7 +263,7 @@ def export_phase(
     try:
         deliverable = [r for r in records if r.ok]
         # Every profile's names, planned before the export tasks so they never collide.
-        pipeline.assign_outputs(deliverable, config.recipe)
+        assign_outputs(deliverable, config.recipe)
         meter.start("export")
         chunks = chunked(records, size)
         wrap = _quoting()
@@ -312,7 +313,7 @@ def enhance(
         return _enhance(source, dest, chosen, options or RunOptions(), meter)
     finally:
         meter.close()  # a long-running worker must not keep a sampler per failed run
-        parallel.shutdown()  # worker processes, if a chunk started them
+        workers.shutdown()  # worker processes, if a chunk started them
         release_memory_after_run()  # a long-running worker stays flat batch after batch
 
 

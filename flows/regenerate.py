@@ -10,15 +10,16 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from retouch.lib import perf, pipeline, progress, storage, versions
+from retouch.lib import perf, progress, storage, versions
 from retouch.lib.errors import RetouchError
 from retouch.lib.models.device import run_device
+from retouch.lib.phases import workers
+from retouch.lib.phases.context import RunConfig
+from retouch.lib.phases.review import thumb_path
 from retouch.lib.recipe import apply_overrides, recipe_from_dict
 from retouch.lib.records import ImageRecord, RunSummary
 from retouch.lib.settings import get_settings
 from retouch.lib.workspace import Workspace
-from retouch.tasks import parallel
-from retouch.tasks.common import RunConfig
 from retouch.tasks.prepare import check_models
 
 from .enhance import chunk_size_for, chunked, export_phase, process_phases
@@ -117,7 +118,7 @@ def regenerate(run_id: str, options: RegenerateOptions | None = None) -> RunSumm
         return _regenerate(run_id, options or RegenerateOptions(), meter)
     finally:
         meter.close()
-        parallel.shutdown()  # worker processes, if a chunk started them
+        workers.shutdown()  # worker processes, if a chunk started them
         release_memory_after_run()  # a long-running worker stays flat batch after batch
 
 
@@ -210,9 +211,7 @@ def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -
             for label in ("before", "after"):  # the report shows the version's own thumbnails
                 thumb = store.thumb_uri(image or "", chosen.stamp, label)
                 if storage.exists(thumb):
-                    storage.write_bytes(
-                        pipeline.thumb_path(ctx, record, label), storage.read_bytes(thumb)
-                    )
+                    storage.write_bytes(thumb_path(ctx, record, label), storage.read_bytes(thumb))
         if kept:
             record.problems.append(kept)
             record.output["kept"] = kept  # for front ends: why this version is delivered

@@ -371,15 +371,15 @@ def _blocker(preset: str, fetch: bool) -> str | None:
     """Why ``preset`` cannot run here (its model weights can't be had), or None. With
     ``fetch``, weights that can be fetched are fetched now (as a run would); without, only
     looked up (nothing downloaded)."""
-    from retouch.lib import pipeline
     from retouch.lib.errors import RetouchError
     from retouch.lib.models.fetch import missing_weights
+    from retouch.lib.phases.keys import weights_ids
     from retouch.lib.recipe import load_preset
 
     recipe = load_preset(preset)
     if fetch:
         try:
-            pipeline.weights_ids(recipe)
+            weights_ids(recipe)
         except RetouchError as exc:
             return str(exc)
         return None

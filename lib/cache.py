@@ -1,7 +1,7 @@
 """The result cache: size, age and least-recently-used eviction of stored results.
 
 Every result in the workspace (a recipe's final result and the intermediate after each of
-its steps, see ``pipeline.step_keys``) is a cache entry: ``results/<k[:2]>/<key>.png`` (a
+its steps, see ``phases.keys.step_keys``) is a cache entry: ``results/<k[:2]>/<key>.png`` (a
 video's encoded file for a video result) plus
 its ``.json`` sidecar, which records ``created`` and ``last_used`` (epoch seconds, refreshed
 when a run reuses the entry). Eviction removes the least recently used entries first and

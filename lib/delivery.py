@@ -20,7 +20,9 @@ from typing import Any
 
 from . import archive, naming, storage, sync
 from .errors import RetouchError, StorageError
-from .pipeline import THUMB_LABELS, RunContext, assign_outputs, staging_path, thumb_path
+from .phases.context import RunContext
+from .phases.export import assign_outputs, staging_path
+from .phases.review import THUMB_LABELS, thumb_path
 from .recipe import ExportSettings, Recipe
 from .records import ImageRecord, RunSummary
 from .report import write_report

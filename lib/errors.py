@@ -62,3 +62,10 @@ class ModelChecksumError(ModelError):
 
 class OperationError(RetouchError):
     """An operation failed on one image (the batch goes on)."""
+
+
+def reason_of(exc: BaseException) -> str:
+    """What to tell a user about ``exc``: its ``reason`` when it has one (an invalid file),
+    else its message."""
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else str(exc)

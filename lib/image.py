@@ -64,3 +64,12 @@ def resize_plane(plane: np.ndarray, width: int, height: int) -> np.ndarray:
     down = width * height < plane.shape[0] * plane.shape[1]
     interp = cv2.INTER_AREA if down else cv2.INTER_CUBIC
     return cv2.resize(plane, (width, height), interpolation=interp)
+
+
+def downscaled(image: Image, max_side: int) -> Image:
+    """``image`` reduced to fit ``max_side``, or itself when it already fits."""
+    scale = max_side / max(image.width, image.height)
+    if scale >= 1:
+        return image
+    w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    return image.with_pixels(resize_plane(image.pixels, w, h))

@@ -55,7 +55,7 @@ _workers = {"cpu_s": 0.0, "peak_rss": 0, "processes": 0}
 
 
 def note_worker(cpu_s: float, peak_rss: int, processes: int) -> None:
-    """Work done for this process in worker processes (``retouch.tasks.parallel``): their CPU
+    """Work done for this process in worker processes (``retouch.lib.phases.workers``): their CPU
     seconds add to the run's CPU time, their peak memory is reported beside this process's."""
     with _workers_lock:
         _workers["cpu_s"] += cpu_s

@@ -269,7 +269,7 @@ def run_preview(
     Raises:
         SourceError: the source has no images.
     """
-    from .pipeline import score_result
+    from .phases.review import score_result
     from .settings import get_settings
 
     started = time.perf_counter()

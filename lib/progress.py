@@ -10,6 +10,7 @@ event (:func:`to_json`), and a front end reads them back with :func:`parse`.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -144,8 +145,8 @@ def parse(data: dict[str, Any] | str) -> Event:
 
 
 def to_json(event: Event) -> str:
-    """One JSON line (no newline) for the events file."""
-    return event.model_dump_json()
+    """One JSON line (no newline) for the events file, in ``json.dumps``'s spacing."""
+    return json.dumps(event.model_dump(mode="json"), ensure_ascii=False)
 
 
 def subscribe(listener: Listener) -> Callable[[], None]:

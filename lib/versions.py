@@ -38,7 +38,7 @@ from .records import ImageRecord
 from .workspace import Workspace
 
 if TYPE_CHECKING:
-    from .pipeline import RunContext
+    from .phases.context import RunContext
 
 VERSIONS_DIR = "versions"
 
@@ -313,7 +313,7 @@ def record_run_image(
     A failed image records nothing; a storage problem becomes a problem of this image only."""
     if not record.ok or record.result_key is None or record.sha256 is None:
         return record
-    from .pipeline import thumb_path
+    from .phases.review import thumb_path
 
     try:
         thumbs = {}

@@ -13,7 +13,7 @@ Layout under the workspace root::
 A result is only visible once its sidecar exists and names the pixel file's size, and both
 are written atomically (without fsync: they can be recomputed), so neither a crash nor a power
 cut leaves something that looks like a finished result. Results are keyed per step
-prefix (see ``pipeline.step_keys``): the final result of a recipe and the intermediate after
+prefix (see ``phases.keys.step_keys``): the final result of a recipe and the intermediate after
 each of its steps are all stored the same way, and ``lib/cache.py`` bounds their total size.
 """
 

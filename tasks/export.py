@@ -10,18 +10,18 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from retouch.lib import delivery, perf
+from retouch.lib.phases import workers
 from retouch.lib.records import ImageRecord, RunSummary
 from retouch.lib.settings import get_settings
 from retouch.lib.storage import redact
 
 from .common import RunConfig, chunk_retry_delays
-from .parallel import map_images
 
 
 @task(name="export-chunk", retries=2, retry_delay_seconds=chunk_retry_delays())
 def export_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRecord]:
     """Encode each result in the export format into the run's staging area."""
-    return map_images("export", records, config)
+    return workers.map_images(workers.export_batch, records, config)
 
 
 def _delivery_worth_retrying(task: Any, task_run: Any, state: Any) -> bool:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from prefect import task
 
-from retouch.lib import pipeline, sources
+from retouch.lib import sources
 from retouch.lib.errors import SourceError
 from retouch.lib.masks import masks_beside
+from retouch.lib.phases import workers
+from retouch.lib.phases.keys import weights_ids
+from retouch.lib.phases.prepare import new_record
 from retouch.lib.recipe import Recipe
 from retouch.lib.records import ImageRecord
 from retouch.lib.settings import get_settings
 from retouch.lib.storage import redact
 
 from .common import RunConfig, chunk_retry_delays
-from .parallel import map_images
 
 
 @task(name="discover", retries=2, retry_delay_seconds=chunk_retry_delays())
@@ -39,17 +41,17 @@ def discover(
             else ""
         )
         raise SourceError(f"{redact(source)}: no images found{detail}")
-    records = [pipeline.new_record(item, i) for i, item in enumerate(found.items, start=1)]
+    records = [new_record(item, i) for i, item in enumerate(found.items, start=1)]
     return records, skipped
 
 
 @task(name="check-models")
 def check_models(recipe: Recipe) -> dict[str, str]:
     """Resolve every weight file the recipe needs before any image is touched."""
-    return pipeline.weights_ids(recipe)
+    return weights_ids(recipe)
 
 
 @task(name="prepare-chunk", retries=2, retry_delay_seconds=chunk_retry_delays())
 def prepare_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRecord]:
     """Fingerprint, validate and analyse a chunk of images."""
-    return map_images("prepare", records, config)
+    return workers.map_images(workers.prepare_batch, records, config)

@@ -13,12 +13,12 @@ from prefect.concurrency.sync import concurrency
 
 from retouch.lib import cache
 from retouch.lib.models.pool import default_pool
+from retouch.lib.phases import workers
 from retouch.lib.records import ImageRecord
 from retouch.lib.settings import get_settings
 from retouch.lib.workspace import Workspace
 
 from .common import RunConfig, chunk_retry_delays
-from .parallel import map_images
 
 
 def process_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
@@ -68,8 +68,8 @@ def process_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRe
     pool = default_pool()
     loading = pool.load_seconds
     with guard:
-        # Reading and writing overlap with the steps (see pipeline.process_many).
-        out = map_images("process", records, config)
+        # Reading and writing overlap with the steps (see lib.phases.process.process_many).
+        out = workers.map_images(workers.process_batch, records, config)
     # Model loading this chunk paid for (on its first image), for the performance figures.
     # Another chunk loading at the same time in this process may be counted here too.
     loaded = pool.load_seconds - loading
@@ -86,7 +86,7 @@ def record_versions_chunk(
     note: str = "",
 ) -> list[ImageRecord]:
     """Record each processed image's result as a version (``image_ids``: slot ids by name)."""
-    return map_images("versions", records, config, {"image_ids": image_ids or {}, "note": note})
+    return workers.map_images(workers.record_versions(image_ids, note), records, config)
 
 
 @task(name="bound-cache")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from prefect import task
 
+from retouch.lib.phases import workers
 from retouch.lib.records import ImageRecord
 
 from .common import RunConfig, chunk_retry_delays
-from .parallel import map_images
 
 
 @task(name="review-chunk", retries=2, retry_delay_seconds=chunk_retry_delays())
 def review_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRecord]:
     """Score each result against its input and write the report's thumbnails."""
-    return map_images("review", records, config)
+    return workers.map_images(workers.review_batch, records, config)

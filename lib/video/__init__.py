@@ -10,7 +10,7 @@ Plain Python like the rest of ``lib`` (no Prefect). The pieces:
   subtitle streams into the delivered file; :func:`~.segments.video_timestamps` reads a
   file's frame times back for checking.
 - :mod:`.phases`: the four phases of a run for a video record (prepare, process, review,
-  export), called by :mod:`retouch.lib.pipeline` where it meets a video.
+  export), called by :mod:`retouch.lib.phases` where it meets a video.
 
 Memory stays bounded: frames stream from the decoder through the steps into the encoder,
 one at a time; nothing is extracted to disk but the encoded segment.

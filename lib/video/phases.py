@@ -1,4 +1,4 @@
-"""The four phases of a run for a video record, called by :mod:`retouch.lib.pipeline`.
+"""The four phases of a run for a video record, called by :mod:`retouch.lib.phases`.
 
 - **prepare**: fingerprint (sha256, streamed), probe by decoding every frame (a per-file
   failure with the reason for no video stream, a truncated or corrupt file, no frames),
@@ -30,8 +30,8 @@ from fractions import Fraction
 from typing import Any
 
 from .. import analysis, progress, storage
-from ..errors import InvalidVideoError, RetouchError
-from ..image import Image
+from ..errors import InvalidVideoError, RetouchError, reason_of
+from ..image import Image, downscaled
 from ..ops.registry import registry
 from ..records import ImageRecord
 from ..settings import Settings
@@ -48,11 +48,6 @@ PROGRESS_EVERY = 25
 """A ``frames`` progress event every this many frames of a video (and at its last)."""
 
 _BLOCK = 1 << 20
-
-
-def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)
-    return str(reason) if reason else str(exc)
 
 
 # -- reading sources ---------------------------------------------------------------------------
@@ -122,7 +117,8 @@ def local_source(uri: str, max_bytes: int) -> Iterator[tuple[str, str, int]]:
 
 def prepare_video(record: ImageRecord, settings: Settings) -> ImageRecord:
     """Fingerprint and probe one video (every frame decoded once), analyse its middle frame."""
-    from ..pipeline import ANALYSIS_MAX_SIDE, _jsonable, _small
+    from ..phases.context import jsonable
+    from ..phases.prepare import ANALYSIS_MAX_SIDE
 
     started = time.perf_counter()
     try:
@@ -136,11 +132,11 @@ def prepare_video(record: ImageRecord, settings: Settings) -> ImageRecord:
                 f"{info.bit_depth}-bit video ({info.pix_fmt}) processed and encoded in 8 bits"
             )
         if info.sample is not None:
-            found = analysis.analyse(_small(info.sample, ANALYSIS_MAX_SIDE))
-            record.analysis = _jsonable(found)
+            found = analysis.analyse(downscaled(info.sample, ANALYSIS_MAX_SIDE))
+            record.analysis = jsonable(found)
             record.recommendations = list(analysis.recommend(found))
     except RetouchError as exc:
-        record.fail("prepare", _reason(exc))
+        record.fail("prepare", reason_of(exc))
     except Exception as exc:  # a decoder failure we did not foresee is still this file's
         record.fail("prepare", f"could not read video: {type(exc).__name__}: {exc}")
     record.timings["prepare"] = round(time.perf_counter() - started, 4)
@@ -212,7 +208,7 @@ def frame_processor(record: ImageRecord, ctx: Any, device: str) -> segments.Fram
                 image = op(image, params, op_ctx)
             except RetouchError as exc:
                 raise RetouchError(
-                    f"frame {counter['frame']}, step {number} ({name}): {_reason(exc)}"
+                    f"frame {counter['frame']}, step {number} ({name}): {reason_of(exc)}"
                 ) from exc
             except Exception as exc:
                 raise RetouchError(
@@ -241,7 +237,7 @@ def process_video(
     count and every frame time are read back from the written file and compared with the
     source's: a difference fails the video, never delivers a shorter or shifted one.
     """
-    from ..pipeline import emit_processed
+    from ..phases.process import emit_processed
 
     started = time.perf_counter()
     if not record.ok:
@@ -260,7 +256,7 @@ def process_video(
         else:
             _compute(record, ctx, device, key)
     except RetouchError as exc:
-        record.fail("process", _reason(exc))
+        record.fail("process", reason_of(exc))
     except Exception as exc:  # e.g. a model running out of memory on this video only
         record.fail("process", f"{type(exc).__name__}: {exc}")
     record.timings["process"] = round(time.perf_counter() - started, 4)
@@ -363,7 +359,7 @@ def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
     """Score frames sampled across the clip (at 1/6, 1/2 and 5/6 of it) against the same
     frames of the result; the worst-scoring one stands for the clip (its scores, verdict
     and thumbnails), and ``scores["frames"]`` lists each sample's time and score."""
-    from ..pipeline import review_pair, reviewing, score_pair
+    from ..phases.review import review_pair, reviewing, score_pair
 
     if not record.ok or record.result_key is None:
         progress.emit(progress.ImagePhaseDone(phase="review", name=record.name, ok=record.ok))
@@ -417,7 +413,7 @@ def export_video(record: ImageRecord, ctx: Any) -> ImageRecord:
     """Deliver the stored video under each planned name (one per export profile: the same
     file; the profiles' image settings are not applied to videos, stated when set). What
     each output holds is read back from the delivered file."""
-    from ..pipeline import _NOTE_PREFIXES, _note_prefix, _planned, exporting, staging_path
+    from ..phases.export import NOTE_PREFIXES, exporting, note_prefix, planned_outputs, staging_path
 
     with exporting(record):
         assert record.result_key is not None
@@ -426,8 +422,8 @@ def export_video(record: ImageRecord, ctx: Any) -> ImageRecord:
                 f"result {record.result_key[:12]} is missing from the workspace "
                 f"{ctx.workspace.root}; run again with --refresh to recompute it"
             )
-        record.problems = [p for p in record.problems if not p.startswith(_NOTE_PREFIXES)]
-        planned = _planned(record, ctx.recipe)
+        record.problems = [p for p in record.problems if not p.startswith(NOTE_PREFIXES)]
+        planned = planned_outputs(record, ctx.recipe)
         several = len(ctx.recipe.export.effective_profiles()) > 1
         outputs: list[dict[str, Any]] = []
         said: list[str] = []
@@ -456,7 +452,7 @@ def export_video(record: ImageRecord, ctx: Any) -> ImageRecord:
                         "notes": notes,
                     }
                 )
-                said += [_note_prefix(profile, several) + n for n in notes]
+                said += [note_prefix(profile, several) + n for n in notes]
         record.outputs = outputs
         record.problems += [n for n in dict.fromkeys(said) if n not in record.problems]
         record.output_sha256 = str(outputs[0]["sha256"])

@@ -198,9 +198,9 @@ def test_exit_now_stops_a_worker_pool_left_running(tmp_path):
         import os
         import torch
         from retouch.flows.cli import _exit_now
-        from retouch.tasks import parallel
+        from retouch.lib.phases import workers
 
-        assert parallel._get_pool(2).submit(os.getpid).result(60) != os.getpid()
+        assert workers._get_pool(2).submit(os.getpid).result(60) != os.getpid()
         _exit_now(0)
         """,
         tmp_path,

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from retouch.lib import cache, pipeline, storage, versions
+from retouch.lib import cache, storage, versions
 from retouch.lib.image import Image
 from retouch.lib.imageio import encode
+from retouch.lib.phases.context import RunContext
+from retouch.lib.phases.keys import result_key, sha256_bytes, step_keys
+from retouch.lib.phases.process import process_one
 from retouch.lib.recipe import apply_overrides, recipe_from_dict
 from retouch.lib.records import ImageRecord
 from retouch.lib.workspace import Workspace
@@ -37,13 +40,13 @@ def _record(path, index: int = 1) -> ImageRecord:
         source=str(path),
         name=path.name,
         uri=str(path),
-        sha256=pipeline.sha256_bytes(data),
+        sha256=sha256_bytes(data),
     )
 
 
 def _process(ws: Workspace, recipe, path, refresh: bool = False):
-    ctx = pipeline.RunContext(run_id="r", workspace=ws, recipe=recipe, refresh=refresh)
-    record = pipeline.process_one(_record(path), ctx, {}, "cpu")
+    ctx = RunContext(run_id="r", workspace=ws, recipe=recipe, refresh=refresh)
+    record = process_one(_record(path), ctx, {}, "cpu")
     assert record.ok, record.reason
     return record, ctx.counters
 
@@ -51,11 +54,11 @@ def _process(ws: Workspace, recipe, path, refresh: bool = False):
 def test_step_keys_share_the_prefix_before_the_changed_step():
     recipe = recipe_from_dict(TWO_STEPS)
     changed = apply_overrides(recipe, ["sharpen.amount=1.5"])
-    a = pipeline.step_keys("ab" * 32, recipe, {})
-    b = pipeline.step_keys("ab" * 32, changed, {})
+    a = step_keys("ab" * 32, recipe, {})
+    b = step_keys("ab" * 32, changed, {})
     assert len(a) == 3
     assert a[:2] == b[:2] and a[2] != b[2]
-    assert a[-1] == pipeline.result_key("ab" * 32, recipe, {})
+    assert a[-1] == result_key("ab" * 32, recipe, {})
 
 
 def test_changing_the_second_step_reuses_the_first(tmp_path):
@@ -190,7 +193,7 @@ def test_only_slow_steps_and_the_result_are_stored(tmp_path):
     _photo(src)
     recipe = recipe_from_dict(CHEAP_THEN_SLOW)
     record, counters = _process(ws, recipe, src)
-    keys = pipeline.step_keys(record.sha256, recipe, {})
+    keys = step_keys(record.sha256, recipe, {})
     assert [ws.has_result(k) for k in keys[1:]] == [False, True, False, True]
     assert counters.get("steps:denoise") == 1
 

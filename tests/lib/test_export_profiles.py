@@ -12,9 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from retouch.lib import delivery, pipeline
+from retouch.lib import delivery
 from retouch.lib.errors import RecipeError
 from retouch.lib.imageio import decode
+from retouch.lib.phases.context import RunContext
+from retouch.lib.phases.export import assign_outputs, export_one
+from retouch.lib.phases.prepare import prepare_one
+from retouch.lib.phases.process import process_one
+from retouch.lib.phases.review import review_one
 from retouch.lib.recipe import Recipe, apply_overrides, load_recipe_file, recipe_from_dict
 from retouch.lib.records import ImageRecord
 from retouch.lib.settings import get_settings
@@ -65,18 +70,16 @@ RECIPE = {
 def run_export(src, dest, recipe: Recipe) -> tuple[list[ImageRecord], object]:
     """prepare -> process (no steps) -> review -> export -> deliver, as the flow does."""
     settings = get_settings()
-    ctx = pipeline.RunContext(
-        run_id="run-1", workspace=Workspace(str(src.parent / "ws")), recipe=recipe
-    )
+    ctx = RunContext(run_id="run-1", workspace=Workspace(str(src.parent / "ws")), recipe=recipe)
     names = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.jpg"))
     records = []
     for i, name in enumerate(names, start=1):
         r = ImageRecord(index=i, source=name, name=name, uri=str(src / name))
-        r = pipeline.prepare_one(r, settings)
-        r = pipeline.process_one(r, ctx, {}, "cpu")
-        records.append(pipeline.review_one(r, ctx))
-    pipeline.assign_outputs([r for r in records if r.ok], recipe)
-    records = [pipeline.export_one(r, ctx) for r in records]
+        r = prepare_one(r, settings)
+        r = process_one(r, ctx, {}, "cpu")
+        records.append(review_one(r, ctx))
+    assign_outputs([r for r in records if r.ok], recipe)
+    records = [export_one(r, ctx) for r in records]
     summary = delivery.finalize(
         records, [], ctx, source=str(src), dest=str(dest), started=time.time()
     )

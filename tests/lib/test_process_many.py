@@ -6,10 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retouch.lib import pipeline, progress
+from retouch.lib import progress
 from retouch.lib.errors import StorageError
 from retouch.lib.image import Image
 from retouch.lib.imageio import encode
+from retouch.lib.phases.context import RunContext
+from retouch.lib.phases.keys import sha256_bytes, step_keys, weights_ids
+from retouch.lib.phases.process import process_many, process_one
 from retouch.lib.recipe import recipe_from_dict
 from retouch.lib.records import ImageRecord
 from retouch.lib.workspace import Workspace
@@ -38,32 +41,30 @@ def _records(folder, n: int) -> list[ImageRecord]:
                 source=str(path),
                 name=path.name,
                 uri=str(path),
-                sha256=pipeline.sha256_bytes(path.read_bytes()),
+                sha256=sha256_bytes(path.read_bytes()),
             )
         )
     return out
 
 
-def _ctx(tmp_path, name: str) -> pipeline.RunContext:
-    return pipeline.RunContext(
+def _ctx(tmp_path, name: str) -> RunContext:
+    return RunContext(
         run_id="r", workspace=Workspace(str(tmp_path / name)), recipe=recipe_from_dict(UPSCALE)
     )
 
 
 def test_overlapped_results_equal_one_by_one_and_are_reported_in_order(tmp_path):
     records = _records(tmp_path, 4)
-    weights = pipeline.weights_ids(recipe_from_dict(UPSCALE))
+    weights = weights_ids(recipe_from_dict(UPSCALE))
     ctx_one = _ctx(tmp_path, "one")
-    one = [pipeline.process_one(r.model_copy(deep=True), ctx_one, weights, "cpu") for r in records]
+    one = [process_one(r.model_copy(deep=True), ctx_one, weights, "cpu") for r in records]
     events: list[str] = []
     unsubscribe = progress.subscribe(
-        lambda e: events.append(e["name"]) if e.get("phase") == "process" else None
+        lambda e: events.append(e.name) if getattr(e, "phase", None) == "process" else None
     )
     try:
         ctx_many = _ctx(tmp_path, "many")
-        many = pipeline.process_many(
-            [r.model_copy(deep=True) for r in records], ctx_many, weights, "cpu"
-        )
+        many = process_many([r.model_copy(deep=True) for r in records], ctx_many, weights, "cpu")
     finally:
         unsubscribe()
     assert events == [r.name for r in records]
@@ -79,13 +80,13 @@ def test_overlapped_results_equal_one_by_one_and_are_reported_in_order(tmp_path)
 @pytest.mark.parametrize("where", ["read", "write"])
 def test_a_failure_while_reading_or_writing_fails_only_that_image(tmp_path, monkeypatch, where):
     records = _records(tmp_path, 3)
-    weights = pipeline.weights_ids(recipe_from_dict(UPSCALE))
+    weights = weights_ids(recipe_from_dict(UPSCALE))
     ctx = _ctx(tmp_path, "ws")
     if where == "read":
         (tmp_path / "p1.png").write_bytes(b"changed since it was prepared")
     else:
         real = ctx.workspace.save_result
-        broken = pipeline.step_keys(records[1].sha256 or "", recipe_from_dict(UPSCALE), weights)[-1]
+        broken = step_keys(records[1].sha256 or "", recipe_from_dict(UPSCALE), weights)[-1]
 
         def save(key, image):
             if key == broken:
@@ -93,7 +94,7 @@ def test_a_failure_while_reading_or_writing_fails_only_that_image(tmp_path, monk
             return real(key, image)
 
         monkeypatch.setattr(ctx.workspace, "save_result", save)
-    out = pipeline.process_many(records, ctx, weights, "cpu")
+    out = process_many(records, ctx, weights, "cpu")
     assert [r.ok for r in out] == [True, False, True]
     reason = out[1].reason or ""
     assert ("changed while the run" in reason) if where == "read" else ("disk full" in reason)

@@ -256,7 +256,8 @@ def test_a_video_result_is_stored_found_counted_and_evicted(tmp_path):
 def test_a_video_inside_a_zip_is_prepared_through_fsspec(tmp_path):
     import zipfile
 
-    from retouch.lib import pipeline, sources
+    from retouch.lib import sources
+    from retouch.lib.phases.prepare import new_record, prepare_one
     from retouch.lib.settings import get_settings
 
     clip = tmp_path / "clip.mkv"
@@ -266,14 +267,17 @@ def test_a_video_inside_a_zip_is_prepared_through_fsspec(tmp_path):
         zf.write(clip, "sub/clip.mkv")
     (item,) = sources.discover(str(archive)).items
     assert item.uri.startswith("zip://sub/clip.mkv::")
-    record = pipeline.prepare_one(pipeline.new_record(item, 1), get_settings())
+    record = prepare_one(new_record(item, 1), get_settings())
     assert record.ok, record.reason
     assert record.input["kind"] == "video" and record.input["frames"] == len(VFR_STEPS)
     assert record.sha256 == __import__("hashlib").sha256(clip.read_bytes()).hexdigest()
 
 
 def test_export_profile_settings_videos_do_not_take_are_stated(tmp_path):
-    from retouch.lib import pipeline
+    from retouch.lib.phases.context import RunContext
+    from retouch.lib.phases.export import assign_outputs, export_one, staging_path
+    from retouch.lib.phases.prepare import new_record, prepare_one
+    from retouch.lib.phases.process import process_many
     from retouch.lib.recipe import apply_overrides, recipe_from_dict
     from retouch.lib.settings import get_settings
     from retouch.lib.sources import SourceItem
@@ -284,15 +288,15 @@ def test_export_profile_settings_videos_do_not_take_are_stated(tmp_path):
     recipe = apply_overrides(
         recipe_from_dict({"steps": [{"op": "sharpen"}]}), ["export.watermark.text=PROOF"]
     )
-    ctx = pipeline.RunContext(run_id="r", workspace=Workspace(str(tmp_path / "ws")), recipe=recipe)
-    record = pipeline.new_record(SourceItem(str(clip), "c.mp4", None), 1)
-    pipeline.prepare_one(record, get_settings())
-    pipeline.process_many([record], ctx, {}, "cpu")
-    pipeline.assign_outputs([record], recipe)
-    pipeline.export_one(record, ctx)
+    ctx = RunContext(run_id="r", workspace=Workspace(str(tmp_path / "ws")), recipe=recipe)
+    record = new_record(SourceItem(str(clip), "c.mp4", None), 1)
+    prepare_one(record, get_settings())
+    process_many([record], ctx, {}, "cpu")
+    assign_outputs([record], recipe)
+    export_one(record, ctx)
     assert record.ok, record.reason
     assert record.outputs[0]["notes"] == ["watermark is not applied to videos in this version"]
     assert "export: watermark is not applied to videos in this version" in record.problems
-    staged = pipeline.staging_path(ctx, record.output_name)
+    staged = staging_path(ctx, record.output_name)
     assert frame_times(__import__("pathlib").Path(staged)) == times
     assert record.outputs[0]["format"] == "mp4" and record.outputs[0]["frames"] == 4

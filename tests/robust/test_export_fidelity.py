@@ -20,9 +20,13 @@ import pytest
 import tifffile
 from PIL import Image as PILImage
 
-from retouch.lib import delivery, pipeline
+from retouch.lib import delivery
 from retouch.lib.image import Image
 from retouch.lib.imageio import decode, describe, encode, format_keeping
+from retouch.lib.phases.context import RunContext
+from retouch.lib.phases.export import assign_outputs, export_one
+from retouch.lib.phases.prepare import prepare_one
+from retouch.lib.phases.process import process_one
 from retouch.lib.recipe import Recipe, apply_overrides, load_preset, recipe_from_dict
 from retouch.lib.records import ImageRecord
 from retouch.lib.settings import get_settings
@@ -277,14 +281,14 @@ def _sources(folder: Path) -> None:
 
 def _export(src: Path, recipe: Recipe, ws: Path) -> tuple[list[ImageRecord], dict, dict]:
     settings = get_settings()
-    ctx = pipeline.RunContext(run_id="run-1", workspace=Workspace(str(ws)), recipe=recipe)
+    ctx = RunContext(run_id="run-1", workspace=Workspace(str(ws)), recipe=recipe)
     records = []
     for i, path in enumerate(sorted(src.iterdir()), start=1):
         r = ImageRecord(index=i, source=path.name, name=path.name, uri=str(path))
-        r = pipeline.prepare_one(r, settings)
-        records.append(pipeline.process_one(r, ctx, {}, "cpu"))
-    pipeline.assign_outputs(records, recipe)
-    records = [pipeline.export_one(r, ctx) for r in records]
+        r = prepare_one(r, settings)
+        records.append(process_one(r, ctx, {}, "cpu"))
+    assign_outputs(records, recipe)
+    records = [export_one(r, ctx) for r in records]
     dest = ws.parent / "dest"
     delivery.finalize(records, [], ctx, source=str(src), dest=str(dest), started=0.0)
     manifest, files = _outputs(dest)
@@ -362,21 +366,21 @@ def test_a_re_export_replaces_the_notes_of_the_earlier_one(tmp_path):
     settings = get_settings()
     ws = Workspace(str(tmp_path / "ws"))
     flatten = apply_overrides(recipe, ["export.alpha=flatten", "export.depth=reduce"])
-    ctx = pipeline.RunContext(run_id="run-1", workspace=ws, recipe=flatten)
+    ctx = RunContext(run_id="run-1", workspace=ws, recipe=flatten)
     r = ImageRecord(index=1, source="logo.png", name="logo.png", uri=str(tmp_path / "src/logo.png"))
-    r = pipeline.process_one(pipeline.prepare_one(r, settings), ctx, {}, "cpu")
-    pipeline.assign_outputs([r], flatten)
-    pipeline.export_one(r, ctx)
-    pipeline.export_one(r, ctx)  # the same export again: the note is not repeated
+    r = process_one(prepare_one(r, settings), ctx, {}, "cpu")
+    assign_outputs([r], flatten)
+    export_one(r, ctx)
+    export_one(r, ctx)  # the same export again: the note is not repeated
     assert r.output["format"] == "jpg" and r.output["alpha"] is False
     assert [p for p in r.problems if p.startswith("export")] == [
         "export: transparency flattened onto white (#ffffff): JPEG has no alpha channel; "
         "export.alpha=keep delivers it as PNG with its transparency"
     ]
     # Delivered again as quick ships (alpha kept): the old note no longer holds.
-    keep = pipeline.RunContext(run_id="run-2", workspace=ws, recipe=recipe)
-    pipeline.assign_outputs([r], recipe)
-    pipeline.export_one(r, keep)
+    keep = RunContext(run_id="run-2", workspace=ws, recipe=recipe)
+    assign_outputs([r], recipe)
+    export_one(r, keep)
     assert r.output_name == "logo.png" and r.output["format"] == "png" and r.output["alpha"]
     assert [p for p in r.problems if p.startswith("export")] == [
         "export: delivered as PNG, not JPEG, to keep its transparency (export.alpha=keep)"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from retouch.lib.pipeline import new_record, prepare_one
+from retouch.lib.phases.prepare import new_record, prepare_one
 from retouch.lib.settings import reload_settings
 from retouch.lib.sources import SourceItem
 from tests.robust.corpus import _png_chunk, bomb_png

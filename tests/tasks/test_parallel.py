@@ -1,4 +1,4 @@
-"""Per-image work in worker processes (retouch.tasks.parallel): the same results as in the
+"""Per-image work in worker processes (retouch.lib.phases.workers): the same results as in the
 flow's process, every progress event, and a dead worker costs only its own image."""
 
 from __future__ import annotations
@@ -12,13 +12,20 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from retouch.lib import pipeline, progress, sources
+from retouch.lib import progress, sources
+from retouch.lib.phases import workers
+from retouch.lib.phases.context import RunConfig
+from retouch.lib.phases.prepare import new_record
 from retouch.lib.recipe import load_preset
 from retouch.lib.settings import reload_settings
-from retouch.tasks import parallel
-from retouch.tasks.common import RunConfig
 
-PHASES = ("prepare", "process", "review", "versions", "export")
+PHASES = (
+    workers.prepare_batch,
+    workers.process_batch,
+    workers.review_batch,
+    workers.record_versions({}, ""),
+    workers.export_batch,
+)
 
 
 def _photo(seed: int, w: int = 72, h: int = 54) -> bytes:
@@ -32,7 +39,7 @@ def _photo(seed: int, w: int = 72, h: int = 54) -> bytes:
 @pytest.fixture(autouse=True)
 def _no_pool_left():
     yield
-    parallel.shutdown()
+    workers.shutdown()
 
 
 def _records(folder, count):
@@ -40,7 +47,7 @@ def _records(folder, count):
     for i in range(count):
         (folder / f"p{i:02d}.jpg").write_bytes(_photo(i))
     found = sources.discover(str(folder))
-    return [pipeline.new_record(item, i) for i, item in enumerate(found.items, start=1)]
+    return [new_record(item, i) for i, item in enumerate(found.items, start=1)]
 
 
 def _config(tmp_path, name):
@@ -55,9 +62,8 @@ def _run_phases(records, config):
     events = []
     unsubscribe = progress.subscribe(lambda e: events.append(e.model_dump()))
     try:
-        for phase in PHASES:
-            extra = {"image_ids": {}, "note": ""} if phase == "versions" else None
-            records = parallel.map_images(phase, records, config, extra)
+        for work in PHASES:
+            records = workers.map_images(work, records, config)
     finally:
         unsubscribe()
     return records, events
@@ -72,15 +78,15 @@ def test_worker_processes_give_the_same_results_and_events(tmp_path, monkeypatch
     records = _records(tmp_path / "src", 20)
     _use_processes(monkeypatch, 1)
     config_inline = _config(tmp_path, "inline")
-    assert parallel.processes_for(config_inline, len(records)) == 0
+    assert workers.processes_for(config_inline, len(records)) == 0
     inline, inline_events = _run_phases(records, config_inline)
 
     _use_processes(monkeypatch, 2)
     config_pool = _config(tmp_path, "pool")
-    assert parallel.processes_for(config_pool, len(records)) == 2
+    assert workers.processes_for(config_pool, len(records)) == 2
     pooled, pooled_events = _run_phases(records, config_pool)
-    assert parallel._pool is not None  # the work really went to worker processes
-    worker_pids = {p.pid for p in parallel._pool._processes.values()}
+    assert workers._pool is not None  # the work really went to worker processes
+    worker_pids = {p.pid for p in workers._pool._processes.values()}
     assert worker_pids and os.getpid() not in worker_pids
 
     assert [r.name for r in pooled] == [r.name for r in inline]
@@ -112,11 +118,11 @@ def test_worker_processes_give_the_same_results_and_events(tmp_path, monkeypatch
 def test_small_chunks_and_model_recipes_stay_in_the_flow_process(tmp_path, monkeypatch):
     _use_processes(monkeypatch, 4)
     config = _config(tmp_path, "x")
-    assert parallel.processes_for(config, parallel.MIN_IMAGES - 1) == 0
-    assert parallel.processes_for(config, parallel.MIN_IMAGES) == 4
+    assert workers.processes_for(config, workers.MIN_IMAGES - 1) == 0
+    assert workers.processes_for(config, workers.MIN_IMAGES) == 4
     models = config.model_copy(update={"recipe": load_preset("upscale-x4")})
     assert models.recipe.models()
-    assert parallel.processes_for(models, 500) == 0
+    assert workers.processes_for(models, 500) == 0
 
 
 def test_killed_workers_cost_no_image(tmp_path, monkeypatch):
@@ -125,37 +131,37 @@ def test_killed_workers_cost_no_image(tmp_path, monkeypatch):
     records = _records(tmp_path / "src", 16)
     _use_processes(monkeypatch, 2)
     config = _config(tmp_path, "kill")
-    prepared = parallel.map_images("prepare", records, config)
-    pool = parallel._pool
+    prepared = workers.map_images(workers.prepare_batch, records, config)
+    pool = workers._pool
     assert pool is not None
     for proc in list(pool._processes.values()):
         os.kill(proc.pid, signal.SIGKILL)
     deadline = time.time() + 10
     while any(p.is_alive() for p in pool._processes.values()) and time.time() < deadline:
         time.sleep(0.05)
-    processed = parallel.map_images("process", prepared, config)
+    processed = workers.map_images(workers.process_batch, prepared, config)
     assert [r.name for r in processed] == [r.name for r in prepared]
     assert all(r.ok and r.result_key for r in processed), [r.reason for r in processed]
-    assert parallel._pool is not pool  # a fresh pool took over
+    assert workers._pool is not pool  # a fresh pool took over
 
 
-def _crashing_work(phase, batch, *args):
-    """Stands in for parallel._work in the workers: dies on p03.jpg, like a decoder crash."""
+def _crashing_work(work, batch, *args):
+    """Stands in for workers._work in the workers: dies on p03.jpg, like a decoder crash."""
     if any(r.name == "p03.jpg" for r in batch):
         os._exit(7)
-    return parallel._work(phase, batch, *args)
+    return workers._work(work, batch, *args)
 
 
 def test_an_image_that_kills_its_worker_fails_alone(tmp_path, monkeypatch):
     records = _records(tmp_path / "src", 18)
     _use_processes(monkeypatch, 2)
     config = _config(tmp_path, "crash")
-    prepared = parallel.map_images("prepare", records, config)
-    monkeypatch.setattr(parallel, "_work", _crashing_work)
+    prepared = workers.map_images(workers.prepare_batch, records, config)
+    monkeypatch.setattr(workers, "_work", _crashing_work)
     events = []
     unsubscribe = progress.subscribe(lambda e: events.append(e.model_dump()))
     try:
-        processed = parallel.map_images("process", prepared, config)
+        processed = workers.map_images(workers.process_batch, prepared, config)
     finally:
         unsubscribe()
     by_name = {r.name: r for r in processed}

@@ -1,10 +1,10 @@
-"""The per-image work of a chunk in worker processes, for recipes without models.
+"""The per-image work of a chunk, here or in worker processes (recipes without models).
 
 Classic operations on small images are cheap in C but cost milliseconds of Python per image
 (decoding, measuring, thumbnails, records, version objects), and the flow's threads share
 one interpreter lock: a 2,000-image run kept one core busy out of two. Such chunks hand
 their images, a few at a time, to a pool of worker processes (one per core, setting
-``processes``), each running the same ``pipeline`` functions the flow's threads run.
+``processes``), each running the same phase functions the flow's threads run.
 
 - Only recipes without models: a model is loaded once per process and held, so model
   recipes stay in the flow's process (the GPU, or torch's own threads, keep them busy).
@@ -28,15 +28,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from typing import Any
 
-from retouch.lib import perf, pipeline, progress, versions
-from retouch.lib.pipeline import RunContext
-from retouch.lib.records import ImageRecord
-from retouch.lib.settings import Settings, get_settings, reload_settings
-from retouch.lib.workspace import Workspace
-
-from .common import RunConfig
+from .. import perf, progress
+from ..records import ImageRecord
+from ..settings import Settings, get_settings, reload_settings
+from .context import RunConfig, RunContext
+from .export import export_one
+from .prepare import prepare_one
+from .process import process_many
+from .review import review_one
 
 MIN_IMAGES = 16
 """A chunk smaller than this runs in the flow's process."""
@@ -44,7 +46,64 @@ MIN_IMAGES = 16
 BATCH = 8
 """Images per call to a worker: fewer round trips, progress still every few images."""
 
-PHASES = ("prepare", "process", "review", "export", "versions")
+PhaseWork = Callable[[list[ImageRecord], RunConfig, RunContext], list[ImageRecord]]
+"""One phase's work over a few records (copies, changed in place), given the run's config
+and the context built from it. A module-level function (or a ``functools.partial`` of one),
+so it reaches worker processes by reference."""
+
+
+def prepare_batch(
+    records: list[ImageRecord], config: RunConfig, ctx: RunContext
+) -> list[ImageRecord]:
+    return [prepare_one(r, ctx.settings) for r in records]
+
+
+def process_batch(
+    records: list[ImageRecord], config: RunConfig, ctx: RunContext
+) -> list[ImageRecord]:
+    return process_many(records, ctx, config.weights, config.device)
+
+
+def review_batch(
+    records: list[ImageRecord], config: RunConfig, ctx: RunContext
+) -> list[ImageRecord]:
+    return [review_one(r, ctx) for r in records]
+
+
+def export_batch(
+    records: list[ImageRecord], config: RunConfig, ctx: RunContext
+) -> list[ImageRecord]:
+    return [export_one(r, ctx) for r in records]
+
+
+def versions_batch(
+    records: list[ImageRecord],
+    config: RunConfig,
+    ctx: RunContext,
+    *,
+    image_ids: dict[str, str] | None = None,
+    note: str = "",
+) -> list[ImageRecord]:
+    """Record each processed image's result as a version (``image_ids``: slot ids by name)."""
+    from .. import versions
+
+    ids = image_ids or {}
+    return [versions.record_run_image(r, ctx, ids.get(r.name), note) for r in records]
+
+
+def record_versions(image_ids: dict[str, str] | None, note: str) -> PhaseWork:
+    """:func:`versions_batch` with the run's slot ids and note bound."""
+    return partial(versions_batch, image_ids=image_ids or {}, note=note)
+
+
+PHASE_OF: dict[Callable[..., Any], str] = {
+    prepare_batch: "prepare",
+    process_batch: "process",
+    review_batch: "review",
+    export_batch: "export",
+    versions_batch: "versions",
+}
+"""The phase a record failed in when its worker died while running that work."""
 
 _pool: ProcessPoolExecutor | None = None
 _pool_size = 0
@@ -59,21 +118,17 @@ def processes_for(config: RunConfig, count: int, settings: Settings | None = Non
     return wanted if wanted >= 2 else 0
 
 
-def map_images(
-    phase: str,
-    records: list[ImageRecord],
-    config: RunConfig,
-    extra: dict[str, Any] | None = None,
-) -> list[ImageRecord]:
-    """Run ``phase``'s per-image function over ``records`` (copies; the inputs are left as
-    they were), in worker processes when :func:`processes_for` says so, else here."""
+def map_images(work: PhaseWork, records: list[ImageRecord], config: RunConfig) -> list[ImageRecord]:
+    """Run ``work`` over ``records`` (copies; the inputs are left as they were), in worker
+    processes when :func:`processes_for` says so, else here."""
     settings = get_settings()
     size = processes_for(config, len(records), settings)
     if not size:
-        return _apply(phase, [r.model_copy(deep=True) for r in records], config, settings, extra)
+        copies = [r.model_copy(deep=True) for r in records]
+        return work(copies, config, config.context(settings))
     batches = [records[i : i + BATCH] for i in range(0, len(records), BATCH)]
     pool = _get_pool(size)
-    futures = [_submit(pool, phase, batch, config, settings, extra) for batch in batches]
+    futures = [_submit(pool, work, batch, config, settings) for batch in batches]
     out: list[ImageRecord] = []
     for batch, future in zip(batches, futures, strict=True):
         try:
@@ -81,7 +136,7 @@ def map_images(
             perf.note_worker(used["cpu_s"], used["peak_rss"], size)
         except BrokenProcessPool:
             _drop_pool(pool)
-            done, events = _one_at_a_time(phase, batch, config, settings, extra)
+            done, events = _one_at_a_time(work, batch, config, settings)
         for event in events:
             progress.emit(event)
         out.extend(done)
@@ -134,29 +189,25 @@ def _drop_pool(broken: ProcessPoolExecutor) -> None:
 
 def _submit(
     pool: ProcessPoolExecutor,
-    phase: str,
+    work: PhaseWork,
     batch: list[ImageRecord],
     config: RunConfig,
     settings: Settings,
-    extra: dict[str, Any] | None,
 ) -> Future[tuple[list[ImageRecord], list[progress.Event], dict[str, Any]]]:
     try:
-        return pool.submit(_work, phase, batch, config, settings, extra)
+        return pool.submit(_work, work, batch, config, settings)
     except BrokenProcessPool:  # broken by another chunk's batch: a fresh pool for this one
         _drop_pool(pool)
-        return _get_pool(_pool_size or 2).submit(_work, phase, batch, config, settings, extra)
+        return _get_pool(_pool_size or 2).submit(_work, work, batch, config, settings)
 
 
 def _one_at_a_time(
-    phase: str,
-    batch: list[ImageRecord],
-    config: RunConfig,
-    settings: Settings,
-    extra: dict[str, Any] | None,
+    work: PhaseWork, batch: list[ImageRecord], config: RunConfig, settings: Settings
 ) -> tuple[list[ImageRecord], list[progress.Event]]:
     """A worker died while ``batch`` was in the pool (its own image or another chunk's):
     each image again on its own, in a private one-worker pool, so a death now can only be
     that image's doing."""
+    phase = PHASE_OF.get(getattr(work, "func", work), "process")
     done: list[ImageRecord] = []
     events: list[progress.Event] = []
     pool: ProcessPoolExecutor | None = None
@@ -165,22 +216,21 @@ def _one_at_a_time(
             if pool is None:
                 pool = _new_pool(1)
             try:
-                got, got_events, _ = pool.submit(
-                    _work, phase, [record], config, settings, extra
-                ).result()
+                got, got_events, _ = pool.submit(_work, work, [record], config, settings).result()
             except BrokenProcessPool as exc:
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = None
                 got = [_died(record, phase, exc)]
-                got_events = [
-                    {
-                        "event": "image",
-                        "phase": phase,
-                        "name": record.name,
-                        "ok": False,
-                        "reason": got[0].reason,
-                    }
-                ]
+                got_events = []
+                if phase != "versions":  # recording versions announces nothing
+                    got_events.append(
+                        progress.ImagePhaseDone(
+                            phase=phase,  # type: ignore[arg-type]
+                            name=record.name,
+                            ok=False,
+                            reason=got[0].reason,
+                        )
+                    )
             done.extend(got)
             events.extend(got_events)
     finally:
@@ -215,23 +265,12 @@ def _context(config: RunConfig, settings: Settings) -> RunContext:
     ctx = _contexts.get(key)
     if ctx is None:
         _contexts.clear()  # one run at a time per worker
-        ctx = _contexts[key] = RunContext(
-            run_id=config.run_id,
-            workspace=Workspace(config.workspace),
-            recipe=config.recipe,
-            masks_dir=config.masks,
-            settings=settings,
-            refresh=config.refresh,
-        )
+        ctx = _contexts[key] = config.context(settings)
     return ctx
 
 
 def _work(
-    phase: str,
-    batch: list[ImageRecord],
-    config: RunConfig,
-    settings: Settings,
-    extra: dict[str, Any] | None,
+    work: PhaseWork, batch: list[ImageRecord], config: RunConfig, settings: Settings
 ) -> tuple[list[ImageRecord], list[progress.Event], dict[str, Any]]:
     """In a worker: the batch's records, the progress events they emitted, and the CPU time
     and peak memory of this worker (for the run's performance figures)."""
@@ -239,35 +278,8 @@ def _work(
     cpu0 = time.process_time()
     unsubscribe = progress.subscribe(events.append)
     try:
-        done = _apply(phase, batch, config, settings, extra, _context(config, settings))
+        done = work(batch, config, _context(config, settings))
     finally:
         unsubscribe()
     used = {"cpu_s": time.process_time() - cpu0, "peak_rss": perf.peak_rss_bytes()}
     return done, events, used
-
-
-def _apply(
-    phase: str,
-    records: list[ImageRecord],
-    config: RunConfig,
-    settings: Settings,
-    extra: dict[str, Any] | None,
-    ctx: RunContext | None = None,
-) -> list[ImageRecord]:
-    """The phase's function over ``records`` (already copies: they are changed in place)."""
-    if phase == "prepare":
-        return [pipeline.prepare_one(r, settings) for r in records]
-    ctx = ctx or config.context()
-    if phase == "process":
-        return pipeline.process_many(records, ctx, config.weights, config.device)
-    one: Callable[[ImageRecord], ImageRecord]
-    if phase == "review":
-        one = lambda r: pipeline.review_one(r, ctx)  # noqa: E731
-    elif phase == "export":
-        one = lambda r: pipeline.export_one(r, ctx)  # noqa: E731
-    elif phase == "versions":
-        ids, note = (extra or {}).get("image_ids") or {}, (extra or {}).get("note", "")
-        one = lambda r: versions.record_run_image(r, ctx, ids.get(r.name), note)  # noqa: E731
-    else:
-        raise ValueError(f"unknown phase {phase!r}; one of {', '.join(PHASES)}")
-    return [one(r) for r in records]

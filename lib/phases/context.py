@@ -1,0 +1,132 @@
+"""What every phase of one run needs: the run's plain, serialisable configuration
+(:class:`RunConfig`, passed to every chunk task) and the context rebuilt from it inside each
+task (:class:`RunContext`: workspace, recipe, masks, settings, counters)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from ..masks import BesideMasks, MaskSource
+from ..ops.base import OpContext
+from ..ops.registry import registry
+from ..recipe import Recipe
+from ..records import ImageRecord
+from ..settings import Settings, get_settings
+from ..sources import is_video_name
+from ..workspace import Workspace
+from . import keys
+
+
+@dataclass
+class RunContext:
+    """What every phase of one run needs; rebuilt cheaply inside each task from plain values."""
+
+    run_id: str
+    workspace: Workspace
+    recipe: Recipe
+    masks_dir: str | None = None
+    settings: Settings = field(default_factory=get_settings)
+    refresh: bool = False
+    counters: dict[str, int] = field(default_factory=dict)
+    _mask_sources: dict[str, MaskSource] = field(default_factory=dict)
+    _beside: BesideMasks | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def mask_folder(self, folder: str) -> MaskSource:
+        """The masks of ``folder``, listed once for this context (i.e. once per task)."""
+        with self._lock:
+            if folder not in self._mask_sources:
+                self._mask_sources[folder] = MaskSource(folder, self.settings.pixel_limit)
+            return self._mask_sources[folder]
+
+    def masks(self) -> MaskSource | None:
+        return self.mask_folder(self.masks_dir) if self.masks_dir else None
+
+    def beside(self) -> BesideMasks:
+        """The masks kept beside the images (each folder listed once for this context)."""
+        with self._lock:
+            if self._beside is None:
+                self._beside = BesideMasks(self.settings.pixel_limit)
+            return self._beside
+
+    def op_context(self, name: str, device: str, uri: str = "") -> OpContext:
+        from ..models.pool import default_pool
+
+        return OpContext(
+            name=name,
+            device=device,
+            pool=default_pool(),
+            masks=self.masks(),
+            mask_folder=self.mask_folder,
+            uri=uri,
+            beside=self.beside(),
+            counters=self.counters,
+        )
+
+    def image_key(self, record: ImageRecord, weights: dict[str, str], device: str) -> str:
+        """The result key of one prepared image (or video) under this run's recipe."""
+        if is_video(record):
+            from ..video import phases
+
+            return phases.video_key(record, self, weights, device)
+        return self.step_keys(record, weights, device)[-1]
+
+    def step_keys(self, record: ImageRecord, weights: dict[str, str], device: str) -> list[str]:
+        """Keys of the image after 0, 1, ..., n steps of the recipe (the last is its result)."""
+        assert record.sha256 is not None
+        op_ctx = self.op_context(record.name, device, record.uri)
+        inputs = [
+            registry().get(step.op).key_inputs(step.parsed(), op_ctx) for step in self.recipe.steps
+        ]
+        return keys.step_keys(record.sha256, self.recipe, weights, inputs)
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[key] = self.counters.get(key, 0) + n
+
+
+class RunConfig(BaseModel):
+    """Passed (unmapped) to every chunk task: references and settings, never pixels."""
+
+    run_id: str
+    workspace: str
+    recipe: Recipe
+    masks: str | None = None
+    device: str = "cpu"
+    weights: dict[str, str] = Field(default_factory=dict)
+    refresh: bool = False
+
+    def context(self, settings: Settings | None = None) -> RunContext:
+        return RunContext(
+            run_id=self.run_id,
+            workspace=Workspace(self.workspace),
+            recipe=self.recipe,
+            masks_dir=self.masks,
+            settings=settings or get_settings(),
+            refresh=self.refresh,
+        )
+
+
+def is_video(record: ImageRecord) -> bool:
+    """Whether ``record`` is a video (by its name's extension; see ``lib/video``)."""
+    return is_video_name(record.name)
+
+
+def jsonable(value: Any) -> Any:
+    """numpy scalars/arrays and tuples into plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float):
+        return round(value, 4)
+    return value

@@ -1,0 +1,57 @@
+"""Result keys: what makes two results the same (image bytes, steps with op versions,
+weights, per-image inputs), so a result is computed once and reused by content."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ..ops.registry import registry
+from ..recipe import Recipe
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def weights_ids(recipe: Recipe) -> dict[str, str]:
+    """Identity of every weight file the recipe uses (resolving them; raises if missing)."""
+    from ..models import fetch
+
+    return {name: fetch.weights_id(name, fetch.resolve(name)) for name in recipe.models()}
+
+
+def result_key(
+    image_sha: str, recipe: Recipe, weights: dict[str, str], inputs: list[Any] | None = None
+) -> str:
+    """Same image bytes, same steps (with op versions), same weights and same per-image inputs
+    of the steps (e.g. a mask): same key, same result."""
+    return _prefix_key(image_sha, recipe.canonical_steps(), weights, inputs or [])
+
+
+def step_keys(
+    image_sha: str, recipe: Recipe, weights: dict[str, str], inputs: list[Any] | None = None
+) -> list[str]:
+    """The key of the image after each prefix of the recipe: ``keys[i]`` covers steps
+    ``1..i`` (their canonical parameters and op versions, the weights those steps use, and
+    their per-image inputs), so ``keys[-1] == result_key(...)`` and changing step ``i``
+    leaves ``keys[:i]`` as they were: those intermediates are reused."""
+    canonical = recipe.canonical_steps()
+    inputs = list(inputs or [None] * len(canonical))
+    used: set[str] = set()
+    keys = [_prefix_key(image_sha, [], {}, [])]
+    for i, step in enumerate(recipe.steps, start=1):
+        used.update(registry().get(step.op).models(step.parsed()))
+        subset = {name: w for name, w in weights.items() if name in used}
+        keys.append(_prefix_key(image_sha, canonical[:i], subset, inputs[:i]))
+    return keys
+
+
+def _prefix_key(
+    image_sha: str, steps: list[dict[str, Any]], weights: dict[str, str], inputs: list[Any]
+) -> str:
+    payload: dict[str, Any] = {"image": image_sha, "steps": steps, "weights": weights}
+    if inputs and any(i is not None for i in inputs):
+        payload["inputs"] = inputs
+    return sha256_bytes(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
