@@ -26,8 +26,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check lib tasks flows deployments tests training web bench
-	$(BIN)/ruff format --check lib tasks flows deployments tests training web bench
+	$(BIN)/ruff check lib tasks flows deployments cli tests training web bench
+	$(BIN)/ruff format --check lib tasks flows deployments cli tests training web bench
 	$(BIN)/mypy lib
 
 clean:

@@ -20,10 +20,10 @@ from prefect.flow_runs import pause_flow_run
 from retouch.flows.links import flow_run_url
 from retouch.lib import progress, storage
 from retouch.lib.errors import RetouchError
-from retouch.lib.gate import ApprovalDecision, ReviewSettings, gate_failure
 from retouch.lib.imageio import decode
 from retouch.lib.phases.context import RunConfig, RunContext
 from retouch.lib.phases.keys import weights_ids
+from retouch.lib.quality.gate import ApprovalDecision, ReviewSettings, gate_failure
 from retouch.lib.recipe import apply_overrides
 from retouch.lib.records import ImageRecord
 from retouch.tasks.process import process_chunk, record_versions_chunk

@@ -285,7 +285,8 @@ def run(
       retouch run shoot.zip -p upscale-x4 --set upscale.outscale=2 --set export.format=webp -o out
     """
     _prefect_defaults(verbose)
-    from retouch.lib import delivery, locks, sources
+    from retouch.lib import locks, sources
+    from retouch.lib.delivery import delivery
     from retouch.lib.errors import RetouchError
     from retouch.lib.phases.keys import weights_ids
     from retouch.lib.recipe import apply_overrides, load_preset
@@ -489,7 +490,8 @@ def names(
 
     Example: retouch names ./photos --preset web-ready --set export.name_template='{index}-{stem}.{ext}'
     """
-    from retouch.lib import delivery, sources
+    from retouch.lib import sources
+    from retouch.lib.delivery import delivery
     from retouch.lib.errors import RetouchError
     from retouch.lib.recipe import apply_overrides, load_preset
     from retouch.lib.storage import redact

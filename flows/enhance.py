@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from retouch.flows import approval
 from retouch.flows.links import flow_run_id, flow_run_url
 from retouch.flows.runtime import release_memory_after_run
-from retouch.lib import delivery, perf, progress, versions
+from retouch.lib import perf, progress, versions
+from retouch.lib.delivery import delivery
 from retouch.lib.errors import RecipeError
 from retouch.lib.models.device import run_device
 from retouch.lib.phases import workers

@@ -10,6 +10,8 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from retouch.flows.enhance import chunk_size_for, chunked, export_phase, process_phases
+from retouch.flows.runtime import release_memory_after_run
 from retouch.lib import perf, progress, storage, versions
 from retouch.lib.errors import RetouchError
 from retouch.lib.models.device import run_device
@@ -21,9 +23,6 @@ from retouch.lib.records import ImageRecord, RunSummary
 from retouch.lib.settings import get_settings
 from retouch.lib.workspace import Workspace
 from retouch.tasks.prepare import check_models
-
-from .enhance import chunk_size_for, chunked, export_phase, process_phases
-from .runtime import release_memory_after_run
 
 
 class RegenerateOptions(BaseModel):

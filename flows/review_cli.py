@@ -27,7 +27,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _variants(presets: list[str], grid: str | None, overrides: list[str]):
-    from retouch.lib import preview
+    from retouch.lib.quality import preview
     from retouch.lib.recipe import apply_overrides, load_preset
 
     recipes = [load_preset(p) for p in presets]
@@ -71,9 +71,9 @@ def _preview_command(
     as_json: bool,
     max_side: int | None = None,
 ):
-    from retouch.lib import preview
     from retouch.lib.errors import RetouchError
     from retouch.lib.models.device import device_for
+    from retouch.lib.quality import preview
     from retouch.lib.settings import get_settings
 
     try:
@@ -278,7 +278,7 @@ def approve(
     from uuid import UUID
 
     from retouch.lib.errors import RetouchError
-    from retouch.lib.gate import ApprovalDecision
+    from retouch.lib.quality.gate import ApprovalDecision
     from retouch.lib.settings import get_settings
     from retouch.lib.workspace import Workspace
 
@@ -335,9 +335,9 @@ def recommend(
     """Analyse SOURCE and recommend a preset per image, grouped by what the images need
     (size, faces, blur, noise, exposure, colour cast, drawing or photo). `retouch run
     --auto` runs each group with its preset."""
-    from retouch.lib import recommend as rec
     from retouch.lib import sources
     from retouch.lib.errors import RetouchError
+    from retouch.lib.quality import recommend as rec
     from retouch.lib.settings import get_settings
     from retouch.lib.workspace import Workspace
 
@@ -421,9 +421,9 @@ def run_auto(items, out_dir: str, overrides: list[str], options, json_out: bool)
 
     from retouch.flows.enhance import enhance
     from retouch.flows.runtime import ad_hoc_run
-    from retouch.lib import recommend as rec
     from retouch.lib import storage
     from retouch.lib.errors import RetouchError
+    from retouch.lib.quality import recommend as rec
     from retouch.lib.recipe import apply_overrides, load_preset
     from retouch.lib.settings import get_settings
     from retouch.lib.workspace import Workspace

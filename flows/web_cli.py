@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import threading
@@ -12,21 +11,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from retouch.web.security import is_loopback_host
+
 console = Console(stderr=True)
 
 
 def _fail(message: str) -> typer.Exit:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def page_url(host: str, port: int, token: str | None) -> str:
@@ -98,7 +90,7 @@ def web(
     from retouch.lib.settings import get_settings
 
     token = token or get_settings().web_token
-    if not token and not is_loopback(host):
+    if not token and not is_loopback_host(host.strip("[]").lower()):
         raise _fail(
             f"listening on {host} (beyond this machine) needs a token: give --token TOKEN or "
             "set RETOUCH_WEB_TOKEN"

@@ -15,9 +15,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .errors import RetouchError
-from .versions import VersionStore
-from .workspace import RESULT_MEDIA, Workspace
+from retouch.lib.errors import RetouchError
+from retouch.lib.versions import VersionStore
+from retouch.lib.workspace import RESULT_MEDIA, Workspace
 
 
 @dataclass

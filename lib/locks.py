@@ -17,7 +17,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from .errors import RetouchError
+from retouch.lib.errors import RetouchError
 
 
 class LockedError(RetouchError):
@@ -78,7 +78,7 @@ def destination_lock(dest: str, lock_dir: str | Path) -> Lock:
 
     Local destinations are named by their real path, so ``out`` and ``./out/`` are one.
     """
-    from . import storage
+    from retouch.lib import storage
 
     local = storage.local_path(dest)
     key = os.path.realpath(local) if local is not None else storage.redact(dest).rstrip("/")
@@ -93,7 +93,7 @@ def lock_destination(dest: str, lock_dir: str | Path) -> Lock:
         LockedError: another retouch process is delivering to ``dest``; the message names
             it and says what to do.
     """
-    from . import storage
+    from retouch.lib import storage
 
     lock = destination_lock(dest, lock_dir)
     if not lock.acquire():

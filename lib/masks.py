@@ -19,9 +19,9 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from . import storage
-from .errors import InvalidImageError, OperationError
-from .imageio import decode
+from retouch.lib import storage
+from retouch.lib.errors import InvalidImageError, OperationError
+from retouch.lib.imageio import decode
 
 BESIDE_SUFFIX = "_mask"
 """A file ``<stem>_mask*.png`` beside the image ``<stem>.<ext>`` is that image's mask."""
@@ -71,7 +71,7 @@ class MaskSource:
         return found is not None and found.get("type") == "file"
 
     def _index(self) -> dict[str, str]:
-        from .sources import discover
+        from retouch.lib.sources import discover
 
         with self._lock:
             if self._by_path is None:

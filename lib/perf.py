@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from .records import ImageRecord
+from retouch.lib.records import ImageRecord
 
 PHASES = ("prepare", "process", "review", "export")
 SAMPLE_EVERY_S = 0.25

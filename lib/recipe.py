@@ -18,8 +18,8 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import RecipeError, UnknownNameError
-from .gate import ReviewSettings
+from retouch.lib.errors import RecipeError, UnknownNameError
+from retouch.lib.quality.gate import ReviewSettings
 
 OUTPUT_FORMATS = ("same", "jpg", "png", "webp", "tiff", "bmp")
 
@@ -35,14 +35,14 @@ class Step(BaseModel):
     @field_validator("op")
     @classmethod
     def _known_op(cls, value: str) -> str:
-        from .ops.registry import registry
+        from retouch.lib.ops.registry import registry
 
         registry().get(value)  # raises UnknownNameError listing the valid ids
         return value
 
     def parsed(self):
         """The params as the operation's pydantic model (defaults filled in)."""
-        from .ops.registry import registry
+        from retouch.lib.ops.registry import registry
 
         op = registry().get(self.op)
         try:
@@ -176,7 +176,7 @@ class ExportProfile(BaseModel):
     @field_validator("name_template")
     @classmethod
     def _valid_template(cls, value: str) -> str:
-        from .naming import validate_template
+        from retouch.lib.delivery.naming import validate_template
 
         try:
             validate_template(value)
@@ -305,7 +305,7 @@ class ExportSettings(ExportProfile):
     @field_validator("zip_name")
     @classmethod
     def _plain_zip_name(cls, value: str) -> str:
-        from .naming import is_safe_name
+        from retouch.lib.delivery.naming import is_safe_name
 
         if (
             "/" in value
@@ -357,7 +357,7 @@ class Recipe(BaseModel):
 
     def canonical_steps(self) -> list[dict[str, Any]]:
         """Steps with defaults filled in and op versions, in a stable form for hashing."""
-        from .ops.registry import registry
+        from retouch.lib.ops.registry import registry
 
         out = []
         for step in self.steps:
@@ -377,7 +377,7 @@ class Recipe(BaseModel):
 
     def models(self) -> list[str]:
         """Registry names of every model weight the steps need."""
-        from .ops.registry import registry
+        from retouch.lib.ops.registry import registry
 
         names: list[str] = []
         for step in self.steps:
@@ -405,7 +405,7 @@ def _preset_files() -> dict[str, Any]:
 
 def user_preset_dir() -> Path:
     """Where saved presets live: ``$RETOUCH_HOME/presets`` (one JSON file each)."""
-    from .settings import get_settings
+    from retouch.lib.settings import get_settings
 
     return get_settings().home / "presets"
 

@@ -31,10 +31,10 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import storage
-from .errors import SourceError, StorageError
-from .settings import get_settings
-from .video import VIDEO_EXTENSIONS
+from retouch.lib import storage
+from retouch.lib.errors import SourceError, StorageError
+from retouch.lib.settings import get_settings
+from retouch.lib.video import VIDEO_EXTENSIONS
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "png", "webp", "tif", "tiff", "bmp", "gif"})
 LIST_EXTENSIONS = frozenset({"txt", "lst", "list"})

@@ -43,8 +43,8 @@ from urllib.parse import unquote
 
 import fsspec
 
-from .errors import InvalidImageError, RetouchError, StorageError
-from .settings import get_settings
+from retouch.lib.errors import InvalidImageError, RetouchError, StorageError
+from retouch.lib.settings import get_settings
 
 T = TypeVar("T")
 

@@ -32,13 +32,13 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from . import storage
-from .errors import RetouchError
-from .records import ImageRecord
-from .workspace import Workspace
+from retouch.lib import storage
+from retouch.lib.errors import RetouchError
+from retouch.lib.records import ImageRecord
+from retouch.lib.workspace import Workspace
 
 if TYPE_CHECKING:
-    from .phases.context import RunContext
+    from retouch.lib.phases.context import RunContext
 
 VERSIONS_DIR = "versions"
 
@@ -313,7 +313,7 @@ def record_run_image(
     A failed image records nothing; a storage problem becomes a problem of this image only."""
     if not record.ok or record.result_key is None or record.sha256 is None:
         return record
-    from .phases.review import thumb_path
+    from retouch.lib.phases.review import thumb_path
 
     try:
         thumbs = {}
@@ -558,8 +558,8 @@ def side_by_side(ws: Workspace, versions: list[Version], *, max_height: int = 10
     """
     import numpy as np
 
-    from .image import Image, resize_plane
-    from .imageio import encode
+    from retouch.lib.image import Image, resize_plane
+    from retouch.lib.imageio import encode
 
     planes = []
     for v in versions:
@@ -587,8 +587,8 @@ def preview_jpeg(uri: str, *, max_side: int = 320, pixel_limit: int = 100_000_00
     Raises:
         InvalidImageError, StorageError: the file can't be read or isn't an image.
     """
-    from .image import Image, resize_plane
-    from .imageio import decode, encode
+    from retouch.lib.image import Image, resize_plane
+    from retouch.lib.imageio import decode, encode
 
     image = decode(storage.read_bytes(uri), storage.redact(uri), pixel_limit=pixel_limit)
     scale = min(1.0, max_side / max(image.width, image.height))

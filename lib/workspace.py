@@ -24,10 +24,10 @@ import json
 import time
 from typing import Any
 
-from . import storage
-from .errors import RetouchError
-from .image import Image
-from .imageio import decode, encode
+from retouch.lib import storage
+from retouch.lib.errors import RetouchError
+from retouch.lib.image import Image
+from retouch.lib.imageio import decode, encode
 
 RESULT_LAYOUT_VERSION = "1"
 RESULT_MEDIA = ("mp4", "mov", "mkv", "webm")

@@ -9,13 +9,13 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from retouch.lib import delivery, perf
+from retouch.lib import perf
+from retouch.lib.delivery import delivery
 from retouch.lib.phases import workers
 from retouch.lib.records import ImageRecord, RunSummary
 from retouch.lib.settings import get_settings
 from retouch.lib.storage import redact
-
-from .common import RunConfig, chunk_retry_delays
+from retouch.tasks.common import RunConfig, chunk_retry_delays
 
 
 @task(name="export-chunk", retries=2, retry_delay_seconds=chunk_retry_delays())

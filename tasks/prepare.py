@@ -14,8 +14,7 @@ from retouch.lib.recipe import Recipe
 from retouch.lib.records import ImageRecord
 from retouch.lib.settings import get_settings
 from retouch.lib.storage import redact
-
-from .common import RunConfig, chunk_retry_delays
+from retouch.tasks.common import RunConfig, chunk_retry_delays
 
 
 @task(name="discover", retries=2, retry_delay_seconds=chunk_retry_delays())

@@ -17,8 +17,7 @@ from retouch.lib.phases import workers
 from retouch.lib.records import ImageRecord
 from retouch.lib.settings import get_settings
 from retouch.lib.workspace import Workspace
-
-from .common import RunConfig, chunk_retry_delays
+from retouch.tasks.common import RunConfig, chunk_retry_delays
 
 
 def process_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:

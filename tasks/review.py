@@ -6,8 +6,7 @@ from prefect import task
 
 from retouch.lib.phases import workers
 from retouch.lib.records import ImageRecord
-
-from .common import RunConfig, chunk_retry_delays
+from retouch.tasks.common import RunConfig, chunk_retry_delays
 
 
 @task(name="review-chunk", retries=2, retry_delay_seconds=chunk_retry_delays())

@@ -26,17 +26,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.responses import MalformedRangeHeader
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from retouch.lib.recipe import DEFAULT_PRESET
 from retouch.lib.settings import get_settings
-
-from . import uploads
-from .batches import FULL_VIEWS, THUMB_LABELS, Batch, Runner, new_batch_id
-from .uploads import UploadError
+from retouch.web import uploads
+from retouch.web.batches import FULL_VIEWS, THUMB_LABELS, Batch, Runner, new_batch_id
+from retouch.web.security import REPORT_CSP, Guard
+from retouch.web.uploads import UploadError
 
 STATIC_DIR = Path(__file__).parent / "static"
 GZIP_FROM_BYTES = 32 * 1024
@@ -232,8 +230,7 @@ def check_recipe(preset: str, overrides: Any, extra: dict[str, Any] | None = Non
     from retouch.lib.models import fetch
     from retouch.lib.models.specs import required_models
     from retouch.lib.recipe import apply_overrides, load_preset, preset_names
-
-    from .batches import override_args
+    from retouch.web.batches import override_args
 
     names = preset_names()
     if preset not in names:
@@ -406,114 +403,6 @@ def _check_uri(uri: str, source: str) -> None:
 
 # Sent with every answer: no sniffing, no framing, and no address (which may carry the token)
 # passed on as a Referer.
-SECURITY_HEADERS = {
-    "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
-    "content-security-policy": (
-        "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
-        "form-action 'self'; frame-ancestors 'none'"
-    ),
-}
-# The review report is one self-contained page (inline style and script, data: images): it
-# runs sandboxed in an origin of its own, so nothing in it can call the API.
-REPORT_CSP = (
-    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'; sandbox allow-scripts"
-)
-
-
-def _split_host(value: str) -> tuple[str, str]:
-    """``host[:port]`` (IPv6 in brackets) as (lower-case host, port or '')."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        return host, rest.removeprefix(":")
-    host, _, port = value.partition(":")
-    return host, port
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for names and addresses that can only mean this machine."""
-    import ipaddress
-
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _same_origin(origin: str, host_header: str, scheme: str) -> bool:
-    from urllib.parse import urlsplit
-
-    default = {"http": "80", "https": "443"}
-    try:
-        parts = urlsplit(origin)
-        o_host, o_port = (parts.hostname or ""), str(parts.port or default.get(parts.scheme, ""))
-    except ValueError:
-        return False
-    h_host, h_port = _split_host(host_header)
-    return (o_host, o_port) == (h_host, h_port or default.get(scheme, ""))
-
-
-class Guard:
-    """Refuses what a browser may be tricked into sending, and adds the security headers.
-
-    Without a token the server trusts whoever can reach it, which is only this machine, but
-    a web page open in this machine's browser can reach it too: a cross-site POST (an upload
-    is a "simple" request that needs no CORS preflight) carries an ``Origin`` of another
-    site, and a DNS-rebinding page sends its own host name. Both are refused, so only the
-    page served here and non-browser clients get through.
-    """
-
-    def __init__(self, app: ASGIApp, token: str | None):
-        self.app = app
-        self.token = token
-
-    def _refusal(self, scope: Scope) -> str | None:
-        headers = Headers(scope=scope)
-        host = headers.get("host", "")
-        if not self.token and not is_loopback_host(_split_host(host)[0]):
-            return (
-                f"host {host!r} refused: without a token, retouch web answers only requests "
-                "addressed to this machine (localhost, 127.0.0.1, ::1); set RETOUCH_WEB_TOKEN "
-                "to serve it under other names"
-            )
-        origin = headers.get("origin")
-        if origin is not None and scope["path"].startswith("/api/"):
-            if not _same_origin(origin, host, scope.get("scheme", "http")):
-                return (
-                    f"cross-origin request from {origin!r} refused: the API answers only its "
-                    "own page and clients that are not browsers"
-                )
-        return None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        refusal = self._refusal(scope)
-        if refusal is not None:
-            response = JSONResponse({"detail": refusal}, status_code=403)
-            await response(scope, receive, self._with_headers(send))
-            return
-        await self.app(scope, receive, self._with_headers(send))
-
-    @staticmethod
-    def _with_headers(send: Send) -> Send:
-        async def wrapped(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for key, value in SECURITY_HEADERS.items():
-                    if key not in headers:
-                        headers[key] = value
-            await send(message)
-
-        return wrapped
-
-
 # -- downloads ----------------------------------------------------------------------------
 
 
@@ -834,7 +723,7 @@ def create_app(
     @api.get("/batches/{batch_id}/results", response_model=list[ResultOut], tags=["results"])
     def list_results(batch_id: str) -> list[dict[str, Any]]:
         """The delivered file of each image, with its size."""
-        from .batches import archive_members
+        from retouch.web.batches import archive_members
 
         batch = batch_or_404(batch_id)
         with runner.lock:
@@ -859,7 +748,7 @@ def create_app(
     )
     def get_result(batch_id: str, index: int) -> FileResponse:
         """One image's delivered file (HTTP Range supported)."""
-        from .batches import extract_result
+        from retouch.web.batches import extract_result
 
         batch = batch_or_404(batch_id)
         with runner.lock:
@@ -917,7 +806,7 @@ def create_app(
         zoomable comparison: JPEG, PNG and WebP as they are; TIFF, BMP, GIF, 16-bit and
         animated images converted (PNG when there is alpha, else JPEG). Refused (413) above
         a large pixel bound; revalidated with ETag (If-None-Match)."""
-        from .batches import FullViewError, extract_result, full_view
+        from retouch.web.batches import FullViewError, extract_result, full_view
 
         batch = batch_or_404(batch_id)
         if which not in FULL_VIEWS:
@@ -966,7 +855,7 @@ def create_app(
     ) -> FileResponse:
         """The batch's ZIP, or one of only the named results (HTTP Range and If-Range
         supported, so an interrupted download can resume)."""
-        from .batches import selection_zip
+        from retouch.web.batches import selection_zip
 
         batch = batch_or_404(batch_id)
         with runner.lock:
@@ -1071,7 +960,7 @@ def _changing(batch: Batch, build: Any) -> Any:
 
 def _members_for(batch: Batch, names: list[str]) -> list[str]:
     """ZIP members for names given as image names or delivered file names."""
-    from .batches import archive_members
+    from retouch.web.batches import archive_members
 
     members = archive_members(batch)
     wanted: list[str] = []

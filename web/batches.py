@@ -481,7 +481,7 @@ class Batch:
     def input_uri(self, image: ImageState) -> str | None:
         """Where the image's input is: the uploaded file, or the URI the run read it from
         (as its manifest says); None when it is not known."""
-        from retouch.lib.naming import is_safe_name
+        from retouch.lib.delivery.naming import is_safe_name
 
         if image.source:
             return image.source
@@ -530,7 +530,7 @@ def _alive(pid: int | None) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True  # no /proc: trust the signal check
-    return b"retouch.flows.cli" in cmdline
+    return b"retouch.cli" in cmdline
 
 
 def _error_line(log: Path) -> str | None:
@@ -761,7 +761,7 @@ class Runner:
     def command(self, batch: Batch, job: Job) -> list[str]:
         events = str(batch.events_path)
         out = str(batch.out_dir)
-        base = [self.python, "-m", "retouch.flows.cli"]
+        base = [self.python, "-m", "retouch.cli"]
         if job.kind == "run":
             cmd = [*base, "run", batch.info["source"], "--preset", batch.info["preset"]]
             for item in override_args(batch.info.get("overrides") or {}):
@@ -894,7 +894,7 @@ def _zip_stamp(paths: list[Path]) -> str:
 def extract_result(batch: Batch, member: str) -> Path | None:
     """The delivered file ``member`` (a path in the batch's ZIPs), extracted once into the
     batch's cache so it can be served with ranges; None when no archive holds it."""
-    from retouch.lib.naming import is_safe_name
+    from retouch.lib.delivery.naming import is_safe_name
 
     archives = batch.archives()
     if not archives or not is_safe_name(member):  # never a path out of the cache

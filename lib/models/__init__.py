@@ -4,10 +4,10 @@ the builders of RealESRGANer/GFPGANer (loaders) and the compat layer every model
 Importing this package does not import torch; ``loaders`` does.
 """
 
-from .compat import ensure_compat, import_gfpgan, import_realesrgan
-from .fetch import import_file, pull, resolve, status, weights_id
-from .pool import ModelPool, default_pool
-from .specs import ModelSpec, all_specs, get_spec, names, required_models
+from retouch.lib.models.compat import ensure_compat, import_gfpgan, import_realesrgan
+from retouch.lib.models.fetch import import_file, pull, resolve, status, weights_id
+from retouch.lib.models.pool import ModelPool, default_pool
+from retouch.lib.models.specs import ModelSpec, all_specs, get_spec, names, required_models
 
 __all__ = [
     "ModelPool",

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ..errors import ModelNotAvailableError
+from retouch.lib.errors import ModelNotAvailableError
 
 _done = False
 _lock = threading.Lock()
@@ -64,9 +64,9 @@ def _facexlib_load_file_from_url(
     save_dir: str | None = None,
 ) -> str:
     """Stand-in for facexlib's downloader: ignores its folders and resolves through retouch."""
-    from .fetch import model_dir as retouch_model_dir
-    from .fetch import resolve
-    from .specs import spec_for_filename
+    from retouch.lib.models.fetch import model_dir as retouch_model_dir
+    from retouch.lib.models.fetch import resolve
+    from retouch.lib.models.specs import spec_for_filename
 
     filename = file_name or os.path.basename(urlparse(url).path)
     spec = spec_for_filename(filename)
@@ -384,7 +384,7 @@ def preload(names: list[str]) -> threading.Thread | None:
     here is ignored; the flow's own import raises it where it is reported. None when no model
     is named.
     """
-    from .specs import get_spec
+    from retouch.lib.models.specs import get_spec
 
     kinds = {get_spec(name).kind for name in names}
     if not kinds:
@@ -392,8 +392,8 @@ def preload(names: list[str]) -> threading.Thread | None:
 
     def work() -> None:
         try:
-            from . import loaders, tiling  # noqa: F401  (torch, and the modules that run models)
-            from .families import get_family
+            from retouch.lib.models import loaders, tiling  # noqa: F401  (torch, and the modules that run models)
+            from retouch.lib.models.families import get_family
 
             for kind in sorted(kinds):
                 get_family(kind).preload()

@@ -15,7 +15,7 @@ def device_for(setting: str | None) -> str:
 
     Raises ModelError when CUDA is asked for explicitly but is not available.
     """
-    from ..errors import ModelError
+    from retouch.lib.errors import ModelError
 
     value = (setting or "auto").strip().lower()
     if value == "cpu":

@@ -28,9 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import ModelChecksumError, ModelError, ModelNotAvailableError
-from ..settings import get_settings
-from .specs import ModelSpec, get_spec, required_models
+from retouch.lib.errors import ModelChecksumError, ModelError, ModelNotAvailableError
+from retouch.lib.models.specs import ModelSpec, get_spec, required_models
+from retouch.lib.settings import get_settings
 
 # Seconds to wait for the official server to answer; offline machines fail fast.
 DOWNLOAD_TIMEOUT_S = 20.0

@@ -26,8 +26,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
-from .specs import SPECS, ModelSpec
+from retouch.lib.errors import ModelError
+from retouch.lib.models.specs import SPECS, ModelSpec
 
 REGISTRY_FILE = "imported.json"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -36,7 +36,7 @@ _cache: dict[str, tuple[tuple[int, int], dict[str, ModelSpec]]] = {}
 
 
 def registry_path() -> Path:
-    from .fetch import model_dir
+    from retouch.lib.models.fetch import model_dir
 
     return model_dir() / REGISTRY_FILE
 
@@ -90,7 +90,7 @@ def _write(path: Path, entries: list[dict[str, Any]]) -> None:
 
 def _store(state: Any, target: Path) -> Path:
     """Write ``state`` as safetensors at ``target``, atomically (a temp file renamed)."""
-    from .weightfile import save_safetensors
+    from retouch.lib.models.weightfile import save_safetensors
 
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
@@ -139,8 +139,8 @@ def inspect_file(file: str | os.PathLike[str], *, allow_noncommercial: bool = Fa
     Raises ModelError naming the file when it cannot be read, is a pickle with code, or
     matches no architecture retouch can run.
     """
-    from .families import detect
-    from .weightfile import read_state_dict
+    from retouch.lib.models.families import detect
+    from retouch.lib.models.weightfile import read_state_dict
 
     src = os.fspath(file)
     path, tmp = _local_copy(src)
@@ -179,8 +179,8 @@ def import_model(
     """Detect, verify and register the model in ``file`` under ``name`` (default: from the
     file name); returns its registry entry. ``force`` replaces an earlier import of the
     same name."""
-    from .families import get_family
-    from .fetch import file_sha256, model_dir
+    from retouch.lib.models.families import get_family
+    from retouch.lib.models.fetch import file_sha256, model_dir
 
     src = os.fspath(file)
     name = name or default_name(src)
@@ -238,7 +238,7 @@ def import_model(
 
 def remove(name: str) -> bool:
     """Forget the imported model ``name`` and delete its weights; False when there is none."""
-    from .fetch import model_dir
+    from retouch.lib.models.fetch import model_dir
 
     with _lock:
         path = registry_path()
@@ -262,16 +262,16 @@ def import_into_shipped(
     converted as ``<stem>.safetensors``. Anything else is the checksum error of
     :func:`retouch.lib.models.fetch.import_file` (``force`` copies it anyway).
     """
-    from ..errors import ModelChecksumError
-    from .families import get_family
-    from .fetch import converted_path, import_file
+    from retouch.lib.errors import ModelChecksumError
+    from retouch.lib.models.families import get_family
+    from retouch.lib.models.fetch import converted_path, import_file
 
     try:
         return import_file(spec.name, file, force=False)
     except ModelChecksumError:
-        from .families import detect
-        from .specs import purpose_of
-        from .weightfile import read_state_dict
+        from retouch.lib.models.families import detect
+        from retouch.lib.models.specs import purpose_of
+        from retouch.lib.models.weightfile import read_state_dict
 
         src = os.fspath(file)
         path, tmp = _local_copy(src)

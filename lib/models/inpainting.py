@@ -258,8 +258,8 @@ def fill(
     """
     import torch
 
-    from .budget import batch_for
-    from .tiling import free_device_memory, is_out_of_memory
+    from retouch.lib.models.budget import batch_for
+    from retouch.lib.models.tiling import free_device_memory, is_out_of_memory
 
     torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
     per_px = BYTES_PER_PIXEL_FP32 * (0.5 if dtype == "bf16" else 1.0)

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..errors import ModelError, UnknownNameError
-from .compat import ensure_compat
-from .device import device_for, use_half, wants_channels_last
-from .fetch import resolve
-from .specs import ModelSpec, get_spec, names
+from retouch.lib.errors import ModelError, UnknownNameError
+from retouch.lib.models.compat import ensure_compat
+from retouch.lib.models.device import device_for, use_half, wants_channels_last
+from retouch.lib.models.fetch import resolve
+from retouch.lib.models.specs import ModelSpec, get_spec, names
 
 __all__ = [
     "build_sr_network",
@@ -181,7 +181,7 @@ def load_face_helper(*, device: str = "cpu", upscale: int = 1) -> Any:
     ensure_compat()
     from facexlib.utils.face_restoration_helper import FaceRestoreHelper
 
-    from .specs import SPECS
+    from retouch.lib.models.specs import SPECS
 
     for helper in ("retinaface-resnet50", "parsenet"):
         if helper in SPECS:

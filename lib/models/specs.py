@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ModelError, UnknownNameError
+from retouch.lib.errors import ModelError, UnknownNameError
 
 ModelKind = str
 """A model family's name (:mod:`retouch.lib.models.families`)."""
@@ -302,7 +302,7 @@ SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in _ALL}
 
 def _registered() -> dict[str, ModelSpec]:
     """The shipped specs followed by the models this machine imported (model dir)."""
-    from .imported import imported_specs
+    from retouch.lib.models.imported import imported_specs
 
     extra = imported_specs()
     if not extra:
@@ -329,7 +329,7 @@ def all_specs() -> list[ModelSpec]:
 
 def purpose_of(spec: ModelSpec) -> str:
     """What ``spec`` is for: its own ``purpose``, else its family's first purpose."""
-    from .families import get_family
+    from retouch.lib.models.families import get_family
 
     return get_family(spec.kind).purpose(spec)
 
@@ -350,7 +350,7 @@ def names(kind: ModelKind | None = None, *, purpose: str | None = None) -> list[
 def check_purpose(name: str, purpose: str) -> str:
     """``name`` when it is a registered model of ``purpose``, else UnknownNameError listing
     the models that are (a pydantic validator of every op's ``model`` parameter)."""
-    from .families import PURPOSE_WORDS
+    from retouch.lib.models.families import PURPOSE_WORDS
 
     registered = _registered()
     spec = registered.get(name)

@@ -32,7 +32,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .budget import batch_for, memory_budget, sr_bytes_per_pixel, surely_enough_per_pixel
+from retouch.lib.models.budget import (
+    batch_for,
+    memory_budget,
+    sr_bytes_per_pixel,
+    surely_enough_per_pixel,
+)
 
 MAX_TILE_BATCH = 8
 """Most tiles per forward pass on a GPU: past a few full-size tiles it is saturated anyway."""

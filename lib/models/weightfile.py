@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from retouch.lib.errors import ModelError
 
 # Modules whose objects a training checkpoint may hold besides tensors (configuration,
 # counters, loop state). They are read as placeholders: never imported, never called.

@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Generic, TypeVar
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ..image import Image
+from retouch.lib.image import Image
 
 
 class OpParams(BaseModel):
@@ -33,7 +33,7 @@ def model_field(purpose: str, default: str | None, description: str) -> Any:
     """
 
     def choices(schema: dict[str, Any]) -> None:
-        from ..models.specs import names
+        from retouch.lib.models.specs import names
 
         valid = names(purpose=purpose)
         if "anyOf" in schema:  # optional: string or null
@@ -48,8 +48,8 @@ def model_field(purpose: str, default: str | None, description: str) -> Any:
 
 def _checked(purpose: str) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
-        from ..errors import ModelError, UnknownNameError
-        from ..models.specs import check_purpose
+        from retouch.lib.errors import ModelError, UnknownNameError
+        from retouch.lib.models.specs import check_purpose
 
         if value is None:
             return value

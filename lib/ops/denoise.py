@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from ..image import Image
-from .base import OpContext, Operation, OpParams
+from retouch.lib.image import Image
+from retouch.lib.ops.base import OpContext, Operation, OpParams
 
 
 class DenoiseParams(OpParams):

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 from pydantic import Field, model_validator
 
-from .. import analysis
-from ..image import Image
-from .base import OpContext, Operation, OpParams
+from retouch.lib.image import Image
+from retouch.lib.ops.base import OpContext, Operation, OpParams
+from retouch.lib.quality import analysis
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 

@@ -44,12 +44,12 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
-from ..errors import OperationError, RetouchError
-from ..image import Image
-from ..masks import MaskSource
-from ..models.specs import check_purpose, names
-from ..settings import get_settings
-from .base import MaskLookup, OpContext, Operation, OpParams
+from retouch.lib.errors import OperationError, RetouchError
+from retouch.lib.image import Image
+from retouch.lib.masks import MaskSource
+from retouch.lib.models.specs import check_purpose, names
+from retouch.lib.ops.base import MaskLookup, OpContext, Operation, OpParams
+from retouch.lib.settings import get_settings
 
 
 def _inpaint_models(schema: dict[str, Any]) -> None:
@@ -225,14 +225,14 @@ def _lama_fill(
 ) -> np.ndarray:
     """The LaMa fill of HxWx3 BGR uint8/uint16 ``pixels`` where ``mask`` (HxW bool) is
     True, as HxWx3 float32 BGR in 0..1 (valid inside the mask only)."""
-    from ..models import inpainting
-    from ..models.budget import memory_budget
-    from ..models.device import device_for
-    from ..models.families import get_family
-    from ..models.fetch import weights_key
-    from ..models.pool import default_pool
-    from ..models.specs import get_spec
-    from ..models.tiling import free_device_memory, is_out_of_memory
+    from retouch.lib.models import inpainting
+    from retouch.lib.models.budget import memory_budget
+    from retouch.lib.models.device import device_for
+    from retouch.lib.models.families import get_family
+    from retouch.lib.models.fetch import weights_key
+    from retouch.lib.models.pool import default_pool
+    from retouch.lib.models.specs import get_spec
+    from retouch.lib.models.tiling import free_device_memory, is_out_of_memory
 
     spec = get_spec(params.model)
     family = get_family(spec.kind)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..errors import UnknownNameError
-from .base import Operation
+from retouch.lib.errors import UnknownNameError
+from retouch.lib.ops.base import Operation
 
 
 class OpRegistry:
@@ -30,14 +30,14 @@ class OpRegistry:
 
 
 def _build() -> OpRegistry:
-    from .auto_color import AutoColor
-    from .denoise import Denoise
-    from .fit import Fit
-    from .inpaint import Inpaint
-    from .restore_faces import RestoreFaces
-    from .sharpen import Sharpen
-    from .stylize import Stylize
-    from .upscale import Upscale
+    from retouch.lib.ops.auto_color import AutoColor
+    from retouch.lib.ops.denoise import Denoise
+    from retouch.lib.ops.fit import Fit
+    from retouch.lib.ops.inpaint import Inpaint
+    from retouch.lib.ops.restore_faces import RestoreFaces
+    from retouch.lib.ops.sharpen import Sharpen
+    from retouch.lib.ops.stylize import Stylize
+    from retouch.lib.ops.upscale import Upscale
 
     registry = OpRegistry()
     for op in (

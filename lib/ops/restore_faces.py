@@ -28,12 +28,19 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from ..errors import OperationError
-from ..image import Image, to_uint8
-from ..models.pool import default_pool
-from ..models.specs import get_spec
-from .base import FaceModelName, OpContext, Operation, OpParams, UpscaleModelName, model_field
-from .upscale import gray_like, upscale_pixels
+from retouch.lib.errors import OperationError
+from retouch.lib.image import Image, to_uint8
+from retouch.lib.models.pool import default_pool
+from retouch.lib.models.specs import get_spec
+from retouch.lib.ops.base import (
+    FaceModelName,
+    OpContext,
+    Operation,
+    OpParams,
+    UpscaleModelName,
+    model_field,
+)
+from retouch.lib.ops.upscale import gray_like, upscale_pixels
 
 MIN_FACE_SIDE = 16
 MAX_FACE_BATCH = 8
@@ -68,7 +75,7 @@ class RestoreFacesParams(OpParams):
 
 def face_batch_size(net: Any, device: str, budget: int | None = None) -> int:
     """Faces per forward pass of ``net`` that fit the memory budget of ``device``."""
-    from ..models.budget import activation_bytes, batch_for, memory_budget
+    from retouch.lib.models.budget import activation_bytes, batch_for, memory_budget
 
     per_face = activation_bytes(
         net,
@@ -111,7 +118,7 @@ def restore_aligned_faces(
     from basicsr.utils import img2tensor, tensor2img
     from torchvision.transforms.functional import normalize
 
-    from ..models.tiling import free_device_memory, is_out_of_memory
+    from retouch.lib.models.tiling import free_device_memory, is_out_of_memory
 
     if not crops:
         return []
@@ -198,9 +205,9 @@ class RestoreFaces(Operation):
 
     def __call__(self, image: Image, params: OpParams, ctx: OpContext) -> Image:
         assert isinstance(params, RestoreFacesParams)
-        from ..models.families import get_family
-        from ..models.fetch import weights_key
-        from ..models.loaders import device_for
+        from retouch.lib.models.families import get_family
+        from retouch.lib.models.fetch import weights_key
+        from retouch.lib.models.loaders import device_for
 
         bg = self._background(image, params, ctx)
         if min(image.height, image.width) < MIN_FACE_SIDE:

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from ..image import Image
-from .base import OpContext, Operation, OpParams
+from retouch.lib.image import Image
+from retouch.lib.ops.base import OpContext, Operation, OpParams
 
 # The OpenCV filters misbehave on tiny inputs; smaller images are edge-padded to this.
 _MIN_SIDE = 16

@@ -28,11 +28,11 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from ..errors import OperationError
-from ..image import Image
-from ..models.pool import default_pool
-from ..models.specs import get_spec
-from .base import OpContext, Operation, OpParams, UpscaleModelName, model_field
+from retouch.lib.errors import OperationError
+from retouch.lib.image import Image
+from retouch.lib.models.pool import default_pool
+from retouch.lib.models.specs import get_spec
+from retouch.lib.ops.base import OpContext, Operation, OpParams, UpscaleModelName, model_field
 
 # Inputs smaller than this (either side) are mirrored up to it before the model runs.
 MIN_SIDE = 16
@@ -132,10 +132,15 @@ def upscale_pixels(
     see :data:`retouch.lib.models.tiling.CPU_TILE_BATCH`). Counts one
     ``model_calls`` and the network's ``forward_passes``.
     """
-    from ..models.families import get_family
-    from ..models.fetch import weights_key
-    from ..models.loaders import device_for, wants_channels_last
-    from ..models.tiling import TiledOutOfMemory, free_device_memory, mod_align, upscale_tiled
+    from retouch.lib.models.families import get_family
+    from retouch.lib.models.fetch import weights_key
+    from retouch.lib.models.loaders import device_for, wants_channels_last
+    from retouch.lib.models.tiling import (
+        TiledOutOfMemory,
+        free_device_memory,
+        mod_align,
+        upscale_tiled,
+    )
 
     spec = get_spec(model)
     family = get_family(spec.kind)

@@ -11,15 +11,15 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from ..masks import BesideMasks, MaskSource
-from ..ops.base import OpContext
-from ..ops.registry import registry
-from ..recipe import Recipe
-from ..records import ImageRecord
-from ..settings import Settings, get_settings
-from ..sources import is_video_name
-from ..workspace import Workspace
-from . import keys
+from retouch.lib.masks import BesideMasks, MaskSource
+from retouch.lib.ops.base import OpContext
+from retouch.lib.ops.registry import registry
+from retouch.lib.phases import keys
+from retouch.lib.recipe import Recipe
+from retouch.lib.records import ImageRecord
+from retouch.lib.settings import Settings, get_settings
+from retouch.lib.sources import is_video_name
+from retouch.lib.workspace import Workspace
 
 
 @dataclass
@@ -55,7 +55,7 @@ class RunContext:
             return self._beside
 
     def op_context(self, name: str, device: str, uri: str = "") -> OpContext:
-        from ..models.pool import default_pool
+        from retouch.lib.models.pool import default_pool
 
         return OpContext(
             name=name,
@@ -71,7 +71,7 @@ class RunContext:
     def image_key(self, record: ImageRecord, weights: dict[str, str], device: str) -> str:
         """The result key of one prepared image (or video) under this run's recipe."""
         if is_video(record):
-            from ..video import phases
+            from retouch.lib.video import phases
 
             return phases.video_key(record, self, weights, device)
         return self.step_keys(record, weights, device)[-1]

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import naming, progress, storage
-from ..errors import RecipeError, RetouchError, reason_of
-from ..image import Image
-from ..imageio import (
+from retouch.lib import progress, storage
+from retouch.lib.delivery import naming
+from retouch.lib.errors import RecipeError, RetouchError, reason_of
+from retouch.lib.image import Image
+from retouch.lib.imageio import (
     describe,
     encode,
     format_extension,
@@ -25,11 +26,11 @@ from ..imageio import (
     holds_16bit,
     holds_alpha,
 )
-from ..recipe import ExportProfile, Recipe
-from ..records import ImageRecord, parse_tags
-from ..sources import extension
-from .context import RunContext, is_video
-from .keys import sha256_bytes
+from retouch.lib.phases.context import RunContext, is_video
+from retouch.lib.phases.keys import sha256_bytes
+from retouch.lib.recipe import ExportProfile, Recipe
+from retouch.lib.records import ImageRecord, parse_tags
+from retouch.lib.sources import extension
 
 
 def output_format(record: ImageRecord, recipe: Recipe, profile: ExportProfile | None = None) -> str:
@@ -55,7 +56,7 @@ def output_extension(record: ImageRecord, recipe: Recipe, profile: ExportProfile
     """The file extension ``record``'s output under ``profile`` gets (a video's: its output
     container, see :func:`retouch.lib.video.media.output_container`)."""
     if is_video(record):
-        from ..video.media import output_container
+        from retouch.lib.video.media import output_container
 
         video = recipe.export.video
         return output_container(extension(record.name), video.container, video.codec)[0]
@@ -182,7 +183,7 @@ def assign_outputs(records: list[ImageRecord], recipe: Recipe, *, date: str | No
     Raises:
         RecipeError: a bad name template, an unreadable tag file or watermark file.
     """
-    from .. import watermark
+    from retouch.lib.delivery import watermark
 
     export = recipe.export
     profiles = export.effective_profiles()
@@ -248,7 +249,7 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     (see :func:`export_notes`). A failure in any profile fails the image, so the delivery
     never holds part of an image's outputs.
     """
-    from .. import watermark
+    from retouch.lib.delivery import watermark
 
     if not record.ok or record.result_key is None or record.output_name is None:
         progress.emit(
@@ -258,7 +259,7 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
         )
         return record
     if is_video(record):
-        from ..video import phases
+        from retouch.lib.video import phases
 
         return phases.export_video(record, ctx)
     with exporting(record):

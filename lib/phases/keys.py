@@ -7,8 +7,8 @@ import hashlib
 import json
 from typing import Any
 
-from ..ops.registry import registry
-from ..recipe import Recipe
+from retouch.lib.ops.registry import registry
+from retouch.lib.recipe import Recipe
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -17,7 +17,7 @@ def sha256_bytes(data: bytes) -> str:
 
 def weights_ids(recipe: Recipe) -> dict[str, str]:
     """Identity of every weight file the recipe uses (resolving them; raises if missing)."""
-    from ..models import fetch
+    from retouch.lib.models import fetch
 
     return {name: fetch.weights_id(name, fetch.resolve(name)) for name in recipe.models()}
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 
-from .. import analysis, progress, storage
-from ..errors import RetouchError, reason_of
-from ..image import downscaled
-from ..imageio import decode, probe
-from ..records import ImageRecord
-from ..settings import Settings
-from ..sources import SourceItem
-from .context import is_video, jsonable
-from .keys import sha256_bytes
+from retouch.lib import progress, storage
+from retouch.lib.errors import RetouchError, reason_of
+from retouch.lib.image import downscaled
+from retouch.lib.imageio import decode, probe
+from retouch.lib.phases.context import is_video, jsonable
+from retouch.lib.phases.keys import sha256_bytes
+from retouch.lib.quality import analysis
+from retouch.lib.records import ImageRecord
+from retouch.lib.settings import Settings
+from retouch.lib.sources import SourceItem
 
 ANALYSIS_MAX_SIDE = 1024
 
@@ -24,7 +25,7 @@ def new_record(item: SourceItem, index: int) -> ImageRecord:
 def prepare_one(record: ImageRecord, settings: Settings) -> ImageRecord:
     """Read, fingerprint, validate (full decode) and analyse one image (or video)."""
     if is_video(record):
-        from ..video import phases
+        from retouch.lib.video import phases
 
         return phases.prepare_video(record, settings)
     started = time.perf_counter()

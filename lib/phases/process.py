@@ -9,15 +9,15 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import progress, storage
-from ..errors import RetouchError, reason_of
-from ..image import Image
-from ..imageio import decode
-from ..ops.registry import registry
-from ..recipe import Recipe
-from ..records import ImageRecord
-from .context import RunContext, is_video
-from .keys import sha256_bytes
+from retouch.lib import progress, storage
+from retouch.lib.errors import RetouchError, reason_of
+from retouch.lib.image import Image
+from retouch.lib.imageio import decode
+from retouch.lib.ops.registry import registry
+from retouch.lib.phases.context import RunContext, is_video
+from retouch.lib.phases.keys import sha256_bytes
+from retouch.lib.recipe import Recipe
+from retouch.lib.records import ImageRecord
 
 
 def process_one(
@@ -63,7 +63,7 @@ def process_many(
     if not records:
         return []
     if any(is_video(r) for r in records):
-        from ..video import phases
+        from retouch.lib.video import phases
 
         for record in records:
             if is_video(record):

@@ -11,14 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from .. import analysis, progress, storage
-from ..errors import RetouchError, reason_of
-from ..image import Image, downscaled, resize_plane
-from ..imageio import decode, encode
-from ..ops.base import OpContext
-from ..recipe import Recipe
-from ..records import ImageRecord
-from .context import RunContext, is_video, jsonable
+from retouch.lib import progress, storage
+from retouch.lib.errors import RetouchError, reason_of
+from retouch.lib.image import Image, downscaled, resize_plane
+from retouch.lib.imageio import decode, encode
+from retouch.lib.ops.base import OpContext
+from retouch.lib.phases.context import RunContext, is_video, jsonable
+from retouch.lib.quality import analysis
+from retouch.lib.recipe import Recipe
+from retouch.lib.records import ImageRecord
 
 REVIEW_MAX_SIDE = 512
 THUMB_MAX_SIDE = 480
@@ -27,8 +28,8 @@ THUMB_MAX_SIDE = 480
 def filled_area(recipe: Recipe, ctx: OpContext, width: int, height: int) -> np.ndarray | None:
     """What the recipe's inpaint steps fill in the image ``ctx.name`` of ``width`` x
     ``height`` (their rectangles and mask files, grown as they grow them), or None."""
-    from ..ops.inpaint import InpaintParams
-    from ..ops.inpaint import filled_area as step_area
+    from retouch.lib.ops.inpaint import InpaintParams
+    from retouch.lib.ops.inpaint import filled_area as step_area
 
     out: np.ndarray | None = None
     for step in recipe.steps:
@@ -77,7 +78,7 @@ def score_result(
 def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     """Score the result against its input and write before/after thumbnails for the report."""
     if is_video(record):
-        from ..video import phases
+        from retouch.lib.video import phases
 
         return phases.review_video(record, ctx)
     if not record.ok or record.result_key is None:
@@ -212,7 +213,7 @@ def seam_period(recipe: Recipe) -> int | None:
         if step.op == "upscale":
             params = step.parsed()
             if params.tile > 0:
-                from ..models.specs import get_spec
+                from retouch.lib.models.specs import get_spec
 
                 scale = params.outscale or get_spec(params.model).scale
                 period = round(params.tile * scale) if float(scale).is_integer() else None

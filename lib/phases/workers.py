@@ -31,14 +31,14 @@ from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Any
 
-from .. import perf, progress
-from ..records import ImageRecord
-from ..settings import Settings, get_settings, reload_settings
-from .context import RunConfig, RunContext
-from .export import export_one
-from .prepare import prepare_one
-from .process import process_many
-from .review import review_one
+from retouch.lib import perf, progress
+from retouch.lib.phases.context import RunConfig, RunContext
+from retouch.lib.phases.export import export_one
+from retouch.lib.phases.prepare import prepare_one
+from retouch.lib.phases.process import process_many
+from retouch.lib.phases.review import review_one
+from retouch.lib.records import ImageRecord
+from retouch.lib.settings import Settings, get_settings, reload_settings
 
 MIN_IMAGES = 16
 """A chunk smaller than this runs in the flow's process."""
@@ -85,7 +85,7 @@ def versions_batch(
     note: str = "",
 ) -> list[ImageRecord]:
     """Record each processed image's result as a version (``image_ids``: slot ids by name)."""
-    from .. import versions
+    from retouch.lib import versions
 
     ids = image_ids or {}
     return [versions.record_run_image(r, ctx, ids.get(r.name), note) for r in records]

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidVideoError
-from ..image import Image
+from retouch.lib.errors import InvalidVideoError
+from retouch.lib.image import Image
 
 ENCODERS = {"h264": "libx264", "h265": "libx265", "av1": "libsvtav1"}
 """FFmpeg encoder of each ``export.video.codec`` (all bundled in PyAV's wheel)."""

@@ -29,14 +29,15 @@ from contextlib import contextmanager
 from fractions import Fraction
 from typing import Any
 
-from .. import analysis, progress, storage
-from ..errors import InvalidVideoError, RetouchError, reason_of
-from ..image import Image, downscaled
-from ..ops.registry import registry
-from ..records import ImageRecord
-from ..settings import Settings
-from ..sources import extension
-from . import media, segments
+from retouch.lib import progress, storage
+from retouch.lib.errors import InvalidVideoError, RetouchError, reason_of
+from retouch.lib.image import Image, downscaled
+from retouch.lib.ops.registry import registry
+from retouch.lib.quality import analysis
+from retouch.lib.records import ImageRecord
+from retouch.lib.settings import Settings
+from retouch.lib.sources import extension
+from retouch.lib.video import media, segments
 
 VIDEO_KEY_LAYOUT = "video-1"
 """Part of every video result key: bump it when the same inputs would give another file."""
@@ -117,8 +118,8 @@ def local_source(uri: str, max_bytes: int) -> Iterator[tuple[str, str, int]]:
 
 def prepare_video(record: ImageRecord, settings: Settings) -> ImageRecord:
     """Fingerprint and probe one video (every frame decoded once), analyse its middle frame."""
-    from ..phases.context import jsonable
-    from ..phases.prepare import ANALYSIS_MAX_SIDE
+    from retouch.lib.phases.context import jsonable
+    from retouch.lib.phases.prepare import ANALYSIS_MAX_SIDE
 
     started = time.perf_counter()
     try:
@@ -237,7 +238,7 @@ def process_video(
     count and every frame time are read back from the written file and compared with the
     source's: a difference fails the video, never delivers a shorter or shifted one.
     """
-    from ..phases.process import emit_processed
+    from retouch.lib.phases.process import emit_processed
 
     started = time.perf_counter()
     if not record.ok:
@@ -359,7 +360,7 @@ def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
     """Score frames sampled across the clip (at 1/6, 1/2 and 5/6 of it) against the same
     frames of the result; the worst-scoring one stands for the clip (its scores, verdict
     and thumbnails), and ``scores["frames"]`` lists each sample's time and score."""
-    from ..phases.review import review_pair, reviewing, score_pair
+    from retouch.lib.phases.review import review_pair, reviewing, score_pair
 
     if not record.ok or record.result_key is None:
         progress.emit(progress.ImagePhaseDone(phase="review", name=record.name, ok=record.ok))
@@ -413,7 +414,13 @@ def export_video(record: ImageRecord, ctx: Any) -> ImageRecord:
     """Deliver the stored video under each planned name (one per export profile: the same
     file; the profiles' image settings are not applied to videos, stated when set). What
     each output holds is read back from the delivered file."""
-    from ..phases.export import NOTE_PREFIXES, exporting, note_prefix, planned_outputs, staging_path
+    from retouch.lib.phases.export import (
+        NOTE_PREFIXES,
+        exporting,
+        note_prefix,
+        planned_outputs,
+        staging_path,
+    )
 
     with exporting(record):
         assert record.result_key is not None

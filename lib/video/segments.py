@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from ..errors import InvalidVideoError, RetouchError
-from ..image import Image
-from .media import (
+from retouch.lib.errors import InvalidVideoError, RetouchError
+from retouch.lib.image import Image
+from retouch.lib.video.media import (
     Encoding,
     even_pixels,
     ff_reason,

@@ -11,7 +11,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 
 def test_demo_report_in_chromium(prefect_server, tmp_path, page, screenshot_dir):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     dest = tmp_path / "demo"
     result = CliRunner().invoke(app, ["run", str(SAMPLES), "--preset", "quick", "--out", str(dest)])

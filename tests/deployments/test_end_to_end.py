@@ -356,7 +356,7 @@ def test_stopping_serve_leaves_the_applied_deployments_running(team, tmp_path):
     applied = deployment("enhance")
     assert applied and not applied["paused"] and applied["work_pool_name"] == "e2e"
     serve = team.start(
-        "serve", sys.executable, "-m", "retouch.flows.cli", "serve", "--inbox", str(tmp_path)
+        "serve", sys.executable, "-m", "retouch.cli", "serve", "--inbox", str(tmp_path)
     )
     served = _wait(lambda: deployment("enhance-served"), 120, "the served deployment", [serve])
     assert served["id"] != applied["id"]

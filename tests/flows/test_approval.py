@@ -14,7 +14,7 @@ import pytest
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-from retouch.flows.cli import app
+from retouch.cli.main import app
 from retouch.lib.recipe import recipe_from_dict
 
 
@@ -96,7 +96,7 @@ def test_paused_run_resumed_with_a_regeneration_request(prefect_server, tmp_path
 
     unsubscribe()
     # The pause is announced with the exact commands that resume it.
-    from retouch.flows.cli import approval_lines
+    from retouch.cli.main import approval_lines
 
     (event,) = paused
     assert event["run_id"] == run_id and event["flow_run_id"]

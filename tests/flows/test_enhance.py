@@ -96,7 +96,7 @@ def test_quick_preset_on_samples_delivers_zip_manifest_report(prefect_server, tm
 
 def _preview_agrees_with_the_run(manifest: dict, tmp_path: Path) -> None:
     """``retouch preview`` with the same preset scores each sample as the run did."""
-    from retouch.lib import preview
+    from retouch.lib.quality import preview
     from retouch.lib.recipe import load_preset
 
     variants = preview.variants_for(load_preset("quick"), None)
@@ -114,7 +114,7 @@ def _preview_agrees_with_the_run(manifest: dict, tmp_path: Path) -> None:
 
 
 def test_cli_run_with_two_corrupt_files_exits_2_and_delivers_the_rest(prefect_server, tmp_path):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     src = tmp_path / "batch"
     _batch_with_two_bad(src)
@@ -158,7 +158,7 @@ def test_rerun_reuses_results_and_export_settings_change_reencodes_only(prefect_
 
 
 def test_no_images_is_exit_1(prefect_server, tmp_path):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     empty = tmp_path / "nothing"
     empty.mkdir()
@@ -169,7 +169,7 @@ def test_no_images_is_exit_1(prefect_server, tmp_path):
 
 
 def test_unknown_preset_lists_valid_ones(tmp_path):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     result = CliRunner().invoke(
         app, ["run", str(SAMPLES), "--preset", "nope", "--out", str(tmp_path)]
@@ -179,7 +179,7 @@ def test_unknown_preset_lists_valid_ones(tmp_path):
 
 
 def test_bad_override_names_the_step(tmp_path):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     result = CliRunner().invoke(
         app,
@@ -199,7 +199,7 @@ def test_bad_override_names_the_step(tmp_path):
 
 
 def test_models_pull_offline_names_file_url_and_ways(tmp_path):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     result = CliRunner().invoke(app, ["models", "pull", "realesrgan-x4plus"])
     assert result.exit_code == 1
@@ -213,7 +213,7 @@ def test_models_pull_offline_names_file_url_and_ways(tmp_path):
 
 
 def test_run_with_missing_weights_exits_1_before_any_work(tmp_path):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     dest = tmp_path / "d"
     result = CliRunner().invoke(
@@ -257,7 +257,7 @@ def test_s3_source_and_destination(prefect_server, s3_endpoint, tmp_path):
 
 
 def test_remove_objects_with_a_mask_folder(prefect_server, tmp_path):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     src, masks = tmp_path / "src", tmp_path / "masks"
     src.mkdir()

@@ -29,7 +29,7 @@ def _zip_sizes(path):
 def test_upscale_preset_runs_the_model_once_per_image_and_export_changes_reuse_it(
     prefect_server, tmp_path, monkeypatch
 ):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     install_tiny_models(tmp_path / "models", monkeypatch, faces=None)
     src = tmp_path / "src"
@@ -72,7 +72,7 @@ def test_upscale_preset_runs_the_model_once_per_image_and_export_changes_reuse_i
 
 
 def test_portrait_restore_preset_goes_through_gfpganer(prefect_server, tmp_path, monkeypatch):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     # The tiny detector reports exactly one face per image (see tests/tiny_models.py).
     install_tiny_models(tmp_path / "models", monkeypatch, faces="one")

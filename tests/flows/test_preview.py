@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-from retouch.flows.cli import app
-from retouch.lib import preview
+from retouch.cli.main import app
+from retouch.lib.quality import preview
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 CELL, LABEL = preview.CELL_SIDE, preview.LABEL_HEIGHT

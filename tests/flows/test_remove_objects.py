@@ -64,7 +64,7 @@ def _install():
 
 
 def test_without_big_lama_remove_objects_stops_at_once_saying_how_to_provide_it(tmp_path):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     masks = tmp_path / "masks"
     masks.mkdir()
@@ -86,7 +86,7 @@ def test_remove_objects_equals_spandrel_and_each_bad_mask_fails_only_its_image(
     """a: mask in --masks (its fill equals spandrel's whole-image call: at 96x80 the crop
     with its 128 px margin is the whole image); b: an unreadable mask; c: no mask; d: its
     mask beside it as d_mask.png (not processed as an image)."""
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     _install()
     src, masks = tmp_path / "photos", tmp_path / "masks"
@@ -128,7 +128,7 @@ def test_remove_objects_equals_spandrel_and_each_bad_mask_fails_only_its_image(
 
 
 def test_one_mask_file_serves_every_image(prefect_server, tmp_path):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     _install()
     src = tmp_path / "photos"

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-from retouch.flows.cli import app
+from retouch.cli.main import app
 
 
 def _gradient(path, marked=False, corner=0):

@@ -116,7 +116,7 @@ def test_exit_now_runs_exit_handlers_then_exits_with_the_code(tmp_path, code, st
         f"""
         import atexit, threading, time
         import torch  # with torch loaded the teardown is skipped
-        from retouch.flows.cli import _exit_now
+        from retouch.cli.main import _exit_now
 
         def late():
             time.sleep(0.3)
@@ -197,7 +197,7 @@ def test_exit_now_stops_a_worker_pool_left_running(tmp_path):
         """
         import os
         import torch
-        from retouch.flows.cli import _exit_now
+        from retouch.cli.main import _exit_now
         from retouch.lib.phases import workers
 
         assert workers._get_pool(2).submit(os.getpid).result(60) != os.getpid()

@@ -34,7 +34,7 @@ def _photo(path: Path, seed: int, w: int = 64, h: int = 48) -> None:
 
 
 def _run(src: Path, dest: Path) -> tuple[int, str, dict]:
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     result = CliRunner().invoke(app, ["run", str(src), "--preset", "quick", "--out", str(dest)])
     manifest = json.loads((dest / "manifest.json").read_text())

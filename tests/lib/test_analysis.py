@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from retouch.lib import analysis
 from retouch.lib.image import Image
+from retouch.lib.quality import analysis
 
 
 def photo(h: int = 128, w: int = 160, seed: int = 0) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from retouch.lib import storage  # noqa: E402
-from retouch.lib.archive import member_cost, part_name, plan_parts, verify_zip, write_zip
+from retouch.lib.delivery.archive import member_cost, part_name, plan_parts, verify_zip, write_zip
 from retouch.lib.errors import StorageError  # noqa: E402
 
 
@@ -136,7 +136,7 @@ def test_duplicate_and_missing_members(tmp_path, results):
 def test_failure_mid_archive_keeps_previous_zip(tmp_path, results, monkeypatch):
     dest = tmp_path / "r.zip"
     dest.write_bytes(b"previous archive")
-    import retouch.lib.archive as archive_mod
+    import retouch.lib.delivery.archive as archive_mod
 
     real = archive_mod.sha256_file
     calls = []

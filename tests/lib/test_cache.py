@@ -147,7 +147,7 @@ def test_reuse_refreshes_the_last_use(tmp_path, monkeypatch):
 
 
 def test_cache_cli_info_and_prune(tmp_path):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     ws = Workspace(str(tmp_path / "ws"))
     _stored(ws, 3)
@@ -168,7 +168,7 @@ def test_cache_cli_info_and_prune(tmp_path):
 
 @pytest.mark.parametrize("days", ["-1"])
 def test_prune_rejects_negative_ages(tmp_path, days):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     result = CliRunner().invoke(app, ["cache", "prune", "--older-than", days])
     assert result.exit_code == 2

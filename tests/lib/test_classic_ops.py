@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from retouch.lib import analysis
 from retouch.lib.errors import OperationError
 from retouch.lib.image import Image
 from retouch.lib.ops.auto_color import AutoColor
@@ -19,6 +18,7 @@ from retouch.lib.ops.fit import Fit
 from retouch.lib.ops.inpaint import Inpaint
 from retouch.lib.ops.sharpen import Sharpen
 from retouch.lib.ops.stylize import Stylize
+from retouch.lib.quality import analysis
 
 OPS = [Fit(), Denoise(), Sharpen(), AutoColor(), Stylize(), Inpaint()]
 DEFAULTS = {

@@ -53,7 +53,7 @@ def test_loads_through_realesrganer_offline_without_a_model_dir(name, tmp_path, 
 
 
 def test_models_list_shows_the_bundled_models_as_present(tmp_path, monkeypatch):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     monkeypatch.setenv("RETOUCH_MODEL_DIR", str(tmp_path / "empty"))
     reload_settings()

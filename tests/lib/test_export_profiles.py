@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from retouch.lib import delivery
+from retouch.lib.delivery import delivery
+from retouch.lib.delivery.watermark import apply_profile
 from retouch.lib.errors import RecipeError
 from retouch.lib.imageio import decode
 from retouch.lib.phases.context import RunContext
@@ -23,7 +24,6 @@ from retouch.lib.phases.review import review_one
 from retouch.lib.recipe import Recipe, apply_overrides, load_recipe_file, recipe_from_dict
 from retouch.lib.records import ImageRecord
 from retouch.lib.settings import get_settings
-from retouch.lib.watermark import apply_profile
 from retouch.lib.workspace import Workspace
 
 MAKE = 0x010F

@@ -6,8 +6,8 @@ import posixpath
 
 import pytest
 
+from retouch.lib.delivery.naming import is_safe_name, render_names, validate_template
 from retouch.lib.errors import RecipeError
-from retouch.lib.naming import is_safe_name, render_names, validate_template
 
 
 def _entries(*stems: str, ext: str = "jpg", **extra) -> list[dict]:
@@ -142,7 +142,7 @@ def test_run_fields_scores_and_configurable_index_width():
 
 
 def test_preview_names_match_the_export_plan():
-    from retouch.lib.delivery import preview_names
+    from retouch.lib.delivery.delivery import preview_names
     from retouch.lib.recipe import recipe_from_dict
 
     recipe = recipe_from_dict(

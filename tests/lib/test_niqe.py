@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from retouch.lib import analysis, niqe
+from retouch.lib.quality import analysis, niqe
 from tests.lib.test_analysis import _degrade, photo
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from retouch.lib.quality.recommend import Advice, groups, learn_from_history
 from retouch.lib.recipe import apply_overrides, load_preset
-from retouch.lib.recommend import Advice, groups, learn_from_history
 from retouch.lib.versions import VersionStore
 from retouch.lib.workspace import Workspace
 

@@ -7,7 +7,8 @@ import urllib.request
 
 import pytest
 
-from retouch.lib import storage, sync
+from retouch.lib import storage
+from retouch.lib.delivery import sync
 from retouch.lib.errors import StorageError
 
 

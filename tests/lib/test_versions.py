@@ -147,7 +147,7 @@ def test_image_identity_is_content_and_file_name():
 
 
 def test_cli_versions_compare_rollback(tmp_path):
-    from retouch.flows.cli import app
+    from retouch.cli.main import app
 
     ws = Workspace(str(tmp_path / "ws"))
     store = versions.VersionStore(ws)

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageCms
 
+from retouch.lib.delivery.watermark import apply_profile, apply_watermark, resize, to_srgb
 from retouch.lib.errors import RecipeError
 from retouch.lib.image import Image
 from retouch.lib.recipe import ExportProfile, Resize, Watermark
-from retouch.lib.watermark import apply_profile, apply_watermark, resize, to_srgb
 
 
 def _gray_card(w: int = 200, h: int = 120, dtype=np.uint8) -> Image:

@@ -47,7 +47,7 @@ def main() -> None:
             return upsampler
 
         patch.setattr(loaders, "load_realesrganer", slow_loader)
-    from retouch.flows.cli import main as cli_main
+    from retouch.cli.main import main as cli_main
 
     cli_main(sys.argv[1:])  # the console script's own exit path
 

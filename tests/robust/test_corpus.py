@@ -17,7 +17,7 @@ import pytest
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-from retouch.flows.cli import app
+from retouch.cli.main import app
 from tests.robust.corpus import DPI, EXIF_MAKE, build_corpus
 from tests.tiny_models import install_tiny_models
 

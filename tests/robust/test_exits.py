@@ -66,7 +66,7 @@ def _api_url() -> str:
 
 def _retouch(args: list[str], env: dict[str, str], timeout: float = 240) -> tuple[int, str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "retouch.flows.cli", *args],
+        [sys.executable, "-m", "retouch.cli", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -144,7 +144,7 @@ def test_sigterm_leaves_no_process_behind(tmp_path, command):
             sock.bind(("127.0.0.1", 0))
             args[2] = str(sock.getsockname()[1])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retouch.flows.cli", *args],
+        [sys.executable, "-m", "retouch.cli", *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

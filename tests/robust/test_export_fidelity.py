@@ -20,7 +20,7 @@ import pytest
 import tifffile
 from PIL import Image as PILImage
 
-from retouch.lib import delivery
+from retouch.lib.delivery import delivery
 from retouch.lib.image import Image
 from retouch.lib.imageio import decode, describe, encode, format_keeping
 from retouch.lib.phases.context import RunContext

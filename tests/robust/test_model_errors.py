@@ -11,7 +11,7 @@ import pytest
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-from retouch.flows.cli import app
+from retouch.cli.main import app
 from retouch.lib.models import loaders
 from retouch.lib.models.pool import default_pool
 from tests.tiny_models import install_tiny_models

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-from retouch.flows.cli import app
+from retouch.cli.main import app
 from retouch.lib.settings import Settings, reload_settings
 from tests.faultproxy import fault_proxy, file_server, refused_port
 

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-from retouch.flows.cli import app
+from retouch.cli.main import app
 from retouch.lib import sources, storage
-from retouch.lib.naming import is_safe_name
+from retouch.lib.delivery.naming import is_safe_name
 from retouch.lib.settings import reload_settings
 
 RECIPE = """

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-from retouch.flows.cli import app
+from retouch.cli.main import app
 from retouch.lib import storage
 from retouch.lib.settings import reload_settings
 from retouch.lib.storage import TEMP_MARKER

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from retouch.flows.cli import app as cli
+from retouch.cli.main import app as cli
 
 
 def test_token_is_required_on_the_api_when_set(serve):

@@ -22,10 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ...errors import ModelError, UnknownNameError
+from retouch.lib.errors import ModelError, UnknownNameError
 
 if TYPE_CHECKING:
-    from ..specs import ModelSpec
+    from retouch.lib.models.specs import ModelSpec
 
 Purpose = Literal["upscale", "face", "inpaint", "helper"]
 PURPOSES: tuple[Purpose, ...] = ("upscale", "face", "inpaint", "helper")
@@ -145,7 +145,7 @@ class Family(ABC):
     def dtype(self, spec: ModelSpec, device: str, half: bool | None) -> str:
         """The precision to run ``spec`` in on ``device``: ``half`` True/False asks for fp16
         or fp32; None picks fp16 (or bf16 where fp16 is not supported) on CUDA, fp32 on CPU."""
-        from ..device import use_half
+        from retouch.lib.models.device import use_half
 
         needs = self.needs(spec)
         if half is False or device == "cpu" or not device.startswith("cuda"):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...errors import ModelError
-from . import Family, Loaded
+from retouch.lib.errors import ModelError
+from retouch.lib.models.families import Family, Loaded
 
 
 class FacexlibFamily(Family):

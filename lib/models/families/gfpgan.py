@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import Family, Loaded, Needs
+from retouch.lib.models.families import Family, Loaded, Needs
 
 
 class GFPGANFamily(Family):
@@ -17,7 +17,7 @@ class GFPGANFamily(Family):
         return Needs(min_size=16)
 
     def load(self, spec: Any, *, device: str, dtype: str, **options: Any) -> Loaded:
-        from .. import loaders
+        from retouch.lib.models import loaders
 
         restorer = loaders.load_gfpganer(spec.name, device=device, **options)
         return Loaded(
@@ -31,7 +31,7 @@ class GFPGANFamily(Family):
         )
 
     def preload(self) -> None:
-        from ..compat import import_gfpgan, import_realesrgan
+        from retouch.lib.models.compat import import_gfpgan, import_realesrgan
 
         import_realesrgan()
         import_gfpgan()

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...errors import ModelError
-from . import Detected, Family, Loaded, Needs
+from retouch.lib.errors import ModelError
+from retouch.lib.models.families import Detected, Family, Loaded, Needs
 
 NEEDS = Needs(min_size=16, multiple_of=8, fp16=False, bf16=True)
 _DETECT = ("model.model.1.bn_l.running_mean", "generator.model.1.bn_l.running_mean")
@@ -69,7 +69,7 @@ class LaMaFamily(Family):
     def _descriptor(state: Mapping[str, Any], what: str) -> Any:
         from spandrel.architectures.LaMa import LaMaArch
 
-        from ..loaders import skip_random_init
+        from retouch.lib.models.loaders import skip_random_init
 
         try:
             with skip_random_init():  # every weight is loaded next, strictly
@@ -83,8 +83,8 @@ class LaMaFamily(Family):
     def load(self, spec: Any, *, device: str, dtype: str, **options: Any) -> Loaded:
         import torch
 
-        from ..fetch import resolve
-        from ..weightfile import read_state_dict
+        from retouch.lib.models.fetch import resolve
+        from retouch.lib.models.weightfile import read_state_dict
 
         path = resolve(spec.name)
         state = generator_state(read_state_dict(path))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import Family, Loaded, Needs
+from retouch.lib.models.families import Family, Loaded, Needs
 
 
 class RealESRGANFamily(Family):
@@ -18,12 +18,12 @@ class RealESRGANFamily(Family):
     description = "Real-ESRGAN networks (RRDBNet, SRVGGNetCompact), loaded by RealESRGANer"
 
     def needs(self, spec: Any) -> Needs:
-        from ..tiling import mod_align
+        from retouch.lib.models.tiling import mod_align
 
         return Needs(min_size=1, multiple_of=mod_align(spec.scale), fp16=True)
 
     def load(self, spec: Any, *, device: str, dtype: str, **options: Any) -> Loaded:
-        from .. import loaders
+        from retouch.lib.models import loaders
 
         upsampler = loaders.load_realesrganer(
             spec.name, device=device, half=dtype == "fp16", **options
@@ -39,7 +39,7 @@ class RealESRGANFamily(Family):
         )
 
     def preload(self) -> None:
-        from ..compat import import_realesrgan
+        from retouch.lib.models.compat import import_realesrgan
 
         import_realesrgan()
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...errors import ModelError
-from . import Detected, Family, Loaded, Needs, Purpose
+from retouch.lib.errors import ModelError
+from retouch.lib.models.families import Detected, Family, Loaded, Needs, Purpose
 
 # spandrel's purposes -> retouch's. "Restoration" models (denoise, deblur, JPEG artefacts)
 # are image-to-image at scale 1: the upscale op tiles and runs them like any upscaler.
@@ -143,7 +143,7 @@ class SpandrelFamily(Family):
         """spandrel's descriptor for ``state``, or None when no architecture matches."""
         from spandrel import UnsupportedModelError
 
-        from ..loaders import skip_random_init
+        from retouch.lib.models.loaders import skip_random_init
 
         try:
             with skip_random_init():  # spandrel loads every weight next, strictly
@@ -191,8 +191,8 @@ class SpandrelFamily(Family):
     def load(self, spec: Any, *, device: str, dtype: str, **options: Any) -> Loaded:
         import torch
 
-        from ..fetch import resolve
-        from ..weightfile import read_state_dict
+        from retouch.lib.models.fetch import resolve
+        from retouch.lib.models.weightfile import read_state_dict
 
         path = resolve(spec.name)
         noncommercial = bool(dict(spec.arch_kwargs).get("noncommercial"))
@@ -208,7 +208,7 @@ class SpandrelFamily(Family):
         torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype, torch.float32)
         descriptor.to(torch.device(device), torch_dtype).eval()
         if self.purpose(spec) == "face":
-            from ..loaders import load_face_helper
+            from retouch.lib.models.loaders import load_face_helper
 
             runner = _FaceRunner(descriptor, load_face_helper(device=device))
             return Loaded(spec, runner.gfpgan, device, dtype, 1, _needs(descriptor), runner)

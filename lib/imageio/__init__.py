@@ -59,8 +59,8 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageCms
 
-from .errors import InvalidImageError, UnknownNameError
-from .image import Image
+from retouch.lib.errors import InvalidImageError, UnknownNameError
+from retouch.lib.image import Image
 
 # retouch checks the declared size against its own limit (RETOUCH_PIXEL_LIMIT) from the
 # header, before anything is allocated, and reports it in its own words. Pillow's global

@@ -15,10 +15,10 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageCms, ImageDraw, ImageFont
 
-from . import storage
-from .errors import RecipeError, RetouchError
-from .image import Image
-from .recipe import ExportProfile, Resize, Watermark
+from retouch.lib import storage
+from retouch.lib.errors import RecipeError, RetouchError
+from retouch.lib.image import Image
+from retouch.lib.recipe import ExportProfile, Resize, Watermark
 
 _MIN_FONT = 6
 
@@ -51,8 +51,8 @@ def resize(image: Image, spec: Resize) -> Image:
     image smaller than the frame without ``upscale`` is padded to the exact size instead of
     being enlarged.
     """
-    from .ops.base import OpContext
-    from .ops.fit import Fit, FitParams
+    from retouch.lib.ops.base import OpContext
+    from retouch.lib.ops.fit import Fit, FitParams
 
     if spec.max_side is not None:
         params = FitParams(max_side=spec.max_side, upscale_small=spec.upscale)

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .image import Image
+from retouch.lib.image import Image
 
 Box = tuple[int, int, int, int]
 
@@ -393,14 +393,14 @@ def niqe(x: Image | np.ndarray) -> float | None:
     Takes HxWx3 BGR (or HxW gray) uint8/uint16. Measured on the Y channel of a copy reduced
     to 512 px on the longer side (NIQE depends on scale, so a fixed reference size keeps
     values comparable), with the pristine-image model that basicsr ships (no download;
-    computed by :mod:`retouch.lib.niqe`, which agrees with basicsr's ``calculate_niqe``).
+    computed by :mod:`retouch.lib.quality.niqe`, which agrees with basicsr's ``calculate_niqe``).
     Returns None when the image is smaller than 192 px on a side (too few 96 px blocks for
     the statistics) or too flat to measure.
     """
     bgr, _ = _shrink(_bgr_float(x), NIQE_MAX_SIDE)
     if min(bgr.shape[:2]) < NIQE_MIN_SIDE or float(bgr.std()) < 1.0:
         return None
-    from . import niqe as niqe_metric
+    from retouch.lib.quality import niqe as niqe_metric
 
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():

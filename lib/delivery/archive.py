@@ -19,9 +19,9 @@ import tempfile
 import zipfile
 from typing import IO, Any, Literal
 
-from . import storage
-from .errors import StorageError
-from .naming import is_safe_name
+from retouch.lib import storage
+from retouch.lib.delivery.naming import is_safe_name
+from retouch.lib.errors import StorageError
 
 STORED_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "webp", "gif", "zip", "gz", "mp4"})
 """Extensions written with ZIP_STORED under ``compression="auto"``: their content is already
@@ -110,7 +110,7 @@ def _check_members(members: list[tuple[str, str]], dest_uri: str) -> None:
         if not is_safe_name(arcname):
             raise StorageError(
                 f"{where}: refusing ZIP member name {arcname!r}: not a safe relative path "
-                "(names come from retouch.lib.naming.render_names)"
+                "(names come from retouch.lib.delivery.naming.render_names)"
             )
         if arcname.casefold() in seen:
             raise StorageError(
@@ -151,7 +151,7 @@ def write_zip(
 
     Args:
         members: ``(arcname, local file path)`` pairs, in archive order. Arcnames must be
-            safe relative names (as :func:`retouch.lib.naming.render_names` makes them) and
+            safe relative names (as :func:`retouch.lib.delivery.naming.render_names` makes them) and
             unique ignoring case.
         dest_uri: local path or fsspec URL of the archive; any existing file is replaced.
         compresslevel: deflate level (0-9) for deflated members.

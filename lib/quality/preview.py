@@ -18,14 +18,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import storage
-from .errors import RecipeError, RetouchError, SourceError
-from .image import Image, resize_plane, to_uint8
-from .imageio import decode, encode
-from .ops.base import OpContext
-from .ops.registry import registry
-from .recipe import Recipe, apply_overrides, parse_value
-from .sources import SourceItem, discover
+from retouch.lib import storage
+from retouch.lib.errors import RecipeError, RetouchError, SourceError
+from retouch.lib.image import Image, resize_plane, to_uint8
+from retouch.lib.imageio import decode, encode
+from retouch.lib.ops.base import OpContext
+from retouch.lib.ops.registry import registry
+from retouch.lib.recipe import Recipe, apply_overrides, parse_value
+from retouch.lib.sources import SourceItem, discover
 
 CELL_SIDE = 256
 LABEL_HEIGHT = 34
@@ -164,7 +164,7 @@ def _prepare(
 
 
 def _run(image: Image, recipe: Recipe, name: str, device: str, counters: dict[str, int]) -> Image:
-    from .models.pool import default_pool
+    from retouch.lib.models.pool import default_pool
 
     ctx = OpContext(name=name, device=device, pool=default_pool(), counters=counters)
     for number, step in enumerate(recipe.steps, start=1):
@@ -269,8 +269,8 @@ def run_preview(
     Raises:
         SourceError: the source has no images.
     """
-    from .phases.review import score_result
-    from .settings import get_settings
+    from retouch.lib.phases.review import score_result
+    from retouch.lib.settings import get_settings
 
     started = time.perf_counter()
     limit = pixel_limit or get_settings().pixel_limit

@@ -19,9 +19,9 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from . import storage
-from .archive import sha256_file
-from .errors import StorageError
+from retouch.lib import storage
+from retouch.lib.delivery.archive import sha256_file
+from retouch.lib.errors import StorageError
 
 INDEX_NAME = ".retouch-sync.json"
 VERSIONS_PREFIX = "versions"

@@ -18,14 +18,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import PurePosixPath
 from typing import Any
 
-from . import archive, naming, storage, sync
-from .errors import RetouchError, StorageError
-from .phases.context import RunContext
-from .phases.export import assign_outputs, staging_path
-from .phases.review import THUMB_LABELS, thumb_path
-from .recipe import ExportSettings, Recipe
-from .records import ImageRecord, RunSummary
-from .report import write_report
+from retouch.lib import storage
+from retouch.lib.delivery import archive, naming, sync
+from retouch.lib.errors import RetouchError, StorageError
+from retouch.lib.phases.context import RunContext
+from retouch.lib.phases.export import assign_outputs, staging_path
+from retouch.lib.phases.review import THUMB_LABELS, thumb_path
+from retouch.lib.quality.report import write_report
+from retouch.lib.recipe import ExportSettings, Recipe
+from retouch.lib.records import ImageRecord, RunSummary
 
 
 def retouch_version() -> str:

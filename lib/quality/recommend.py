@@ -20,11 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import analysis, storage
-from .errors import RetouchError
-from .image import Image, resize_plane
-from .imageio import decode
-from .sources import SourceItem
+from retouch.lib import storage
+from retouch.lib.errors import RetouchError
+from retouch.lib.image import Image, resize_plane
+from retouch.lib.imageio import decode
+from retouch.lib.quality import analysis
+from retouch.lib.sources import SourceItem
 
 ANALYSIS_SIDE = 1024
 
@@ -90,8 +91,8 @@ def learn_from_history(workspace: Any, *, max_images: int = 2000) -> dict[str, L
     A set of changes is suggested only when its mean score beats the unchanged preset's
     (or the unchanged preset has no results) and it was kept for at least one image.
     """
-    from .recipe import load_preset, preset_names
-    from .versions import VersionStore
+    from retouch.lib.recipe import load_preset, preset_names
+    from retouch.lib.versions import VersionStore
 
     store = VersionStore(workspace)
     known = set(preset_names())

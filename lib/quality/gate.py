@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .records import ImageRecord
+from retouch.lib.records import ImageRecord
 
 GateAction = Literal["flag", "original", "hold", "retry"]
 

@@ -14,7 +14,7 @@ import string
 import unicodedata
 from typing import Any
 
-from .errors import RecipeError
+from retouch.lib.errors import RecipeError
 
 PLACEHOLDERS = (
     "stem", "ext", "index", "preset", "profile", "folder", "date", "score", "verdict", "group", "tag"

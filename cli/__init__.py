@@ -1,0 +1,1 @@
+"""The ``retouch`` command: one module per command group, one error handler for them all."""

@@ -1,0 +1,3 @@
+from retouch.cli.main import main
+
+main()

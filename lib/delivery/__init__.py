@@ -1,0 +1,1 @@
+"""Delivery: naming, watermarks, archives and putting results where the user asked."""

@@ -1,0 +1,1 @@
+"""Quality: analysis before a run, scores after it, gates, reports and previews."""
