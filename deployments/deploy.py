@@ -68,6 +68,7 @@ def submit(
     urgent queue (ahead of every queued bulk run) with ``urgent``, else on the deployment's
     own queue; ``at`` schedules it for that time (timezone-aware) instead of now. Returns
     the flow run's id."""
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     if at is not None and at.tzinfo is None:
@@ -80,6 +81,8 @@ def submit(
         timeout=0,
         as_subflow=False,
     )
+    # Called from synchronous code, run_deployment returns the flow run, not a coroutine.
+    assert isinstance(run, FlowRun)
     return run.id
 
 
@@ -93,7 +96,7 @@ def wait_for(flow_run_id: UUID, poll_s: float = 2.0) -> str:
         while True:
             state = client.read_flow_run(flow_run_id).state
             if state is not None and state.is_final():
-                return state.name
+                return state.name or state.type.value
             time.sleep(poll_s)
 
 
