@@ -41,3 +41,56 @@ def test_importing_all_of_lib_loads_no_prefect_module():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Which top-level packages each layer may import (besides itself). The entry points sit on
+# top: the CLI may use everything; the web server talks to runs through lib (and runs them
+# as CLI processes), never through flows or tasks; deployments package the flows.
+ALLOWED = {
+    "lib": set(),
+    "tasks": {"lib"},
+    "flows": {"lib", "tasks"},
+    "deployments": {"lib", "tasks", "flows"},
+    "web": {"lib"},
+    "cli": {"lib", "tasks", "flows", "deployments", "web"},
+}
+# Front-end libraries belong to the entry points, not to the core.
+FRONT_ENDS = {"typer", "rich", "fastapi", "starlette", "uvicorn"}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    root = LIB.parent
+    offenders = []
+    for layer, allowed in ALLOWED.items():
+        for path in (root / layer).rglob("*.py"):
+            for lineno, module in _imports(path):
+                parts = module.split(".")
+                if parts[0] == "retouch" and len(parts) > 1 and parts[1] != layer:
+                    if parts[1] not in allowed:
+                        offenders.append(f"{path.relative_to(root)}:{lineno} imports {module}")
+                if layer in ("lib", "tasks", "flows") and parts[0] in FRONT_ENDS:
+                    offenders.append(f"{path.relative_to(root)}:{lineno} imports {module}")
+    assert offenders == []
+
+
+def test_no_relative_imports_so_every_import_names_its_layer():
+    root = LIB.parent
+    offenders = [
+        f"{path.relative_to(root)}:{node.lineno}"
+        for layer in ALLOWED
+        for path in (root / layer).rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+    assert offenders == []

@@ -68,7 +68,7 @@ def test_computing_niqe_imports_neither_basicsr_nor_torch():
     """A model-free run's review measures NIQE without loading the model stack."""
     code = (
         "import sys, numpy as np\n"
-        "from retouch.lib import analysis\n"
+        "from retouch.lib.quality import analysis\n"
         "rng = np.random.default_rng(0)\n"
         "img = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)\n"
         "assert analysis.niqe(img) is not None\n"
