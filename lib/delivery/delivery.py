@@ -239,7 +239,7 @@ class _Outbox:
             os.replace(temporary, final)
             self.written.append(name)
         if self.staged:
-            storage._fsync_dir(os.path.dirname(self.staged[0][2]))
+            storage.fsync_dir(os.path.dirname(self.staged[0][2]))
         self.staged = []
 
     def discard(self) -> None:
