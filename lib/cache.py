@@ -6,7 +6,7 @@ video's encoded file for a video result) plus
 its ``.json`` sidecar, which records ``created`` and ``last_used`` (epoch seconds, refreshed
 when a run reuses the entry). Eviction removes the least recently used entries first and
 never removes a *pinned* one: the result of some image's current version (see
-``lib/versions.py``) or one the caller names (the results of a run in progress).
+``lib/versions/``) or one the caller names (the results of a run in progress).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Layout under the workspace root::
                                  named by the sidecar's ``media``
     results/<k[:2]>/<key>.json   metadata sidecar, written last: its presence commits the result;
                                  it also holds ``created`` and ``last_used`` (epoch seconds)
-    versions/<image-id>/...      version history of one image (see ``lib/versions.py``)
+    versions/<image-id>/...      version history of one image (see ``lib/versions/``)
     runs/<run_id>/...            records, thumbnails, export staging, report of one run
 
 A result is only visible once its sidecar exists and names the pixel file's size, and both

@@ -71,7 +71,7 @@ def local_source(uri: str, max_bytes: int) -> Iterator[tuple[str, str, int]]:
     if local is not None:
         size = storage.size(uri)
         if size > max_bytes:
-            raise storage._too_large(uri, max_bytes)
+            raise storage.too_large(uri, max_bytes)
         digest = hashlib.sha256()
 
         def hash_local() -> None:
@@ -102,7 +102,7 @@ def local_source(uri: str, max_bytes: int) -> Iterator[tuple[str, str, int]]:
                     for block in iter(lambda: fh.read(_BLOCK), b""):
                         total += len(block)
                         if total > max_bytes:
-                            raise storage._too_large(uri, max_bytes)
+                            raise storage.too_large(uri, max_bytes)
                         digest.update(block)
                         out.write(block)
             result.update(sha=digest.hexdigest(), size=total)

@@ -11,13 +11,14 @@ import pytest
 from retouch.lib import storage  # noqa: E402
 from retouch.lib.errors import InvalidImageError, StorageError  # noqa: E402
 from retouch.lib.settings import reload_settings  # noqa: E402
+from retouch.lib.storage import atomic, retry  # noqa: E402
 from tests.s3server import moto_s3_server  # noqa: E402
 
 
 @pytest.fixture
 def no_sleep(monkeypatch):
     delays: list[float] = []
-    monkeypatch.setattr(storage, "_sleep", delays.append)
+    monkeypatch.setattr(retry, "_sleep", delays.append)
     return delays
 
 
@@ -59,7 +60,7 @@ def test_failed_write_never_leaves_a_partial_file_under_the_final_name(tmp_path,
     def broken_fsync(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(storage.os, "fsync", broken_fsync)
+    monkeypatch.setattr(atomic.os, "fsync", broken_fsync)
     with pytest.raises(StorageError) as info:
         storage.write_bytes(str(target), b"x" * 10_000)
     assert not target.exists()
@@ -71,7 +72,7 @@ def test_failed_replacement_keeps_the_previous_file_intact(tmp_path, monkeypatch
     target = tmp_path / "result.png"
     target.write_bytes(b"previous good result")
     monkeypatch.setattr(
-        storage.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full"))
+        atomic.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full"))
     )
     with pytest.raises(StorageError):
         storage.write_bytes(str(target), b"new")
