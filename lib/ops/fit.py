@@ -15,7 +15,8 @@ from pydantic import Field, model_validator
 
 from retouch.lib.image import Image
 from retouch.lib.ops.base import OpContext, Operation, OpParams
-from retouch.lib.quality import analysis
+from retouch.lib.quality.faces import detect_faces
+from retouch.lib.quality.measures import detail_map
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
@@ -84,7 +85,7 @@ def crop_box(bgr: np.ndarray, crop_w: int, crop_h: int, anchor: str = "smart") -
     h, w = bgr.shape[:2]
     if anchor != "smart" or (crop_w >= w and crop_h >= h):
         return (w - crop_w) // 2, (h - crop_h) // 2
-    faces = analysis.detect_faces(bgr)
+    faces = detect_faces(bgr)
     if faces:
         x0 = min(f[0] for f in faces)
         y0 = min(f[1] for f in faces)
@@ -94,7 +95,7 @@ def crop_box(bgr: np.ndarray, crop_w: int, crop_h: int, anchor: str = "smart") -
             x0, y0, fw, fh = faces[0]
             x1, y1 = x0 + fw, y0 + fh
         return _window_start(w, crop_w, (x0 + x1) / 2), _window_start(h, crop_h, (y0 + y1) / 2)
-    dmap = analysis.detail_map(bgr)
+    dmap = detail_map(bgr)
     fy, fx = dmap.shape[0] / h, dmap.shape[1] / w
     x = _best_offset(dmap.sum(axis=0), crop_w * fx, w - crop_w, fx)
     y = _best_offset(dmap.sum(axis=1), crop_h * fy, h - crop_h, fy)

@@ -17,7 +17,9 @@ from retouch.lib.image import Image, downscaled, resize_plane
 from retouch.lib.imageio import decode, encode
 from retouch.lib.ops.base import OpContext
 from retouch.lib.phases.context import RunContext, is_video, jsonable
-from retouch.lib.quality import analysis
+from retouch.lib.quality.faces import detect_faces
+from retouch.lib.quality.measures import detail_map, tile_seams
+from retouch.lib.quality.score import quality_score
 from retouch.lib.recipe import Recipe
 from retouch.lib.records import ImageRecord
 
@@ -53,8 +55,9 @@ def score_result(
     """Score a full-size result against its full-size input, as every surface shows it.
 
     The one scoring path of a run's review, ``retouch preview`` and ``tune``: both images
-    are reduced to ``REVIEW_MAX_SIDE`` and compared (:func:`analysis.quality_score`), and
-    tile seams are looked for on the full-size result when the recipe tiles an upscale.
+    are reduced to ``REVIEW_MAX_SIDE`` and compared
+    (:func:`~retouch.lib.quality.score.quality_score`), and tile seams are looked for on the
+    full-size result when the recipe tiles an upscale.
     Areas the recipe inpaints (found through ``ctx``: the image's name and mask folders)
     are judged as fills, not as changes to the picture.
 
@@ -63,13 +66,13 @@ def score_result(
     """
     before_s, after_s = downscaled(before, REVIEW_MAX_SIDE), downscaled(after, REVIEW_MAX_SIDE)
     period = seam_period(recipe)
-    scores = analysis.quality_score(
+    scores = quality_score(
         before_s,
         after_s,
         faces_found=faces_found,
         faces_restored=any(step.op == "restore_faces" for step in recipe.steps),
         # Seams are one pixel wide: look for them on the full-size result, on the grid.
-        seams=analysis.tile_seams(after, period=period) if period else None,
+        seams=tile_seams(after, period=period) if period else None,
         filled=filled_area(recipe, ctx or OpContext(), before.width, before.height),
     )
     return scores, before_s, after_s
@@ -127,9 +130,7 @@ def score_pair(
     record.scores["faces"] = {
         "before": int((record.analysis.get("faces") or {}).get("count") or 0),
         "after": len(
-            analysis.detect_faces(
-                after_s.pixels, max_side=min(320, max(before.width, before.height))
-            )
+            detect_faces(after_s.pixels, max_side=min(320, max(before.width, before.height)))
         ),
     }
     record.problems += [str(p) for p in scores.get("problems", [])]
@@ -184,7 +185,7 @@ def detail_crops(before: Image, after: Image) -> tuple[Image, Image]:
     is what the image would look like without the recipe.
     """
     side_w, side_h = min(CROP_SIDE, after.width), min(CROP_SIDE, after.height)
-    dmap = analysis.detail_map(after.pixels)
+    dmap = detail_map(after.pixels)
     my, mx = np.unravel_index(int(np.argmax(dmap)), dmap.shape)
     cx = int((mx + 0.5) * after.width / dmap.shape[1])
     cy = int((my + 0.5) * after.height / dmap.shape[0])

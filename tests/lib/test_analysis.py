@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from retouch.lib.image import Image
-from retouch.lib.quality import analysis
+from retouch.lib.quality import analysis, measures, score
+from retouch.lib.quality.faces import detect_faces, face_detector
 
 
 def photo(h: int = 128, w: int = 160, seed: int = 0) -> np.ndarray:
@@ -30,48 +31,48 @@ def noisy(img: np.ndarray, sigma: float, seed: int = 1) -> np.ndarray:
 def test_sharpness_and_noise_move_the_right_way():
     img = photo()
     blurred = cv2.GaussianBlur(img, (0, 0), 2)
-    assert analysis.sharpness(blurred) < 0.5 * analysis.sharpness(img)
+    assert measures.sharpness(blurred) < 0.5 * measures.sharpness(img)
     # per-channel noise of 10 reads about 6.7 on luminance (0.67 = norm of the luma weights)
-    assert analysis.noise_sigma(noisy(img, 10)) > max(5.0, 5 * analysis.noise_sigma(img))
+    assert measures.noise_sigma(noisy(img, 10)) > max(5.0, 5 * measures.noise_sigma(img))
     # the estimator reads roughly the sigma that was added
     flat = np.full((200, 200), 128, np.uint8)
-    assert 8 < analysis.noise_sigma(noisy(flat, 10)) < 12
+    assert 8 < measures.noise_sigma(noisy(flat, 10)) < 12
 
 
 def test_measures_agree_between_8_and_16_bit():
     img = photo()
     img16 = img.astype(np.uint16) * 257
-    assert analysis.sharpness(img16) == pytest.approx(analysis.sharpness(img), rel=1e-3)
-    assert analysis.color_cast(img16) == pytest.approx(analysis.color_cast(img), abs=0.05)
+    assert measures.sharpness(img16) == pytest.approx(measures.sharpness(img), rel=1e-3)
+    assert measures.color_cast(img16) == pytest.approx(measures.color_cast(img), abs=0.05)
 
 
 def test_exposure_and_color_cast():
     dark = np.full((50, 50, 3), 2, np.uint8)
     dark[:10] = 255
-    exp = analysis.exposure(dark)
+    exp = measures.exposure(dark)
     assert exp["dark"] == pytest.approx(0.8) and exp["bright"] == pytest.approx(0.2)
     gray = np.full((20, 20, 3), 128, np.uint8)
     tinted = gray.copy()
     tinted[:, :, 0] = 180  # blue cast (BGR)
-    assert analysis.color_cast(gray) < 0.5 < 10 < analysis.color_cast(tinted)
+    assert measures.color_cast(gray) < 0.5 < 10 < measures.color_cast(tinted)
 
 
 def test_detail_map_peaks_on_texture():
     img = np.full((100, 200, 3), 120, np.uint8)
     img[30:70, 150:190] = np.random.default_rng(3).integers(0, 256, (40, 40, 3))
-    dmap = analysis.detail_map(img)
+    dmap = measures.detail_map(img)
     ys, xs = np.unravel_index(np.argmax(dmap), dmap.shape)
     assert 150 <= xs * 200 / dmap.shape[1] <= 190
 
 
 def test_detect_faces_returns_boxes_inside_the_image():
-    assert analysis.detect_faces(np.full((200, 200, 3), 128, np.uint8)) == []
-    assert analysis.detect_faces(np.zeros((5, 5, 3), np.uint8)) == []
-    if analysis.face_detector() is None:
+    assert detect_faces(np.full((200, 200, 3), 128, np.uint8)) == []
+    assert detect_faces(np.zeros((5, 5, 3), np.uint8)) == []
+    if face_detector() is None:
         pytest.skip("no face detector in this OpenCV/scikit-image install")
     skdata = pytest.importorskip("skimage.data")
     face = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)  # ships with scikit-image
-    boxes = analysis.detect_faces(face)
+    boxes = detect_faces(face)
     # the astronaut's face is around x 170-260, y 70-170 in this 512x512 picture
     assert any(150 < x + w / 2 < 290 and 60 < y + h / 2 < 190 for x, y, w, h in boxes)
     assert all(0 <= x and 0 <= y and x + w <= 512 and y + h <= 512 for x, y, w, h in boxes)
@@ -130,14 +131,14 @@ def test_anime_like_frame_is_recognised():
 
 def test_quality_score_identical_is_unchanged():
     img = photo()
-    q = analysis.quality_score(img, img.copy())
+    q = score.quality_score(img, img.copy())
     assert q["verdict"] == "unchanged" and q["problems"] == [] and q["score"] == 50.0
     assert q["fidelity"]["ssim"] == pytest.approx(1.0)
 
 
 def test_quality_score_flags_blank_result():
     img = photo()
-    q = analysis.quality_score(Image(img), Image(np.full_like(img, 128)))
+    q = score.quality_score(Image(img), Image(np.full_like(img, 128)))
     assert q["verdict"] == "worse" and q["score"] < 20
     assert any("blank" in p for p in q["problems"])
 
@@ -145,25 +146,25 @@ def test_quality_score_flags_blank_result():
 def test_quality_score_flags_colour_shift():
     img = photo()
     shifted = np.clip(img.astype(np.int16) + (0, 0, 60), 0, 255).astype(np.uint8)  # much redder
-    q = analysis.quality_score(img, shifted)
+    q = score.quality_score(img, shifted)
     assert q["verdict"] == "worse"
     assert any("colour shifted" in p and "auto_color.strength" in p for p in q["problems"])
 
 
 def test_quality_score_flags_blur_and_oversharpening():
     img = photo()
-    q = analysis.quality_score(img, cv2.GaussianBlur(img, (0, 0), 2.5))
+    q = score.quality_score(img, cv2.GaussianBlur(img, (0, 0), 2.5))
     assert q["verdict"] == "worse" and any("blurrier" in p for p in q["problems"])
     soft = cv2.GaussianBlur(img, (0, 0), 1.0).astype(np.float32)
     harsh = np.clip(soft * 4 - cv2.GaussianBlur(soft, (0, 0), 2) * 3, 0, 255).astype(np.uint8)
-    q = analysis.quality_score(soft.astype(np.uint8), harsh)
+    q = score.quality_score(soft.astype(np.uint8), harsh)
     assert q["verdict"] == "worse" and any("over-sharpened" in p for p in q["problems"])
 
 
 def test_quality_score_sees_denoising_as_improvement():
     clean = photo()
     dirty = noisy(clean, 12)
-    q = analysis.quality_score(dirty, clean)
+    q = score.quality_score(dirty, clean)
     assert q["components"]["noise"] > 0.5
     assert q["verdict"] == "improved" and q["score"] > 50
 
@@ -171,7 +172,7 @@ def test_quality_score_sees_denoising_as_improvement():
 def test_quality_score_compares_an_upscaled_result_at_the_input_size():
     img = photo()
     up = cv2.resize(img, (640, 512), interpolation=cv2.INTER_CUBIC)
-    q = analysis.quality_score(img, Image(up.astype(np.uint16) * 257))
+    q = score.quality_score(img, Image(up.astype(np.uint16) * 257))
     assert q["fidelity"]["ssim"] > 0.9 and q["verdict"] != "worse"
 
 
@@ -203,10 +204,10 @@ def _degrade(img: np.ndarray, kind: str, level: int) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["blur", "noise", "jpeg", "downscale"])
 def test_score_orders_increasingly_degraded_results(kind):
     for name, clean in _clean_photos().items():
-        scores = [analysis.quality_score(clean, clean)["score"]]
+        scores = [score.quality_score(clean, clean)["score"]]
         verdicts = []
         for level in range(3):
-            q = analysis.quality_score(clean, _degrade(clean, kind, level))
+            q = score.quality_score(clean, _degrade(clean, kind, level))
             scores.append(q["score"])
             verdicts.append(q["verdict"])
         assert scores == sorted(scores, reverse=True) and len(set(scores)) == 4, (name, scores)
@@ -241,7 +242,7 @@ def test_every_verdict_agrees_with_the_two_scores_shown():
         pairs.append((clean, cv2.resize(clean, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)))
     seen = set()
     for before, after in pairs:
-        q = analysis.quality_score(before, after)
+        q = score.quality_score(before, after)
         assert _agrees(q), {k: q[k] for k in ("score_before", "score", "gain", "verdict")}
         seen.add(q["verdict"])
     assert seen == {"improved", "unchanged", "worse"}  # the set exercises all three
@@ -256,9 +257,9 @@ def test_an_inpainted_area_is_judged_as_a_fill_not_as_a_change_to_the_picture():
     mask = cv2.dilate(mark, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
     removed = cv2.inpaint(marked, mask, 3, cv2.INPAINT_TELEA)
     # Compared as a whole picture, removing the watermark reads as lost detail: "worse".
-    assert analysis.quality_score(marked, removed)["verdict"] == "worse"
+    assert score.quality_score(marked, removed)["verdict"] == "worse"
     # Told what was filled: the rest of the picture is untouched and the fill is plausible.
-    q = analysis.quality_score(marked, removed, filled=mask)
+    q = score.quality_score(marked, removed, filled=mask)
     assert q["verdict"] != "worse" and q["problems"] == [], q["problems"]
     assert q["fidelity"]["ssim"] > 0.99 and q["fill"]["implausible"] == ""
     assert 0.03 < q["fill"]["area"] < 0.1
@@ -267,19 +268,19 @@ def test_an_inpainted_area_is_judged_as_a_fill_not_as_a_change_to_the_picture():
     blob = np.zeros(clean.shape[:2], np.uint8)
     cv2.circle(blob, (380, 380), 90, 255, -1)
     smeared = cv2.inpaint(clean, blob, 3, cv2.INPAINT_TELEA)
-    q = analysis.quality_score(clean, smeared, filled=blob)
+    q = score.quality_score(clean, smeared, filled=blob)
     assert q["verdict"] == "worse" and "surroundings' detail" in q["fill"]["implausible"]
     assert any("filled area stands out" in p for p in q["problems"])
     patch = clean.copy()
     patch[mask > 0] = (40, 200, 40)
-    q = analysis.quality_score(marked, patch, filled=mask)
+    q = score.quality_score(marked, patch, filled=mask)
     assert "colour differs" in q["fill"]["implausible"] and q["verdict"] == "worse"
 
 
 def test_restoring_a_degraded_photo_is_an_improvement():
     clean = _clean_photos()["camera"]
     for kind in ("blur", "noise", "downscale"):
-        q = analysis.quality_score(_degrade(clean, kind, 1), clean)
+        q = score.quality_score(_degrade(clean, kind, 1), clean)
         assert q["verdict"] == "improved" and q["problems"] == [], (kind, q["problems"])
         assert q["quality"]["after"] > q["quality"]["before"]
 
@@ -287,40 +288,40 @@ def test_restoring_a_degraded_photo_is_an_improvement():
 def test_known_bad_results_on_a_photo_are_flagged():
     clean = _clean_photos()["astronaut"]
     shifted = np.clip(clean.astype(np.int16) + (-40, 0, 50), 0, 255).astype(np.uint8)
-    q = analysis.quality_score(clean, shifted)
+    q = score.quality_score(clean, shifted)
     assert q["verdict"] == "worse" and any("colour shifted" in p for p in q["problems"])
-    q = analysis.quality_score(clean, np.zeros_like(clean))
+    q = score.quality_score(clean, np.zeros_like(clean))
     assert q["verdict"] == "worse" and q["score"] == 0.0
     assert any("blank" in p for p in q["problems"])
 
 
 def test_niqe_reads_clean_photos_as_more_natural():
     clean = _clean_photos()["astronaut"]
-    v_clean = analysis.niqe(clean)
-    assert v_clean is not None and v_clean < analysis.niqe(_degrade(clean, "blur", 2))
-    assert analysis.niqe(clean[:100, :100]) is None  # too small for NIQE's 96 px blocks
-    assert analysis.niqe(np.full((300, 300, 3), 90, np.uint8)) is None  # nothing to measure
-    q = analysis.image_quality(clean)
+    v_clean = measures.niqe(clean)
+    assert v_clean is not None and v_clean < measures.niqe(_degrade(clean, "blur", 2))
+    assert measures.niqe(clean[:100, :100]) is None  # too small for NIQE's 96 px blocks
+    assert measures.niqe(np.full((300, 300, 3), 90, np.uint8)) is None  # nothing to measure
+    q = score.image_quality(clean)
     assert 0 < q["quality"] <= 100 and q["niqe"] == pytest.approx(v_clean, abs=1e-3)
 
 
 def test_tile_seams_are_found_and_reported():
     clean = _clean_photos()["astronaut"]
-    assert analysis.tile_seams(clean) == [] and analysis.tile_seams(clean, period=128) == []
+    assert measures.tile_seams(clean) == [] and measures.tile_seams(clean, period=128) == []
     seamed = clean.astype(np.float32)
     seamed[:, 256:] *= 0.88  # the right column of 128 px tiles came out darker
     seamed[256:, :] *= 0.9  # and the bottom row of tiles too
     seamed = np.clip(seamed + 0.5, 0, 255).astype(np.uint8)
-    found = analysis.tile_seams(seamed, period=128)
+    found = measures.tile_seams(seamed, period=128)
     assert found == [("x", 256), ("y", 256)]
-    q = analysis.quality_score(clean, seamed, seams=found)
+    q = score.quality_score(clean, seamed, seams=found)
     assert q["verdict"] == "worse" and any("tile seams at x=256, y=256" in p for p in q["problems"])
 
 
 def test_hints_for_unrestored_faces_and_excessive_upscaling():
     img = photo()
     up = cv2.resize(img, (160 * 6, 128 * 6), interpolation=cv2.INTER_CUBIC)
-    q = analysis.quality_score(img, up, faces_found=2, faces_restored=False)
+    q = score.quality_score(img, up, faces_found=2, faces_restored=False)
     assert any("2 face(s) found" in h and "restore_faces" in h for h in q["hints"])
     assert any("upscaled 6.0x" in h for h in q["hints"])
-    assert analysis.quality_score(img, img, faces_found=2, faces_restored=True)["hints"] == []
+    assert score.quality_score(img, img, faces_found=2, faces_restored=True)["hints"] == []

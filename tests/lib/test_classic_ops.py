@@ -18,7 +18,7 @@ from retouch.lib.ops.fit import Fit
 from retouch.lib.ops.inpaint import Inpaint
 from retouch.lib.ops.sharpen import Sharpen
 from retouch.lib.ops.stylize import Stylize
-from retouch.lib.quality import analysis
+from retouch.lib.quality import measures
 
 OPS = [Fit(), Denoise(), Sharpen(), AutoColor(), Stylize(), Inpaint()]
 DEFAULTS = {
@@ -189,13 +189,13 @@ def test_denoise_reduces_noise(method, dtype):
     _, noisy = noisy_scene(dtype)
     out = run(Denoise(), Image(noisy), strength=12, method=method)
     assert out.pixels.dtype == dtype
-    assert analysis.noise_sigma(out.pixels) < 0.6 * analysis.noise_sigma(noisy)
+    assert measures.noise_sigma(out.pixels) < 0.6 * measures.noise_sigma(noisy)
 
 
 def test_sharpen_increases_sharpness_and_threshold_protects_flat_areas():
     soft = cv2.GaussianBlur(scene(96, 96), (0, 0), 2)
     out = run(Sharpen(), Image(soft), amount=1.5, radius=2, threshold=0)
-    assert analysis.sharpness(out.pixels) > 1.5 * analysis.sharpness(soft)
+    assert measures.sharpness(out.pixels) > 1.5 * measures.sharpness(soft)
     flat = Image(np.full((32, 32, 3), 100, np.uint8))
     flat.pixels[16, 16] = 102  # a 2-level bump stays below threshold 4
     assert np.array_equal(run(Sharpen(), flat, amount=3, threshold=4).pixels, flat.pixels)
@@ -207,17 +207,17 @@ def test_auto_color_removes_cast_and_stretches_contrast():
     cast = np.clip(neutral * [0.6, 0.9, 1.3] * 0.5 + 60, 0, 255).astype(
         np.uint8
     )  # warm, low contrast
-    assert analysis.color_cast(cast) > 10
+    assert measures.color_cast(cast) > 10
     out = run(AutoColor(), Image(cast), strength=1.0, white_balance="grayworld")
-    assert analysis.color_cast(out.pixels) < 0.5 * analysis.color_cast(cast)
-    assert analysis.exposure(out.pixels)["contrast"] > analysis.exposure(cast)["contrast"] + 0.2
+    assert measures.color_cast(out.pixels) < 0.5 * measures.color_cast(cast)
+    assert measures.exposure(out.pixels)["contrast"] > measures.exposure(cast)["contrast"] + 0.2
 
 
 def test_auto_color_neutral_balance_fixes_a_cast_on_gray_content():
     g = cv2.cvtColor(scene(64, 64), cv2.COLOR_BGR2GRAY).astype(np.float32)
     cast = np.clip(np.repeat(g[:, :, None], 3, axis=2) * [0.85, 1.0, 1.15], 0, 255).astype(np.uint8)
     out = run(AutoColor(), Image(cast), strength=1.0, levels=False)
-    assert analysis.color_cast(out.pixels) < 0.5 * analysis.color_cast(cast)
+    assert measures.color_cast(out.pixels) < 0.5 * measures.color_cast(cast)
 
 
 def test_auto_color_neutral_balance_leaves_a_colourful_scene_alone():
@@ -228,7 +228,7 @@ def test_auto_color_neutral_balance_leaves_a_colourful_scene_alone():
     out = run(AutoColor(), Image(sunset), strength=1.0, levels=False)
     assert np.array_equal(out.pixels, sunset)
     tinted = run(AutoColor(), Image(sunset), strength=1.0, levels=False, white_balance="grayworld")
-    assert analysis.color_cast(tinted.pixels) < analysis.color_cast(sunset) - 10
+    assert measures.color_cast(tinted.pixels) < measures.color_cast(sunset) - 10
 
 
 def test_auto_color_16bit_keeps_fine_levels():

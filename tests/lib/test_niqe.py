@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from retouch.lib.quality import analysis, niqe
+from retouch.lib.quality import measures, niqe
 from tests.lib.test_analysis import _degrade, photo
 
 
@@ -57,7 +57,7 @@ def test_niqe_agrees_with_basicsr():
 
 def test_the_review_measure_uses_it_and_refuses_what_it_cannot_measure():
     img = cv2.resize(photo(), (320, 256), interpolation=cv2.INTER_CUBIC)
-    assert analysis.niqe(img) == pytest.approx(_reference(img), rel=2e-3)
+    assert measures.niqe(img) == pytest.approx(_reference(img), rel=2e-3)
     with pytest.raises(ValueError, match="96x96"):
         niqe.niqe(img[:90])
     with pytest.raises(ValueError, match="uint8"):
@@ -68,10 +68,10 @@ def test_computing_niqe_imports_neither_basicsr_nor_torch():
     """A model-free run's review measures NIQE without loading the model stack."""
     code = (
         "import sys, numpy as np\n"
-        "from retouch.lib.quality import analysis\n"
+        "from retouch.lib.quality import measures\n"
         "rng = np.random.default_rng(0)\n"
         "img = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)\n"
-        "assert analysis.niqe(img) is not None\n"
+        "assert measures.niqe(img) is not None\n"
         "print(sorted(m for m in ('basicsr', 'torch', 'torchvision') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
