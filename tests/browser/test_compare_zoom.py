@@ -171,10 +171,10 @@ def test_zoom_to_100_percent_loads_full_size_and_pans_both_layers_together(
 def test_a_result_too_large_for_the_browser_keeps_its_preview_and_says_why(
     browser, upscale_batch, monkeypatch
 ):
-    from retouch.web import batches
+    from retouch.web import results
 
     monkeypatch.setattr(
-        batches, "FULL_VIEW_MAX_PIXELS", 1_000_000
+        results, "FULL_VIEW_MAX_PIXELS", 1_000_000
     )  # the input fits, not the result
     with _Server() as server, _open_page(browser, server) as page:
         page.goto(f"{server.url}/?token={TOKEN}#{upscale_batch}")

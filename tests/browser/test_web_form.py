@@ -69,7 +69,7 @@ def test_export_settings_and_expert_parameters_become_cli_overrides(browser):
     """Export settings and an advanced parameter changed in the form are sent as the
     overrides `retouch run --set` takes, and the recipe they make is the one asked for."""
     from retouch.lib.recipe import apply_overrides, load_preset
-    from retouch.web.batches import override_args
+    from retouch.web.runner import override_args
 
     with _Server() as server, _open_page(browser, server) as page:
         page.route(

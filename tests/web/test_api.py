@@ -180,7 +180,7 @@ def test_cancel_stops_the_running_process(prefect_server, serve):
 
 def test_queue_runs_one_batch_at_a_time_and_a_queued_batch_cancels_at_once(serve):
     from retouch.lib.settings import get_settings
-    from retouch.web.batches import Runner
+    from retouch.web.runner import Runner
 
     runner = Runner(get_settings().home / "web" / "batches", max_running=0)
     web = serve(runner=runner)
@@ -215,7 +215,7 @@ def test_a_batch_whose_process_vanished_is_failed_after_a_restart(prefect_server
 
 def test_a_job_stopped_by_a_server_shutdown_runs_again_at_the_next_start(prefect_server, serve):
     from retouch.lib.settings import get_settings
-    from retouch.web.batches import Runner
+    from retouch.web.runner import Runner
 
     web = serve()
     c = web.client
@@ -256,7 +256,7 @@ def test_a_crashing_run_fails_the_batch_with_its_reason(serve, tmp_path, how):
     import sys
 
     from retouch.lib.settings import get_settings
-    from retouch.web.batches import Runner
+    from retouch.web.runner import Runner
 
     fake = tmp_path / "python"
     fake.write_text(CRASHING_RUN.format(python=sys.executable, how=how))

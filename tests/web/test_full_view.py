@@ -42,7 +42,7 @@ def upscaled(serve):
     """A finished upload batch: two inputs, each delivered at twice its size, one as a
     16-bit PNG with alpha, one as a TIFF. Returns (server, batch id, the PNG's pixels)."""
     from retouch.lib.settings import get_settings
-    from retouch.web.batches import Runner
+    from retouch.web.runner import Runner
 
     root = get_settings().home / "web" / "batches"
     png, rgba = _png16_rgba(902, 600)
@@ -104,10 +104,10 @@ def test_full_size_before_and_after_are_browser_images_at_their_own_size(upscale
 
 
 def test_images_above_the_pixel_bound_are_refused_with_the_reason(upscaled, monkeypatch):
-    from retouch.web import batches
+    from retouch.web import results
 
     web, batch_id, _ = upscaled
-    monkeypatch.setattr(batches, "FULL_VIEW_MAX_PIXELS", 500_000)
+    monkeypatch.setattr(results, "FULL_VIEW_MAX_PIXELS", 500_000)
     refused = web.client.get(f"/api/batches/{batch_id}/full/1/after")
     assert refused.status_code == 413
     detail = refused.json()["detail"]
@@ -119,7 +119,7 @@ def test_images_above_the_pixel_bound_are_refused_with_the_reason(upscaled, monk
 
 def test_the_token_and_the_source_roots_guard_the_full_size_images(serve, tmp_path, monkeypatch):
     from retouch.lib.settings import get_settings, reload_settings
-    from retouch.web.batches import Runner
+    from retouch.web.runner import Runner
 
     photos = tmp_path / "photos"
     monkeypatch.setenv("RETOUCH_WEB_SOURCE_ROOTS", json.dumps([str(photos)]))

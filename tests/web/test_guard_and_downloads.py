@@ -20,7 +20,7 @@ RESULTS = {CAT: bytes(range(256)) * 8, "plain.jpg": b"p" * 700}
 def done(serve):
     """A server (no token) holding one finished batch; returns (server, batch id)."""
     from retouch.lib.settings import get_settings
-    from retouch.web.batches import Runner
+    from retouch.web.runner import Runner
 
     root = get_settings().home / "web" / "batches"
     batch_id = stored_batch(root, RESULTS)
@@ -148,7 +148,7 @@ def test_a_result_name_leading_out_of_the_cache_is_never_written(serve):
     """Result names come from the batch's own ZIP; even a crafted one cannot make the
     server write a file outside the batch's cache."""
     from retouch.lib.settings import get_settings
-    from retouch.web.batches import Runner
+    from retouch.web.runner import Runner
 
     root = get_settings().home / "web" / "batches"
     batch_id = stored_batch(root, {"../../../escape.jpg": b"x" * 50, "ok.jpg": b"o" * 50})
@@ -161,7 +161,7 @@ def test_a_result_name_leading_out_of_the_cache_is_never_written(serve):
 
 
 def test_the_runs_do_not_inherit_the_token(monkeypatch, tmp_path):
-    from retouch.web.batches import Runner
+    from retouch.web.runner import Runner
 
     monkeypatch.setenv("RETOUCH_WEB_TOKEN", "do-not-pass-on")
     env = Runner(tmp_path, prefect_api_url="http://127.0.0.1:1/api").environment()
@@ -173,7 +173,8 @@ def test_many_different_selections_do_not_fill_the_disk(serve):
     """Each selection is a ZIP built once and kept for resumed downloads; asking for many
     keeps only the most recently used ones."""
     from retouch.lib.settings import get_settings
-    from retouch.web.batches import MAX_SELECTIONS, Runner
+    from retouch.web.results import MAX_SELECTIONS
+    from retouch.web.runner import Runner
 
     root = get_settings().home / "web" / "batches"
     results = {f"p{i:02d}.jpg": bytes([i]) * 2000 for i in range(MAX_SELECTIONS + 4)}
@@ -203,7 +204,7 @@ def test_a_big_batch_is_polled_compressed(serve):
     import json
 
     from retouch.lib.settings import get_settings
-    from retouch.web.batches import Runner
+    from retouch.web.runner import Runner
 
     root = get_settings().home / "web" / "batches"
     batch_id = stored_batch(root, {f"shoot/day-{i:04d}.jpg": b"x" for i in range(400)})
@@ -223,7 +224,7 @@ def test_a_second_regeneration_waits_for_the_first(serve):
     import threading
 
     from retouch.lib.settings import get_settings
-    from retouch.web.batches import Runner
+    from retouch.web.runner import Runner
 
     root = get_settings().home / "web" / "batches"
     batch_id = stored_batch(root, {"a.jpg": b"a" * 10, "b.jpg": b"b" * 10})

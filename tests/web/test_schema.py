@@ -39,7 +39,7 @@ def fuzzed_app(retouch_home, monkeypatch):
 
     from retouch.lib.settings import reload_settings
     from retouch.web.app import create_app
-    from retouch.web.batches import Runner
+    from retouch.web.runner import Runner
 
     # Remote sources fail at once instead of waiting on a network this machine lacks.
     monkeypatch.setenv("RETOUCH_STORAGE_RETRIES", "0")

@@ -14,7 +14,7 @@ from tests.web.conftest import SAMPLES, sample_files
 def queued(serve):
     """A server whose runner keeps every batch queued."""
     from retouch.lib.settings import get_settings
-    from retouch.web.batches import Runner
+    from retouch.web.runner import Runner
 
     runner = Runner(get_settings().home / "web" / "batches", max_running=0)
     return serve(runner=runner)

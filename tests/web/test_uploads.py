@@ -205,7 +205,7 @@ def test_an_upload_over_the_declared_length_is_refused_before_reading(serve, mon
 
 def test_unsafe_names_are_made_safe(serve):
     from retouch.lib.settings import get_settings
-    from retouch.web.batches import Runner
+    from retouch.web.runner import Runner
 
     runner = Runner(get_settings().home / "web" / "batches", max_running=0)
     web = serve(runner=runner)

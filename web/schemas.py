@@ -1,0 +1,172 @@
+"""The API's request and response models: the OpenAPI schema the page and integrators read."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from retouch.lib.recipe import DEFAULT_PRESET
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What went wrong, naming the file or field and the reason")
+
+
+class HealthOut(BaseModel):
+    ok: bool
+    version: str
+
+
+class StepOut(BaseModel):
+    op: str
+    params: dict[str, Any] = Field(description="The preset's parameters, defaults filled in")
+    schema_: dict[str, Any] = Field(alias="schema", description="JSON schema of the params")
+
+
+class WeightOut(BaseModel):
+    name: str = Field(description="Registry name of the model")
+    filename: str = Field(description="Its weight file")
+    source: Literal["mirror", "url"] | None = Field(
+        description="Where the server fetches the file when a batch is submitted (the mirror "
+        "or the official URL); null: it cannot be had here (offline, no mirror holds it)"
+    )
+    path: str = Field(description="Where the file belongs on the server")
+    url: str = Field(description="The official download URL")
+    how: str = Field(description="The ways to provide the file on the server")
+
+
+class PresetOut(BaseModel):
+    name: str
+    description: str
+    steps: list[StepOut]
+    export: dict[str, Any] = Field(description="The preset's export settings")
+    available: bool = Field(
+        description="Whether a batch with this preset can start here: its weight files are "
+        "on the server or can be fetched when the batch is submitted"
+    )
+    unavailable: str | None = Field(
+        description="Why the preset cannot run here and how to make it run (null when it can)"
+    )
+    weights: list[WeightOut] = Field(
+        description="The weight files the preset needs that are not on the server yet"
+    )
+
+
+class ImageOut(BaseModel):
+    name: str = Field(description="Relative path as uploaded (or found in the source)")
+    index: int
+    status: Literal["pending", "prepared", "processed", "reviewed", "done", "failed"]
+    phase: Literal["prepare", "process", "review", "export"] | None
+    error: str | None
+    note: str | None = Field(None, description="A remark that is not a failure")
+    score: float | None = Field(
+        description="The result's score (0..100); the verdict is read off it and score_before"
+    )
+    score_before: float | None = Field(None, description="The input's score, same scale")
+    verdict: str | None
+    step: int | None = Field(None, description="The last recipe step done on it (1-based)")
+    step_op: str | None = Field(None, description="The operation of that step")
+    reused: bool = Field(False, description="Its result came from the cache (not recomputed)")
+    thumbs: dict[str, str | None] = Field(description="before, after, crop-before, crop-after")
+    output_name: str | None
+    result_url: str | None
+    full: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="before, after: the input and the delivered result at full size, in a "
+        "format browsers show (null until the result is delivered, or when the input is not "
+        "known)",
+    )
+    size: dict[str, int] | None = Field(
+        None, description="width, height of the delivered result in pixels (when known)"
+    )
+
+
+class ProgressOut(BaseModel):
+    fraction: float = Field(description="Share of the current job's work done (0..1)")
+    reviewed: int = Field(description="Images reviewed so far (their previews are ready)")
+    exported: int = Field(description="Images exported (in the delivery)")
+    elapsed_s: float | None = Field(description="Seconds since the current job started")
+    eta_s: float | None = Field(description="Estimated seconds left (null when not known)")
+
+
+class BatchSummaryOut(BaseModel):
+    id: str
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    created: str
+    preset: str
+    overrides: dict[str, Any]
+    total: int
+    counts: dict[str, int]
+    progress: ProgressOut
+    steps: list[str] = Field(description="The operations of the preset's steps, in order")
+    skipped: list[dict[str, str]]
+    error: str | None
+    run_id: str | None
+    zip_url: str | None
+    report_url: str | None
+    exit_code: int | None
+
+
+class BatchOut(BatchSummaryOut):
+    images: list[ImageOut]
+
+
+class ResultOut(BaseModel):
+    name: str
+    output_name: str
+    bytes: int
+    url: str
+
+
+class UrisIn(BaseModel):
+    sources: list[str] = Field(
+        min_length=1, description="Folders, files, globs, s3:// prefixes, list files or .zip"
+    )
+    preset: str = DEFAULT_PRESET
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class RegenerateIn(BaseModel):
+    names: list[str] = Field(min_length=1, description="Image names to process again")
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    keep_worse: bool = Field(
+        False,
+        description="Take a new version even when it scores below the one it replaces "
+        "(by default the better one stays current and the image's note says so)",
+    )
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 415, 416, 422, 507)
+}
+MULTIPART_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "Images; a file name may hold a relative folder path",
+                        },
+                        "masks": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "Inpainting masks, matched to images by file stem",
+                        },
+                        "preset": {"type": "string", "default": DEFAULT_PRESET},
+                        "overrides": {
+                            "type": "string",
+                            "description": 'JSON object, e.g. {"sharpen.amount": 1.5}',
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
