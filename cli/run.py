@@ -95,25 +95,11 @@ def run(
       retouch run shoot.zip -p upscale-x4 --set upscale.outscale=2 --set export.format=webp -o out
     """
     prefect_defaults(verbose)
-    from retouch.lib import locks, sources
+    from retouch.lib import locks
     from retouch.lib.delivery import delivery
-    from retouch.lib.phases.keys import weights_ids
-    from retouch.lib.recipe import apply_overrides, load_preset
     from retouch.lib.settings import get_settings
-    from retouch.lib.storage import check_no_inline_credentials, redact
 
-    recipe = apply_overrides(load_preset(preset), overrides or [])
-    # Refused before Prefect starts: the destination becomes a recorded flow parameter.
-    check_no_inline_credentials(out_dir)
-    found = sources.discover(source, follow_symlinks=get_settings().follow_symlinks)
-    if not found.items:
-        why = (
-            f"; skipped: {redact(found.skipped[0][0])}: {found.skipped[0][1]}"
-            if found.skipped
-            else ""
-        )
-        raise fail(f"{redact(source)}: no images found{why}")
-    weights_ids(recipe)  # a missing model stops here, before Prefect starts
+    recipe, count = _checked(source, out_dir, preset, overrides or [])
     # One run at a time into a destination (the second would replace the first's
     # delivery), and one that can be written: found now, not after every image.
     dest_lock = locks.lock_destination(out_dir, get_settings().home / "locks")
@@ -140,11 +126,35 @@ def run(
                     raise fail(f"could not start a local Prefect server: {exc}") from None
                 if auto:
                     _run_auto(source, out_dir, overrides or [], options, json_out)
-                _run_one(source, out_dir, recipe, len(found.items), options, json_out)
+                _run_one(source, out_dir, recipe, count, options, json_out)
         finally:
             stop_events()
     finally:
         dest_lock.release()
+
+
+def _checked(source: str, out_dir: str, preset: str, overrides: list[str]) -> tuple[Recipe, int]:
+    """The recipe and the number of images, once everything that can be checked before
+    Prefect starts is checked."""
+    from retouch.lib import sources
+    from retouch.lib.phases.keys import weights_ids
+    from retouch.lib.recipe import apply_overrides, load_preset
+    from retouch.lib.settings import get_settings
+    from retouch.lib.storage import check_no_inline_credentials, redact
+
+    recipe = apply_overrides(load_preset(preset), overrides)
+    # Refused before Prefect starts: the destination becomes a recorded flow parameter.
+    check_no_inline_credentials(out_dir)
+    found = sources.discover(source, follow_symlinks=get_settings().follow_symlinks)
+    if not found.items:
+        why = (
+            f"; skipped: {redact(found.skipped[0][0])}: {found.skipped[0][1]}"
+            if found.skipped
+            else ""
+        )
+        raise fail(f"{redact(source)}: no images found{why}")
+    weights_ids(recipe)  # a missing model stops here, before Prefect starts
+    return recipe, len(found.items)
 
 
 def _run_one(
