@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import typer
 from typer.testing import CliRunner
 
-from retouch.flows.deploy_cli import register
+from retouch.cli.deploy import register
 
 
 def _invoke(*args: str):

@@ -96,7 +96,7 @@ def test_paused_run_resumed_with_a_regeneration_request(prefect_server, tmp_path
 
     unsubscribe()
     # The pause is announced with the exact commands that resume it.
-    from retouch.cli.main import approval_lines
+    from retouch.cli.output import approval_lines
 
     (event,) = paused
     assert event["run_id"] == run_id and event["flow_run_id"]

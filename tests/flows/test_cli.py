@@ -126,7 +126,7 @@ def test_run_events_file_has_one_json_line_per_event(prefect_server, tmp_path):
 def test_help_texts_break_at_the_terminal_width_not_mid_sentence():
     import typer
 
-    from retouch.cli.main import reflow_help
+    from retouch.cli.common import reflow_help
 
     # The docstrings' own line breaks used to show in `retouch --help`'s command list.
     commands = typer.main.get_command(app).commands

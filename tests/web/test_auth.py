@@ -86,7 +86,7 @@ def test_presets_carry_each_steps_params_and_schema(serve):
 def test_the_printed_address_carries_the_token_intact():
     from urllib.parse import parse_qs, urlsplit
 
-    from retouch.flows.web_cli import page_url
+    from retouch.cli.web import page_url
 
     token = "a&b#c+d/e=f%"
     url = page_url("0.0.0.0", 8080, token)

@@ -6,24 +6,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-console = Console(stderr=True)
-out = Console()
+from retouch.cli.common import console, fail, out, reported
 
 models_app = typer.Typer(
     help="The model registry: list, download, import and locate weights.", no_args_is_help=True
 )
 
 
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
 @models_app.command("list")
+@reported()
 def models_list() -> None:
     """List the registered models (shipped and imported) and whether their weights are present."""
     from retouch.lib.models import fetch, specs
@@ -60,6 +54,7 @@ def models_list() -> None:
 
 
 @models_app.command("pull")
+@reported()
 def models_pull(
     name: Annotated[str, typer.Argument(help="Model name, e.g. realesrgan-x4plus")],
     force: Annotated[bool, typer.Option(help="Download again even if present")] = False,
@@ -68,17 +63,13 @@ def models_pull(
 
     Example: retouch models pull gfpgan-v1.4
     """
-    from retouch.lib.errors import RetouchError
     from retouch.lib.models import fetch
 
-    try:
-        path = fetch.pull(name, force=force)
-    except RetouchError as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(str(path))
+    typer.echo(str(fetch.pull(name, force=force)))
 
 
 @models_app.command("import")
+@reported()
 def models_import(
     first: Annotated[
         str, typer.Argument(metavar="FILE|NAME", help="A model file, or a shipped model's name")
@@ -123,30 +114,24 @@ def models_import(
       retouch models import ~/Downloads/4x_NMKD-Siax_200k.pth --name siax
       retouch models import big-lama ~/Downloads/big-lama.pt
     """
-    from retouch.lib.errors import RetouchError
     from retouch.lib.models import imported, specs
 
-    try:
-        if second is not None and first in specs.SPECS:
-            path = imported.import_into_shipped(specs.SPECS[first], second, force=force)
-            typer.echo(str(path))
-            return
-        if second is None and first in specs.SPECS:
-            raise _fail(f"give the file to import as {first!r}: retouch models import {first} FILE")
-        if second is not None:
-            raise _fail(
-                f"{first!r} is not a shipped model; to import a file under a new name use "
-                f"`retouch models import FILE --name NAME`"
-            )
-        if name is not None and name in specs.SPECS:
-            path = imported.import_into_shipped(specs.SPECS[name], first, force=force)
-            typer.echo(str(path))
-            return
-        spec = imported.import_model(
-            first, name, force=force, allow_noncommercial=allow_noncommercial
+    if second is not None and first in specs.SPECS:
+        path = imported.import_into_shipped(specs.SPECS[first], second, force=force)
+        typer.echo(str(path))
+        return
+    if second is None and first in specs.SPECS:
+        raise fail(f"give the file to import as {first!r}: retouch models import {first} FILE")
+    if second is not None:
+        raise fail(
+            f"{first!r} is not a shipped model; to import a file under a new name use "
+            f"`retouch models import FILE --name NAME`"
         )
-    except RetouchError as exc:
-        raise _fail(str(exc)) from None
+    if name is not None and name in specs.SPECS:
+        path = imported.import_into_shipped(specs.SPECS[name], first, force=force)
+        typer.echo(str(path))
+        return
+    spec = imported.import_model(first, name, force=force, allow_noncommercial=allow_noncommercial)
     op = {"upscale": "upscale.model", "face": "restore_faces.model", "inpaint": "inpaint.model"}
     use = op.get(specs.purpose_of(spec), "")
     out.print(
@@ -160,37 +145,36 @@ def models_import(
 
 
 @models_app.command("remove")
+@reported()
 def models_remove(name: Annotated[str, typer.Argument(help="An imported model's name")]) -> None:
     """Forget an imported model and delete its stored weights (shipped models stay)."""
     from retouch.lib.models import imported, specs
 
     if name in specs.SPECS:
-        raise _fail(f"{name!r} is a shipped model; delete its file from the model folder instead")
+        raise fail(f"{name!r} is a shipped model; delete its file from the model folder instead")
     if not imported.remove(name):
-        raise _fail(f"no imported model named {name!r} (see `retouch models list`)")
+        raise fail(f"no imported model named {name!r} (see `retouch models list`)")
     typer.echo(f"removed {name}")
 
 
 @models_app.command("path")
+@reported()
 def models_path(
     name: Annotated[
         str | None, typer.Argument(help="Model name (omit for the model folder)")
     ] = None,
 ) -> None:
     """Print the model folder, or where a model's weight file is (or would be) kept."""
-    from retouch.lib.errors import RetouchError
     from retouch.lib.models import fetch
     from retouch.lib.settings import get_settings
 
     if name is None:
         typer.echo(str(get_settings().resolved_model_dir()))
         return
-    try:
-        st = fetch.status(name)
-    except RetouchError as exc:
-        raise _fail(str(exc)) from None
-    typer.echo(str(st["path"]))
+    typer.echo(str(fetch.status(name)["path"]))
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``models list``, ``pull``, ``import``, ``remove`` and ``path`` to the ``retouch``
+    command line."""
     app.add_typer(models_app, name="models")

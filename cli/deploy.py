@@ -8,27 +8,26 @@ and deliver is read from ``RETOUCH_TEAM_*`` (see ``TeamConfig``) or given as opt
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from retouch.cli.common import console, reported
 from retouch.lib.recipe import DEFAULT_PRESET
 
-console = Console(stderr=True)
+if TYPE_CHECKING:
+    from retouch.deployments.serve import TeamConfig
 
 
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
-def _config(pool: str | None, inbox: str | None, cron: str | None, preset: str | None):
+def _config(
+    pool: str | None, inbox: str | None, cron: str | None, preset: str | None
+) -> TeamConfig:
+    """The ``RETOUCH_TEAM_*`` settings, with what the options give instead."""
     from retouch.deployments.serve import TeamConfig
 
     given = {"pool": pool, "inbox": inbox, "nightly_cron": cron, "preset": preset}
-    return TeamConfig(**{k: v for k, v in given.items() if v is not None})
+    return TeamConfig().model_copy(update={k: v for k, v in given.items() if v is not None})
 
 
 PoolOpt = Annotated[
@@ -47,6 +46,7 @@ PresetOpt = Annotated[
 ]
 
 
+@reported(ValueError)
 def deploy(
     pool: PoolOpt = None, inbox: InboxOpt = None, cron: CronOpt = None, preset: PresetOpt = None
 ) -> None:
@@ -54,18 +54,15 @@ def deploy(
     'urgent' and 'bulk' queues when missing). Then start workers:
     prefect worker start --pool retouch"""
     from retouch.deployments.deploy import apply
-    from retouch.lib.errors import RetouchError
 
-    try:
-        config = _config(pool, inbox, cron, preset)
-        ids = apply(config)
-    except (RetouchError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+    config = _config(pool, inbox, cron, preset)
+    ids = apply(config)
     for name, ident in ids.items():
         typer.echo(f"{name} {ident}")
     console.print(f"start workers with: prefect worker start --pool {escape(config.pool)}")
 
 
+@reported(ValueError)
 def serve(inbox: InboxOpt = None, cron: CronOpt = None, preset: PresetOpt = None) -> None:
     """Serve the deployments from this process (schedules and triggers included) on one box,
     as enhance-served and regenerate-served: apart from those `retouch deploy` applies, which
@@ -74,13 +71,11 @@ def serve(inbox: InboxOpt = None, cron: CronOpt = None, preset: PresetOpt = None
 
     from retouch.deployments.serve import deployments
 
-    try:
-        built = deployments(_config(None, inbox, cron, preset), served=True)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
+    built = deployments(_config(None, inbox, cron, preset), served=True)
     prefect_serve(*built)
 
 
+@reported()
 def watch(
     source: Annotated[str, typer.Argument(help="Folder or prefix to watch (s3://bucket/inbox)")],
     dest: Annotated[str, typer.Option(help="Deliveries go to DEST/<batch>")],
@@ -92,9 +87,8 @@ def watch(
     """Watch SOURCE and announce each settled batch of new images as a
     retouch.images.arrived event (the enhance deployment's trigger runs it)."""
     from retouch.flows.watch import run_watcher
-    from retouch.lib.errors import RetouchError
 
-    def show(payload: dict) -> None:
+    def show(payload: dict[str, Any]) -> None:
         typer.echo(json.dumps({k: payload[k] for k in ("source", "dest", "count")}))
 
     try:
@@ -107,12 +101,11 @@ def watch(
             once=once,
             on_batch=show,
         )
-    except RetouchError as exc:
-        raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 
 
+@reported(ValueError)
 def submit(
     source: Annotated[str, typer.Argument(help="Folder, prefix, list file or ZIP")],
     dest: Annotated[str, typer.Option(help="Where to deliver")],
@@ -140,24 +133,19 @@ def submit(
 
     from retouch.deployments.deploy import submit as submit_run
     from retouch.deployments.deploy import wait_for
-    from retouch.lib.errors import RetouchError
+    from retouch.deployments.serve import SERVED_SUFFIX
     from retouch.lib.recipe import apply_overrides, is_shipped_preset, load_preset
 
-    try:
-        when = datetime.fromisoformat(at) if at else None
-        # Checked here, so a typo fails now rather than on a worker.
-        recipe = apply_overrides(load_preset(preset), overrides)
-        params: dict = {"source": source, "dest": dest}
-        if is_shipped_preset(preset):
-            params |= {"preset": preset, "overrides": overrides}
-        else:  # a saved preset or a file exists only here: send it in full
-            params["recipe"] = recipe.model_dump(mode="json")
-        from retouch.deployments.serve import SERVED_SUFFIX
-
-        name = "retouch-enhance/enhance" + (SERVED_SUFFIX if served else "")
-        ident = submit_run(name, params, urgent=urgent, at=when)
-    except (RetouchError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+    when = datetime.fromisoformat(at) if at else None
+    # Checked here, so a typo fails now rather than on a worker.
+    recipe = apply_overrides(load_preset(preset), overrides)
+    params: dict[str, Any] = {"source": source, "dest": dest}
+    if is_shipped_preset(preset):
+        params |= {"preset": preset, "overrides": overrides}
+    else:  # a saved preset or a file exists only here: send it in full
+        params["recipe"] = recipe.model_dump(mode="json")
+    name = "retouch-enhance/enhance" + (SERVED_SUFFIX if served else "")
+    ident = submit_run(name, params, urgent=urgent, at=when)
     typer.echo(str(ident))
     if wait:
         state = wait_for(ident)

@@ -8,17 +8,9 @@ import threading
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from retouch.web.security import is_loopback_host
-
-console = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
+from retouch.cli.common import console, fail, reported
 
 
 def page_url(host: str, port: int, token: str | None) -> str:
@@ -58,6 +50,7 @@ def _prefect_server() -> tuple[str, Any]:
     return server.api_url, server
 
 
+@reported()
 def web(
     host: Annotated[
         str, typer.Option(help="Address to listen on (beyond loopback a token is required)")
@@ -88,15 +81,16 @@ def web(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from retouch.lib.settings import get_settings
+    from retouch.web.security import is_loopback_host
 
     token = token or get_settings().web_token
     if not token and not is_loopback_host(host.strip("[]").lower()):
-        raise _fail(
+        raise fail(
             f"listening on {host} (beyond this machine) needs a token: give --token TOKEN or "
             "set RETOUCH_WEB_TOKEN"
         )
     if not _port_free(host, port):
-        raise _fail(f"{host}:{port} is in use: choose another --port")
+        raise fail(f"{host}:{port} is in use: choose another --port")
 
     import uvicorn
 
@@ -107,7 +101,7 @@ def web(
         try:
             api_url, server = _prefect_server()
         except Exception as exc:  # the server's own errors vary; the message says what failed
-            raise _fail(f"could not start a Prefect server: {exc}") from None
+            raise fail(f"could not start a Prefect server: {exc}") from None
         app = create_app(token=token, prefect_api_url=api_url)
         url = page_url(host, port, token)
         console.print(f"retouch web: {escape(url)}  (Prefect API {escape(api_url)})")

@@ -1,32 +1,25 @@
-"""``retouch preview`` and ``retouch tune``: try a recipe on a few images in seconds.
-
-Both run in this process without Prefect (no server to start), on a sample of the source
-(at full resolution, so each score is the one a run gives; or cut to a region, or reduced
-with --max-side, for speed), and write a contact sheet with a score per cell. ``tune`` also names the best-scoring value and can save it as a user preset.
-"""
+"""Trying recipes before a run and deciding during one: ``preview`` and ``tune`` (a contact
+sheet of a few images, in this process without Prefect), ``recommend`` (a preset per image),
+``runs`` and ``approve`` (resume a run paused for approval)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-console = Console(stderr=True)
-out = Console()
+from retouch.cli.common import console, fail, open_workspace, out, print_json, reported
+
+if TYPE_CHECKING:
+    from retouch.lib.quality.preview import PreviewResult, Variant
+    from retouch.lib.quality.recommend import Advice
 
 
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
-def _variants(presets: list[str], grid: str | None, overrides: list[str]):
+def _variants(presets: list[str], grid: str | None, overrides: list[str]) -> list[Variant]:
     from retouch.lib.quality import preview
     from retouch.lib.recipe import apply_overrides, load_preset
 
@@ -41,7 +34,7 @@ def _variants(presets: list[str], grid: str | None, overrides: list[str]):
     return preview.variants_for(recipes[0], parsed)
 
 
-def _print_table(result) -> None:
+def _print_table(result: PreviewResult) -> None:
     table = Table(title="scores (0-100)", show_lines=False)
     table.add_column("image")
     for v in result.variants:
@@ -70,27 +63,22 @@ def _preview_command(
     device: str | None,
     as_json: bool,
     max_side: int | None = None,
-):
-    from retouch.lib.errors import RetouchError
+) -> PreviewResult:
     from retouch.lib.models.device import device_for
     from retouch.lib.quality import preview
     from retouch.lib.settings import get_settings
 
-    try:
-        variants = _variants(presets, grid, overrides)
-        result = preview.run_preview(
-            source,
-            variants,
-            out_file,
-            sample_size=sample,
-            region=preview.parse_region(region) if region else None,
-            device=device_for(device or get_settings().device),
-            max_side=max_side,
-        )
-    except (RetouchError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+    result = preview.run_preview(
+        source,
+        _variants(presets, grid, overrides),
+        out_file,
+        sample_size=sample,
+        region=preview.parse_region(region) if region else None,
+        device=device_for(device or get_settings().device),
+        max_side=max_side,
+    )
     if as_json:
-        out.print_json(json.dumps(result.as_dict()))
+        print_json(result.as_dict())
     else:
         _print_table(result)
         where = out_file if "://" in out_file else os.path.abspath(out_file)
@@ -128,6 +116,7 @@ MaxSideOpt = Annotated[
 ]
 
 
+@reported(ValueError)
 def preview(
     source: SourceArg,
     preset: PresetOpt = ["quick"],  # noqa: B006 (typer reads the default; never mutated)
@@ -150,6 +139,7 @@ def preview(
     )
 
 
+@reported(ValueError)
 def tune(
     source: SourceArg,
     grid: Annotated[str, typer.Option("--grid", help="e.g. denoise.strength=3,6,10")],
@@ -175,22 +165,18 @@ def tune(
     )
     best = result.best()
     if best is None:
-        raise _fail("no trial produced a result: see the contact sheet and the reasons above")
+        raise fail("no trial produced a result: see the contact sheet and the reasons above")
     label, mean = best
     console.print(f"best: [bold]{escape(label)}[/] (mean score {mean:.1f})")
     if save:
-        from retouch.lib.errors import RetouchError
         from retouch.lib.recipe import apply_overrides, load_preset, save_user_preset
 
-        try:
-            recipe = apply_overrides(load_preset(preset), [*overrides, label])
-            path = save_user_preset(save, recipe)
-        except RetouchError as exc:
-            raise _fail(str(exc)) from None
+        recipe = apply_overrides(load_preset(preset), [*overrides, label])
+        path = save_user_preset(save, recipe)
         console.print(f"saved preset [bold]{escape(save)}[/]: {escape(str(Path(path)))}")
 
 
-def _waiting_run(ws, ident: str) -> tuple[str, dict]:
+def _waiting_run(ws: Any, ident: str) -> tuple[str, dict[str, Any]]:
     """The approval record of run ``ident``: retouch's run id, or the Prefect flow run's id
     (as the UI shows it)."""
     from retouch.flows.approval import APPROVAL_FILE
@@ -207,12 +193,13 @@ def _waiting_run(ws, ident: str) -> tuple[str, dict]:
             return run.run_id, ws.read_json(ws.run_path(run.run_id, APPROVAL_FILE))
     waiting = [r.run_id for r in versions.list_runs(ws) if r.state == "waiting for approval"]
     hint = f"; waiting now: {', '.join(waiting)}" if waiting else "; no run is waiting"
-    raise _fail(
+    raise fail(
         f"run {ident} is not waiting for approval in {ws.root} (give the run id printed by "
         f"`retouch run` or the Prefect flow run id, and the run's --workspace){hint}"
     )
 
 
+@reported()
 def runs(
     workspace: Annotated[
         str | None, typer.Option("--workspace", help="Workspace of the runs (default: setting)")
@@ -224,13 +211,11 @@ def runs(
     and time), preset, state (delivered, waiting for approval, rejected, not delivered),
     images, destination."""
     from retouch.lib import storage, versions
-    from retouch.lib.settings import get_settings
-    from retouch.lib.workspace import Workspace
 
-    ws = Workspace(workspace or get_settings().resolved_workspace())
+    ws = open_workspace(workspace)
     found = versions.list_runs(ws)[-last:]
     if as_json:
-        out.print_json(json.dumps([r.__dict__ for r in found]))
+        print_json([r.__dict__ for r in found])
         return
     if not found:
         console.print(f"no runs in {escape(storage.redact(ws.root))}")
@@ -255,6 +240,7 @@ def runs(
     out.print(table)
 
 
+@reported(ValueError)
 def approve(
     run_id: Annotated[
         str,
@@ -277,44 +263,42 @@ def approve(
     some images with overrides first, or reject it."""
     from uuid import UUID
 
-    from retouch.lib.errors import RetouchError
     from retouch.lib.quality.gate import ApprovalDecision
-    from retouch.lib.settings import get_settings
-    from retouch.lib.workspace import Workspace
 
     if reject and regenerate:
-        raise _fail("--reject and --regenerate exclude each other")
-    ws = Workspace(workspace or get_settings().resolved_workspace())
-    run_id, pending = _waiting_run(ws, run_id)
+        raise fail("--reject and --regenerate exclude each other")
+    run_id, pending = _waiting_run(open_workspace(workspace), run_id)
     if pending.get("status") != "waiting" or not pending.get("flow_run_id"):
-        raise _fail(f"run {run_id} is not waiting for approval (status: {pending.get('status')})")
+        raise fail(f"run {run_id} is not waiting for approval (status: {pending.get('status')})")
     names = {img["name"] for img in pending.get("images", [])}
     unknown = sorted(set(regenerate) - names)
     if unknown:
-        raise _fail(
+        raise fail(
             f"run {run_id} has no image named {', '.join(unknown)}; its images: "
             + ", ".join(sorted(names))
         )
     action = "reject" if reject else "regenerate" if regenerate else "approve"
     decision = ApprovalDecision(action=action, images=regenerate, overrides=overrides, note=note)
+    if overrides:  # validate now, while the user is here to fix a typo
+        from retouch.lib.recipe import apply_overrides, recipe_from_dict
+
+        manifest_recipe = pending.get("recipe")
+        if manifest_recipe:
+            apply_overrides(recipe_from_dict(manifest_recipe), overrides)
+    flow_run = UUID(pending["flow_run_id"])
+    from prefect.flow_runs import resume_flow_run
+
     try:
-        if overrides:  # validate now, while the user is here to fix a typo
-            from retouch.lib.recipe import apply_overrides, recipe_from_dict
-
-            manifest_recipe = pending.get("recipe")
-            if manifest_recipe:
-                apply_overrides(recipe_from_dict(manifest_recipe), overrides)
-        from prefect.flow_runs import resume_flow_run
-
-        resume_flow_run(UUID(pending["flow_run_id"]), run_input=decision.model_dump())
-    except (RetouchError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        resume_flow_run(flow_run, run_input=decision.model_dump())
+    except ValueError:
+        raise  # reported as itself, as a bad id is
     except Exception as exc:  # the Prefect API refused (e.g. the run is no longer paused)
-        raise _fail(f"could not resume run {run_id}: {type(exc).__name__}: {exc}") from None
+        raise fail(f"could not resume run {run_id}: {type(exc).__name__}: {exc}") from None
     console.print(f"run {escape(run_id)}: {action} sent")
 
 
-def _advice_table(advice) -> Table:
+def advice_table(advice: list[Advice]) -> Table:
+    """Each image's recommended preset and why (or why it could not be read)."""
     table = Table(title="recommendations", show_header=True)
     for col in ("image", "preset", "why"):
         table.add_column(col, overflow="fold")
@@ -324,6 +308,7 @@ def _advice_table(advice) -> Table:
     return table
 
 
+@reported()
 def recommend(
     source: SourceArg,
     as_json: JsonOpt = False,
@@ -336,143 +321,32 @@ def recommend(
     (size, faces, blur, noise, exposure, colour cast, drawing or photo). `retouch run
     --auto` runs each group with its preset."""
     from retouch.lib import sources
-    from retouch.lib.errors import RetouchError
     from retouch.lib.quality import recommend as rec
+    from retouch.lib.quality.runnable import runnable_groups
     from retouch.lib.settings import get_settings
-    from retouch.lib.workspace import Workspace
 
-    try:
-        found = sources.discover(source, follow_symlinks=get_settings().follow_symlinks)
-    except RetouchError as exc:
-        raise _fail(str(exc)) from None
+    found = sources.discover(source, follow_symlinks=get_settings().follow_symlinks)
     if not found.items:
-        raise _fail("no images found")
-    learned = rec.learn_from_history(Workspace(workspace or get_settings().resolved_workspace()))
+        raise fail("no images found")
+    learned = rec.learn_from_history(open_workspace(workspace))
     advice = rec.advise(found.items, pixel_limit=get_settings().pixel_limit, learned=learned)
-    grouped, notes = _runnable_groups(rec.groups(advice), fetch=False)
+    grouped, notes = runnable_groups(rec.groups(advice), fetch=False)
     if as_json:
-        data = {
-            "images": [a.as_dict() for a in advice],
-            "groups": {k: [a.name for a in v] for k, v in grouped.items()},
-            "learned": {k: v.__dict__ for k, v in learned.items()},
-            "notes": notes,
-        }
-        out.print_json(json.dumps(data))
+        print_json(
+            {
+                "images": [a.as_dict() for a in advice],
+                "groups": {k: [a.name for a in v] for k, v in grouped.items()},
+                "learned": {k: v.__dict__ for k, v in learned.items()},
+                "notes": notes,
+            }
+        )
         return
-    console.print(_advice_table(advice))
+    console.print(advice_table(advice))
     for note in notes:
         console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
     for preset, members in grouped.items():
         extra = f" with {', '.join(members[0].overrides)}" if members[0].overrides else ""
         console.print(f"[bold]{preset}[/]{escape(extra)}: {len(members)} image(s)")
-
-
-def _blocker(preset: str, fetch: bool) -> str | None:
-    """Why ``preset`` cannot run here (its model weights can't be had), or None. With
-    ``fetch``, weights that can be fetched are fetched now (as a run would); without, only
-    looked up (nothing downloaded)."""
-    from retouch.lib.errors import RetouchError
-    from retouch.lib.models.fetch import missing_weights
-    from retouch.lib.phases.keys import weights_ids
-    from retouch.lib.recipe import load_preset
-
-    recipe = load_preset(preset)
-    if fetch:
-        try:
-            weights_ids(recipe)
-        except RetouchError as exc:
-            return str(exc)
-        return None
-    blocked = [m for m in missing_weights(recipe.models()) if m["source"] is None]
-    if not blocked:
-        return None
-    files = ", ".join(f"{m['filename']} ({m['name']})" for m in blocked)
-    return f"it needs {files}, not here: {blocked[0]['how']}"
-
-
-def _runnable_groups(grouped: dict, fetch: bool = True) -> tuple[dict, list[str]]:
-    """Groups whose preset can run here; a preset whose model weights can't be had (missing,
-    offline, no mirror) hands its images to the default preset, with a note saying what the
-    better one needs (see :func:`_blocker`)."""
-    from retouch.lib.recipe import DEFAULT_PRESET
-
-    out: dict = {}
-    notes = []
-    for preset, members in grouped.items():
-        target = preset
-        if preset != DEFAULT_PRESET:
-            exc = _blocker(preset, fetch)
-            if exc is not None:
-                target = DEFAULT_PRESET
-                notes.append(
-                    f"{preset} would suit {len(members)} image(s) but cannot run here, so they "
-                    f"get {DEFAULT_PRESET}: {exc}"
-                )
-                for a in members:
-                    a.preset, a.overrides = DEFAULT_PRESET, []
-                    a.tips.append(f"{preset} would fit better: {exc}")
-        out.setdefault(target, []).extend(members)
-    return out, notes
-
-
-def run_auto(items, out_dir: str, overrides: list[str], options, json_out: bool) -> int:
-    """Run each recommended group with its preset into OUT/<preset>; the worst exit code."""
-    import tempfile
-
-    from retouch.flows.enhance import enhance
-    from retouch.flows.runtime import ad_hoc_run
-    from retouch.lib import storage
-    from retouch.lib.errors import RetouchError
-    from retouch.lib.quality import recommend as rec
-    from retouch.lib.recipe import apply_overrides, load_preset
-    from retouch.lib.settings import get_settings
-    from retouch.lib.workspace import Workspace
-
-    ws = Workspace(options.workspace or get_settings().resolved_workspace())
-    learned = rec.learn_from_history(ws)
-    advice = rec.advise(items, pixel_limit=get_settings().pixel_limit, learned=learned)
-    grouped, notes = _runnable_groups(rec.groups(advice))
-    if not json_out:
-        console.print(_advice_table(advice))
-        for note in notes:
-            console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
-    # Only export settings apply across presets; step overrides name one recipe's steps.
-    shared = [o for o in overrides if o.split("=", 1)[0].startswith("export.")]
-    codes, summaries = [], {}
-    with tempfile.TemporaryDirectory(prefix="retouch-auto-") as tmp:
-        for preset, members in grouped.items():
-            listing = Path(tmp) / f"{preset}.txt"
-            listing.write_text("\n".join(a.uri for a in members) + "\n", encoding="utf-8")
-            try:
-                # What the history learned for this kind of image, then the user's export.
-                recipe = apply_overrides(load_preset(preset), [*members[0].overrides, *shared])
-                with ad_hoc_run():
-                    summary = enhance(
-                        source=str(listing),
-                        dest=storage.join(out_dir, preset),
-                        recipe=recipe,
-                        options=options,
-                    )
-            except RetouchError as exc:
-                console.print(f"[red]{preset}: {escape(str(exc))}[/]")
-                codes.append(1)
-                continue
-            codes.append(summary.exit_code)
-            summaries[preset] = summary.model_dump(mode="json")
-            console.print(
-                f"[bold]{preset}[/]: {summary.succeeded} of {summary.total} delivered to "
-                f"{escape(storage.redact(storage.join(out_dir, preset)))}"
-            )
-    unreadable = [a for a in advice if a.error]
-    if json_out:
-        out.print_json(
-            json.dumps({"groups": summaries, "unreadable": [a.as_dict() for a in unreadable]})
-        )
-    if not codes:
-        return 1
-    if max(codes) == 1 and min(codes) == 1:
-        return 1
-    return 2 if unreadable or any(c != 0 for c in codes) else 0
 
 
 def register(app: typer.Typer) -> None:
