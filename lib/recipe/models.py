@@ -10,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -37,15 +38,21 @@ class Step(BaseModel):
         registry().get(value)  # raises UnknownNameError listing the valid ids
         return value
 
-    def parsed(self):
-        """The params as the operation's pydantic model (defaults filled in)."""
-        from retouch.lib.ops.registry import registry
+    # The params validated once: a step is built from a finished dict (overrides edit the
+    # recipe's dict before the Recipe is made), and every image's every step asks for them.
+    _parsed: Any = PrivateAttr(default=None)
 
-        op = registry().get(self.op)
-        try:
-            return op.Params(**self.params)
-        except ValidationError as exc:
-            raise RecipeError(f"step {self.op!r}: {validation_text(exc)}") from None
+    def parsed(self) -> Any:
+        """The params as the operation's pydantic model (defaults filled in)."""
+        if self._parsed is None:
+            from retouch.lib.ops.registry import registry
+
+            op = registry().get(self.op)
+            try:
+                self._parsed = op.Params(**self.params)
+            except ValidationError as exc:
+                raise RecipeError(f"step {self.op!r}: {validation_text(exc)}") from None
+        return self._parsed
 
 
 _PROFILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
