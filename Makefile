@@ -28,7 +28,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check lib tasks flows deployments cli tests training web bench
 	$(BIN)/ruff format --check lib tasks flows deployments cli tests training web bench
-	$(BIN)/mypy lib
+	$(BIN)/mypy -p retouch
 
 clean:
 	rm -rf $(VENV) retouch-output .pytest_cache
