@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any
 
-from prefect import get_run_logger, unmapped
+from prefect import get_run_logger
 from prefect.context import FlowRunContext
 from prefect.flow_runs import pause_flow_run
 
 from retouch.flows.links import flow_run_url
+from retouch.flows.scheduling import chunked, run_phases
 from retouch.lib import progress, storage
 from retouch.lib.errors import RetouchError
 from retouch.lib.imageio import decode
@@ -26,8 +26,6 @@ from retouch.lib.phases.keys import weights_ids
 from retouch.lib.quality.gate import ApprovalDecision, ReviewSettings, gate_failure
 from retouch.lib.recipe import apply_overrides
 from retouch.lib.records import ImageRecord
-from retouch.tasks.process import process_chunk, record_versions_chunk
-from retouch.tasks.review import review_chunk
 
 APPROVAL_FILE = "approval.json"
 POLL_SECONDS = 2
@@ -35,10 +33,6 @@ POLL_SECONDS = 2
 
 def approval_uri(ctx: RunContext) -> str:
     return ctx.workspace.run_path(ctx.run_id, APPROVAL_FILE)
-
-
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def redo(
@@ -57,19 +51,11 @@ def redo(
         )
         for r in records
     ]
-    out: list[ImageRecord] = []
-    for chunk in _chunks(fresh, size):
-        processed = process_chunk.map([chunk], unmapped(sub))[0].result(raise_on_failure=False)
-        if not isinstance(processed, list):
-            out += [r.fail("process", f"regeneration failed: {processed}") for r in chunk]
-            continue
-        reviewed = review_chunk.map([processed], unmapped(sub))[0].result(raise_on_failure=False)
-        reviewed = reviewed if isinstance(reviewed, list) else processed
-        # Each regenerated result is a new version of its image, like any other result.
-        recorded = record_versions_chunk.map(
-            [reviewed], unmapped(sub), unmapped({}), unmapped("regenerated")
-        )[0].result(raise_on_failure=False)
-        out += recorded if isinstance(recorded, list) else reviewed
+    # Each regenerated result is a new version of its image, like any other result.
+    done = run_phases(
+        chunked(fresh, size), sub, ("process", "review", "versions"), note="regenerated"
+    )
+    out = [r for chunk in done for r in chunk]
     for r in out:
         r.problems.append(f"regenerated with {', '.join(overrides) or 'the same recipe'}")
     return out

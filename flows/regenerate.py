@@ -7,10 +7,9 @@ import time
 from typing import Literal
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from retouch.flows.enhance import chunk_size_for, chunked, export_phase, process_phases
+from retouch.flows import scheduling
 from retouch.flows.runtime import release_memory_after_run
 from retouch.lib import perf, progress, storage, versions
 from retouch.lib.errors import RetouchError
@@ -106,7 +105,7 @@ def _keep_better(
 
 @flow(
     name="retouch-regenerate",
-    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().workers),
+    task_runner=scheduling.task_runner(),
     validate_parameters=True,
 )
 def regenerate(run_id: str, options: RegenerateOptions | None = None) -> RunSummary:
@@ -138,6 +137,8 @@ def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -
         run_id=run_id,
         workspace=ws.root,
         recipe=recipe,
+        source=state.source,
+        dest=dest,
         masks=state.options.get("masks") or None,
         device=run_device(recipe, options.device or settings.device),
         weights=check_models(recipe) if selected else {},
@@ -151,13 +152,10 @@ def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -
     for r in selected:
         uri = options.sources.get(r.name, r.uri)
         fresh.append(ImageRecord(index=r.index, source=storage.redact(uri), name=r.name, uri=uri))
-    size = chunk_size_for(
-        len(fresh), options.chunk_size or settings.chunk_size, settings.max_chunks, settings.workers
-    )
-    done = process_phases(
-        chunked(fresh, size) if fresh else [],
+    size = scheduling.chunk_size(len(fresh), options.chunk_size)
+    done = scheduling.process_phases(
+        scheduling.chunked(fresh, size),
         config,
-        refresh=options.refresh,
         image_ids=image_ids,
         note=options.note or f"regenerated ({', '.join(options.overrides) or 'same recipe'})",
     )
@@ -218,13 +216,8 @@ def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -
         merged.append(record)
 
     # Export and delivery: the same phase as the enhance flow's.
-    size = chunk_size_for(
-        len(merged),
-        options.chunk_size or settings.chunk_size,
-        settings.max_chunks,
-        settings.workers,
-    )
-    summary = export_phase(merged, state.skipped, config, state.source, dest, started, size, meter)
+    size = scheduling.chunk_size(len(merged), options.chunk_size)
+    summary = scheduling.export_phase(merged, state.skipped, config, started, size, meter)
     logger.info(
         "run %s: %d regenerated; %d succeeded, %d failed; results in %s",
         run_id,

@@ -1,10 +1,6 @@
-"""What the phase tasks share: the run's config (re-exported from lib) and retry delays."""
+"""What the phase tasks share: the backoff between retries of a chunk."""
 
 from __future__ import annotations
-
-from retouch.lib.phases.context import RunConfig
-
-__all__ = ["RunConfig", "chunk_retry_delays"]
 
 
 def chunk_retry_delays() -> list[float]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from prefect import task
 
 from retouch.lib.phases import workers
+from retouch.lib.phases.context import RunConfig
 from retouch.lib.records import ImageRecord
-from retouch.tasks.common import RunConfig, chunk_retry_delays
+from retouch.tasks.common import chunk_retry_delays
 
 
 @task(name="review-chunk", retries=2, retry_delay_seconds=chunk_retry_delays())

@@ -96,6 +96,8 @@ class RunConfig(BaseModel):
     run_id: str
     workspace: str
     recipe: Recipe
+    source: str = ""  # what the run reads, as given (the manifest's "source")
+    dest: str = ""  # where it delivers
     masks: str | None = None
     device: str = "cpu"
     weights: dict[str, str] = Field(default_factory=dict)

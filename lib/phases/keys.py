@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retouch.lib.ops.registry import registry
 from retouch.lib.recipe import Recipe
+from retouch.lib.records import ImageRecord
+
+if TYPE_CHECKING:  # context builds keys: it imports this module
+    from retouch.lib.phases.context import RunConfig
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -55,3 +59,29 @@ def _prefix_key(
     if inputs and any(i is not None for i in inputs):
         payload["inputs"] = inputs
     return sha256_bytes(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
+
+
+def chunk_key(records: list[ImageRecord], config: RunConfig) -> str | None:
+    """Content-based key of a chunk's process phase: over the chunk's result keys (image
+    sha256, steps with op versions, weight hashes, per-image inputs such as masks) - never
+    paths. Only a chunk whose every result is already in the workspace gets a key (None = not
+    cached), so failures are never cached and a hit can always be exported."""
+    if config.refresh:
+        return None
+    ctx = config.context()
+    keys = []
+    try:
+        for r in records:
+            if r.ok:
+                key = ctx.image_key(r, config.weights, config.device)
+                if not ctx.workspace.has_result(key):
+                    return None
+                keys.append(key)
+    except Exception:  # e.g. an unreadable mask: let the task run and report it per image
+        return None
+    payload = {
+        "records": [(r.index, r.name, r.uri, r.sha256, r.status) for r in records],
+        "results": keys,
+        "workspace": config.workspace,
+    }
+    return "retouch-process-" + sha256_bytes(json.dumps(payload, sort_keys=True).encode())

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 
-from retouch.lib import progress, storage
-from retouch.lib.errors import RetouchError, reason_of
+from retouch.lib import progress, sources, storage
+from retouch.lib.errors import RetouchError, SourceError, reason_of
 from retouch.lib.image import downscaled
 from retouch.lib.imageio import decode, probe
+from retouch.lib.masks import masks_beside
 from retouch.lib.phases.context import is_video, jsonable
 from retouch.lib.phases.keys import sha256_bytes
 from retouch.lib.quality import analysis
 from retouch.lib.records import ImageRecord
-from retouch.lib.settings import Settings
+from retouch.lib.settings import Settings, get_settings
 from retouch.lib.sources import SourceItem
 
 ANALYSIS_MAX_SIDE = 1024
@@ -20,6 +21,36 @@ ANALYSIS_MAX_SIDE = 1024
 
 def new_record(item: SourceItem, index: int) -> ImageRecord:
     return ImageRecord(index=index, source=storage.redact(item.uri), name=item.name, uri=item.uri)
+
+
+def list_inputs(
+    source: str, skip_masks: bool = False
+) -> tuple[list[ImageRecord], list[dict[str, str]]]:
+    """The source's images as records, and the files skipped with their reasons; with
+    ``skip_masks``, inpaint masks kept beside their images are skipped too.
+
+    Raises:
+        SourceError: the source holds no image (naming a skipped file and why, if any).
+    """
+    found = sources.discover(source, follow_symlinks=get_settings().follow_symlinks)
+    skipped = [{"uri": storage.redact(uri), "reason": reason} for uri, reason in found.skipped]
+    if skip_masks:
+        beside = masks_beside([item.name for item in found.items])
+        skipped += [
+            {"uri": storage.redact(item.uri), "reason": f"the inpaint mask of {beside[item.name]}"}
+            for item in found.items
+            if item.name in beside
+        ]
+        found.items = [item for item in found.items if item.name not in beside]
+    if not found.items:
+        detail = (
+            f" ({len(skipped)} other files skipped, e.g. {skipped[0]['uri']}: {skipped[0]['reason']})"
+            if skipped
+            else ""
+        )
+        raise SourceError(f"{storage.redact(source)}: no images found{detail}")
+    records = [new_record(item, i) for i, item in enumerate(found.items, start=1)]
+    return records, skipped
 
 
 def prepare_one(record: ImageRecord, settings: Settings) -> ImageRecord:

@@ -9,15 +9,16 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from retouch.lib import progress, storage
+from retouch.lib import cache, progress, storage
 from retouch.lib.errors import RetouchError, reason_of
 from retouch.lib.image import Image
 from retouch.lib.imageio import decode
 from retouch.lib.ops.registry import registry
-from retouch.lib.phases.context import RunContext, is_video
+from retouch.lib.phases.context import RunConfig, RunContext, is_video
 from retouch.lib.phases.keys import sha256_bytes
 from retouch.lib.recipe import Recipe
 from retouch.lib.records import ImageRecord
+from retouch.lib.settings import get_settings
 
 
 def process_one(
@@ -294,3 +295,12 @@ def apply_steps(
         if on_step is not None:
             on_step(number, image)
     return image
+
+
+def bound_results(config: RunConfig, keep: list[str]) -> int:
+    """Evict least-recently-used results beyond the cache size setting, never those in
+    ``keep`` (the run's own); returns bytes freed."""
+    max_bytes = get_settings().cache_max_bytes
+    if max_bytes is None:
+        return 0
+    return cache.enforce_limit(config.context().workspace, max_bytes, keep).freed

@@ -368,7 +368,7 @@ def test_chunks_stream_through_the_phases(prefect_server, tmp_path):
 
 
 def test_chunking_is_one_chunk_per_worker_when_small_and_bounded_when_large():
-    from retouch.flows.enhance import chunk_size_for, chunked
+    from retouch.flows.scheduling import chunk_size_for, chunked
 
     assert chunk_size_for(6, None, 25) == 4  # one worker: chunks of at most 4
     assert chunk_size_for(6, None, 25, workers=2) == 3  # one chunk per worker
