@@ -86,7 +86,7 @@ def watch(
 ) -> None:
     """Watch SOURCE and announce each settled batch of new images as a
     retouch.images.arrived event (the enhance deployment's trigger runs it)."""
-    from retouch.flows.watch import run_watcher
+    from retouch.deployments.watch import run_watcher
 
     def show(payload: dict[str, Any]) -> None:
         typer.echo(json.dumps({k: payload[k] for k in ("source", "dest", "count")}))

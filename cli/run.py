@@ -105,11 +105,15 @@ def run(
     dest_lock = locks.lock_destination(out_dir, get_settings().home / "locks")
     try:
         delivery.check_destination(out_dir)
-        from retouch.lib.models.compat import preload
-
-        preload(recipe.models())  # the model libraries import while Prefect starts
+        # Prefect first: its import configures logging (holding logging's lock while it
+        # imports handler modules), and a model library importing in the preload thread
+        # at that moment can deadlock against it. The preload then overlaps the server's
+        # start and the flow run's creation.
         from retouch.flows import runtime
         from retouch.flows.enhance import RunOptions
+        from retouch.lib.models.compat import preload
+
+        preload(recipe.models())
 
         if not verbose:
             runtime.tidy_console()

@@ -165,7 +165,7 @@ def test_dropped_images_are_enhanced_once(team, tmp_path):
     (inbox / "notes.txt").write_text("not an image")
 
     watch = (
-        "import sys; from retouch.flows.watch import run_watcher; "
+        "import sys; from retouch.deployments.watch import run_watcher; "
         f"print(run_watcher({str(inbox)!r}, {str(delivery)!r}, settle_s=0, once=True))"
     )
     first = _python(watch, env)
