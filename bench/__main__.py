@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import harness, machine
+from . import harness, machine, verdicts
 from .proc import prefect_server
+from .sizes import FULL, QUICK, TARGETS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     threads = args.threads or torch.get_num_threads()
     info = machine.describe(harness.REPO, threads)
-    sizes = harness.QUICK if args.quick else harness.FULL
+    sizes = QUICK if args.quick else FULL
     root = Path(tempfile.mkdtemp(prefix="retouch-bench-", dir=args.tmp))
     bench = harness.Bench(root=root, sizes=sizes, threads=threads, log=_log)
     result: dict[str, Any] = {
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "cases": args.case_list,
         "machine": info,
         "isolation": ISOLATION,
-        "targets": harness.TARGETS,
+        "targets": TARGETS,
         "results": [],
     }
     _log(
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["results"].extend(rows)
     finally:
         if not args.keep:
-            harness.cleanup(root)
+            verdicts.cleanup(root)
     total = time.perf_counter() - started
     result["total_wall_s"] = round(total, 1)
     result["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]

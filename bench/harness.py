@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,78 +20,22 @@ from typing import Any
 
 from . import images, models
 from .proc import Measured, run_measured, venv_tool
+from .sizes import RECIPES, TARGETS, Sizes
+from .verdicts import (
+    check_retouch,
+    cuda_available,
+    files_in,
+    inpaint_pixels,
+    leak_verdict,
+    steady_state,
+    strip_detail,
+    throughput,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 ALL_CASES = ("upscale", "faces", "inpaint", "classic", "scaling", "coldstart", "leak", "load")
 SERVER_CASES = ("upscale", "faces", "inpaint", "classic", "scaling", "leak")
 RUN_TIMEOUT_S = 1500
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How much work each case does (``--quick`` shrinks everything)."""
-
-    upscale: list[tuple[int, int]]
-    faces: list[tuple[int, int]]
-    classic_count: int
-    classic_size: tuple[int, int]
-    scaling: tuple[int, int]
-    leak_runs: int
-    leak_images: int
-    gpu_images: int
-    inpaint: tuple[int, tuple[int, int]] = (3, (960, 720))
-    """Images (count, size) of the inpaint case, each with two small masked regions."""
-    gpu_size: tuple[int, int] = (1920, 1080)
-    upscale_steady: int = 3
-    """The steady-state comparison runs the upscale sizes this many times over (0: not run)."""
-    repeats: int = 2
-    """Timed runs per side in the model cases, in alternating order (the fastest counts)."""
-
-
-FULL = Sizes(
-    upscale=[(64, 64), (96, 64), (64, 96), (80, 80), (96, 72), (72, 96), (96, 96), (88, 64)],
-    faces=[(96, 96), (112, 96), (96, 112)],
-    classic_count=2000,
-    classic_size=(96, 72),
-    scaling=(20, 200),
-    leak_runs=20,
-    leak_images=4,
-    gpu_images=8,
-)
-QUICK = Sizes(
-    upscale=[(32, 32), (40, 32)],
-    faces=[(64, 64)],
-    classic_count=60,
-    classic_size=(96, 72),
-    scaling=(10, 40),
-    leak_runs=3,
-    leak_images=2,
-    gpu_images=2,
-    inpaint=(1, (320, 240)),
-    upscale_steady=2,
-    repeats=1,
-)
-
-# (preset, overrides) per case: retouch gets them as --preset/--set, the baseline applies the
-# very same ones (bench.baseline), so configuration cannot drift between the two.
-RECIPES: dict[str, tuple[str, list[str]]] = {
-    "upscale": ("upscale-x4", []),
-    "faces": ("portrait-restore", ["restore_faces.upscale=1"]),
-    "classic": ("web-ready", ["fit.max_side=80"]),
-    "leak": ("quick", []),
-    "inpaint": ("remove-objects", []),
-}
-
-TARGETS = {
-    "upscale": "retouch throughput >= 1.0x baseline (CPU), steady state: per image once "
-    "running, from the 8-image and 24-image runs (start-up is the coldstart case)",
-    "upscale_gpu": "retouch throughput >= 2.0x baseline at 1080p (CUDA)",
-    "inpaint": "none (reported; expected >= 3x: the crop strategy computes a fraction of "
-    "the pixels)",
-    "classic": "overhead < 15 ms per image",
-    "scaling": "peak RSS(200 images) <= 1.2x peak RSS(20 images)",
-    "leak": "RSS (and CUDA memory) after every batch within 5% of the level after the first",
-}
 
 
 @dataclass
@@ -172,7 +115,7 @@ class Bench:
                 self.inputs[f"scaling-{n}"] = images.link_subset(paths[:n], data / f"scaling-{n}")
             self.inputs["leak"] = images.link_subset(paths[: s.leak_images], data / "leak")
             made["classic"] = {"count": count, "sizes": [s.classic_size], "format": "jpg q90"}
-        if "upscale" in cases and _cuda():
+        if "upscale" in cases and cuda_available():
             images.write_set(
                 data / "upscale-gpu", s.gpu_images, [s.gpu_size], ext="png", seed=4, prefix="hd"
             )
@@ -234,7 +177,7 @@ class Bench:
         if self.events:
             events = run_dir / "events.jsonl"
             argv += ["--events", str(events)]
-        self.log(f"  retouch   {tag}: {len(_files(src))} images ...")
+        self.log(f"  retouch   {tag}: {len(files_in(src))} images ...")
         m = run_measured(
             argv,
             env=self.env(run_dir, server=server, device=device),
@@ -243,7 +186,7 @@ class Bench:
             events_path=events,
             timeout_s=RUN_TIMEOUT_S,
         )
-        check = _check_retouch(m, dest, len(_files(src)))
+        check = check_retouch(m, dest, len(files_in(src)))
         self.log(f"            {m.wall_s:.2f} s, peak RSS {m.peak_rss_mb:.0f} MB {check['status']}")
         return m, check
 
@@ -268,7 +211,7 @@ class Bench:
         argv += extra or []
         if model is not None:
             argv += ["--model-path", self.model_info[model]["path"]]
-        self.log(f"  baseline  {tag}: {len(_files(src))} images ...")
+        self.log(f"  baseline  {tag}: {len(files_in(src))} images ...")
         m = run_measured(
             argv,
             env=self.env(run_dir, server=False, device=device),
@@ -279,9 +222,9 @@ class Bench:
         detail: dict[str, Any] = {}
         if m.returncode == 0 and report.is_file():
             detail = json.loads(report.read_text())
-            written = len(_files(run_dir / "out"))
-            ok = detail.get("images") == len(_files(src)) == written
-            detail["status"] = "ok" if ok else f"wrote {written} of {len(_files(src))}"
+            written = len(files_in(run_dir / "out"))
+            ok = detail.get("images") == len(files_in(src)) == written
+            detail["status"] = "ok" if ok else f"wrote {written} of {len(files_in(src))}"
         else:
             detail["status"] = f"failed (exit {m.returncode}); log: {run_dir / 'log.txt'}"
             detail["log_tail"] = m.log[-1500:]
@@ -322,7 +265,7 @@ class Bench:
         (baseline first, then retouch first, ...), so drift in the machine's load or caches
         favours neither; the fastest run of each side counts (noise only ever adds time)."""
         src = self.inputs[case]
-        n = len(_files(src))
+        n = len(files_in(src))
         runs: dict[str, list[tuple[Measured, dict[str, Any]]]] = {"baseline": [], "retouch": []}
         for k in range(max(1, repeats)):
             suffix = f"-{k + 1}" if repeats > 1 else ""
@@ -363,7 +306,7 @@ class Bench:
             "device": device,
             "preset": preset,
             "overrides": overrides,
-            "baseline": {**b.as_json(), "detail": _strip(b_detail)},
+            "baseline": {**b.as_json(), "detail": strip_detail(b_detail)},
             "retouch": {**r.as_json(), "check": r_check},
             "valid": valid,
         }
@@ -465,7 +408,7 @@ class Bench:
             res["loop_ratio"] = round(loop / min(op_loops), 3)
             op_m = min(ops, key=lambda run: run[0].wall_s)[0]
             res["op_peak_rss_mb"] = op_m.as_json()["peak_rss_mb"]
-        res["network_pixels"] = _inpaint_pixels(
+        res["network_pixels"] = inpaint_pixels(
             self.inputs["inpaint"], self.inputs["inpaint_masks"], preset, overrides
         )
         res["target"] = TARGETS["inpaint"]
@@ -527,7 +470,7 @@ class Bench:
                 "overrides": overrides,
                 "prefect": "ephemeral (no PREFECT_API_URL; fresh PREFECT_HOME, so its database "
                 "is created in the run)",
-                "baseline": {**b.as_json(), "detail": _strip(b_detail)},
+                "baseline": {**b.as_json(), "detail": strip_detail(b_detail)},
                 "retouch": {**r.as_json(), "check": r_check},
                 "baseline_first_result_s": None if first_b is None else round(first_b, 3),
                 "retouch_first_result_s": round(first_r, 3),
@@ -554,7 +497,7 @@ class Bench:
         for item in overrides:
             argv += ["--set", item]
         argv += ["--runs", str(self.sizes.leak_runs), "--report", str(report)]
-        device = "cuda" if _cuda() else "cpu"
+        device = "cuda" if cuda_available() else "cpu"
         self.log(
             f"  leak      {self.sizes.leak_runs} batches of {self.sizes.leak_images} images ..."
         )
@@ -585,129 +528,3 @@ class Bench:
         result["pass"] = result["valid"] and result["within_5pct"]
         self.log(f"            {m.wall_s:.2f} s, RSS series (MB): {[r['rss_mb'] for r in rows]}")
         return [result]
-
-
-def leak_verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Every batch after the first within 5% of the level after the first (RSS, and CUDA
-    allocated memory when recorded)."""
-    base = rows[0]["rss_mb"]
-    worst = max(abs(r["rss_mb"] - base) / base for r in rows)
-    out: dict[str, Any] = {
-        "rss_after_first_mb": base,
-        "rss_last_mb": rows[-1]["rss_mb"],
-        "rss_max_deviation_pct": round(100 * worst, 2),
-    }
-    ok = worst <= 0.05
-    if "cuda_allocated_mb" in rows[0]:
-        cbase = rows[0]["cuda_allocated_mb"]
-        cworst = max(abs(r["cuda_allocated_mb"] - cbase) for r in rows) / max(cbase, 1e-9)
-        out["cuda_max_deviation_pct"] = round(100 * cworst, 2)
-        ok = ok and cworst <= 0.05
-    out["within_5pct"] = ok
-    return out
-
-
-def steady_state(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
-    """Throughput once running: the extra images of the larger run over the extra wall time
-    it took, for each side. Start-up and the per-run fixed costs (imports, model load,
-    Prefect's flow run, delivery; the baseline's own start-up) cancel out, and are reported
-    as the fixed seconds each side pays once per run."""
-    extra = large["images"] - small["images"]
-    out: dict[str, Any] = {"extra_images": extra}
-    for side in ("baseline", "retouch"):
-        per = (large[side]["wall_s"] - small[side]["wall_s"]) / extra
-        out[f"{side}_s_per_image"] = round(per, 4)
-        out[f"{side}_fixed_s"] = round(small[side]["wall_s"] - per * small["images"], 2)
-    out["ratio"] = round(out["baseline_s_per_image"] / max(out["retouch_s_per_image"], 1e-9), 3)
-    return out
-
-
-def throughput(n: int, base_wall: float, retouch_wall: float) -> dict[str, Any]:
-    """Per-image seconds, images/s, ratio (retouch / baseline throughput) and the overhead
-    per image, all from whole-process wall times (start-up and model load included)."""
-    return {
-        "baseline_s_per_image": round(base_wall / n, 4),
-        "retouch_s_per_image": round(retouch_wall / n, 4),
-        "baseline_images_per_s": round(n / base_wall, 4),
-        "retouch_images_per_s": round(n / retouch_wall, 4),
-        "ratio": round(base_wall / retouch_wall, 3),
-        "overhead_ms_per_image": round(1000 * (retouch_wall - base_wall) / n, 2),
-    }
-
-
-def _inpaint_pixels(src: Path, masks: Path, preset: str, overrides: list[str]) -> dict[str, Any]:
-    """Pixels through the network: the whole padded images (baseline) and retouch's crops
-    for the recipe's masks (its own plan: dilation, margin, resize limit)."""
-    import cv2
-    import numpy as np
-
-    from retouch.lib.models.inpainting import _padded, plan
-    from retouch.lib.recipe import apply_overrides, load_preset
-
-    recipe = apply_overrides(load_preset(preset), overrides)
-    p = next(s.parsed() for s in recipe.steps if s.op == "inpaint")
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * p.dilate + 1, 2 * p.dilate + 1))
-    whole = crops = 0
-    for path in _files(src):
-        mask = cv2.imread(str(masks / f"{path.stem}.png"), cv2.IMREAD_GRAYSCALE) > 127
-        mask = cv2.dilate(mask.astype(np.uint8), kernel) > 0
-        h, w = mask.shape
-        whole += _padded(h) * _padded(w)
-        boxes, _ = plan(mask, p.strategy, margin=p.crop_margin, resize_limit=p.resize_limit)
-        for b in boxes:
-            bw, bh = b.size or (b.w, b.h)
-            crops += _padded(bh) * _padded(bw)
-    return {"baseline": whole, "retouch": crops, "ratio": round(whole / max(crops, 1), 2)}
-
-
-def _cuda() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-def _files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-
-
-def _strip(detail: dict[str, Any]) -> dict[str, Any]:
-    """The baseline's report without the per-image list (kept as a summary)."""
-    out = {k: v for k, v in detail.items() if k != "per_image_s"}
-    per = detail.get("per_image_s")
-    if per:
-        out["per_image_s_min"], out["per_image_s_max"] = min(per), max(per)
-    return out
-
-
-def _check_retouch(m: Measured, dest: Path, expected: int) -> dict[str, Any]:
-    """Did the run deliver every image? (exit code and the manifest's statuses)"""
-    manifest = dest / "manifest.json"
-    check: dict[str, Any] = {"exit_code": m.returncode}
-    if not manifest.is_file():
-        check["status"] = f"failed: no manifest (exit {m.returncode})"
-        check["log_tail"] = m.log[-1500:]
-        return check
-    data = json.loads(manifest.read_text())
-    imgs = data.get("images", [])
-    ok = [i for i in imgs if i.get("status") != "failed"]
-    check["succeeded"] = len(ok)
-    check["failed"] = len(imgs) - len(ok)
-    phases: dict[str, float] = {}
-    for img in imgs:
-        for phase, secs in (img.get("timings") or {}).items():
-            if isinstance(secs, int | float):
-                phases[phase] = phases.get(phase, 0.0) + secs
-    check["phase_seconds_sum"] = {k: round(v, 3) for k, v in phases.items()}
-    if isinstance(data.get("performance"), dict):  # retouch's own per-run figures, if it has them
-        check["performance"] = data["performance"]
-    good = m.returncode == 0 and len(ok) == expected
-    check["status"] = "ok" if good else f"{len(ok)} of {expected} delivered (exit {m.returncode})"
-    if not good:
-        check["log_tail"] = m.log[-1500:]
-    return check
-
-
-def cleanup(root: Path) -> None:
-    shutil.rmtree(root, ignore_errors=True)

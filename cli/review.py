@@ -5,6 +5,7 @@ sheet of a few images, in this process without Prefect), ``recommend`` (a preset
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,6 +18,9 @@ from retouch.cli.common import console, fail, open_workspace, out, print_json, r
 if TYPE_CHECKING:
     from retouch.lib.quality.preview import PreviewResult, Variant
     from retouch.lib.quality.recommend import Advice
+
+# How long `approve` waits for a run that has announced its pause to be paused.
+PAUSE_GRACE_S = 15.0
 
 
 def _variants(presets: list[str], grid: str | None, overrides: list[str]) -> list[Variant]:
@@ -286,14 +290,24 @@ def approve(
         if manifest_recipe:
             apply_overrides(recipe_from_dict(manifest_recipe), overrides)
     flow_run = UUID(pending["flow_run_id"])
+    from prefect.exceptions import NotPausedError
     from prefect.flow_runs import resume_flow_run
 
-    try:
-        resume_flow_run(flow_run, run_input=decision.model_dump())
-    except ValueError:
-        raise  # reported as itself, as a bad id is
-    except Exception as exc:  # the Prefect API refused (e.g. the run is no longer paused)
-        raise fail(f"could not resume run {run_id}: {type(exc).__name__}: {exc}") from None
+    # The run announces its pause (approval.json, the message) just before Prefect marks
+    # it paused: an approver that quick is a moment early, not wrong.
+    deadline = time.monotonic() + PAUSE_GRACE_S
+    while True:
+        try:
+            resume_flow_run(flow_run, run_input=decision.model_dump())
+            break
+        except ValueError:
+            raise  # reported as itself, as a bad id is
+        except NotPausedError as exc:
+            if time.monotonic() >= deadline:
+                raise fail(f"could not resume run {run_id}: {type(exc).__name__}: {exc}") from None
+            time.sleep(0.5)
+        except Exception as exc:  # the Prefect API refused (e.g. the run is no longer paused)
+            raise fail(f"could not resume run {run_id}: {type(exc).__name__}: {exc}") from None
     console.print(f"run {escape(run_id)}: {action} sent")
 
 

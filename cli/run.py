@@ -149,7 +149,8 @@ def _checked(source: str, out_dir: str, preset: str, overrides: list[str]) -> tu
     recipe = apply_overrides(load_preset(preset), overrides)
     # Refused before Prefect starts: the destination becomes a recorded flow parameter.
     check_no_inline_credentials(out_dir)
-    found = sources.discover(source, follow_symlinks=get_settings().follow_symlinks)
+    follow = get_settings().follow_symlinks
+    found = sources.discover(source, follow_symlinks=follow)
     if not found.items:
         why = (
             f"; skipped: {redact(found.skipped[0][0])}: {found.skipped[0][1]}"
@@ -158,6 +159,7 @@ def _checked(source: str, out_dir: str, preset: str, overrides: list[str]) -> tu
         )
         raise fail(f"{redact(source)}: no images found{why}")
     weights_ids(recipe)  # a missing model stops here, before Prefect starts
+    sources.hand_over(source, found, follow_symlinks=follow)  # the run lists it no more
     return recipe, len(found.items)
 
 

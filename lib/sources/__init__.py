@@ -26,7 +26,7 @@ ZIP archives in :mod:`.containers`, the item types and name rules in :mod:`.item
 
 from __future__ import annotations
 
-from retouch.lib.sources.discovery import discover
+from retouch.lib.sources.discovery import discover, hand_over
 from retouch.lib.sources.items import (
     ARCHIVE_EXTENSIONS,
     IMAGE_EXTENSIONS,
@@ -45,6 +45,7 @@ __all__ = [
     "Discovery",
     "SourceItem",
     "discover",
+    "hand_over",
     "extension",
     "is_image_name",
     "is_video_name",

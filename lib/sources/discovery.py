@@ -7,6 +7,7 @@ import glob as globmod
 import os
 import posixpath
 import re
+import threading
 from typing import Any
 
 from retouch.lib import storage
@@ -30,6 +31,22 @@ from retouch.lib.video import VIDEO_EXTENSIONS
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
+# Listings handed from a caller that already made one (``retouch run`` lists the source to
+# check it before Prefect starts) to the run that follows in the same process, so a run
+# lists its source once. Each is taken once: any later listing of the source is fresh.
+_handed: dict[tuple[str, bool, bool], Discovery] = {}
+_handed_lock = threading.Lock()
+
+
+def hand_over(
+    source: str, found: Discovery, *, follow_symlinks: bool = False, recursive: bool = True
+) -> None:
+    """Let the next :func:`discover` of ``source`` with the same options in this process
+    return ``found`` instead of listing the source again."""
+    with _handed_lock:
+        _handed[(os.fspath(source), follow_symlinks, recursive)] = found
+
+
 def discover(source: str, *, follow_symlinks: bool = False, recursive: bool = True) -> Discovery:
     """List the images of ``source`` (see :mod:`retouch.lib.sources` for the kinds accepted).
 
@@ -49,6 +66,10 @@ def discover(source: str, *, follow_symlinks: bool = False, recursive: bool = Tr
         StorageError: listing failed after retries.
     """
     source = os.fspath(source)
+    with _handed_lock:
+        handed = _handed.pop((source, follow_symlinks, recursive), None)
+    if handed is not None:
+        return handed
     if not source.strip():
         raise SourceError("the source is empty: give a folder, file, glob, list file, .zip or URL")
     # A path that exists is taken as it is, even when its name has glob characters

@@ -168,6 +168,31 @@ def test_no_images_is_exit_1(prefect_server, tmp_path):
     assert "no images" in result.output
 
 
+def test_retouch_run_lists_its_source_once(prefect_server, tmp_path, monkeypatch):
+    """The check before Prefect starts and the run's discover task share one listing."""
+    from retouch.cli.main import app
+    from retouch.lib.sources import discovery
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        (src / f"p{i}.jpg").write_bytes(_photo(i))
+    listed: list[str] = []
+    real = discovery._from_local
+
+    def counting(source, *args, **kwargs):
+        listed.append(source)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(discovery, "_from_local", counting)
+    result = CliRunner().invoke(
+        app, ["run", str(src), "--preset", "web-ready", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    assert listed == [str(src)]
+    assert len(json.loads((tmp_path / "o" / "manifest.json").read_text())["images"]) == 2
+
+
 def test_unknown_preset_lists_valid_ones(tmp_path):
     from retouch.cli.main import app
 

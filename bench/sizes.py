@@ -1,0 +1,73 @@
+"""How much work each case does (full and ``--quick``), the recipe each case runs on both
+sides, and the targets printed as pass/FAIL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each case does (``--quick`` shrinks everything)."""
+
+    upscale: list[tuple[int, int]]
+    faces: list[tuple[int, int]]
+    classic_count: int
+    classic_size: tuple[int, int]
+    scaling: tuple[int, int]
+    leak_runs: int
+    leak_images: int
+    gpu_images: int
+    inpaint: tuple[int, tuple[int, int]] = (3, (960, 720))
+    """Images (count, size) of the inpaint case, each with two small masked regions."""
+    gpu_size: tuple[int, int] = (1920, 1080)
+    upscale_steady: int = 3
+    """The steady-state comparison runs the upscale sizes this many times over (0: not run)."""
+    repeats: int = 2
+    """Timed runs per side in the model cases, in alternating order (the fastest counts)."""
+
+
+FULL = Sizes(
+    upscale=[(64, 64), (96, 64), (64, 96), (80, 80), (96, 72), (72, 96), (96, 96), (88, 64)],
+    faces=[(96, 96), (112, 96), (96, 112)],
+    classic_count=2000,
+    classic_size=(96, 72),
+    scaling=(20, 200),
+    leak_runs=20,
+    leak_images=4,
+    gpu_images=8,
+)
+QUICK = Sizes(
+    upscale=[(32, 32), (40, 32)],
+    faces=[(64, 64)],
+    classic_count=60,
+    classic_size=(96, 72),
+    scaling=(10, 40),
+    leak_runs=3,
+    leak_images=2,
+    gpu_images=2,
+    inpaint=(1, (320, 240)),
+    upscale_steady=2,
+    repeats=1,
+)
+
+# (preset, overrides) per case: retouch gets them as --preset/--set, the baseline applies the
+# very same ones (bench.baseline), so configuration cannot drift between the two.
+RECIPES: dict[str, tuple[str, list[str]]] = {
+    "upscale": ("upscale-x4", []),
+    "faces": ("portrait-restore", ["restore_faces.upscale=1"]),
+    "classic": ("web-ready", ["fit.max_side=80"]),
+    "leak": ("quick", []),
+    "inpaint": ("remove-objects", []),
+}
+
+TARGETS = {
+    "upscale": "retouch throughput >= 1.0x baseline (CPU), steady state: per image once "
+    "running, from the 8-image and 24-image runs (start-up is the coldstart case)",
+    "upscale_gpu": "retouch throughput >= 2.0x baseline at 1080p (CUDA)",
+    "inpaint": "none (reported; expected >= 3x: the crop strategy computes a fraction of "
+    "the pixels)",
+    "classic": "overhead < 15 ms per image",
+    "scaling": "peak RSS(200 images) <= 1.2x peak RSS(20 images)",
+    "leak": "RSS (and CUDA memory) after every batch within 5% of the level after the first",
+}

@@ -1,0 +1,137 @@
+"""What the cases conclude from their runs: the verdicts (leak, steady state, throughput),
+the check that a retouch run delivered what it should, and small file helpers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .proc import Measured
+
+
+def leak_verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every batch after the first within 5% of the level after the first (RSS, and CUDA
+    allocated memory when recorded)."""
+    base = rows[0]["rss_mb"]
+    worst = max(abs(r["rss_mb"] - base) / base for r in rows)
+    out: dict[str, Any] = {
+        "rss_after_first_mb": base,
+        "rss_last_mb": rows[-1]["rss_mb"],
+        "rss_max_deviation_pct": round(100 * worst, 2),
+    }
+    ok = worst <= 0.05
+    if "cuda_allocated_mb" in rows[0]:
+        cbase = rows[0]["cuda_allocated_mb"]
+        cworst = max(abs(r["cuda_allocated_mb"] - cbase) for r in rows) / max(cbase, 1e-9)
+        out["cuda_max_deviation_pct"] = round(100 * cworst, 2)
+        ok = ok and cworst <= 0.05
+    out["within_5pct"] = ok
+    return out
+
+
+def steady_state(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
+    """Throughput once running: the extra images of the larger run over the extra wall time
+    it took, for each side. Start-up and the per-run fixed costs (imports, model load,
+    Prefect's flow run, delivery; the baseline's own start-up) cancel out, and are reported
+    as the fixed seconds each side pays once per run."""
+    extra = large["images"] - small["images"]
+    out: dict[str, Any] = {"extra_images": extra}
+    for side in ("baseline", "retouch"):
+        per = (large[side]["wall_s"] - small[side]["wall_s"]) / extra
+        out[f"{side}_s_per_image"] = round(per, 4)
+        out[f"{side}_fixed_s"] = round(small[side]["wall_s"] - per * small["images"], 2)
+    out["ratio"] = round(out["baseline_s_per_image"] / max(out["retouch_s_per_image"], 1e-9), 3)
+    return out
+
+
+def throughput(n: int, base_wall: float, retouch_wall: float) -> dict[str, Any]:
+    """Per-image seconds, images/s, ratio (retouch / baseline throughput) and the overhead
+    per image, all from whole-process wall times (start-up and model load included)."""
+    return {
+        "baseline_s_per_image": round(base_wall / n, 4),
+        "retouch_s_per_image": round(retouch_wall / n, 4),
+        "baseline_images_per_s": round(n / base_wall, 4),
+        "retouch_images_per_s": round(n / retouch_wall, 4),
+        "ratio": round(base_wall / retouch_wall, 3),
+        "overhead_ms_per_image": round(1000 * (retouch_wall - base_wall) / n, 2),
+    }
+
+
+def inpaint_pixels(src: Path, masks: Path, preset: str, overrides: list[str]) -> dict[str, Any]:
+    """Pixels through the network: the whole padded images (baseline) and retouch's crops
+    for the recipe's masks (its own plan: dilation, margin, resize limit)."""
+    import cv2
+    import numpy as np
+
+    from retouch.lib.models.inpainting import _padded, plan
+    from retouch.lib.recipe import apply_overrides, load_preset
+
+    recipe = apply_overrides(load_preset(preset), overrides)
+    p = next(s.parsed() for s in recipe.steps if s.op == "inpaint")
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * p.dilate + 1, 2 * p.dilate + 1))
+    whole = crops = 0
+    for path in files_in(src):
+        mask = cv2.imread(str(masks / f"{path.stem}.png"), cv2.IMREAD_GRAYSCALE) > 127
+        mask = cv2.dilate(mask.astype(np.uint8), kernel) > 0
+        h, w = mask.shape
+        whole += _padded(h) * _padded(w)
+        boxes, _ = plan(mask, p.strategy, margin=p.crop_margin, resize_limit=p.resize_limit)
+        for b in boxes:
+            bw, bh = b.size or (b.w, b.h)
+            crops += _padded(bh) * _padded(bw)
+    return {"baseline": whole, "retouch": crops, "ratio": round(whole / max(crops, 1), 2)}
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def files_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def strip_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    """The baseline's report without the per-image list (kept as a summary)."""
+    out = {k: v for k, v in detail.items() if k != "per_image_s"}
+    per = detail.get("per_image_s")
+    if per:
+        out["per_image_s_min"], out["per_image_s_max"] = min(per), max(per)
+    return out
+
+
+def check_retouch(m: Measured, dest: Path, expected: int) -> dict[str, Any]:
+    """Did the run deliver every image? (exit code and the manifest's statuses)"""
+    manifest = dest / "manifest.json"
+    check: dict[str, Any] = {"exit_code": m.returncode}
+    if not manifest.is_file():
+        check["status"] = f"failed: no manifest (exit {m.returncode})"
+        check["log_tail"] = m.log[-1500:]
+        return check
+    data = json.loads(manifest.read_text())
+    imgs = data.get("images", [])
+    ok = [i for i in imgs if i.get("status") != "failed"]
+    check["succeeded"] = len(ok)
+    check["failed"] = len(imgs) - len(ok)
+    phases: dict[str, float] = {}
+    for img in imgs:
+        for phase, secs in (img.get("timings") or {}).items():
+            if isinstance(secs, int | float):
+                phases[phase] = phases.get(phase, 0.0) + secs
+    check["phase_seconds_sum"] = {k: round(v, 3) for k, v in phases.items()}
+    if isinstance(data.get("performance"), dict):  # retouch's own per-run figures, if it has them
+        check["performance"] = data["performance"]
+    good = m.returncode == 0 and len(ok) == expected
+    check["status"] = "ok" if good else f"{len(ok)} of {expected} delivered (exit {m.returncode})"
+    if not good:
+        check["log_tail"] = m.log[-1500:]
+    return check
+
+
+def cleanup(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)
