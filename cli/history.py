@@ -73,8 +73,8 @@ def versions_cmd(
             str(v.number),
             v.created,
             v.run_id,
-            str(v.scores.get("score", "")),
-            str(v.scores.get("verdict", "")),
+            "" if v.scores.score is None else str(v.scores.score),
+            v.scores.verdict or "",
             escape(steps or "no steps"),
             v.result_key[:12],
         )

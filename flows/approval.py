@@ -25,7 +25,7 @@ from retouch.lib.phases.context import RunConfig, RunContext
 from retouch.lib.phases.keys import weights_ids
 from retouch.lib.quality.gate import ApprovalDecision, ReviewSettings, gate_failure
 from retouch.lib.recipe import apply_overrides
-from retouch.lib.records import ImageRecord
+from retouch.lib.records import ImageRecord, Scores
 
 APPROVAL_FILE = "approval.json"
 POLL_SECONDS = 2
@@ -46,7 +46,7 @@ def redo(
     sub = config.model_copy(update={"recipe": recipe, "weights": weights_ids(recipe)})
     fresh = [
         r.model_copy(
-            update={"result_key": None, "scores": {}, "problems": [], "reused": False},
+            update={"result_key": None, "scores": Scores(), "problems": [], "reused": False},
             deep=True,
         )
         for r in records
@@ -91,7 +91,7 @@ def apply_gate(records: list[ImageRecord], config: RunConfig, size: int) -> list
             tried = redo([by_index[i] for i in failing], overrides, config, size)
             for r in tried:
                 best = by_index[r.index]
-                better = (r.scores.get("score") or -1) > (best.scores.get("score") or -1)
+                better = (r.scores.score or -1) > (best.scores.score or -1)
                 if r.ok and (better or gate_failure(r, settings) is None):
                     by_index[r.index] = r
             failing = {i: why for i in failing if (why := gate_failure(by_index[i], settings))}
@@ -131,7 +131,7 @@ def wait_for_approval(
         "since": datetime.now(UTC).isoformat(timespec="seconds"),
         "recipe": config.recipe.model_dump(mode="json"),
         "images": [
-            {"name": r.name, "ok": r.ok, "score": r.scores.get("score"), "problems": r.problems}
+            {"name": r.name, "ok": r.ok, "score": r.scores.score, "problems": r.problems}
             for r in records
         ],
     }

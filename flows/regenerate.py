@@ -72,7 +72,7 @@ def select_records(records: list[ImageRecord], options: RegenerateOptions) -> li
     if options.failed:
         chosen |= {r.name for r in records if not r.ok}
     if options.worse:
-        chosen |= {r.name for r in records if r.ok and r.scores.get("verdict") == "worse"}
+        chosen |= {r.name for r in records if r.ok and r.scores.verdict == "worse"}
     return [r for r in records if r.name in chosen]
 
 
@@ -85,19 +85,17 @@ def _keep_better(
     """When the regenerated version scores below the version it replaced, make that one
     current again; returns what happened, in the user's words (None when the new one is
     kept)."""
-    previous = record.output.get("previous") or {}
-    old_score = (previous.get("scores") or {}).get("score")
-    new_score = record.scores.get("score")
-    if not isinstance(old_score, int | float) or not isinstance(new_score, int | float):
+    previous = record.output.previous
+    old_score = previous.scores.score if previous is not None else None
+    new_score = record.scores.score
+    if previous is None or old_score is None or new_score is None or new_score >= old_score:
         return None
-    if new_score >= old_score:
-        return None
-    former = next((v for v in history if v.stamp == previous.get("version_id")), None)
+    former = next((v for v in history if v.stamp == previous.version_id), None)
     if former is None:
         return None
     store.set_current(image, former, note=f"kept: the regenerated version scored {new_score:.1f}")
     return (
-        f"regenerated version {record.output.get('version')} scored {new_score:.1f}, below "
+        f"regenerated version {record.output.version} scored {new_score:.1f}, below "
         f"version {former.number}'s {old_score:.1f}: version {former.number} stays current "
         "(--keep-worse to take the new one; `retouch versions` lists both)"
     )
@@ -198,20 +196,18 @@ def _regenerate(run_id: str, options: RegenerateOptions, meter: perf.RunMeter) -
             if image
             else None
         )
-        if chosen is not None and (
-            chosen.stamp != record.output.get("version_id") or not record.ok
-        ):
-            former = next((v for v in history if v.stamp == record.output.get("version_id")), None)
+        if chosen is not None and (chosen.stamp != record.output.version_id or not record.ok):
+            former = next((v for v in history if v.stamp == record.output.version_id), None)
             versions.apply_version(record, chosen)
             if former is not None:
-                record.output["previous"] = versions.previous_entry(store, former)
+                record.output.previous = versions.previous_entry(store, former)
             for label in ("before", "after"):  # the report shows the version's own thumbnails
                 thumb = store.thumb_uri(image or "", chosen.stamp, label)
                 if storage.exists(thumb):
                     storage.write_bytes(thumb_path(ctx, record, label), storage.read_bytes(thumb))
         if kept:
             record.problems.append(kept)
-            record.output["kept"] = kept  # for front ends: why this version is delivered
+            record.output.kept = kept  # for front ends: why this version is delivered
             logger.warning("%s: %s", record.name, kept)
         merged.append(record)
 

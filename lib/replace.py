@@ -113,7 +113,7 @@ def plan(
                 old_source=record.source,
                 new_source=new_uri,
                 previous_version=current.stamp if current else None,
-                old_size=f"{record.input.get('width', '?')}x{record.input.get('height', '?')}, "
+                old_size=f"{record.input.width or '?'}x{record.input.height or '?'}, "
                 f"{record.bytes or 0} bytes",
                 new_size=_image_size(new_uri),
             )

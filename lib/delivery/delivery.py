@@ -168,7 +168,7 @@ def _deliver(
                             "profile": m.profile,
                             "image": m.record.name,
                             "index": m.record.index,
-                            "verdict": m.record.scores.get("verdict"),
+                            "verdict": m.record.scores.verdict,
                         }
                         for m in a.members
                     ],
@@ -203,12 +203,12 @@ def _deliver(
                 if storage.exists(uri):
                     pair[label] = storage.read_bytes(uri)
             # The version this run replaced, beside the new one (old vs new in the report).
-            replaced = (r.output or {}).get("previous") or {}
-            old_thumb = replaced.get("thumb_after")
-            if old_thumb and storage.exists(old_thumb):
-                pair[f"version:{replaced.get('version')}"] = storage.read_bytes(old_thumb)
+            replaced = r.output.previous
+            old_thumb = replaced.thumb_after if replaced is not None else None
+            if replaced is not None and old_thumb and storage.exists(old_thumb):
+                pair[f"version:{replaced.version}"] = storage.read_bytes(old_thumb)
                 if "after" in pair:
-                    pair[f"version:{r.output.get('version')}"] = pair["after"]
+                    pair[f"version:{r.output.version}"] = pair["after"]
             return pair
 
         report_uri = storage.join(dest, "report.html")

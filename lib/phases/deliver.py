@@ -125,8 +125,8 @@ def _table(records: list[ImageRecord]) -> Table:
             "index": r.index,
             "image": r.name,
             "status": r.status,
-            "score": r.scores.get("score"),
-            "verdict": r.scores.get("verdict"),
+            "score": r.scores.score,
+            "verdict": r.scores.verdict,
             "output": r.output_name,
             "reason": r.reason or "; ".join(r.problems),
         }
@@ -185,10 +185,10 @@ def _previews(records: list[ImageRecord]) -> list[Markdown]:
     for r in records:
         link = next((o["link"] for o in r.outputs if o.get("link")), None)
         if r.ok and link:
-            score = r.scores.get("score")
+            score = r.scores.score
             rows.append(
                 f"| {r.name} | {'' if score is None else f'{score:.0f}'} | "
-                f"{r.scores.get('verdict') or ''} | ![{r.name}]({link}) |"
+                f"{r.scores.verdict or ''} | ![{r.name}]({link}) |"
             )
     if not rows:
         return []

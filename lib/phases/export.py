@@ -43,12 +43,12 @@ def output_format(record: ImageRecord, recipe: Recipe, profile: ExportProfile | 
     record's ``input`` (known before the export, so names are planned with it).
     """
     profile = profile or recipe.export.effective_profiles()[0]
-    sniffed = record.input.get("format")
+    sniffed = record.input.format
     return format_keeping(
         format_from_name(profile.format, sniffed),
         sniffed,
-        alpha=profile.alpha == "keep" and bool(record.input.get("alpha")),
-        sixteen_bit=profile.depth == "keep" and record.input.get("bit_depth") == 16,
+        alpha=profile.alpha == "keep" and bool(record.input.alpha),
+        sixteen_bit=profile.depth == "keep" and record.input.bit_depth == 16,
     )
 
 
@@ -91,7 +91,7 @@ def export_notes(
 
     Each note says what happened, why, and the setting that avoids it.
     """
-    sniffed = record.input.get("format")
+    sniffed = record.input.format
     asked = format_from_name(profile.format, sniffed)
     label = format_label(fmt)
     notes: list[str] = []
@@ -163,8 +163,8 @@ def name_entries(
             "preset": recipe.name,
             "profile": profile.name,
             "date": day,
-            "score": r.scores.get("score"),
-            "verdict": r.scores.get("verdict"),
+            "score": r.scores.score,
+            "verdict": r.scores.verdict,
             "group": r.category("group"),
             "tag": r.category("tag"),
         }

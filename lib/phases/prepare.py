@@ -12,7 +12,7 @@ from retouch.lib.masks import masks_beside
 from retouch.lib.phases.context import is_video, jsonable
 from retouch.lib.phases.keys import sha256_bytes
 from retouch.lib.quality import analysis
-from retouch.lib.records import ImageRecord
+from retouch.lib.records import Analysis, ImageRecord, InputInfo
 from retouch.lib.settings import Settings, get_settings
 from retouch.lib.sources import SourceItem
 
@@ -66,19 +66,19 @@ def prepare_one(record: ImageRecord, settings: Settings) -> ImageRecord:
         record.sha256 = sha256_bytes(data)
         info = probe(data, record.name, pixel_limit=settings.pixel_limit)
         image = decode(data, record.name, pixel_limit=settings.pixel_limit)
-        record.input = {
-            "format": info.format,
-            "width": image.width,
-            "height": image.height,
-            "bit_depth": image.bit_depth,
-            "alpha": image.alpha is not None,
-            "gray": image.is_gray,
-            "frames": info.frames,
-        }
+        record.input = InputInfo(
+            format=info.format,
+            width=image.width,
+            height=image.height,
+            bit_depth=image.bit_depth,
+            alpha=image.alpha is not None,
+            gray=image.is_gray,
+            frames=info.frames,
+        )
         if info.frames > 1:  # animations and multi-page files: the first frame is the image
             record.problems.append(f"only the first of {info.frames} frames (pages) was processed")
         found = analysis.analyse(downscaled(image, ANALYSIS_MAX_SIDE))
-        record.analysis = jsonable(found)
+        record.analysis = Analysis.model_validate(jsonable(found))
         record.recommendations = list(analysis.recommend(found))
     except RetouchError as exc:
         record.fail("prepare", reason_of(exc))

@@ -17,7 +17,7 @@ from retouch.lib.ops.registry import registry
 from retouch.lib.phases.context import RunConfig, RunContext, is_video
 from retouch.lib.phases.keys import sha256_bytes
 from retouch.lib.recipe import Recipe
-from retouch.lib.records import ImageRecord
+from retouch.lib.records import ImageRecord, OutputInfo
 from retouch.lib.settings import get_settings
 
 
@@ -206,13 +206,13 @@ def _close_job(job: _Job, ctx: RunContext) -> None:
         if job.error is not None:
             record.fail("process", job.error)
         elif job.meta is not None:
-            record.output = {
-                "width": job.meta["width"],
-                "height": job.meta["height"],
-                "bit_depth": job.meta["bit_depth"],
-                "alpha": job.meta["alpha"],
-                "gray": job.meta["is_gray"],
-            }
+            record.output = OutputInfo(
+                width=job.meta["width"],
+                height=job.meta["height"],
+                bit_depth=job.meta["bit_depth"],
+                alpha=job.meta["alpha"],
+                gray=job.meta["is_gray"],
+            )
         record.timings["process"] = round(time.perf_counter() - job.started, 4)
     emit_processed(record)
 

@@ -21,7 +21,7 @@ from retouch.lib.quality.faces import detect_faces
 from retouch.lib.quality.measures import detail_map, tile_seams
 from retouch.lib.quality.score import quality_score
 from retouch.lib.recipe import Recipe
-from retouch.lib.records import ImageRecord
+from retouch.lib.records import ImageRecord, Scores
 
 REVIEW_MAX_SIDE = 512
 THUMB_MAX_SIDE = 480
@@ -120,15 +120,17 @@ def score_pair(
         before,
         after,
         ctx.recipe,
-        faces_found=int((record.analysis.get("faces") or {}).get("count") or 0),
+        faces_found=record.analysis.face_count,
         ctx=ctx.op_context(record.name, "cpu", record.uri),
     )
-    record.scores = jsonable({k: v for k, v in scores.items() if k != "problems"})
+    record.scores = Scores.model_validate(
+        jsonable({k: v for k, v in scores.items() if k != "problems"})
+    )
     # Faces are counted at the input's scale on both sides (at most 320 px, as in the
     # prepare phase), so a different count means different content, not a detector
     # that sees more in a 4x larger picture (and an upscaled result costs no more).
-    record.scores["faces"] = {
-        "before": int((record.analysis.get("faces") or {}).get("count") or 0),
+    record.scores.faces = {
+        "before": record.analysis.face_count,
         "after": len(
             detect_faces(after_s.pixels, max_side=min(320, max(before.width, before.height)))
         ),
@@ -164,9 +166,9 @@ def emit_reviewed(record: ImageRecord, ctx: RunContext) -> None:
             name=record.name,
             ok=record.ok,
             index=record.index,
-            score=record.scores.get("score"),
-            score_before=record.scores.get("score_before"),
-            verdict=record.scores.get("verdict"),
+            score=record.scores.score,
+            score_before=record.scores.score_before,
+            verdict=record.scores.verdict,
             # Where the before/after previews were written (a front end shows them at once).
             thumbs={label: thumb_path(ctx, record, label) for label in THUMB_LABELS},
         )

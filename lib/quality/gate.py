@@ -85,9 +85,9 @@ def gate_failure(record: ImageRecord, settings: ReviewSettings) -> str | None:
     """Why ``record`` fails the quality gate, or None when it passes (or was never scored)."""
     if not record.ok or not record.scores:
         return None
-    score = record.scores.get("score")
+    score = record.scores.score
     if settings.min_score is not None and score is not None and score < settings.min_score:
         return f"score {score:.0f} is below the gate's {settings.min_score:.0f}"
-    if settings.gate_worse and record.scores.get("verdict") == "worse":
+    if settings.gate_worse and record.scores.verdict == "worse":
         return "the result is worse than its input"
     return None

@@ -103,7 +103,7 @@ def learn_from_history(workspace: Any, *, max_images: int = 2000) -> dict[str, L
             current = store.current(image)
         except RetouchError:
             continue
-        if current is None or not isinstance(current.scores.get("score"), int | float):
+        if current is None or current.scores.score is None:
             continue
         name = str(current.recipe.get("name") or "")
         if name not in known:
@@ -114,7 +114,7 @@ def learn_from_history(workspace: Any, *, max_images: int = 2000) -> dict[str, L
         if changes is None:
             continue
         scores.setdefault(name, {}).setdefault(tuple(changes), []).append(
-            float(current.scores["score"])
+            float(current.scores.score)
         )
     learned = {}
     for name, by_changes in scores.items():

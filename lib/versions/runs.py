@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from retouch.lib import storage
 from retouch.lib.errors import RetouchError
-from retouch.lib.records import ImageRecord
+from retouch.lib.records import ImageRecord, OutputInfo, PreviousVersion
 from retouch.lib.versions.store import Version, VersionStore, image_id, new_stamp
 from retouch.lib.workspace import Workspace
 
@@ -53,20 +53,20 @@ def record_version(
             source=record.source,
             source_sha256=record.sha256,
             recipe=recipe,
-            scores=record.scores,
+            scores=record.scores.to_json(),
             problems=record.problems,
-            output={k: v for k, v in record.output.items() if k not in _VERSION_FIELDS},
+            output={k: v for k, v in record.output.to_json().items() if k not in _VERSION_FIELDS},
             thumbs=thumbs,
             note=note,
         )
         chosen.number = len(versions) + 1
-    record.output["image_id"] = image
-    record.output["version"] = chosen.number
-    record.output["version_id"] = chosen.stamp
+    record.output.image_id = image
+    record.output.version = chosen.number
+    record.output.version_id = chosen.stamp
     if current is not None and current.stamp != chosen.stamp:
-        record.output["previous"] = previous_entry(store, current)
+        record.output.previous = previous_entry(store, current)
     else:
-        record.output.pop("previous", None)
+        record.output.discard("previous")
     return record
 
 
@@ -108,37 +108,41 @@ def record_run_image(
 _VERSION_FIELDS = ("image_id", "version", "version_id", "previous", "kept", "bytes", "format")
 
 
-def previous_entry(store: VersionStore, version: Version) -> dict[str, Any]:
+def previous_entry(store: VersionStore, version: Version) -> PreviousVersion:
     """What a record says about the version it replaced (for old-vs-new in the report)."""
-    return {
-        "version": version.number,
-        "version_id": version.stamp,
-        "result_key": version.result_key,
-        "run_id": version.run_id,
-        "scores": version.scores,
-        "source": version.source,
-        "thumb_before": store.thumb_uri(version.image_id, version.stamp, "before"),
-        "thumb_after": store.thumb_uri(version.image_id, version.stamp, "after"),
-    }
+    return PreviousVersion.model_validate(
+        {
+            "version": version.number,
+            "version_id": version.stamp,
+            "result_key": version.result_key,
+            "run_id": version.run_id,
+            "scores": version.scores,
+            "source": version.source,
+            "thumb_before": store.thumb_uri(version.image_id, version.stamp, "before"),
+            "thumb_after": store.thumb_uri(version.image_id, version.stamp, "after"),
+        }
+    )
 
 
 def apply_version(record: ImageRecord, version: Version) -> ImageRecord:
     """Make ``record`` describe ``version`` (for an image a regeneration did not process:
     its current or best version is what gets exported)."""
     record.result_key = version.result_key
-    record.scores = dict(version.scores)
+    record.scores = version.scores.model_copy(deep=True)
     record.problems = list(version.problems)
     record.source = version.source
     record.uri = version.source
     record.sha256 = version.source_sha256
     record.status = "ok"
     record.failed_phase = record.reason = None
-    record.output = {
-        **version.output,
-        "image_id": version.image_id,
-        "version": version.number,
-        "version_id": version.stamp,
-    }
+    record.output = OutputInfo.model_validate(
+        {
+            **version.output,
+            "image_id": version.image_id,
+            "version": version.number,
+            "version_id": version.stamp,
+        }
+    )
     return record
 
 
@@ -258,9 +262,8 @@ def list_runs(ws: Workspace) -> list[RunListing]:
 
 def run_image_id(record: ImageRecord) -> str | None:
     """The image identity a run's record carries (its slot), or one from its content."""
-    found = record.output.get("image_id")
-    if isinstance(found, str) and found:
-        return found
+    if record.output.image_id:
+        return record.output.image_id
     if record.sha256:
         return image_id(record.sha256, record.name)
     return None

@@ -8,6 +8,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -15,6 +16,7 @@ from typing import Any
 
 from retouch.lib import storage
 from retouch.lib.errors import RetouchError
+from retouch.lib.records import Scores
 from retouch.lib.workspace import Workspace
 
 VERSIONS_DIR = "versions"
@@ -47,7 +49,7 @@ class Version:
     source: str
     source_sha256: str
     recipe: dict[str, Any] = field(default_factory=dict)
-    scores: dict[str, Any] = field(default_factory=dict)
+    scores: Scores = field(default_factory=Scores)
     problems: list[str] = field(default_factory=list)
     output: dict[str, Any] = field(default_factory=dict)
     created: str = ""
@@ -57,11 +59,13 @@ class Version:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("number")
+        data["scores"] = self.scores.to_json()
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Version:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["scores"] = Scores.model_validate(known.get("scores") or {})
         return cls(**known)
 
 
@@ -85,7 +89,7 @@ class VersionStore:
         source: str,
         source_sha256: str,
         recipe: dict[str, Any] | None = None,
-        scores: dict[str, Any] | None = None,
+        scores: Mapping[str, Any] | None = None,
         problems: list[str] | None = None,
         output: dict[str, Any] | None = None,
         thumbs: dict[str, bytes] | None = None,
@@ -105,7 +109,7 @@ class VersionStore:
             source=storage.redact(source),
             source_sha256=source_sha256,
             recipe=recipe or {},
-            scores=scores or {},
+            scores=Scores.model_validate(scores or {}),
             problems=list(problems or []),
             output=output or {},
             created=stamp_time(stamp).isoformat(timespec="seconds"),
@@ -159,10 +163,10 @@ class VersionStore:
     def best(self, image: str, versions: list[Version] | None = None) -> Version | None:
         """The version with the highest review score (the newest among equals)."""
         versions = self.history(image) if versions is None else versions
-        scored = [v for v in versions if isinstance(v.scores.get("score"), int | float)]
+        scored = [(v.scores.score, v) for v in versions if v.scores.score is not None]
         if not scored:
             return versions[-1] if versions else None
-        return max(scored, key=lambda v: (float(v.scores["score"]), v.stamp))
+        return max(scored, key=lambda sv: (float(sv[0]), sv[1].stamp))[1]
 
     def get(self, image: str, number: int) -> Version:
         versions = self.history(image)

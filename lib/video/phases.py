@@ -34,7 +34,7 @@ from retouch.lib.errors import InvalidVideoError, RetouchError, reason_of
 from retouch.lib.image import Image, downscaled
 from retouch.lib.ops.registry import registry
 from retouch.lib.quality import analysis
-from retouch.lib.records import ImageRecord
+from retouch.lib.records import Analysis, ImageRecord, InputInfo, OutputInfo
 from retouch.lib.settings import Settings
 from retouch.lib.sources import extension
 from retouch.lib.video import media, segments
@@ -127,14 +127,16 @@ def prepare_video(record: ImageRecord, settings: Settings) -> ImageRecord:
             record.bytes = size
             record.sha256 = sha
             info = media.probe_video(path, record.name, pixel_limit=settings.pixel_limit)
-        record.input = {"format": extension(record.name), **info.to_json()}
+        record.input = InputInfo.model_validate(
+            {"format": extension(record.name), **info.to_json()}
+        )
         if info.bit_depth > 8:
             record.problems.append(
                 f"{info.bit_depth}-bit video ({info.pix_fmt}) processed and encoded in 8 bits"
             )
         if info.sample is not None:
             found = analysis.analyse(downscaled(info.sample, ANALYSIS_MAX_SIDE))
-            record.analysis = jsonable(found)
+            record.analysis = Analysis.model_validate(jsonable(found))
             record.recommendations = list(analysis.recommend(found))
     except RetouchError as exc:
         record.fail("prepare", reason_of(exc))
@@ -221,11 +223,11 @@ def frame_processor(record: ImageRecord, ctx: Any, device: str) -> segments.Fram
     return run
 
 
-def _output_fields(meta: dict[str, Any]) -> dict[str, Any]:
+def _output_fields(meta: dict[str, Any]) -> OutputInfo:
     keys = ("kind", "format", "codec", "width", "height", "frames", "duration", "streams")
     out = {k: meta[k] for k in keys if k in meta}
     out.update(bit_depth=8, alpha=False, gray=False)
-    return out
+    return OutputInfo.model_validate(out)
 
 
 def process_video(
@@ -267,7 +269,7 @@ def process_video(
 
 def _compute(record: ImageRecord, ctx: Any, device: str, key: str) -> None:
     enc, container_note = encoding(record, ctx)
-    total = int(record.input.get("frames") or 0)
+    total = record.input.frames or 0
     calls_before = ctx.counters.get("model_calls", 0)
 
     def on_frame(done: int) -> None:
@@ -324,7 +326,7 @@ def _compute(record: ImageRecord, ctx: Any, device: str, key: str) -> None:
             "width": segment.width,
             "height": segment.height,
             "frames": segment.frames,
-            "duration": record.input.get("duration"),
+            "duration": record.input.duration,
             "streams": joined.copied + joined.reencoded,
             "notes": notes,
         }
@@ -366,8 +368,8 @@ def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
         progress.emit(progress.ImagePhaseDone(phase="review", name=record.name, ok=record.ok))
         return record
     with reviewing(record, ctx):
-        first = Fraction(str(record.input.get("start") or 0))
-        duration = Fraction(str(record.input.get("duration") or 0))
+        first = Fraction(str(record.input.start or 0))
+        duration = Fraction(str(record.input.duration or 0))
         targets = sorted({first + duration * k for k in REVIEW_SAMPLES})
         with local_source(record.uri, ctx.settings.max_file_bytes) as (path, _sha, _size):
             before = sample_frames(path, record.name, targets)
@@ -386,15 +388,11 @@ def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
         for (t, b), (_t, a) in zip(before, after, strict=True):
             probe = ImageRecord(**record.model_dump(exclude={"scores", "problems"}))
             score_pair(probe, ctx, b, a)
-            samples.append((probe.scores.get("score") or 0.0, t, b, a, probe.scores))
+            samples.append((probe.scores.score or 0.0, t, b, a, probe.scores))
         worst = min(samples, key=lambda s: (s[0], s[1]))
         review_pair(record, ctx, worst[2], worst[3])
-        record.scores["frames"] = [
-            {
-                "time": round(float(t), 4),
-                "score": scores.get("score"),
-                "verdict": scores.get("verdict"),
-            }
+        record.scores.frames = [
+            {"time": round(float(t), 4), "score": scores.score, "verdict": scores.verdict}
             for _s, t, _b, _a, scores in samples
         ]
         times = ", ".join(f"{float(t):.2f} s" for _s, t, *_ in samples)
