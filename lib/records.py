@@ -92,17 +92,22 @@ class SubRecord(BaseModel):
         return self.model_dump(mode="json")
 
 
-class InputInfo(SubRecord):
-    """What the input file holds, read from its bytes in the prepare phase (a video also
-    has kind "video", its container, codec, timing and streams)."""
+class FileInfo(SubRecord):
+    """What a file holds, read from its bytes (a video's also says kind "video")."""
 
-    format: str | None = None
     kind: str | None = None
+    format: str | None = None
     width: int | None = None
     height: int | None = None
     bit_depth: int | None = None
     alpha: bool | None = None
     gray: bool | None = None
+
+
+class InputInfo(FileInfo):
+    """The input file, read in the prepare phase (a video's also gives its container, codec,
+    timing and streams)."""
+
     frames: int | None = None
     start: Number | None = Field(None, description="A video's first frame time (seconds)")
     duration: Number | None = Field(None, description="A video's length (seconds)")
@@ -152,17 +157,9 @@ class PreviousVersion(SubRecord):
     thumb_after: str | None = None
 
 
-class OutputInfo(SubRecord):
-    """What the delivered file holds (the first export profile's) and the version of its
-    image it is."""
+class OutputInfo(FileInfo):
+    """The delivered file (the first export profile's) and the version of its image it is."""
 
-    kind: str | None = None
-    format: str | None = None
-    width: int | None = None
-    height: int | None = None
-    bit_depth: int | None = None
-    alpha: bool | None = None
-    gray: bool | None = None
     bytes: int | None = None
     duration: Number | None = None
     image_id: str | None = None
