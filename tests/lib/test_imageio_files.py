@@ -3,6 +3,7 @@ metadata and format names, on tiny images built in the tests."""
 
 from __future__ import annotations
 
+import functools
 import io
 
 import cv2
@@ -195,7 +196,10 @@ def test_probe_reads_the_header() -> None:
 # --------------------------------------------------------------------------- metadata
 
 
+@functools.cache
 def srgb_icc() -> bytes:
+    # One profile for the whole module: LittleCMS stamps each new profile with the current
+    # time, so two built a second apart differ in their header.
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
