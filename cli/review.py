@@ -23,10 +23,20 @@ if TYPE_CHECKING:
 PAUSE_GRACE_S = 15.0
 
 
-def _variants(presets: list[str], grid: str | None, overrides: list[str]) -> list[Variant]:
+def _variants(
+    presets: list[str], grid: str | None, overrides: list[str], styles: str | None = None
+) -> list[Variant]:
     from retouch.lib.quality import preview
     from retouch.lib.recipe import apply_overrides, load_preset
 
+    if styles:
+        # Style comparison: one column per style (a preset, or a re-drawing model).
+        named = preview.style_variants(styles)
+        if grid:
+            raise ValueError("use --grid or --styles, not both")
+        if overrides:
+            named = [preview.Variant(v.label, apply_overrides(v.recipe, overrides)) for v in named]
+        return named
     recipes = [load_preset(p) for p in presets]
     if overrides:
         recipes = [apply_overrides(r, overrides) for r in recipes]
@@ -67,6 +77,7 @@ def _preview_command(
     device: str | None,
     as_json: bool,
     max_side: int | None = None,
+    styles: str | None = None,
 ) -> PreviewResult:
     from retouch.lib.models.device import device_for
     from retouch.lib.quality import preview
@@ -74,7 +85,7 @@ def _preview_command(
 
     result = preview.run_preview(
         source,
-        _variants(presets, grid, overrides),
+        _variants(presets, grid, overrides, styles),
         out_file,
         sample_size=sample,
         region=preview.parse_region(region) if region else None,
@@ -134,12 +145,30 @@ def preview(
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
     max_side: MaxSideOpt = None,
+    styles: Annotated[
+        str | None,
+        typer.Option(
+            "--styles",
+            help="Compare styles side by side: presets and/or re-drawing models, comma "
+            "separated (e.g. anime,face-paint,animeganv2-celeba-distill,painting-sd)",
+        ),
+    ] = None,
 ) -> None:
     """Try a recipe on a few images: one contact sheet, original | result per grid value
-    (or per preset), with the input's and the result's score under every cell (the scores
-    a run with the same settings gives)."""
+    (or per preset, or per style), with the input's and the result's score under every
+    cell (the scores a run with the same settings gives)."""
     _preview_command(
-        source, preset, grid, sample, region, out_file, overrides, device, as_json, max_side
+        source,
+        preset,
+        grid,
+        sample,
+        region,
+        out_file,
+        overrides,
+        device,
+        as_json,
+        max_side,
+        styles,
     )
 
 

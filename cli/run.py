@@ -99,7 +99,7 @@ def run(
     from retouch.lib.delivery import delivery
     from retouch.lib.settings import get_settings
 
-    recipe, count = _checked(source, out_dir, preset, overrides or [])
+    recipe, count = _checked(source, out_dir, preset, overrides or [], device)
     # One run at a time into a destination (the second would replace the first's
     # delivery), and one that can be written: found now, not after every image.
     dest_lock = locks.lock_destination(out_dir, get_settings().home / "locks")
@@ -137,7 +137,9 @@ def run(
         dest_lock.release()
 
 
-def _checked(source: str, out_dir: str, preset: str, overrides: list[str]) -> tuple[Recipe, int]:
+def _checked(
+    source: str, out_dir: str, preset: str, overrides: list[str], device: str | None = None
+) -> tuple[Recipe, int]:
     """The recipe and the number of images, once everything that can be checked before
     Prefect starts is checked."""
     from retouch.lib import sources
@@ -159,6 +161,8 @@ def _checked(source: str, out_dir: str, preset: str, overrides: list[str]) -> tu
         )
         raise fail(f"{redact(source)}: no images found{why}")
     weights_ids(recipe)  # a missing model stops here, before Prefect starts
+    for note in recipe.notes(device or get_settings().device):
+        console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
     sources.hand_over(source, found, follow_symlinks=follow)  # the run lists it no more
     return recipe, len(found.items)
 

@@ -159,7 +159,7 @@ def phase_slots(config: RunConfig) -> int:
     ``workers`` setting, so phases overlap (a GPU computes while the CPU reviews), and
     always on other task runners (Dask), whose workers are separate processes."""
     workers = max(1, get_settings().workers)
-    if config.recipe.models() and not config.device.startswith("cuda") and _in_threads():
+    if config.recipe.uses_models() and not config.device.startswith("cuda") and _in_threads():
         return 1
     return workers
 

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         "only remote URLs (s3://...) are accepted",
     )
 
+    diffusion_checkpoint: str | None = Field(
+        None,
+        description="Stable Diffusion checkpoint used by restyle's diffusion method when a "
+        "recipe names none: a local .safetensors file or diffusers folder",
+    )
+
     def resolved_model_dir(self) -> Path:
         return Path(self.model_dir) if self.model_dir else self.home / "models"
 

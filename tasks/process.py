@@ -34,7 +34,7 @@ def process_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
 )
 def process_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRecord]:
     """Apply the recipe to every image of the chunk (results reused by content key)."""
-    needs_gpu = config.device.startswith("cuda") and bool(config.recipe.models())
+    needs_gpu = config.device.startswith("cuda") and config.recipe.uses_models()
     # The GPU is a named, global resource: runs on several workers share it precisely.
     guard = concurrency(get_settings().gpu_concurrency, occupy=1) if needs_gpu else nullcontext()
     with guard:

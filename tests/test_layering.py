@@ -94,3 +94,18 @@ def test_no_relative_imports_so_every_import_names_its_layer():
         if isinstance(node, ast.ImportFrom) and node.level > 0
     ]
     assert offenders == []
+
+
+def test_every_package_is_listed_in_pyproject():
+    """An editable install finds a package the list leaves out; a wheel silently drops it."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]
+    listed = set(config["setuptools"]["packages"])
+    found = set()
+    for name, folder in config["setuptools"]["package-dir"].items():
+        for init in (root / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(root / folder).parts
+            found.add(".".join((name, *rel)))
+    assert sorted(found - listed) == []

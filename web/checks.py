@@ -15,7 +15,7 @@ from retouch.web.runner import override_args
 
 # Overrides that name files or folders on the server, or send results elsewhere: a web
 # client must not point the server at its own files.
-SERVER_PATH_KEYS = ("mask_dir", "tags", "image", "font", "dest")
+SERVER_PATH_KEYS = ("mask_dir", "tags", "image", "font", "dest", "checkpoint")
 # Expert parameters (memory, tiling, numeric precision, settings the networks ignore): the
 # page shows them in an "Advanced" fold of their step. One list, by parameter name, for
 # every operation; each is marked "x-advanced" in the schema /api/presets serves.
@@ -28,6 +28,7 @@ def check_recipe(preset: str, overrides: Any, extra: dict[str, Any] | None = Non
     from retouch.lib.errors import ModelError, RetouchError
     from retouch.lib.models import fetch
     from retouch.lib.models.specs import required_models
+    from retouch.lib.ops.registry import registry
     from retouch.lib.recipe import apply_overrides, load_preset, preset_names
 
     names = preset_names()
@@ -65,6 +66,15 @@ def check_recipe(preset: str, overrides: Any, extra: dict[str, Any] | None = Non
             )
     if recipe.review.approve:
         raise HTTPException(400, f"preset {preset!r} {preset_unavailable(recipe, [])}")
+    # What a step needs besides weights (an optional package, the server's diffusion
+    # checkpoint) is checked now too.
+    for step in recipe.steps:
+        try:
+            registry().get(step.op).check(step.parsed())
+        except RetouchError as exc:
+            raise HTTPException(
+                400, f"preset {preset!r} cannot run on this server: {exc}"
+            ) from None
     # Weights missing here are fetched now (the mirror, or the official URL unless
     # offline), so a batch never starts only to fail for want of them.
     for model in recipe.models():

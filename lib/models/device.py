@@ -37,7 +37,7 @@ def device_for(setting: str | None) -> str:
 def run_device(recipe: Any, setting: str | None) -> str:
     """The device recorded for a run of ``recipe``: resolved by :func:`device_for` when the
     recipe uses a model, "cpu" when it does not (no step of it runs on a device)."""
-    if recipe.models():
+    if recipe.uses_models():
         return device_for(setting)
     value = (setting or "auto").strip().lower()
     if value not in ("auto", "cpu") and not value.startswith("cuda"):

@@ -29,6 +29,14 @@ _GFPGAN_LICENSE = "GFPGAN: Apache-2.0, with StyleGAN2 parts under their own term
 _FACEXLIB_LICENSE = "facexlib: MIT (check the upstream project for the weights' terms)"
 _LAMA = "https://github.com/Sanster/models/releases/download"
 _LAMA_LICENSE = "LaMa: Apache-2.0 code, big-lama weights from the LaMa authors (see upstream)"
+# The AnimeGANv2 PyTorch port keeps its released weights in the repository (torch.hub reads
+# them from there). Sizes and checksums are not recorded: none was measured here.
+_ANIMEGAN = "https://github.com/bryandlee/animegan2-pytorch/raw/main/weights"
+_ANIMEGAN_LICENSE = "AnimeGANv2 PyTorch port: MIT (code and these weights, by the port's author)"
+_ANIMEGAN_ORIGINAL_LICENSE = (
+    "Converted from the original AnimeGANv2 weights: non-commercial use only "
+    "(academic, teaching, research); commercial use needs its author's permission"
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ class ModelSpec:
         license: a note on the upstream license.
         bundled: True for weights that ship inside retouch (``lib/models/weights/``): no
             download, no model dir; ``url`` is empty and ``sha256`` is still checked.
-        purpose: what it is for ("upscale", "face", "inpaint", "helper"); empty = the
+        purpose: what it is for ("upscale", "face", "inpaint", "restyle", "helper"); empty = the
             family's first purpose.
         md5: hex digest where the upstream publishes an md5 only, or None.
         origin: where the weights came from: "" for a shipped entry, the imported file's
@@ -293,6 +301,49 @@ _ALL: tuple[ModelSpec, ...] = (
         md5="e3aa4aaa15225a33ec84f9f4bc47e500",
         description="Object and watermark removal (LaMa, 51M parameters; TorchScript file)",
         license=_LAMA_LICENSE,
+    ),
+    ModelSpec(
+        name="animeganv2-face-paint-v2",
+        kind="animegan",
+        arch="AnimeGANv2",
+        scale=1,
+        filename="face_paint_512_v2.pt",
+        url=f"{_ANIMEGAN}/face_paint_512_v2.pt",
+        description="Portrait to painted anime face, v2 (AnimeGANv2 generator, trained on 512 px faces)",
+        license=_ANIMEGAN_LICENSE,
+    ),
+    ModelSpec(
+        name="animeganv2-face-paint-v1",
+        kind="animegan",
+        arch="AnimeGANv2",
+        scale=1,
+        filename="face_paint_512_v1.pt",
+        url=f"{_ANIMEGAN}/face_paint_512_v1.pt",
+        description="Portrait to painted anime face, v1 (stronger stylisation than v2)",
+        license=_ANIMEGAN_LICENSE,
+    ),
+    ModelSpec(
+        name="animeganv2-celeba-distill",
+        kind="animegan",
+        arch="AnimeGANv2",
+        scale=1,
+        filename="celeba_distill.pt",
+        url=f"{_ANIMEGAN}/celeba_distill.pt",
+        description="Faces to webtoon-like drawing (AnimeGANv2 generator, 256 px faces)",
+        license=_ANIMEGAN_LICENSE,
+    ),
+    ModelSpec(
+        name="animeganv2-paprika",
+        kind="animegan",
+        arch="AnimeGANv2",
+        scale=1,
+        filename="paprika.pt",
+        url=f"{_ANIMEGAN}/paprika.pt",
+        # Converted from TensorFlow, whose resize is not align-corners: the port's own
+        # script runs these weights with scale-factor upsampling.
+        arch_kwargs={"align_corners": False},
+        description="Scenes and photos to anime (Paprika style, AnimeGANv2)",
+        license=_ANIMEGAN_ORIGINAL_LICENSE,
     ),
 )
 

@@ -65,6 +65,7 @@ def _checked(purpose: str) -> Callable[[Any], Any]:
 UpscaleModelName = Annotated[str, AfterValidator(_checked("upscale"))]
 FaceModelName = Annotated[str, AfterValidator(_checked("face"))]
 InpaintModelName = Annotated[str, AfterValidator(_checked("inpaint"))]
+RestyleModelName = Annotated[str, AfterValidator(_checked("restyle"))]
 
 
 @dataclass
@@ -83,6 +84,10 @@ class OpContext:
         beside: called with ``uri``, returns the mask kept beside the image
             (``<stem>_mask*.png``, :class:`retouch.lib.masks.BesideMasks`) or None.
         counters: incremented by operations that call a model (tests and benchmarks read it).
+        clip_id: set while the frames of a video run: the video's sha256. Operations that
+            draw randomness from the picture's content (restyle's diffusion seed) draw it
+            from the clip instead, so every frame gets the same seed and the clip does not
+            flicker from seed changes.
     """
 
     name: str = ""
@@ -93,6 +98,7 @@ class OpContext:
     uri: str = ""
     beside: MaskLookup | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    clip_id: str = ""
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
@@ -119,6 +125,24 @@ class Operation(ABC, Generic[P]):
 
     def models(self, params: P) -> list[str]:
         """Registry names of the model weights this step needs (checked before a run starts)."""
+        return []
+
+    def uses_model(self, params: P) -> bool:
+        """Whether this step runs a network (on the run's device, under the GPU limit, held
+        in the pool): by default when it names registry weights; an op whose model is not
+        a registry entry (a diffusion checkpoint) says so itself."""
+        return bool(self.models(params))
+
+    def check(self, params: P) -> None:
+        """Raise :class:`~retouch.lib.errors.RetouchError` when this step cannot run here for
+        a reason found without loading anything (a missing optional package or a checkpoint
+        that is not there). Runs before a run starts, with the weight check."""
+        return None
+
+    def notes(self, params: P, device: str) -> list[str]:
+        """What the user should know before this step runs on ``device`` (the device
+        setting: auto, cpu, cuda, cuda:N; shown by the CLI before the run starts): e.g. that
+        it will be slow here, with an estimate."""
         return []
 
     def key_inputs(self, params: P, ctx: OpContext) -> Any:

@@ -35,6 +35,7 @@ def _build() -> OpRegistry:
     from retouch.lib.ops.fit import Fit
     from retouch.lib.ops.inpaint import Inpaint
     from retouch.lib.ops.restore_faces import RestoreFaces
+    from retouch.lib.ops.restyle import Restyle
     from retouch.lib.ops.sharpen import Sharpen
     from retouch.lib.ops.stylize import Stylize
     from retouch.lib.ops.upscale import Upscale
@@ -49,6 +50,7 @@ def _build() -> OpRegistry:
         Inpaint(),
         Upscale(),
         RestoreFaces(),
+        Restyle(),
     ):
         registry.add(op)
     return registry

@@ -20,9 +20,13 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def weights_ids(recipe: Recipe) -> dict[str, str]:
-    """Identity of every weight file the recipe uses (resolving them; raises if missing)."""
+    """Identity of every weight file the recipe uses (resolving them; raises if missing).
+    Each step's own check runs first (an optional package or a checkpoint that is missing
+    raises here too), so whatever calls this before a run stops for either."""
     from retouch.lib.models import fetch
 
+    for step in recipe.steps:
+        registry().get(step.op).check(step.parsed())
     return {name: fetch.weights_id(name, fetch.resolve(name)) for name in recipe.models()}
 
 

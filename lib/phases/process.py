@@ -74,7 +74,7 @@ def process_many(
     stored = _stored_steps(ctx.recipe)
     # Overlap pays off when a step is slow (a model); for quick classic steps on small
     # images, handing images between threads costs more than it saves (measured).
-    if len(records) == 1 or not ctx.recipe.models():
+    if len(records) == 1 or not ctx.recipe.uses_models():
         for record in records:
             job = _open_job(record, ctx, weights, device, stored)
             _compute(job, ctx, device, stored, _Inline())

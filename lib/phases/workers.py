@@ -112,7 +112,7 @@ _lock = threading.Lock()
 
 def processes_for(config: RunConfig, count: int, settings: Settings | None = None) -> int:
     """How many worker processes a chunk of ``count`` images of ``config`` uses (0: none)."""
-    if config.recipe.models() or count < MIN_IMAGES:
+    if config.recipe.uses_models() or count < MIN_IMAGES:
         return 0
     wanted = (settings or get_settings()).processes or (os.cpu_count() or 1)
     return wanted if wanted >= 2 else 0

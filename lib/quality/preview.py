@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from retouch.lib import storage
-from retouch.lib.errors import RecipeError, RetouchError, SourceError
+from retouch.lib.errors import RecipeError, RetouchError, SourceError, UnknownNameError
 from retouch.lib.image import Image, resize_plane, to_uint8
 from retouch.lib.imageio import decode, encode
 from retouch.lib.ops.base import OpContext
@@ -131,6 +131,39 @@ def variants_for(recipe: Recipe, grid: Grid | None) -> list[Variant]:
     return [
         Variant(f"{grid.key}={v}", apply_overrides(recipe, [grid.override(v)])) for v in grid.values
     ]
+
+
+STYLE_BASE_PRESET = "anime"
+"""The preset a re-drawing model named in ``--styles`` runs in (its model replaced)."""
+
+
+def style_variants(styles: str) -> list[Variant]:
+    """The columns of a style comparison: ``styles`` is a comma-separated list of presets
+    and re-drawing models (purpose ``restyle``: shipped or imported), each one column
+    labelled with its name. Raises RecipeError for an empty list or a name that is neither
+    (listing both kinds of valid names)."""
+    from retouch.lib.models.specs import names
+    from retouch.lib.recipe import load_preset, preset_names
+
+    wanted = [s.strip() for s in styles.split(",") if s.strip()]
+    if not wanted:
+        raise RecipeError("--styles: give presets or re-drawing models, comma separated")
+    models = names(purpose="restyle")
+    out = []
+    for style in wanted:
+        if style in models:
+            base = load_preset(STYLE_BASE_PRESET)
+            recipe = apply_overrides(base, [f"restyle.model={style}"])
+            out.append(Variant(style, recipe.model_copy(update={"name": style})))
+        else:
+            try:
+                out.append(Variant(style, load_preset(style)))
+            except UnknownNameError:
+                raise RecipeError(
+                    f"--styles: {style!r} is neither a preset nor a re-drawing model; presets: "
+                    f"{', '.join(preset_names())}; re-drawing models: {', '.join(models)}"
+                ) from None
+    return out
 
 
 def sample(items: list[SourceItem], n: int) -> list[SourceItem]:

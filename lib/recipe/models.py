@@ -379,6 +379,25 @@ class Recipe(BaseModel):
         blob = json.dumps(self.canonical_steps(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    def notes(self, device: str) -> list[str]:
+        """What the steps want the user to know before running on ``device`` (see
+        :meth:`retouch.lib.ops.base.Operation.notes`)."""
+        from retouch.lib.ops.registry import registry
+
+        return [
+            f"{step.op}: {note}"
+            for step in self.steps
+            for note in registry().get(step.op).notes(step.parsed(), device)
+        ]
+
+    def uses_models(self) -> bool:
+        """Whether any step runs a network (registry weights or another model, such as a
+        diffusion checkpoint): such a recipe runs on the device, under the GPU limit, with
+        its models held once per process."""
+        from retouch.lib.ops.registry import registry
+
+        return any(registry().get(s.op).uses_model(s.parsed()) for s in self.steps)
+
     def models(self) -> list[str]:
         """Registry names of every model weight the steps need."""
         from retouch.lib.ops.registry import registry

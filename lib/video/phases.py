@@ -196,8 +196,10 @@ def video_key(
 
 def frame_processor(record: ImageRecord, ctx: Any, device: str) -> segments.FrameFn:
     """The recipe's steps as one function over a frame (steps parsed and op context built
-    once per video; models come from the process's pool, so they load once)."""
+    once per video; models come from the process's pool, so they load once). Every frame
+    shares the video's ``clip_id`` (its sha256)."""
     op_ctx = ctx.op_context(record.name, device, record.uri)
+    op_ctx.clip_id = record.sha256 or ""
     steps = [
         (number, step.op, registry().get(step.op), step.parsed())
         for number, step in enumerate(ctx.recipe.steps, start=1)

@@ -27,12 +27,13 @@ from retouch.lib.errors import ModelError, UnknownNameError
 if TYPE_CHECKING:
     from retouch.lib.models.specs import ModelSpec
 
-Purpose = Literal["upscale", "face", "inpaint", "helper"]
-PURPOSES: tuple[Purpose, ...] = ("upscale", "face", "inpaint", "helper")
+Purpose = Literal["upscale", "face", "inpaint", "restyle", "helper"]
+PURPOSES: tuple[Purpose, ...] = ("upscale", "face", "inpaint", "restyle", "helper")
 PURPOSE_WORDS: dict[str, str] = {
     "upscale": "upscaling model",
     "face": "face restoration model",
     "inpaint": "inpainting model",
+    "restyle": "re-drawing (style) model",
     "helper": "helper model",
 }
 
@@ -163,6 +164,7 @@ _MODULES: dict[str, str] = {
     "gfpgan": "gfpgan",
     "facexlib": "facexlib",
     "lama": "lama",
+    "animegan": "animegan",
     "spandrel": "spandrel",  # last: it detects what the dedicated families do not
 }
 
