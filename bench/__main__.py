@@ -53,6 +53,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--tmp", type=Path, help="where to put the temporary tree (default: system)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary tree (logs, outputs)")
+    ap.add_argument(
+        "--diffusion",
+        action="store_true",
+        help="time one guided Stable Diffusion 1.5 UNet step at 512 px in the restyle case "
+        "of a --quick run too (bench.diffusion_step: about 1 minute and 5 GB of memory on a "
+        "2-core CPU; the full run always times it)",
+    )
     args = ap.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in harness.ALL_CASES]
@@ -94,7 +101,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         if "error" in r and case not in ("leak",):
             notes.append(f"{case}: ERROR: {r['error'].strip().splitlines()[-1]}")
             continue
-        if case in ("upscale", "upscale_gpu", "faces", "inpaint", "classic"):
+        if case in ("upscale", "upscale_gpu", "faces", "inpaint", "restyle", "classic"):
             lines.append(
                 f"{case:<12} {r['images']:>6} {r['baseline_s_per_image']:>10.4f} "
                 f"{r['retouch_s_per_image']:>10.4f} {r['baseline_images_per_s']:>10.3f} "
@@ -113,14 +120,35 @@ def table(rows: list[dict[str, Any]]) -> str:
                     f"{r['ratio']:.2f})"
                 )
             if "loop_ratio" in r:
-                px = r["network_pixels"]
-                notes.append(
+                line = (
                     f"{case}: loops only (model loaded, no start-up): baseline "
                     f"{r['baseline_loop_s']:.2f} s, retouch's op {r['op_loop_s']:.2f} s "
-                    f"(peak RSS {r['op_peak_rss_mb']:.0f} MB): ratio {r['loop_ratio']:.2f}; "
-                    f"network pixels: baseline {px['baseline']}, retouch {px['retouch']} "
-                    f"({px['ratio']:.2f}x fewer)"
+                    f"(peak RSS {r['op_peak_rss_mb']:.0f} MB): ratio {r['loop_ratio']:.2f}"
                 )
+                px = r.get("network_pixels")
+                if px:
+                    line += (
+                        f"; network pixels: baseline {px['baseline']}, retouch "
+                        f"{px['retouch']} ({px['ratio']:.2f}x fewer)"
+                    )
+                notes.append(line)
+            for what, a in (r.get("agreement") or {}).items():
+                notes.append(
+                    f"{case}: {what.replace('_', ' ')} vs the baseline's outputs: "
+                    f"{a['compared']} of {a['images']} images compared, max difference "
+                    f"{_fmt(a['max_abs_diff'], 'd')} levels (tolerance "
+                    f"{a['tolerance_levels']}): {'agree' if a['agree'] else 'DIFFERENT'}"
+                )
+            sd = r.get("diffusion_step")
+            if sd and "seconds_per_step" in sd:
+                notes.append(
+                    f"{case}: one guided SD 1.5 UNet step at {sd['side']} px "
+                    f"({sd['parameters'] / 1e6:.0f}M parameters, float32, "
+                    f"{sd['torch_threads']} threads): {sd['seconds_per_step']:.2f} s "
+                    f"(calls {sd['calls_s']} s; load average {sd['load_avg_at_start']})"
+                )
+            elif sd:
+                notes.append(f"{case}: SD step: ERROR: {sd['error'].strip()[-300:]}")
             if r.get("repeats"):
                 notes.append(
                     f"{case}: {r['repeats']} runs per side in alternating order, wall s: "
@@ -175,7 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     info = machine.describe(harness.REPO, threads)
     sizes = QUICK if args.quick else FULL
     root = Path(tempfile.mkdtemp(prefix="retouch-bench-", dir=args.tmp))
-    bench = harness.Bench(root=root, sizes=sizes, threads=threads, log=_log)
+    bench = harness.Bench(
+        root=root,
+        sizes=sizes,
+        threads=threads,
+        log=_log,
+        diffusion=args.diffusion or not args.quick,
+    )
     result: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -7,7 +7,13 @@ classic operations directly (same ops, same parameters) and encodes, so its comp
 same as retouch's and any difference is orchestration. The ``inpaint`` loop is IOPaint's
 ``batch_inpaint`` with HD strategy "original": the LaMa file loaded once with spandrel's
 ``ModelLoader``, then each image and its mask (same stem in ``--masks``) through spandrel's
-``MaskedImageModelDescriptor``, whole image, one at a time.
+``MaskedImageModelDescriptor``, whole image, one at a time. The ``restyle`` loop is the
+AnimeGANv2 PyTorch port's ``test.py``: the generator built once and the released state dict
+(``paprika.pt``) loaded strictly, then per image ``cv2.imread -> BGR2RGB -> /127.5 - 1 ->
+net(x, upsample_align=False) -> (out + 1) * 127.5 -> clip -> uint8 -> RGB2BGR ->
+cv2.imwrite``, whole image, one per forward pass (sides must be multiples of 4: the script
+does not pad). ``inpaint-op`` and ``restyle-op`` run the same loops through retouch's own
+operation, so the loops then differ only in how the operation does the work.
 
 Model settings (tile size, padding, scale) and the output format are read from the same
 preset and overrides retouch is given, so both sides do the same work.
@@ -162,15 +168,77 @@ def build_inpaint_op(recipe: Any, device: str, masks: Path) -> Any:
     return enhance
 
 
+def build_stylizer(recipe: Any, model_path: str, device: str) -> Any:
+    """AnimeGANv2's ``test.py`` (bryandlee/animegan2-pytorch): ``Generator()`` with the
+    released state dict loaded strictly, ``.eval()``; each image converted to RGB in -1..1,
+    the whole image through the generator with ``--upsample_align`` at the script's default
+    (False: scale-factor upsampling, as the paprika weights need), then ``(out + 1) * 127.5``
+    clipped and truncated to uint8. The port's generator is retouch's AnimeGANv2 module (the
+    same module tree and state-dict keys; the port is not a package), built for the
+    script's upsampling mode."""
+    import torch
+
+    from retouch.lib.models.families.animegan import _build
+
+    p = _step(recipe, "restyle")
+    if p.method != "generator" or p.work_side:
+        raise SystemExit("baseline restyle: the port's script draws generators at full size")
+    net = _build(align_corners=False).generator  # the script's --upsample_align default
+    net.load_state_dict(torch.load(model_path, map_location="cpu"))
+    net.to(device).eval()
+
+    def enhance(img: np.ndarray, path: Path) -> np.ndarray:
+        rgb = cv2.cvtColor(img.astype(np.float32), cv2.COLOR_BGR2RGB)
+        image = torch.from_numpy(rgb) / 127.5 - 1.0
+        with torch.no_grad():
+            image = image.permute(2, 0, 1).unsqueeze(0).to(device)
+            out = net(image).squeeze(0).permute(1, 2, 0).cpu().numpy()
+            out = (out + 1) * 127.5
+            out = np.clip(out, 0, 255).astype(np.uint8)
+        return cv2.cvtColor(out, cv2.COLOR_RGB2BGR)
+
+    return enhance
+
+
+def build_restyle_op(recipe: Any, device: str) -> Any:
+    """The same loop through retouch's own restyle operation (the recipe's parameters), model
+    from the model dir and loaded before the loop, as the other modes load theirs."""
+    from retouch.lib.image import Image
+    from retouch.lib.models.families import get_family
+    from retouch.lib.models.fetch import weights_key
+    from retouch.lib.models.pool import ModelPool
+    from retouch.lib.models.specs import get_spec
+    from retouch.lib.ops.base import OpContext
+    from retouch.lib.ops.registry import registry
+
+    op, params = registry().get("restyle"), _step(recipe, "restyle")
+    pool = ModelPool()
+
+    def enhance(img: np.ndarray, path: Path) -> np.ndarray:
+        ctx = OpContext(name=path.name, device=device, pool=pool)
+        return op(Image(pixels=img), params, ctx).pixels
+
+    # The pool key retouch.lib.ops.upscale.upscale_pixels uses for the generator.
+    spec = get_spec(params.model)
+    family = get_family(spec.kind)
+    precision = family.dtype(spec, device, params.half)
+    key = (params.model, device, precision, (weights_key(params.model),))
+    pool.get(key, lambda: family.load(spec, device=device, dtype=precision))
+    return enhance
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.baseline")
-    ap.add_argument("mode", choices=["upscale", "faces", "classic", "inpaint", "inpaint-op"])
+    ap.add_argument(
+        "mode",
+        choices=["upscale", "faces", "classic", "inpaint", "inpaint-op", "restyle", "restyle-op"],
+    )
     ap.add_argument("--preset", required=True, help="preset name or recipe file (as retouch's)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="override")
     ap.add_argument("--src", required=True, type=Path)
     ap.add_argument("--dest", required=True, type=Path)
     ap.add_argument("--report", required=True, type=Path)
-    ap.add_argument("--model-path", help="weight file (upscale, faces)")
+    ap.add_argument("--model-path", help="weight file (upscale, faces, inpaint, restyle)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--masks", type=Path, help="mask folder (inpaint)")
     args = ap.parse_args(argv)
@@ -187,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "upscale",
         "faces",
         "inpaint",
+        "restyle",
     ):  # the classic loop does not pay for importing torch
         import torch
 
@@ -209,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
 
     elif args.mode == "inpaint-op":
         enhance = build_inpaint_op(recipe, args.device, args.masks)
+
+    elif args.mode == "restyle":
+        enhance = build_stylizer(recipe, args.model_path, args.device)
+
+    elif args.mode == "restyle-op":
+        enhance = build_restyle_op(recipe, args.device)
 
     elif args.mode == "faces":
         restorer = build_restorer(recipe, args.model_path, args.device)
@@ -243,9 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     first_result: float | None = None
     for path in paths:
         started = time.perf_counter()
-        img = cv2.imread(
-            str(path), cv2.IMREAD_COLOR if args.mode == "faces" else cv2.IMREAD_UNCHANGED
-        )
+        # The face and AnimeGAN scripts read with cv2.imread's default (3-channel BGR).
+        colour = args.mode in ("faces", "restyle", "restyle-op")
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR if colour else cv2.IMREAD_UNCHANGED)
         if img is None:
             raise SystemExit(f"baseline: cannot read {path}")
         out = enhance(img, path)

@@ -27,14 +27,17 @@ from .verdicts import (
     files_in,
     inpaint_pixels,
     leak_verdict,
+    outputs_agree,
     steady_state,
     strip_detail,
     throughput,
 )
 
 REPO = Path(__file__).resolve().parent.parent
-ALL_CASES = ("upscale", "faces", "inpaint", "classic", "scaling", "coldstart", "leak", "load")
-SERVER_CASES = ("upscale", "faces", "inpaint", "classic", "scaling", "leak")
+ALL_CASES = (
+    "upscale", "faces", "inpaint", "restyle", "classic", "scaling", "coldstart", "leak", "load"
+)  # fmt: skip
+SERVER_CASES = ("upscale", "faces", "inpaint", "restyle", "classic", "scaling", "leak")
 RUN_TIMEOUT_S = 1500
 
 
@@ -46,6 +49,9 @@ class Bench:
     log: Callable[[str], None] = print
     server_url: str | None = None
     events: bool = False
+    diffusion: bool = False
+    """restyle also times one Stable Diffusion 1.5 step (``bench.diffusion_step``): the full
+    run always, a ``--quick`` one with ``--diffusion``."""
     model_info: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, Path] = field(default_factory=dict)
 
@@ -97,6 +103,11 @@ class Bench:
                 "format": "png",
                 "masks": "2 ellipses per image, 30-70 px, white on black PNG",
             }
+        if "restyle" in cases:
+            count, sizes = s.restyle
+            images.write_set(data / "restyle", count, sizes, ext="png", seed=8)
+            self.inputs["restyle"] = data / "restyle"
+            made["restyle"] = {"count": count, "sizes": sizes, "format": "png"}
         if "faces" in cases:
             images.write_set(data / "faces", len(s.faces), s.faces, ext="png", seed=2)
             self.inputs["faces"] = data / "faces"
@@ -413,6 +424,89 @@ class Bench:
         )
         res["target"] = TARGETS["inpaint"]
         return [res]
+
+    def case_restyle(self) -> list[dict[str, Any]]:
+        """retouch's anime preset (AnimeGANv2 Paprika, drawn at full size) against the port's
+        own ``test.py`` loop (whole image per forward pass), same images and weights.
+
+        As for inpaint, the loop ratio compares the script's loop with the same loop through
+        retouch's restyle operation (``bench.baseline restyle-op``: model loaded, no
+        start-up, no Prefect). ``agreement``: retouch's delivered images and the op loop's
+        against the script's, pixel by pixel (within 2 levels: retouch rounds, the script
+        truncates). In the full run (a ``--quick`` one with ``--diffusion``) the row also
+        holds ``diffusion_step``: one guided Stable Diffusion 1.5 UNet step at 512 px
+        (``bench.diffusion_step``)."""
+        preset, overrides = RECIPES["restyle"]
+        reps = max(1, self.sizes.repeats)
+        res = self.compare(
+            "restyle", "restyle", preset, overrides, models.RESTYLE_MODEL, repeats=reps
+        )
+        ops = [
+            self.run_baseline(
+                f"restyle-op-{k + 1}",
+                "restyle-op",
+                self.inputs["restyle"],
+                preset,
+                overrides,
+                models.RESTYLE_MODEL,
+            )
+            for k in range(reps)
+        ]
+        op_loops = [d["loop_s"] for _, d in ops if d.get("status") == "ok"]
+        loop = res["baseline"]["detail"].get("loop_s")
+        res["op_loop_walls_s"] = op_loops
+        res["valid"] = res["valid"] and len(op_loops) == len(ops)
+        if loop and op_loops:
+            res["baseline_loop_s"] = loop
+            res["op_loop_s"] = min(op_loops)
+            res["loop_ratio"] = round(loop / min(op_loops), 3)
+            op_m = min(ops, key=lambda run: run[0].wall_s)[0]
+            res["op_peak_rss_mb"] = op_m.as_json()["peak_rss_mb"]
+        # The first run of each side (same inputs, same weights; every run is checked).
+        runs = self.root / "runs"
+        suffix = "-1" if reps > 1 else ""
+        script = runs / f"restyle-baseline{suffix}" / "out"
+        res["agreement"] = {
+            "retouch_run": outputs_agree(
+                self.inputs["restyle"], script, runs / f"restyle-retouch{suffix}" / "out"
+            ),
+            "op_loop": outputs_agree(self.inputs["restyle"], script, runs / "restyle-op-1" / "out"),
+        }
+        agree = all(a["agree"] for a in res["agreement"].values())
+        self.log(
+            "  agreement with the script's outputs (max level difference): retouch run "
+            f"{res['agreement']['retouch_run']['max_abs_diff']}, op loop "
+            f"{res['agreement']['op_loop']['max_abs_diff']}: {'ok' if agree else 'DIFFERENT'}"
+        )
+        res["valid"] = res["valid"] and agree
+        res["target"] = TARGETS["restyle"]
+        res["pass"] = res["valid"] and res.get("loop_ratio", 0.0) >= 1.0
+        if self.diffusion:
+            res["diffusion_step"] = self.diffusion_step()
+        return [res]
+
+    def diffusion_step(self) -> dict[str, Any]:
+        """``python -m bench.diffusion_step`` in its own process (same environment as every
+        run): seconds per guided 512 px step of a full-size SD 1.5 UNet."""
+        run_dir = self.root / "runs" / "sd-step"
+        report = run_dir / "sd-step.json"
+        argv = [sys.executable, "-m", "bench.diffusion_step", "--out", str(report)]
+        argv += ["--repeats", "1" if self.sizes.repeats <= 1 else "3"]
+        self.log("  sd-step   one guided SD 1.5 UNet step at 512 px (build, warm-up, timed) ...")
+        m = run_measured(
+            argv,
+            env=self.env(run_dir, server=False),
+            cwd=REPO,
+            log_path=run_dir / "log.txt",
+            timeout_s=RUN_TIMEOUT_S,
+        )
+        if m.returncode != 0 or not report.is_file():
+            self.log(f"            failed (exit {m.returncode}); log: {run_dir / 'log.txt'}")
+            return {"error": m.log[-1500:], "process": m.as_json()}
+        data = json.loads(report.read_text())
+        data.pop("machine", None)  # the bench's JSON has it once
+        self.log(f"            {data['seconds_per_step']:.2f} s per step ({data['calls_s']})")
+        return {**data, "process": m.as_json()}
 
     def case_classic(self) -> list[dict[str, Any]]:
         preset, overrides = RECIPES["classic"]

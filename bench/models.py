@@ -3,7 +3,8 @@
 The official weights cannot be downloaded here, but compute cost depends only on the
 architecture, so the bench builds the real networks (Real-ESRGAN x4plus: RRDBNet with 23
 blocks; GFPGAN v1.4: the 76M-parameter clean architecture; RetinaFace-resnet50; ParseNet;
-big-lama: spandrel's LaMa, 51M parameters, as the tests build it)
+big-lama: spandrel's LaMa, 51M parameters, as the tests build it; AnimeGANv2 Paprika: the
+port's generator, 2.1M parameters, as ``paprika.pt`` holds it)
 with torch's random initialisation, saves them as the official files are saved and imports
 them with ``retouch.lib.models.fetch.import_file(..., force=True)`` (what
 ``retouch models import NAME FILE --force`` does). Both the baseline and retouch then load
@@ -32,6 +33,7 @@ _LANDMARK_OFFSETS = [-2.0, -1.5, 2.0, -1.5, 0.0, 0.3, -1.6, 1.8, 1.6, 1.8]
 UPSCALE_MODEL = "realesrgan-x4plus"
 FACE_MODEL = "gfpgan-v1.4"
 INPAINT_MODEL = "big-lama"
+RESTYLE_MODEL = "animeganv2-paprika"
 
 
 def _realesrgan_x4plus() -> dict[str, Any]:
@@ -102,9 +104,18 @@ def _big_lama() -> dict[str, Any]:
     return lama_state()
 
 
+def _animeganv2_paprika() -> dict[str, Any]:
+    """A random AnimeGANv2 generator as the port's released ``paprika.pt`` holds it: the bare
+    generator's state dict (no wrapper, no prefix). The upsampling mode is not a weight."""
+    from retouch.lib.models.families.animegan import _build
+
+    return _build(align_corners=False).generator.state_dict()
+
+
 _BUILDERS = {
     UPSCALE_MODEL: _realesrgan_x4plus,
     INPAINT_MODEL: _big_lama,
+    RESTYLE_MODEL: _animeganv2_paprika,
     FACE_MODEL: gfpgan_v14,
     "retinaface-resnet50": _retinaface_one_face,
     "parsenet": _parsenet,
@@ -159,4 +170,6 @@ def needed(cases: list[str]) -> list[str]:
         names += [FACE_MODEL, "retinaface-resnet50", "parsenet"]
     if "inpaint" in cases:
         names.append(INPAINT_MODEL)
+    if "restyle" in cases:
+        names.append(RESTYLE_MODEL)
     return names

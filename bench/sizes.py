@@ -20,6 +20,9 @@ class Sizes:
     gpu_images: int
     inpaint: tuple[int, tuple[int, int]] = (3, (960, 720))
     """Images (count, size) of the inpaint case, each with two small masked regions."""
+    restyle: tuple[int, list[tuple[int, int]]] = (6, [(512, 384), (384, 512), (560, 352)])
+    """Images (count, sizes cycled) of the restyle case: sides multiples of 4, as the
+    AnimeGANv2 port's script needs (it does not pad)."""
     gpu_size: tuple[int, int] = (1920, 1080)
     upscale_steady: int = 3
     """The steady-state comparison runs the upscale sizes this many times over (0: not run)."""
@@ -47,6 +50,7 @@ QUICK = Sizes(
     leak_images=2,
     gpu_images=2,
     inpaint=(1, (320, 240)),
+    restyle=(2, [(128, 96), (96, 128)]),
     upscale_steady=2,
     repeats=1,
 )
@@ -59,6 +63,9 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "classic": ("web-ready", ["fit.max_side=80"]),
     "leak": ("quick", []),
     "inpaint": ("remove-objects", []),
+    # Full size on both sides (the port's script draws at the image's own size) and PNG out
+    # (the script writes the input's format; lossless, so the outputs can be compared).
+    "restyle": ("anime", ["restyle.work_side=0", "export.format=png"]),
 }
 
 TARGETS = {
@@ -67,6 +74,8 @@ TARGETS = {
     "upscale_gpu": "retouch throughput >= 2.0x baseline at 1080p (CUDA)",
     "inpaint": "none (reported; expected >= 3x: the crop strategy computes a fraction of "
     "the pixels)",
+    "restyle": "loop ratio >= 1.0 (the script's loop vs the same loop through retouch's op; "
+    "whole-run ratio reported)",
     "classic": "overhead < 15 ms per image",
     "scaling": "peak RSS(200 images) <= 1.2x peak RSS(20 images)",
     "leak": "RSS (and CUDA memory) after every batch within 5% of the level after the first",

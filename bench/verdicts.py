@@ -84,6 +84,71 @@ def inpaint_pixels(src: Path, masks: Path, preset: str, overrides: list[str]) ->
     return {"baseline": whole, "retouch": crops, "ratio": round(whole / max(crops, 1), 2)}
 
 
+_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+def _delivered(folder: Path) -> dict[str, bytes]:
+    """The encoded images a run left in ``folder``, by stem: loose files (retouch's
+    ``--out`` tree, the baseline's folder) and the members of its ZIP archives (where
+    retouch delivers them)."""
+    import zipfile
+
+    found: dict[str, bytes] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix.lower() in _IMAGE_EXTS:
+            found.setdefault(path.stem, path.read_bytes())
+        elif path.is_file() and path.suffix.lower() == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.namelist():
+                    name = Path(member)
+                    if name.suffix.lower() in _IMAGE_EXTS:
+                        found.setdefault(name.stem, archive.read(member))
+    return found
+
+
+def outputs_agree(src: Path, reference: Path, other: Path, tolerance: int = 2) -> dict[str, Any]:
+    """``other``'s output images against ``reference``'s (run folders, as
+    :func:`_delivered` reads them), pixel by pixel, for every input in ``src``: both there,
+    the input's size, and no channel value more than ``tolerance`` levels apart. ``agree``
+    needs at least one image compared and every one within it."""
+    import cv2
+    import numpy as np
+
+    per: dict[str, Any] = {}
+    refs, others = _delivered(reference), _delivered(other)
+    for path in files_in(src):
+        ref_bytes, got_bytes = refs.get(path.stem), others.get(path.stem)
+        if ref_bytes is None or got_bytes is None:
+            per[path.name] = {"missing": "reference" if ref_bytes is None else "other"}
+            continue
+        want_hw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED).shape[:2]
+        ref = cv2.imdecode(np.frombuffer(ref_bytes, np.uint8), cv2.IMREAD_UNCHANGED)
+        got = cv2.imdecode(np.frombuffer(got_bytes, np.uint8), cv2.IMREAD_UNCHANGED)
+        entry: dict[str, Any] = {"size": [int(want_hw[1]), int(want_hw[0])]}
+        if ref.shape != got.shape or ref.shape[:2] != want_hw:
+            entry["shapes"] = {"input": list(want_hw), "reference": ref.shape, "other": got.shape}
+            per[path.name] = entry
+            continue
+        diff = np.abs(ref.astype(np.int32) - got.astype(np.int32))
+        entry["max_abs_diff"] = int(diff.max())
+        entry["mean_abs_diff"] = round(float(diff.mean()), 4)
+        entry["values_over_tolerance"] = int((diff > tolerance).sum())
+        per[path.name] = entry
+    compared = [e for e in per.values() if "max_abs_diff" in e]
+    return {
+        "tolerance_levels": tolerance,
+        "images": len(per),
+        "compared": len(compared),
+        "max_abs_diff": max((e["max_abs_diff"] for e in compared), default=None),
+        "agree": bool(compared)
+        and len(compared) == len(per)
+        and all(e["max_abs_diff"] <= tolerance for e in compared),
+        "per_image": per,
+    }
+
+
 def cuda_available() -> bool:
     import torch
 
