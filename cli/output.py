@@ -204,11 +204,13 @@ def _print_notes(images: list[dict[str, Any]], limit: int = 20) -> None:
     delivered = [img for img in images if img["status"] != "failed" and img.get("scores")]
     if not delivered:
         return
-    counts = {v: 0 for v in ("improved", "unchanged", "worse")}
+    counts = {v: 0 for v in ("improved", "unchanged", "restyled", "worse")}
     for img in delivered:
         verdict = img["scores"].get("verdict")
         if verdict in counts:
             counts[verdict] += 1
+    if not counts["restyled"]:
+        del counts["restyled"]  # said only by recipes that re-draw the picture
     console.print(
         "review: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + " (score input → result)",
         highlight=False,

@@ -22,7 +22,7 @@ from pydantic import (
 
 Status = Literal["pending", "ok", "failed"]
 Category = Literal["none", "group", "verdict", "tag", "folder"]
-Verdict = Literal["improved", "unchanged", "worse"]
+Verdict = Literal["improved", "unchanged", "restyled", "worse"]
 # A measured number keeps the type it was written with (a float field would turn 3 into 3.0
 # in manifest.json).
 Number = int | float

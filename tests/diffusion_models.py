@@ -8,6 +8,11 @@ pictures; the tests check shapes, ranges, determinism and the error paths.
 
 Single-file helpers write safetensors files that only look like checkpoints from their key
 names (the checks read key names and shapes, never the values).
+
+ControlNets are diffusers' ControlNetModel built from the tiny UNet (``from_unet``), with the
+zero-initialised output convolutions given random weights (a fresh ControlNet adds exactly
+nothing) and a condition encoder with larger random weights, so that a ControlNet and its
+condition picture visibly change a result.
 """
 
 from __future__ import annotations
@@ -58,15 +63,11 @@ def tiny_tokenizer(folder: Path):
     return CLIPTokenizer.from_pretrained(str(folder), model_max_length=MAX_TOKENS)
 
 
-def tiny_components(scratch: Path) -> dict:
-    """The pipeline's components, random but deterministic (torch.manual_seed(0)); the
-    tokenizer's source files are written to ``scratch``."""
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+def tiny_unet():
+    """The SD 1.x-like UNet of :func:`tiny_components` (~0.8M parameters, 32-wide text)."""
+    from diffusers import UNet2DConditionModel
 
-    tokenizer = tiny_tokenizer(scratch / "tokenizer-src")
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         sample_size=32,
         in_channels=4,
         out_channels=4,
@@ -78,6 +79,40 @@ def tiny_components(scratch: Path) -> dict:
         attention_head_dim=8,
         norm_num_groups=8,
     )
+
+
+def tiny_sdxl_unet():
+    """The SDXL-like UNet of :func:`make_tiny_sdxl_folder` (size/crop conditioning)."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 size/crop ids + pooled text
+        cross_attention_dim=64,  # both text encoders' hidden states side by side
+        norm_num_groups=8,
+    )
+
+
+def tiny_components(scratch: Path) -> dict:
+    """The pipeline's components, random but deterministic (torch.manual_seed(0)); the
+    tokenizer's source files are written to ``scratch``."""
+    from diffusers import AutoencoderKL, PNDMScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = tiny_tokenizer(scratch / "tokenizer-src")
+    torch.manual_seed(0)
+    unet = tiny_unet()
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -153,12 +188,7 @@ def make_tiny_pipeline_folder(path: str | Path, *, class_name: str | None = None
 def make_tiny_sdxl_folder(path: str | Path, *, class_name: str | None = None) -> Path:
     """A diffusers folder of a tiny random StableDiffusionXLImg2ImgPipeline (two text
     encoders, the second with a projection; a UNet with SDXL's size/crop conditioning)."""
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLImg2ImgPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     folder = Path(path)
@@ -167,23 +197,7 @@ def make_tiny_sdxl_folder(path: str | Path, *, class_name: str | None = None) ->
         tokenizer = tiny_tokenizer(Path(scratch) / "tok")
         tokenizer_2 = tiny_tokenizer(Path(scratch) / "tok2")
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1),
-        projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 size/crop ids + pooled text
-        cross_attention_dim=64,  # both text encoders' hidden states side by side
-        norm_num_groups=8,
-    )
+    unet = tiny_sdxl_unet()
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -231,6 +245,50 @@ def make_tiny_sdxl_folder(path: str | Path, *, class_name: str | None = None) ->
     pipe.save_pretrained(str(folder), safe_serialization=True)
     set_class_name(folder, class_name)
     return folder
+
+
+_ZERO_INITIALISED = ("controlnet_down_blocks.", "controlnet_mid_block.")
+_CONDITION_ENCODER = "controlnet_cond_embedding."
+
+
+def make_tiny_controlnet_folder(path: str | Path, *, sdxl: bool = False, seed: int = 1) -> Path:
+    """A diffusers folder (config.json + diffusion_pytorch_model.safetensors) of a tiny random
+    ControlNetModel made from the tiny UNet (SDXL's when ``sdxl``) with diffusers'
+    ``ControlNetModel.from_unet``; its zero convolutions and its condition encoder get random
+    weights from ``seed`` (the encoder's larger than torch's default: with those, the
+    condition picture hardly shows through the tiny random network)."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(0)
+    unet = tiny_sdxl_unet() if sdxl else tiny_unet()
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in controlnet.named_parameters():
+            if name.startswith(_CONDITION_ENCODER):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+            elif name.startswith(_ZERO_INITIALISED):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+    folder = Path(path)
+    controlnet.eval().save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+def make_tiny_controlnet_file(
+    path: str | Path, *, width: int = 32, sdxl: bool = False, prefix: str = "control_model."
+) -> Path:
+    """A .safetensors whose key names look like an original-format ControlNet (lllyasviel's
+    layout: ``control_model.input_hint_block``, zero convs, a cross-attention of ``width``;
+    SDXL ones have ``label_emb``). Enough for the key checks, not for a load."""
+    tensors = {
+        f"{prefix}input_hint_block.0.weight": torch.zeros(16, 3, 3, 3),
+        f"{prefix}time_embed.0.weight": torch.zeros(8, 8),
+        f"{prefix}zero_convs.0.0.weight": torch.zeros(8, 8, 1, 1),
+        f"{prefix}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(8, width),
+    }
+    if sdxl:
+        tensors[f"{prefix}label_emb.0.0.weight"] = torch.zeros(8, 16)
+    return _save(tensors, path)
 
 
 def _save(tensors: dict[str, torch.Tensor], path: str | Path) -> Path:

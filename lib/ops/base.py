@@ -122,6 +122,9 @@ class Operation(ABC, Generic[P]):
     # starts from it. Worth it for slow steps (models, denoising); for steps cheaper than
     # encoding and writing the image (levels, resizing, sharpening) it costs more than it saves.
     checkpoint: ClassVar[bool] = True
+    # The step re-draws the picture in another style (restyle, stylize): the review then
+    # judges the result as a drawing, not as a repair of the photo (verdict "restyled").
+    redraws: ClassVar[bool] = False
 
     def models(self, params: P) -> list[str]:
         """Registry names of the model weights this step needs (checked before a run starts)."""

@@ -10,7 +10,10 @@ Two methods:
   image's content and the step's parameters**, so a rerun gives the same bytes and the
   result key stays content-based; ``seed`` shifts it (regeneration with another seed makes
   another version). The frames of a video share the clip's seed (no flicker from seed
-  changes). Slow on a CPU: :meth:`Restyle.notes` says so before a run starts.
+  changes). Slow on a CPU: :meth:`Restyle.notes` says so before a run starts. An optional
+  local ControlNet (``controlnet``) keeps the photo's composition: it is conditioned on the
+  picture's canny edges (``control``), so a higher strength re-draws the style while the
+  outlines stay where they were.
 
 Pixels in and out are HxWx3 BGR uint8/uint16 and keep their dtype and size (the networks
 see ``work_side`` pixels on the long side when set, and the result is resized back). Alpha
@@ -33,6 +36,9 @@ from retouch.lib.ops.base import OpContext, Operation, OpParams, RestyleModelNam
 
 Method = Literal["generator", "diffusion"]
 Scheduler = Literal["default", "ddim", "euler", "euler_a", "dpmpp"]
+Control = Literal["none", "canny"]
+_CONTROL_ONLY = ("control_scale", "canny_low", "canny_high")
+"""Settings of the ControlNet's condition: refused without a ControlNet."""
 _DIFFUSION_ONLY = (
     "checkpoint",
     "prompt",
@@ -42,11 +48,16 @@ _DIFFUSION_ONLY = (
     "guidance",
     "scheduler",
     "seed",
+    "controlnet",
+    "control",
+    *_CONTROL_ONLY,
 )
 # CPU time of one Stable Diffusion 1.x UNet step at 512x512 with guidance (two passes),
 # measured with full-size random weights on a 2-core CPU: `python -m bench.diffusion_step`,
 # bench/results/2026-12-06-cpu-2c-sd-step.json (8.72 s, median of 3).
 CPU_SECONDS_PER_STEP_512 = 8.7
+CONTROLNET_STEP_FACTOR = 1.5
+"""Estimated (not measured) cost of a step with a ControlNet, relative to one without."""
 DIFFUSION_MAX_PIXELS = 2048 * 2048
 """Largest picture diffusion img2img runs whole; a larger one needs ``work_side``."""
 
@@ -103,6 +114,41 @@ class RestyleParams(OpParams):
         description="diffusion: added to the seed derived from each image's content; change "
         "it for another result (the same value gives the same bytes again)",
     )
+    controlnet: str = Field(
+        "",
+        description="diffusion: local ControlNet model that keeps the photo's composition (a "
+        "diffusers folder with config.json and diffusion_pytorch_model.safetensors, or a "
+        "single .safetensors file), made for the checkpoint's model (SD 1.5 or SDXL) and for "
+        "the condition `control` computes (a canny ControlNet for canny); empty = none",
+    )
+    control: Control = Field(
+        "canny",
+        description="diffusion with a controlnet: what the ControlNet follows, computed from "
+        "each picture: canny = its edges (OpenCV Canny, no extra model); none = leave the "
+        "controlnet unused (plain img2img). lineart/depth/pose need annotator models of their "
+        "own, not supported yet",
+    )
+    control_scale: float = Field(
+        1.0,
+        ge=0.0,
+        le=2.0,
+        description="diffusion with a controlnet: how strongly the result follows the "
+        "condition (0 = not at all, 1 = as trained, up to 2)",
+    )
+    canny_low: int = Field(
+        100,
+        ge=0,
+        le=1000,
+        description="control=canny: lower hysteresis threshold (gradient of the 8-bit "
+        "picture); edges weaker than this are dropped",
+    )
+    canny_high: int = Field(
+        200,
+        ge=0,
+        le=1000,
+        description="control=canny: upper threshold; an edge starts where the gradient is "
+        "above it (lower both for more, fainter edges)",
+    )
 
     @model_validator(mode="after")
     def _method_fields(self) -> RestyleParams:
@@ -115,7 +161,25 @@ class RestyleParams(OpParams):
                 )
         elif "tile" in self.model_fields_set or "model" in self.model_fields_set:
             raise ValueError("model and tile only apply to method=generator")
+        elif not self.controlnet:
+            given = [f for f in _CONTROL_ONLY if f in self.model_fields_set]
+            if self.control != "none" and "control" in self.model_fields_set:
+                given.insert(0, "control")
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} only apply with a ControlNet: set restyle.controlnet="
+                    "PATH (a local ControlNet model) or remove them"
+                )
+        if self.canny_low > self.canny_high:
+            raise ValueError(
+                f"canny_low ({self.canny_low}) must not be above canny_high ({self.canny_high})"
+            )
         return self
+
+    @property
+    def uses_controlnet(self) -> bool:
+        """Whether the run loads the ControlNet: one is given and control is not none."""
+        return self.method == "diffusion" and bool(self.controlnet) and self.control != "none"
 
 
 def _work_size(h: int, w: int, work_side: int) -> tuple[int, int]:
@@ -152,6 +216,7 @@ class Restyle(Operation):
     id = "restyle"
     version = "1"
     Params = RestyleParams
+    redraws = True
     summary = "Learned re-drawing: anime/painting generators (AnimeGANv2) or diffusion img2img"
 
     def models(self, params: OpParams) -> list[str]:
@@ -171,6 +236,8 @@ class Restyle(Operation):
         path = checkpoint_path(params)
         diffusion.require_diffusers()
         diffusion.check_checkpoint(path)
+        if params.uses_controlnet:
+            diffusion.check_controlnet(params.controlnet, checkpoint=path)
 
     def notes(self, params: OpParams, device: str) -> list[str]:
         """What a user should know before the run on ``device`` (a setting: auto, cpu,
@@ -187,12 +254,18 @@ class Restyle(Operation):
             side = params.work_side or 512
             per_image = CPU_SECONDS_PER_STEP_512 * (side / 512) ** 2 * params.steps
             per_image *= max(params.strength, 1 / params.steps)
+            with_cn = ""
+            if params.uses_controlnet:
+                # Not measured: a ControlNet runs a copy of the UNet's encoder and middle
+                # block, about half the UNet's work, at every step.
+                per_image *= CONTROLNET_STEP_FACTOR
+                with_cn = ", about half as much again for the ControlNet"
             out.append(
                 "diffusion img2img on a CPU is slow: about "
                 f"{per_image / 60:.0f} min per {side}px image at {params.steps} steps and "
                 f"strength {params.strength} (measured {CPU_SECONDS_PER_STEP_512:.0f} s per "
-                "512px step of a Stable Diffusion 1.x UNet on 2 cores); a CUDA GPU takes "
-                "seconds"
+                f"512px step of a Stable Diffusion 1.x UNet on 2 cores{with_cn}); a CUDA GPU "
+                "takes seconds"
             )
         long = diffusion.prompt_note(checkpoint_path(params), params.prompt)
         if long:
@@ -205,7 +278,10 @@ class Restyle(Operation):
             return None
         from retouch.lib.models import diffusion
 
-        return {"checkpoint": diffusion.checkpoint_id(checkpoint_path(params))}
+        inputs = {"checkpoint": diffusion.checkpoint_id(checkpoint_path(params))}
+        if params.uses_controlnet:
+            inputs["controlnet"] = diffusion.controlnet_id(params.controlnet)
+        return inputs
 
     def __call__(self, image: Image, params: OpParams, ctx: OpContext) -> Image:
         assert isinstance(params, RestyleParams)
@@ -248,16 +324,24 @@ class Restyle(Operation):
         path = checkpoint_path(params)
         device = device_for(ctx.device)
         dtype = "fp16" if device.startswith("cuda") and use_half(device, params.half) else "fp32"
-        key = ("diffusion", diffusion.checkpoint_id(path), device, dtype)
+        controlnet = params.controlnet if params.uses_controlnet else None
+        cn_id = diffusion.controlnet_id(controlnet) if controlnet else ""
+        key = ("diffusion", diffusion.checkpoint_id(path), cn_id, device, dtype)
         top = 65535.0 if pixels.dtype == np.uint16 else 255.0
         rgb = np.ascontiguousarray(pixels[:, :, ::-1], dtype=np.float32) / np.float32(top)
         canonical = json.dumps(params.model_dump(mode="json"), sort_keys=True)
         # A video's frames share one seed (the clip's), an image gets its own (its pixels).
         digest = ctx.clip_id or hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
         seed = diffusion.seed_for(digest, canonical, params.seed)
+        control = (
+            diffusion.canny_edges(rgb, params.canny_low, params.canny_high) if controlnet else None
+        )
         pool = ctx.pool if ctx.pool is not None else default_pool()
         with pool.use(
-            key, lambda: diffusion.load_pipeline(path, device=device, dtype=dtype)
+            key,
+            lambda: diffusion.load_pipeline(
+                path, device=device, dtype=dtype, controlnet=controlnet
+            ),
         ) as pipe:
             out = diffusion.img2img(
                 pipe,
@@ -269,6 +353,8 @@ class Restyle(Operation):
                 guidance=params.guidance,
                 scheduler=params.scheduler,
                 seed=seed,
+                control=control,
+                control_scale=params.control_scale,
             )
         ctx.count("model_calls")
         bgr = np.clip(out[:, :, ::-1], 0.0, 1.0) * top

@@ -65,6 +65,7 @@ class Stylize(Operation):
     id = "stylize"
     version = "1"
     Params = StylizeParams
+    redraws = True
     summary = "Artistic effects: stylization, pencil sketch, cartoon, detail enhance"
 
     def __call__(self, image: Image, params: StylizeParams, ctx: OpContext) -> Image:

@@ -16,6 +16,7 @@ from retouch.lib.errors import RetouchError, reason_of
 from retouch.lib.image import Image, downscaled, resize_plane
 from retouch.lib.imageio import decode, encode
 from retouch.lib.ops.base import OpContext
+from retouch.lib.ops.registry import registry
 from retouch.lib.phases.context import RunContext, is_video, jsonable
 from retouch.lib.quality.faces import detect_faces
 from retouch.lib.quality.measures import detail_map, tile_seams
@@ -74,6 +75,7 @@ def score_result(
         # Seams are one pixel wide: look for them on the full-size result, on the grid.
         seams=tile_seams(after, period=period) if period else None,
         filled=filled_area(recipe, ctx or OpContext(), before.width, before.height),
+        redrawn=any(registry().get(step.op).redraws for step in recipe.steps),
     )
     return scores, before_s, after_s
 

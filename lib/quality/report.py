@@ -20,7 +20,7 @@ header{background:#1d232a;color:#fff;padding:18px 28px}header h1{margin:0 0 4px;
 header p{margin:0;color:#c4ccd6}main{padding:20px 28px}
 .cards{display:flex;gap:12px;flex-wrap:wrap;margin-bottom:18px}
 .card{background:#fff;border-radius:8px;padding:12px 16px;min-width:110px;box-shadow:0 1px 2px #0002}
-.card b{display:block;font-size:22px}.ok,.improved{color:#12805c}.failed,.worse{color:#c0392b}.unchanged{color:#667}
+.card b{display:block;font-size:22px}.ok,.improved{color:#12805c}.failed,.worse{color:#c0392b}.unchanged{color:#667}.restyled{color:#6a4c93}
 table{border-collapse:collapse;width:100%;background:#fff;box-shadow:0 1px 2px #0002}
 th,td{padding:6px 10px;border-bottom:1px solid #e5e8ec;text-align:left;vertical-align:top}
 th{cursor:pointer;background:#eef1f4;user-select:none;white-space:nowrap}th:after{content:" \\2195";color:#99a}
@@ -299,7 +299,8 @@ def write_report(
         f'<div class="card"><b>{mean}</b>mean score</div>'
         + "".join(
             f'<div class="card {v}"><b>{verdicts.get(v, 0)}</b>{v}</div>'
-            for v in ("improved", "unchanged", "worse")
+            for v in ("improved", "unchanged", "restyled", "worse")
+            if v != "restyled" or verdicts.get(v)
         )
         + '</div><table id="images"><thead><tr>'
         + "".join(f'<th data-col="{i}">{h}</th>' for i, h in enumerate(head))

@@ -120,6 +120,23 @@ def _newly_clipped(before: np.ndarray, after: np.ndarray, noise: float) -> float
     return float(new.mean())
 
 
+def _composition(before_gray: np.ndarray, after_gray: np.ndarray) -> float:
+    """How much of the picture's large-scale structure a re-drawing kept: the correlation of
+    edge strength (Sobel magnitude) on 64 px thumbnails of the two HxW gray arrays, -1..1."""
+
+    def edges(gray: np.ndarray) -> np.ndarray:
+        small, _ = shrink(gray.astype(np.float32), 64)
+        small = cv2.GaussianBlur(small, (0, 0), 1.0)
+        gx = cv2.Sobel(small, cv2.CV_32F, 1, 0)
+        gy = cv2.Sobel(small, cv2.CV_32F, 0, 1)
+        return np.hypot(gx, gy).ravel()
+
+    u, v = edges(before_gray), edges(after_gray)
+    if u.size < 4 or u.std() < 1e-6 or v.std() < 1e-6:
+        return 0.0
+    return round(float(np.corrcoef(u, v)[0, 1]), 3)
+
+
 def quality_score(
     before: Image | np.ndarray,
     after: Image | np.ndarray,
@@ -128,6 +145,7 @@ def quality_score(
     faces_restored: bool = True,
     seams: list[tuple[str, int]] | None = None,
     filled: np.ndarray | None = None,
+    redrawn: bool = False,
 ) -> dict[str, Any]:
     """Compare a result with its input and say, honestly, whether it got better.
 
@@ -163,6 +181,16 @@ def quality_score(
     its own, against a ring of its surroundings (``fill``: its share of the picture, its
     detail relative to the surroundings' and the colour difference; a fill much smoother or
     of another colour than its surroundings is a problem).
+
+    ``redrawn`` (the recipe re-draws the picture in another style: restyle, stylize) makes
+    the change itself the request: colours, texture, sharpness and tones are meant to
+    differ, so no measure of the change is a problem and nothing is called better or worse
+    than the photo. The verdict is then "restyled" (or "worse" for a blank result or tile
+    seams), ``score_before`` the input's quality and ``score`` the result's own quality
+    (NIQE-based; 50 without NIQE), and ``fidelity.composition`` says how much of the
+    picture's large-scale structure the drawing kept (correlation of edge strength on
+    64 px thumbnails: about 0.6-1.0 for OpenCV's stylization and a bilateral cartoon on the
+    samples, near 0 for an unrelated picture), shown, not judged.
 
     Problems (each a plain-language reason and the parameter to change): a blank result, a
     strong colour shift, a result blurrier than the input, over-sharpening halos, amplified
@@ -245,12 +273,14 @@ def quality_score(
             f"result is blank or flat (contrast {ma['std']:.1f} vs {mb['std']:.1f} in the input): "
             "check the last step's parameters and the model weights"
         )
-    if (delta_e > 8.0 and ma["color_cast"] > mb["color_cast"] + 3.0) or delta_e > 20.0:
+    if redrawn:
+        pass  # the look was asked to change: colour, sharpness, halos and clipping are the style
+    elif (delta_e > 8.0 and ma["color_cast"] > mb["color_cast"] + 3.0) or delta_e > 20.0:
         problems.append(
             f"colour shifted strongly (ΔE {delta_e:.0f}): lower auto_color.strength "
             "or set auto_color.white_balance to 'none'"
         )
-    if sharp_known and sharp_ratio < 0.6 and mb["detail"] > 5.0 and not blank:
+    if not redrawn and sharp_known and sharp_ratio < 0.6 and mb["detail"] > 5.0 and not blank:
         problems.append(
             f"result is blurrier than the input (sharpness {100 * (sharp_ratio - 1):+.0f}%): "
             "lower denoise.strength or add a sharpen step"
@@ -275,12 +305,12 @@ def quality_score(
         overshoot = float((over & near_edges).sum()) / max(1, int(near_edges.sum()))
     # A result that reads clearly more natural (NIQE down by 0.5 or more) restored real edges
     # (e.g. deblurring) rather than painting halos around them.
-    if overshoot > 0.1 and sharp_ratio > 1.5 and comp.get("natural", 0.0) < 0.25:
+    if not redrawn and overshoot > 0.1 and sharp_ratio > 1.5 and comp.get("natural", 0.0) < 0.25:
         problems.append(
             f"over-sharpened: halos on {100 * overshoot:.0f}% of the pixels along edges: "
             "lower sharpen.amount or raise sharpen.threshold"
         )
-    if ma["noise"] > 1.5 * mb["noise"] + 2.5:
+    if not redrawn and ma["noise"] > 1.5 * mb["noise"] + 2.5:
         problems.append(
             f"noise amplified (sigma {mb['noise']:.1f} -> {ma['noise']:.1f}): "
             "add denoise before sharpening or raise sharpen.threshold"
@@ -288,7 +318,7 @@ def quality_score(
     # Newly clipped: black or white in the result (5x5 local mean) where the input clearly
     # had tone, beyond its own noise; a denoiser that settles noisy blacks to black is fine.
     newly_clipped = _newly_clipped(gb, ga, mb["noise"])
-    if newly_clipped > 0.05:
+    if not redrawn and newly_clipped > 0.05:
         problems.append(
             f"{100 * newly_clipped:.0f}% more pixels clipped to black or white "
             "(shadow or highlight detail lost): raise sharpen.threshold or lower sharpen.amount, "
@@ -330,7 +360,11 @@ def quality_score(
             "not recovered; upscale by at most 4x and resize at export if a bigger size is needed"
         )
 
-    fid = min(1.0, max(0.0, ssim_v) / 0.5)
+    composition = _composition(gfb, gfa) if redrawn else None
+    if redrawn:
+        # Not a repair: the result's own quality, with nothing claimed against the photo.
+        change = (qa - score_before) if natural_known and qa is not None else 0.0
+    fid = 1.0 if redrawn else min(1.0, max(0.0, ssim_v) / 0.5)
     score_before = round(max(0.0, min(100.0, score_before)), 1)
     score = max(0.0, min(100.0, score_before + change)) * fid * 0.8 ** len(problems)
     if problems:
@@ -338,15 +372,17 @@ def quality_score(
         score = min(score, score_before)
     score = 0.0 if blank else round(score, 1)
     gain = round(score - score_before, 1)
-    if gain < -3.0 and not problems:
+    if gain < -3.0 and not problems and not redrawn:
         # The verdict restated as advice; it lowers nothing more (the number is the one shown).
         problems.append(
             f"result is worse than the input ({score_before:.0f} -> {score:.0f} points: "
             + ("less natural, " if comp.get("natural", 0.0) < -0.1 else "")
             + "see the components): try the recipe's gentler parameters, or skip this image"
         )
-    if problems or gain < -3.0:
+    if problems or (gain < -3.0 and not redrawn):
         verdict = "worse"
+    elif redrawn:
+        verdict = "restyled"
     elif gain > 3.0:
         verdict = "improved"
     else:
@@ -369,6 +405,7 @@ def quality_score(
             "ssim": round(ssim_v, 4),
             "delta_e": round(delta_e, 2),
             "overshoot": round(overshoot, 4),
+            **({"composition": composition} if composition is not None else {}),
         },
         "before": mb,
         "after": ma,

@@ -173,3 +173,24 @@ def test_painting_sd_is_reproducible_and_another_seed_is_a_new_version(prefect_s
     assert c["street.png"] != a["street.png"] and c["portrait.png"] == a["portrait.png"]
     manifest = {i["name"]: i for i in json.loads((second / "manifest.json").read_text())["images"]}
     assert manifest["street.png"]["output"]["version"] == 2
+
+
+def test_painting_sd_with_a_wrong_controlnet_stops_before_any_work(tmp_path):
+    """A controlnet that is not one (here the checkpoint's UNet folder) is refused before the
+    run starts, naming the path; ControlNet settings without a controlnet are refused too."""
+    from tests import diffusion_models  # imports diffusers: only where it is used
+
+    checkpoint = diffusion_models.make_tiny_pipeline_folder(tmp_path / "sd-tiny")
+    src = tmp_path / "photos"
+    _photos(src)
+    unet = checkpoint / "unet"
+    args = [*_sd_args(checkpoint), "--set", f"restyle.controlnet={unet}"]
+    result = CliRunner().invoke(app, ["run", str(src), *args, "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert str(unet) in text and "not a ControlNetModel" in text
+    args = [*_sd_args(checkpoint), "--set", "restyle.control_scale=0.5"]
+    result = CliRunner().invoke(app, ["run", str(src), *args, "-o", str(tmp_path / "o")])
+    assert result.exit_code != 0
+    assert "only apply with a ControlNet" in " ".join(result.output.split())
+    assert not (tmp_path / "o").exists()

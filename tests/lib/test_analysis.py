@@ -325,3 +325,32 @@ def test_hints_for_unrestored_faces_and_excessive_upscaling():
     assert any("2 face(s) found" in h and "restore_faces" in h for h in q["hints"])
     assert any("upscaled 6.0x" in h for h in q["hints"])
     assert score.quality_score(img, img, faces_found=2, faces_restored=True)["hints"] == []
+
+
+def test_a_redrawn_picture_is_restyled_not_worse_and_its_composition_is_shown():
+    """A stylised photo judged as a repair is "worse" (colours, texture and sharpness all
+    changed); judged as the drawing the recipe asked for it is "restyled", with the
+    composition it kept, and an unrelated picture shows that it kept none."""
+    photos = _clean_photos()
+    clean = photos["astronaut"]
+    drawn = cv2.stylization(clean, sigma_s=60, sigma_r=0.45)
+    assert score.quality_score(clean, drawn)["verdict"] == "worse"
+    q = score.quality_score(clean, drawn, redrawn=True)
+    assert q["verdict"] == "restyled" and q["problems"] == []
+    assert q["fidelity"]["composition"] > 0.6
+    other = next(p for name, p in photos.items() if name != "astronaut")
+    other = cv2.resize(other, (clean.shape[1], clean.shape[0]))
+    assert score.quality_score(clean, other, redrawn=True)["fidelity"]["composition"] < 0.3
+    blank = score.quality_score(clean, np.full_like(clean, 128), redrawn=True)
+    assert blank["verdict"] == "worse" and any("blank" in p for p in blank["problems"])
+
+
+def test_the_review_of_a_stylize_recipe_says_restyled():
+    from retouch.lib.phases.review import score_result
+    from retouch.lib.recipe import recipe_from_dict
+
+    clean = _clean_photos()["astronaut"]
+    recipe = recipe_from_dict({"name": "s", "steps": [{"op": "stylize"}]})
+    drawn = cv2.stylization(clean, sigma_s=60, sigma_r=0.45)
+    scores, _, _ = score_result(Image(clean), Image(drawn), recipe)
+    assert scores["verdict"] == "restyled"

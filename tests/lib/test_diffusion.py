@@ -414,3 +414,161 @@ def test_require_diffusers_names_the_install_command(monkeypatch, package, tiny_
 def test_require_diffusers_passes_when_installed():
     require_diffusers()
     assert diffusion.INSTALL_HINT == "pip install 'retouch[diffusion]'"
+
+
+# --------------------------------------------------------------------------- controlnet
+
+
+@pytest.fixture(scope="module")
+def tiny_cn(models) -> Path:
+    return diffusion_models.make_tiny_controlnet_folder(models / "tiny-controlnet")
+
+
+@pytest.fixture(scope="module")
+def cn_pipe(tiny_folder, tiny_cn):
+    return load_pipeline(str(tiny_folder), device="cpu", dtype="fp32", controlnet=str(tiny_cn))
+
+
+def _step(h: int = 40, w: int = 56, column: int = 23) -> np.ndarray:
+    """Dark left of ``column``, light from it on: one vertical edge."""
+    rgb = np.full((h, w, 3), 0.2, np.float32)
+    rgb[:, column:] = (0.9, 0.8, 0.7)
+    return rgb
+
+
+def test_canny_edges_are_white_on_black_along_the_pictures_edge():
+    edges = diffusion.canny_edges(_step(), 100, 200)
+    assert edges.shape == (40, 56, 3) and edges.dtype == np.float32
+    assert set(np.unique(edges)) == {0.0, 1.0}  # white edges on black
+    assert np.array_equal(edges[..., 0], edges[..., 2])
+    columns = np.flatnonzero(edges[..., 0].any(axis=0))
+    assert set(columns) <= {22, 23} and edges[:, 22:24, 0].any(axis=1).all()  # the whole step
+    assert not diffusion.canny_edges(np.full((16, 16, 3), 0.5, np.float32)).any()
+    faint = _step() * 0.1 + 0.45  # a step of ~4 levels: below the lower threshold
+    assert not diffusion.canny_edges(faint, 100, 200).any()
+    assert diffusion.canny_edges(faint, 1, 2).any()
+    with pytest.raises(ValueError, match="HxWx3"):
+        diffusion.canny_edges(_step()[..., 0])
+    with pytest.raises(ValueError, match="low <= high"):
+        diffusion.canny_edges(_step(), 200, 100)
+
+
+def test_a_controlnet_pipeline_follows_the_control_picture(cn_pipe, pipe, rgb):
+    assert type(cn_pipe).__name__ == "StableDiffusionControlNetImg2ImgPipeline"
+    assert type(cn_pipe.controlnet).__name__ == "ControlNetModel"
+    assert cn_pipe.safety_checker is None
+    assert cn_pipe._progress_bar_config.get("disable") is True
+    edges = diffusion.canny_edges(_step(), 100, 200)
+    run = {**RUN, "steps": 2, "strength": 1.0}
+    out = img2img(cn_pipe, rgb, **run, control=edges)
+    assert out.shape == rgb.shape and out.dtype == np.float32
+    assert out.tobytes() == img2img(cn_pipe, rgb, **run, control=edges).tobytes()
+    plain = img2img(pipe, rgb, **run)
+    assert float(np.abs(out - plain).max()) > 1e-3  # the ControlNet changed the result
+    other = img2img(cn_pipe, rgb, **run, control=diffusion.canny_edges(_step(column=9)))
+    assert float(np.abs(other - out).max()) > 1e-3  # and it follows the picture's edges
+    # Scale 0: the ControlNet adds nothing, the result is plain img2img's.
+    zero = img2img(cn_pipe, rgb, **run, control=edges, control_scale=0.0)
+    assert np.allclose(zero, plain, atol=1e-5)
+
+
+def test_img2img_refuses_a_control_picture_it_cannot_use(cn_pipe, pipe, rgb):
+    edges = diffusion.canny_edges(rgb)
+    with pytest.raises(ValueError, match="give a control picture"):
+        img2img(cn_pipe, rgb, **RUN)
+    with pytest.raises(ValueError, match="needs a pipeline loaded with a ControlNet"):
+        img2img(pipe, rgb, **RUN, control=edges)
+    with pytest.raises(ValueError, match="image's size"):
+        img2img(cn_pipe, rgb, **RUN, control=edges[:-1])
+
+
+def test_sdxl_with_a_controlnet_loads_the_sdxl_controlnet_pipeline(models, rgb):
+    folder = models / "tiny-sdxl"
+    if not folder.exists():
+        diffusion_models.make_tiny_sdxl_folder(folder, class_name="StableDiffusionXLPipeline")
+    cn = diffusion_models.make_tiny_controlnet_folder(models / "tiny-controlnet-xl", sdxl=True)
+    assert diffusion.check_controlnet(str(cn), checkpoint=str(folder)) == "folder"
+    xl = load_pipeline(str(folder), device="cpu", dtype="fp32", controlnet=str(cn))
+    assert type(xl).__name__ == "StableDiffusionXLControlNetImg2ImgPipeline"
+    out = img2img(xl, rgb, **{**RUN, "steps": 2}, control=diffusion.canny_edges(rgb))
+    assert out.shape == rgb.shape
+
+
+def test_check_controlnet_accepts_folders_and_single_files(tiny_cn, tiny_folder, tmp_path):
+    assert diffusion.check_controlnet(str(tiny_cn)) == "folder"
+    assert diffusion.check_controlnet(str(tiny_cn), checkpoint=str(tiny_folder)) == "folder"
+    for prefix in ("control_model.", ""):  # some releases strip the prefix
+        path = diffusion_models.make_tiny_controlnet_file(tmp_path / f"cn{prefix}.safetensors")
+        assert diffusion.check_controlnet(str(path), checkpoint=str(tiny_folder)) == "file"
+
+
+def test_check_controlnet_refuses_what_is_not_a_controlnet_naming_it(tiny_folder, tmp_path):
+    missing = tmp_path / "nowhere" / "canny.safetensors"
+    with pytest.raises(ModelNotAvailableError, match="does not exist") as info:
+        diffusion.check_controlnet(str(missing))
+    assert str(missing) in str(info.value)
+    unet = tiny_folder / "unet"
+    with pytest.raises(ModelError, match="'UNet2DConditionModel', not a ControlNetModel") as info:
+        diffusion.check_controlnet(str(unet))
+    assert str(unet) in str(info.value)
+    with pytest.raises(ModelError, match="pipeline folder") as info:
+        diffusion.check_controlnet(str(tiny_folder))
+    upscaler = diffusion_models.make_not_diffusion_file(tmp_path / "upscaler.safetensors")
+    sd = diffusion_models.make_tiny_single_file(tmp_path / "sd15.safetensors")
+    for path, what in ((upscaler, "another kind of network"), (sd, "a Stable Diffusion ch")):
+        with pytest.raises(ModelError, match="is not a ControlNet") as info:
+            diffusion.check_controlnet(str(path))
+        assert str(path) in str(info.value) and what in str(info.value)
+    pth = tmp_path / "control_canny.pth"
+    pth.write_bytes(b"\0" * 16)
+    with pytest.raises(ModelError, match="must be .safetensors"):
+        diffusion.check_controlnet(str(pth))
+    cut = diffusion_models.truncate(
+        diffusion_models.make_tiny_controlnet_file(tmp_path / "cut.safetensors"), 0.6
+    )
+    with pytest.raises(ModelError, match="truncated or unreadable"):
+        diffusion.check_controlnet(str(cut))
+
+
+def test_check_controlnet_refuses_one_made_for_another_model(tiny_folder, tmp_path):
+    xl = diffusion_models.make_tiny_controlnet_file(tmp_path / "xl.safetensors", sdxl=True)
+    with pytest.raises(ModelError, match="for SDXL.* but the checkpoint") as info:
+        diffusion.check_controlnet(str(xl), checkpoint=str(tiny_folder))
+    assert str(xl) in str(info.value) and str(tiny_folder) in str(info.value)
+    sd15 = diffusion_models.make_tiny_controlnet_file(tmp_path / "sd15.safetensors", width=768)
+    with pytest.raises(ModelError, match="for Stable Diffusion 1.x but the checkpoint"):
+        diffusion.check_controlnet(str(sd15), checkpoint=str(tiny_folder))
+    single = diffusion_models.make_tiny_single_file(tmp_path / "ck.safetensors")  # no width
+    assert diffusion.check_controlnet(str(sd15), checkpoint=str(single)) == "file"
+
+
+def test_controlnet_id_follows_the_content(tiny_cn, tmp_path):
+    path = diffusion_models.make_tiny_controlnet_file(tmp_path / "cn.safetensors")
+    assert diffusion.controlnet_id(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_cn, folder)
+    first = diffusion.controlnet_id(str(folder))
+    assert first == diffusion.controlnet_id(str(tiny_cn)) and len(first) == 64
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert diffusion.controlnet_id(str(folder)) != first
+    with pytest.raises(ModelNotAvailableError, match="does not exist"):
+        diffusion.controlnet_id(str(tmp_path / "gone"))
+
+
+@pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks` argument is deprecated")
+def test_a_single_file_controlnet_needs_configs_it_would_download(
+    tiny_folder, tmp_path, monkeypatch, no_network
+):
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    path = diffusion_models.make_tiny_controlnet_file(tmp_path / "canny.safetensors")
+    with pytest.raises(ModelError) as info:
+        load_pipeline(str(tiny_folder), device="cpu", dtype="fp32", controlnet=str(path))
+    text = str(info.value)
+    assert str(path) in text and "would download" in text
+    assert "ControlNetModel.from_single_file" in text and "save_pretrained" in text
+    assert no_network == []

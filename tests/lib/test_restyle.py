@@ -217,3 +217,86 @@ def test_a_diffusion_recipe_runs_on_the_device_and_a_generator_one_too():
 
     assert load_preset("painting-sd").uses_models() and load_preset("anime").uses_models()
     assert not load_preset("web-ready").uses_models()
+
+
+# --------------------------------------------------------------------------- controlnet
+
+
+@pytest.fixture(scope="module")
+def tiny_cn(tiny_sd):
+    from tests import diffusion_models
+
+    return diffusion_models.make_tiny_controlnet_folder(tiny_sd.parent / "controlnet")
+
+
+def test_diffusion_with_a_controlnet_keeps_size_and_gives_the_same_bytes_again(tiny_sd, tiny_cn):
+    op = registry().get("restyle")
+    px = _photo(24, 32, seed=4)
+    px[:, 16:] //= 3  # a vertical edge for the canny condition
+    params = _sd_params(tiny_sd, controlnet=str(tiny_cn), control_scale=1.5)
+    assert params.control == "canny" and params.uses_controlnet
+    out = op(Image(px), params, OpContext())
+    assert out.pixels.shape == px.shape and out.pixels.dtype == np.uint8
+    assert np.array_equal(op(Image(px), params, OpContext()).pixels, out.pixels)
+    plain = op(Image(px), _sd_params(tiny_sd), OpContext()).pixels
+    assert not np.array_equal(out.pixels, plain)
+    deep = op(Image(px.astype(np.uint16) * 257), params, OpContext()).pixels
+    assert deep.dtype == np.uint16 and deep.shape == px.shape
+
+
+def test_the_controlnet_is_checked_before_a_run_naming_the_path(tiny_sd, tiny_cn, tmp_path):
+    from retouch.lib.errors import ModelNotAvailableError
+    from tests import diffusion_models
+
+    op = registry().get("restyle")
+    op.check(_sd_params(tiny_sd, controlnet=str(tiny_cn)))
+    missing = tmp_path / "canny-controlnet"
+    not_cn = diffusion_models.make_not_diffusion_file(tmp_path / "upscaler.safetensors")
+    xl = diffusion_models.make_tiny_controlnet_file(tmp_path / "xl.safetensors", sdxl=True)
+    cases = [
+        (missing, ModelNotAvailableError, "does not exist"),
+        (tiny_sd / "unet", ModelError, "not a ControlNetModel"),  # a UNet, not a ControlNet
+        (not_cn, ModelError, "is not a ControlNet"),
+        (xl, ModelError, "ControlNet for SDXL"),  # does not fit the SD 1.x checkpoint
+    ]
+    for path, error, what in cases:
+        with pytest.raises(error, match=what) as info:
+            op.check(_sd_params(tiny_sd, controlnet=str(path)))
+        assert str(path) in str(info.value)
+    # control=none leaves the controlnet unused: neither checked nor loaded
+    off = _sd_params(tiny_sd, controlnet=str(missing), control="none")
+    op.check(off)
+    assert not off.uses_controlnet
+
+
+def test_the_controlnet_is_part_of_the_result_key(tiny_sd, tiny_cn, tmp_path):
+    import shutil
+
+    op = registry().get("restyle")
+    plain = op.key_inputs(_sd_params(tiny_sd), OpContext())
+    with_cn = op.key_inputs(_sd_params(tiny_sd, controlnet=str(tiny_cn)), OpContext())
+    assert set(plain) == {"checkpoint"} and with_cn["checkpoint"] == plain["checkpoint"]
+    other = shutil.copytree(tiny_cn, tmp_path / "other")
+    weights = other / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    changed = op.key_inputs(_sd_params(tiny_sd, controlnet=str(other)), OpContext())
+    assert len({with_cn["controlnet"], changed["controlnet"]}) == 2
+
+
+def test_controlnet_params_are_refused_where_they_do_nothing():
+    op = registry().get("restyle")
+    with pytest.raises(ValueError, match="controlnet only apply to method=diffusion"):
+        op.Params(controlnet="/models/control_canny")
+    with pytest.raises(ValueError, match="control_scale only apply to method=diffusion"):
+        op.Params(control_scale=0.5)
+    with pytest.raises(ValueError, match="control, canny_low only apply with a ControlNet"):
+        op.Params(method="diffusion", control="canny", canny_low=50)
+    with pytest.raises(ValueError, match="restyle.controlnet=PATH"):
+        op.Params(method="diffusion", control_scale=0.5)
+    op.Params(method="diffusion", control="none")  # off without a controlnet: nothing to refuse
+    with pytest.raises(ValueError, match="canny_low \\(150\\) must not be above canny_high"):
+        op.Params(method="diffusion", controlnet="/cn", canny_low=150, canny_high=120)
+    with pytest.raises(ValueError, match="'none' or 'canny'"):  # lineart: not supported
+        op.Params(method="diffusion", controlnet="/cn", control="lineart")

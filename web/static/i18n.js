@@ -194,6 +194,7 @@
       "phase.export": "export",
       "verdict.improved": "improved",
       "verdict.unchanged": "unchanged",
+      "verdict.restyled": "re-drawn",
       "verdict.worse": "worse",
 
       "compare.title": "Before and after: {name}",
@@ -425,6 +426,7 @@
       "phase.export": "导出",
       "verdict.improved": "有改善",
       "verdict.unchanged": "无明显变化",
+      "verdict.restyled": "已转绘",
       "verdict.worse": "变差",
 
       "compare.title": "处理前后对比：{name}",
@@ -481,6 +483,46 @@
   var texts = {
     "zh-CN": {
       // presets
+      "Re-draw photos as anime (AnimeGANv2, Paprika style: scenes, streets, landscapes; weights converted from the original AnimeGANv2, non-commercial use). Weights: `retouch models pull animeganv2-paprika`, or `retouch models import animeganv2-paprika paprika.pt`. The generator draws at 1280 px on the long side and the result is resized back to the photo's size; --set restyle.work_side=0 draws at full size (finer strokes, slower).":
+        "把照片重绘成动漫风格（AnimeGANv2 Paprika 风格：场景、街道、风景；权重转换自原版 AnimeGANv2，仅限非商业用途）。权重：`retouch models pull animeganv2-paprika`，或 `retouch models import animeganv2-paprika paprika.pt`。生成器在长边 1280 像素下绘制，结果再缩放回照片原尺寸；--set restyle.work_side=0 则按原尺寸绘制（笔触更细，更慢）。",
+      "Re-draw portraits as painted anime faces (AnimeGANv2 face-paint v2, MIT). Weights: `retouch models pull animeganv2-face-paint-v2`, or `retouch models import animeganv2-face-paint-v2 face_paint_512_v2.pt`. Trained on 512 px faces: the generator draws at 1024 px on the long side and the result is resized back to the photo's size (--set restyle.work_side=N to change it).":
+        "把人像重绘成动漫风格的绘画人脸（AnimeGANv2 face-paint v2，MIT 许可）。权重：`retouch models pull animeganv2-face-paint-v2`，或 `retouch models import animeganv2-face-paint-v2 face_paint_512_v2.pt`。该模型以 512 像素人脸训练：生成器在长边 1024 像素下绘制，结果再缩放回照片原尺寸（用 --set restyle.work_side=N 修改）。",
+      "Re-draw photos as paintings with Stable Diffusion img2img (needs `pip install 'retouch[diffusion]'` and a local SD 1.x/SDXL checkpoint: --set restyle.checkpoint=PATH, a .safetensors file or a diffusers folder, or RETOUCH_DIFFUSION_CHECKPOINT). The seed comes from each image's content and the settings, so a rerun gives the same result; --set restyle.seed=N gives another. Minutes per image on a CPU, seconds on a CUDA GPU. Change the style with --set restyle.prompt=...":
+        "用 Stable Diffusion 图生图把照片重绘成油画（需要 `pip install 'retouch[diffusion]'` 和本地的 SD 1.x/SDXL 模型：--set restyle.checkpoint=路径，可以是 .safetensors 文件或 diffusers 文件夹，或设置 RETOUCH_DIFFUSION_CHECKPOINT）。种子由每张图片的内容和设置得出，重新运行得到相同结果；--set restyle.seed=N 得到另一种结果。CPU 上每张需要数分钟，CUDA GPU 上只需数秒。用 --set restyle.prompt=... 改变风格。",
+      "generator: a feed-forward style model (AnimeGANv2...); diffusion: Stable Diffusion img2img from a local checkpoint (needs retouch[diffusion])":
+        "generator：前馈风格模型（AnimeGANv2 等）；diffusion：使用本地模型的 Stable Diffusion 图生图（需要 retouch[diffusion]）",
+      "Style generator from the registry (method=generator)":
+        "注册表中的风格生成模型（method=generator）",
+      "Long side, in pixels, the network works at (0 = the image's own size); the result is resized back to the image's size. Style models draw strokes of a fixed size in pixels, so this sets how coarse the drawing looks":
+        "模型绘制时的长边像素数（0 = 图片原尺寸）；结果会缩放回图片原尺寸。风格模型的笔触像素大小固定，因此这个值决定画面的粗细程度",
+      "generator: tile size (0 = automatic: the whole image when it fits the memory budget; the generator normalises over what it sees, so whole is best)":
+        "generator：分块大小（0 = 自动：内存预算允许时整张处理；生成器按所见范围做归一化，整张效果最好）",
+      "diffusion: local Stable Diffusion 1.x/SDXL checkpoint (.safetensors file or diffusers folder); empty = the RETOUCH_DIFFUSION_CHECKPOINT setting":
+        "diffusion：本地的 Stable Diffusion 1.x/SDXL 模型（.safetensors 文件或 diffusers 文件夹）；留空 = 使用 RETOUCH_DIFFUSION_CHECKPOINT 设置",
+      "diffusion: what the result shows":
+        "diffusion：结果应呈现的内容（提示词）",
+      "diffusion: what the result must not show":
+        "diffusion：结果中不应出现的内容（反向提示词）",
+      "diffusion: how far from the photo (0 = unchanged, 1 = ignore it)":
+        "diffusion：与原照片的偏离程度（0 = 不变，1 = 完全不参考照片）",
+      "diffusion: denoising steps":
+        "diffusion：去噪步数",
+      "diffusion: prompt guidance scale":
+        "diffusion：提示词引导强度",
+      "diffusion: sampler":
+        "diffusion：采样器",
+      "diffusion: added to the seed derived from each image's content; change it for another result (the same value gives the same bytes again)":
+        "diffusion：加到由每张图片内容得出的种子上；改变它得到另一种结果（相同的值会再次得到相同的字节）",
+      "diffusion: local ControlNet model that keeps the photo's composition (a diffusers folder with config.json and diffusion_pytorch_model.safetensors, or a single .safetensors file), made for the checkpoint's model (SD 1.5 or SDXL) and for the condition `control` computes (a canny ControlNet for canny); empty = none":
+        "diffusion：保持照片构图的本地 ControlNet 模型（含 config.json 和 diffusion_pytorch_model.safetensors 的 diffusers 文件夹，或单个 .safetensors 文件），须与所用模型（SD 1.5 或 SDXL）及 control 计算的条件相匹配（canny 条件用 canny ControlNet）；留空 = 不使用",
+      "diffusion with a controlnet: what the ControlNet follows, computed from each picture: canny = its edges (OpenCV Canny, no extra model); none = leave the controlnet unused (plain img2img). lineart/depth/pose need annotator models of their own, not supported yet":
+        "diffusion 配合 controlnet：ControlNet 依据的条件，由每张图片计算：canny = 边缘（OpenCV Canny，无需额外模型）；none = 不使用 controlnet（普通图生图）。lineart/depth/pose 需要各自的标注模型，暂不支持",
+      "diffusion with a controlnet: how strongly the result follows the condition (0 = not at all, 1 = as trained, up to 2)":
+        "diffusion 配合 controlnet：结果跟随条件的强度（0 = 完全不跟随，1 = 按训练时的强度，最高 2）",
+      "control=canny: lower hysteresis threshold (gradient of the 8-bit picture); edges weaker than this are dropped":
+        "control=canny：滞后阈值下限（8 位图片的梯度）；弱于此值的边缘会被丢弃",
+      "control=canny: upper threshold; an edge starts where the gradient is above it (lower both for more, fainter edges)":
+        "control=canny：阈值上限；梯度高于此值处开始形成边缘（两者都调低可得到更多、更淡的边缘）",
       "Super-resolution x4 for anime, illustrations and line art with Real-ESRGAN x4plus anime 6B.":
         "用 Real-ESRGAN x4plus anime 6B 将动漫、插画和线稿放大 4 倍。",
       "Restore faces with GFPGAN v1.4 and upscale the whole photo x2 with Real-ESRGAN x2plus for the background.":

@@ -2,7 +2,8 @@
 
 - :func:`load_pipeline` builds diffusers' img2img pipeline on a device, with the Hugging
   Face hub switched off for the duration of the load: nothing is ever downloaded.
-- :func:`img2img` re-draws one image, deterministically for a given seed.
+- :func:`img2img` re-draws one image, deterministically for a given seed (with a ControlNet
+  pipeline, guided by a condition picture such as :func:`.control.canny_edges`).
 
 The packages diffusers and transformers are an optional extra; they (and torch) are imported
 only inside the functions that need them, so importing this module costs nothing.
@@ -129,7 +130,7 @@ def _import_diffusers() -> Any:
     return diffusers
 
 
-def load_pipeline(path: str, *, device: str, dtype: str) -> Any:
+def load_pipeline(path: str, *, device: str, dtype: str, controlnet: str | None = None) -> Any:
     """diffusers' img2img pipeline for the checkpoint at ``path``, ready on ``device``.
 
     ``StableDiffusionXLImg2ImgPipeline`` for SDXL (from model_index.json's ``_class_name``,
@@ -142,8 +143,17 @@ def load_pipeline(path: str, *, device: str, dtype: str) -> Any:
     A single file needs diffusers' configs for its model type (they come from the Hugging
     Face cache when it holds them); when it does not, ModelError says how to convert the file
     to a diffusers folder. Any failure raises ModelError naming ``path`` and the reason.
+
+    ``controlnet``: a local ControlNet (diffusers folder or single ``.safetensors``, see
+    :func:`.control.check_controlnet`, which runs first): the pipeline is then diffusers'
+    ``StableDiffusionControlNetImg2ImgPipeline`` (for SDXL its XL counterpart) over the same
+    components, and :func:`img2img` needs a ``control`` picture.
     """
+    from retouch.lib.models.diffusion import control
+
     p, kind, xl = _inspect(path)
+    if controlnet:
+        control.check_controlnet(controlnet, checkpoint=path)
     diffusers = _import_diffusers()
     import torch
 
@@ -187,6 +197,8 @@ def load_pipeline(path: str, *, device: str, dtype: str) -> Any:
         raise ModelError(
             f"could not load the Stable Diffusion checkpoint {p}: {_first_line(exc)}"
         ) from None
+    if controlnet:
+        pipe = control.with_controlnet(pipe, controlnet, xl=xl, device=device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -311,6 +323,32 @@ def _multiple(pipe: Any) -> int:
     return math.lcm(MULTIPLE, factor)
 
 
+def _control_kwargs(
+    pipe: Any, control: np.ndarray | None, scale: float, size: tuple[int, int]
+) -> dict[str, Any]:
+    """The ControlNet arguments of a pipeline call: the condition picture padded as the
+    image is (NCHW, 0..1) and the scale; none for a pipeline without a ControlNet."""
+    import torch
+
+    has_controlnet = getattr(pipe, "controlnet", None) is not None
+    if control is None:
+        if has_controlnet:
+            raise ValueError("this pipeline has a ControlNet: give a control picture")
+        return {}
+    if not has_controlnet:
+        raise ValueError("a control picture needs a pipeline loaded with a ControlNet")
+    arr = np.asarray(control)
+    if arr.shape != (*size, 3):
+        raise ValueError(
+            f"the control picture must be HxWx3 of the image's size {size}, not {arr.shape}"
+        )
+    if not 0.0 <= scale <= 2.0:
+        raise ValueError(f"control_scale must be in [0, 2], not {scale}")
+    padded = _pad(np.clip(arr.astype(np.float32, copy=False), 0.0, 1.0), _multiple(pipe))
+    tensor = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None]
+    return {"control_image": tensor, "controlnet_conditioning_scale": float(scale)}
+
+
 def img2img(
     pipe: Any,
     rgb: np.ndarray,
@@ -322,6 +360,8 @@ def img2img(
     guidance: float,
     scheduler: str,
     seed: int,
+    control: np.ndarray | None = None,
+    control_scale: float = 1.0,
 ) -> np.ndarray:
     """Re-draw one image with ``pipe`` (from :func:`load_pipeline`).
 
@@ -336,6 +376,11 @@ def img2img(
     ``default``), so a swap never leaks into a later call. ``seed`` (used modulo 2**64)
     seeds a torch.Generator on the pipeline's device: the same inputs and seed give the same
     bytes in one process. Calls on one pipeline are serialised.
+
+    ``control`` (a pipeline loaded with a ControlNet needs it, another refuses it): the
+    condition picture, HxWx3 float32 RGB in 0..1 of the image's size (e.g.
+    :func:`.control.canny_edges`), padded as the image is; ``control_scale`` weighs the
+    ControlNet's guidance (0 = none, 1 = as trained).
     Raises UnknownNameError for an unknown scheduler, ValueError for a wrong array or
     parameter, ModelError when the pipeline fails; an out-of-memory error is raised as
     torch raised it.
@@ -357,6 +402,7 @@ def img2img(
             f"{math.ceil(1 / strength)} steps"
         )
     h, w = arr.shape[:2]
+    extra = _control_kwargs(pipe, control, control_scale, (h, w))
     padded = _pad(np.clip(arr.astype(np.float32, copy=False), 0.0, 1.0), _multiple(pipe))
     image = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None]
     device = torch.device(pipe.device)
@@ -375,6 +421,7 @@ def img2img(
                     guidance_scale=float(guidance),
                     generator=generator,
                     output_type="np",
+                    **extra,
                 )
         except Exception as exc:  # noqa: BLE001 - report the pipeline's failure as ours
             from retouch.lib.models.tiling import is_out_of_memory
