@@ -194,3 +194,25 @@ def test_painting_sd_with_a_wrong_controlnet_stops_before_any_work(tmp_path):
     assert result.exit_code != 0
     assert "only apply with a ControlNet" in " ".join(result.output.split())
     assert not (tmp_path / "o").exists()
+
+
+def test_a_clip_is_redrawn_frame_by_frame_through_the_video_path(prefect_server, tmp_path):
+    from tests.video_clips import audio_spans, first_frame, frame_times, make_clip
+
+    animegan_models.install(_model_dir(), "animeganv2-paprika")
+    src, dest = tmp_path / "clips", tmp_path / "out"
+    src.mkdir()
+    clip = src / "walk.mp4"
+    times = make_clip(clip)  # variable frame rate, AAC sound
+    result = CliRunner().invoke(app, ["run", str(src), "--preset", "anime", "-o", str(dest)])
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(dest / "results.zip") as zf:
+        zf.extract("walk.mp4", tmp_path / "got")
+    got = tmp_path / "got" / "walk.mp4"
+    assert frame_times(got) == times and audio_spans(got) == audio_spans(clip)
+    before, after = first_frame(clip), first_frame(got)
+    assert after.shape == before.shape  # re-drawn at its size
+    assert np.abs(after.astype(int) - before.astype(int)).mean() > 10
+    (video,) = json.loads((dest / "manifest.json").read_text())["images"]
+    assert video["status"] == "ok" and video["model_calls"] > 0
+    assert {f["verdict"] for f in video["scores"]["frames"]} <= {"restyled", "worse"}
