@@ -377,6 +377,41 @@ class Bench:
         res["target"] = "none (reported)"
         return [res]
 
+    def op_loops(
+        self,
+        res: dict[str, Any],
+        case: str,
+        preset: str,
+        overrides: list[str],
+        model: str,
+        extra: list[str] | None = None,
+    ) -> None:
+        """The same loop as the baseline's through retouch's own op (``bench.baseline
+        CASE-op``: model loaded, no start-up, no Prefect), ``repeats`` times; the loop ratio
+        (the baseline's loop over the fastest op loop) and its peak RSS go into ``res``."""
+        ops = [
+            self.run_baseline(
+                f"{case}-op-{k + 1}",
+                f"{case}-op",
+                self.inputs[case],
+                preset,
+                overrides,
+                model,
+                extra=extra,
+            )
+            for k in range(max(1, self.sizes.repeats))
+        ]
+        op_loops = [d["loop_s"] for _, d in ops if d.get("status") == "ok"]
+        loop = res["baseline"]["detail"].get("loop_s")
+        res["op_loop_walls_s"] = op_loops
+        res["valid"] = res["valid"] and len(op_loops) == len(ops)
+        if loop and op_loops:
+            res["baseline_loop_s"] = loop
+            res["op_loop_s"] = min(op_loops)
+            res["loop_ratio"] = round(loop / min(op_loops), 3)
+            op_m = min(ops, key=lambda run: run[0].wall_s)[0]
+            res["op_peak_rss_mb"] = op_m.as_json()["peak_rss_mb"]
+
     def case_inpaint(self) -> list[dict[str, Any]]:
         """retouch's remove-objects (LaMa, crop strategy) against IOPaint's batch loop with
         HD strategy original (whole image per call), same images, masks and weights.
@@ -397,28 +432,7 @@ class Bench:
             repeats=self.sizes.repeats,
             extra=extra,
         )
-        ops = [
-            self.run_baseline(
-                f"inpaint-op-{k + 1}",
-                "inpaint-op",
-                self.inputs["inpaint"],
-                preset,
-                overrides,
-                models.INPAINT_MODEL,
-                extra=extra,
-            )
-            for k in range(max(1, self.sizes.repeats))
-        ]
-        op_loops = [d["loop_s"] for _, d in ops if d.get("status") == "ok"]
-        loop = res["baseline"]["detail"].get("loop_s")
-        res["op_loop_walls_s"] = op_loops
-        res["valid"] = res["valid"] and len(op_loops) == len(ops)
-        if loop and op_loops:
-            res["baseline_loop_s"] = loop
-            res["op_loop_s"] = min(op_loops)
-            res["loop_ratio"] = round(loop / min(op_loops), 3)
-            op_m = min(ops, key=lambda run: run[0].wall_s)[0]
-            res["op_peak_rss_mb"] = op_m.as_json()["peak_rss_mb"]
+        self.op_loops(res, "inpaint", preset, overrides, models.INPAINT_MODEL, extra)
         res["network_pixels"] = inpaint_pixels(
             self.inputs["inpaint"], self.inputs["inpaint_masks"], preset, overrides
         )
@@ -441,27 +455,7 @@ class Bench:
         res = self.compare(
             "restyle", "restyle", preset, overrides, models.RESTYLE_MODEL, repeats=reps
         )
-        ops = [
-            self.run_baseline(
-                f"restyle-op-{k + 1}",
-                "restyle-op",
-                self.inputs["restyle"],
-                preset,
-                overrides,
-                models.RESTYLE_MODEL,
-            )
-            for k in range(reps)
-        ]
-        op_loops = [d["loop_s"] for _, d in ops if d.get("status") == "ok"]
-        loop = res["baseline"]["detail"].get("loop_s")
-        res["op_loop_walls_s"] = op_loops
-        res["valid"] = res["valid"] and len(op_loops) == len(ops)
-        if loop and op_loops:
-            res["baseline_loop_s"] = loop
-            res["op_loop_s"] = min(op_loops)
-            res["loop_ratio"] = round(loop / min(op_loops), 3)
-            op_m = min(ops, key=lambda run: run[0].wall_s)[0]
-            res["op_peak_rss_mb"] = op_m.as_json()["peak_rss_mb"]
+        self.op_loops(res, "restyle", preset, overrides, models.RESTYLE_MODEL)
         # The first run of each side (same inputs, same weights; every run is checked).
         runs = self.root / "runs"
         suffix = "-1" if reps > 1 else ""

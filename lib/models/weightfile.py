@@ -44,7 +44,7 @@ class UnsafeWeightsError(ModelError):
     """A weight file whose pickle would run code to load."""
 
 
-class _Inert:
+class Inert:
     """A placeholder for an object of an :data:`INERT_MODULES` class: takes any arguments and
     state, keeps none of it, does nothing."""
 
@@ -80,7 +80,7 @@ class _InertPickle:
             if root == "torch" or (module, name) in _SAFE_GLOBALS:
                 return super().find_class(module, name)
             if root in INERT_MODULES:
-                return type(name, (_Inert,), {})
+                return type(name, (Inert,), {})
             raise pickle.UnpicklingError(f"refused global {module}.{name}")
 
 

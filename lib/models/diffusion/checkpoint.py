@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from retouch.lib.errors import ModelError, ModelNotAvailableError
+from retouch.lib.models.weightfile import Inert
 
 INSTALL_HINT = "pip install 'retouch[diffusion]'"
 
@@ -206,35 +207,15 @@ def _channels_message(path: Path, channels: int) -> str:
     )
 
 
-class _Stub:
-    """Stands for any object of a pickle (tensors, storages, training-state objects): takes
-    any arguments and state, keeps none, runs nothing."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
-
-    def append(self, value: Any) -> None:
-        pass
-
-    def extend(self, values: Any) -> None:
-        pass
-
-
 class _KeysUnpickler(pickle.Unpickler):
     """Reads a torch checkpoint's ``data.pkl`` for its dict structure only: dicts are real,
-    every class or function it names is :class:`_Stub` (nothing is imported or called), and
+    every class or function it names is :class:`~retouch.lib.models.weightfile.Inert` (nothing is imported or called), and
     tensor storages are never read."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == ("collections", "OrderedDict"):
             return dict
-        return _Stub
+        return Inert
 
     def persistent_load(self, pid: Any) -> Any:
         return None
