@@ -294,8 +294,9 @@ class Restyle(Operation):
             out = self._diffusion(src, params, ctx)
         out = _resized(out, h, w)
         if image.is_gray:
-            mean = np.rint(out.astype(np.float32).mean(axis=2))
-            out = np.repeat(mean[:, :, None], 3, axis=2).astype(image.pixels.dtype)
+            from retouch.lib.ops.upscale import gray_like
+
+            out = gray_like(out)
         return image.with_pixels(np.ascontiguousarray(out), image.alpha)
 
     @staticmethod
