@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from retouch.lib.settings import get_settings
 from retouch.web.deps import require_token
-from retouch.web.routes import batches, results, server
+from retouch.web.routes import batches, results, server, styles
 from retouch.web.runner import Runner
 from retouch.web.schemas import ERRORS
 from retouch.web.security import Guard
@@ -75,7 +75,7 @@ def create_app(
     app.include_router(server.public)
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=static), name="static")
-    for module in (server, batches, results):
+    for module in (server, batches, results, styles):
         app.include_router(
             module.router, prefix="/api", dependencies=[Depends(require_token)], responses=ERRORS
         )

@@ -25,10 +25,7 @@ ADVANCED_PARAMS = ("tile", "tile_batch", "tile_pad", "pre_pad", "half", "weight"
 def check_recipe(preset: str, overrides: Any, extra: dict[str, Any] | None = None) -> Any:
     """Refuse a batch whose recipe would fail before its first image (HTTP 400); returns
     the recipe."""
-    from retouch.lib.errors import ModelError, RetouchError
-    from retouch.lib.models import fetch
-    from retouch.lib.models.specs import required_models
-    from retouch.lib.ops.registry import registry
+    from retouch.lib.errors import RetouchError
     from retouch.lib.recipe import apply_overrides, load_preset, preset_names
 
     names = preset_names()
@@ -66,26 +63,43 @@ def check_recipe(preset: str, overrides: Any, extra: dict[str, Any] | None = Non
             )
     if recipe.review.approve:
         raise HTTPException(400, f"preset {preset!r} {preset_unavailable(recipe, [])}")
-    # What a step needs besides weights (an optional package, the server's diffusion
-    # checkpoint) is checked now too.
-    for step in recipe.steps:
-        try:
-            registry().get(step.op).check(step.parsed())
-        except RetouchError as exc:
-            raise HTTPException(
-                400, f"preset {preset!r} cannot run on this server: {exc}"
-            ) from None
-    # Weights missing here are fetched now (the mirror, or the official URL unless
-    # offline), so a batch never starts only to fail for want of them.
+    check_runnable(recipe, f"preset {preset!r}")
+    return recipe
+
+
+def check_runnable(recipe: Any, what: str) -> None:
+    """Refuse (HTTP 400, ``what`` cannot run on this server: why) a recipe a step of which
+    would fail before its first image: what a step needs besides weights (an optional
+    package, the server's diffusion checkpoint), and weights neither here nor to be had.
+    Weights missing here are fetched now (the mirror, or the official URL unless offline),
+    so nothing starts only to fail for want of them."""
+    from retouch.lib.errors import ModelError
+    from retouch.lib.models import fetch
+    from retouch.lib.models.specs import required_models
+
+    why = steps_unavailable(recipe)
+    if why:
+        raise HTTPException(400, f"{what} {why}")
     for model in recipe.models():
         for needed in required_models(model):
             try:
                 fetch.resolve(needed)
             except ModelError as exc:
-                raise HTTPException(
-                    400, f"preset {preset!r} cannot run on this server: {exc}"
-                ) from None
-    return recipe
+                raise HTTPException(400, f"{what} cannot run on this server: {exc}") from None
+
+
+def steps_unavailable(recipe: Any) -> str | None:
+    """Why a step of ``recipe`` cannot run here besides its weights (an optional package,
+    the server's diffusion checkpoint: each op's ``check()``), or None. Nothing is loaded."""
+    from retouch.lib.errors import RetouchError
+    from retouch.lib.ops.registry import registry
+
+    for step in recipe.steps:
+        try:
+            registry().get(step.op).check(step.parsed())
+        except RetouchError as exc:
+            return f"cannot run on this server: {exc}"
+    return None
 
 
 def preset_unavailable(recipe: Any, missing: list[dict[str, Any]]) -> str | None:
@@ -95,6 +109,12 @@ def preset_unavailable(recipe: Any, missing: list[dict[str, Any]]) -> str | None
             "pauses for approval (review.approve), which the web page cannot give: use "
             "`retouch run` and `retouch approve`"
         )
+    return weights_unavailable(missing)
+
+
+def weights_unavailable(missing: list[dict[str, Any]]) -> str | None:
+    """Why weights missing here (``fetch.missing_weights``) keep a recipe from running, with
+    the fix; None when every one can be fetched."""
     lost = [m for m in missing if m["source"] is None]
     if not lost:
         return None

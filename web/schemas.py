@@ -137,6 +137,49 @@ class RegenerateIn(BaseModel):
     )
 
 
+class StyleOut(BaseModel):
+    name: str = Field(description="What to send in ``styles``: a preset or a model name")
+    kind: Literal["preset", "model"] = Field(
+        description="preset: a preset whose recipe re-draws the picture (restyle, stylize); "
+        "model: a re-drawing model, run in the anime preset's recipe in place of its model"
+    )
+    description: str
+    available: bool = Field(
+        description="Whether it can be compared here: its weight files are on the server (or "
+        "can be fetched) and what its steps need besides (a diffusion checkpoint, optional "
+        "packages) is there"
+    )
+    unavailable: str | None = Field(
+        description="Why it cannot be compared here and how to make it run (null when it can)"
+    )
+    weights: list[WeightOut] = Field(
+        description="The weight files it needs that are not on the server yet"
+    )
+
+
+class StyleCellOut(BaseModel):
+    style: str
+    score: float | None = Field(description="The re-drawn picture's score (0..100)")
+    score_before: float | None = Field(description="The photo's score, same scale")
+    verdict: str | None = Field(description="restyled for a re-drawing, else as a run's review")
+    problems: list[str] = Field(description="What the review noticed in the result")
+    error: str | None = Field(description="Why this style failed on the photo (its cell is red)")
+    seconds: float = Field(description="Time this style took")
+
+
+class StylePreviewOut(BaseModel):
+    image: str = Field(description="The photo's name as uploaded")
+    styles: list[str] = Field(description="The styles, in the order of the sheet's columns")
+    sheet: str = Field(
+        description="The contact sheet as a data: URL (PNG): the photo (reduced to max_side), "
+        "then one column per style with its score under it"
+    )
+    cells: list[StyleCellOut]
+    best: str | None = Field(description="The style with the highest score (null if none ran)")
+    max_side: int = Field(description="Long side, in pixels, the photo was reduced to")
+    seconds: float = Field(description="Time the comparison took on the server")
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 415, 416, 422, 507)
 }
@@ -163,6 +206,40 @@ MULTIPART_BODY = {
                         "overrides": {
                             "type": "string",
                             "description": 'JSON object, e.g. {"sharpen.amount": 1.5}',
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+STYLE_PREVIEW_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "styles"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The photo (one image file)",
+                        },
+                        "styles": {
+                            "type": "string",
+                            "description": "2 to 6 presets or re-drawing models, comma "
+                            "separated (GET /api/styles lists them), e.g. "
+                            "anime,animeganv2-face-paint-v2",
+                        },
+                        "max_side": {
+                            "type": "integer",
+                            "minimum": 64,
+                            "maximum": 1024,
+                            "default": 512,
+                            "description": "Long side, in pixels, the photo is reduced to "
+                            "first (the scores describe that copy)",
                         },
                     },
                 }

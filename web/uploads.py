@@ -1,4 +1,5 @@
-"""Receiving a batch upload: multipart streamed to disk under limits, then every file checked.
+"""Receiving an upload (a batch, or the one photo of a style comparison): multipart streamed
+to disk under limits, then every file checked.
 
 The body is parsed as it arrives (never held in memory or spooled elsewhere), so a count or
 size limit stops the upload at the byte that crosses it. Names from the client are made safe
@@ -56,6 +57,29 @@ class Limits:
         return cls(
             settings.web_max_files, settings.web_max_file_bytes, settings.web_max_batch_bytes
         )
+
+
+@dataclass(frozen=True)
+class Form:
+    """The parts one endpoint's multipart body may hold: file fields (images go to
+    ``staging``/input, masks to ``staging``/masks) and short text fields. ``single``: one
+    image only (a style comparison), so the limits are those of one file."""
+
+    files: tuple[str, ...] = FILE_FIELDS
+    texts: tuple[str, ...] = TEXT_FIELDS
+    single: bool = False
+
+    def fields(self) -> str:
+        return ", ".join(self.files + self.texts)
+
+    def limits(self, settings: Settings) -> Limits:
+        if self.single:
+            size = settings.web_max_file_bytes
+            return Limits(1, size, size)
+        return Limits.from_settings(settings)
+
+
+BATCH_FORM = Form()
 
 
 @dataclass
@@ -125,9 +149,10 @@ def _filename(disposition: bytes, options: dict[bytes, bytes]) -> str | None:
 class _Receiver:
     """The callbacks of python-multipart's streaming parser, writing files as they come."""
 
-    def __init__(self, staging: Path, limits: Limits):
+    def __init__(self, staging: Path, limits: Limits, form: Form = BATCH_FORM):
         self.staging = staging
         self.limits = limits
+        self.form = form
         self.upload = Upload()
         self.error: UploadError | None = None
         self.count = 0
@@ -188,28 +213,33 @@ class _Receiver:
         except UploadError as exc:
             self.fail(exc.status, exc.message)
             return
+        form = self.form
         if filename is None:
-            if name in FILE_FIELDS:
+            if name in form.files:
                 self.fail(400, f"field {name!r}: a part without a file name (send files)")
-            elif name not in TEXT_FIELDS:
-                self.fail(
-                    400, f"unknown form field {name!r}; fields: files, masks, preset, overrides"
-                )
+            elif name not in form.texts:
+                self.fail(400, f"unknown form field {name!r}; fields: {form.fields()}")
             else:
                 self._field, self._text = name, bytearray()
             return
-        if name not in FILE_FIELDS:
-            self.fail(
-                400, f"{filename}: sent as field {name!r}; send images as 'files', masks as 'masks'"
+        if name not in form.files:
+            where = (
+                f"send the image as {form.files[0]!r}"
+                if form.single
+                else "send images as 'files', masks as 'masks'"
             )
+            self.fail(400, f"{filename}: sent as field {name!r}; {where}")
             return
         self.count += 1
         if self.count > self.limits.max_files:
-            self.fail(
-                400,
-                f"{filename}: too many files; at most {self.limits.max_files} per batch "
-                "(images and masks together; RETOUCH_WEB_MAX_FILES)",
-            )
+            if form.single:
+                self.fail(400, f"{filename}: a second file; send one image only")
+            else:
+                self.fail(
+                    400,
+                    f"{filename}: too many files; at most {self.limits.max_files} per batch "
+                    "(images and masks together; RETOUCH_WEB_MAX_FILES)",
+                )
             return
         try:
             safe = safe_name(filename)
@@ -224,11 +254,11 @@ class _Receiver:
                 "supported: " + ", ".join(sorted(sources.IMAGE_EXTENSIONS)),
             )
             return
-        target_map = self.upload.files if name == "files" else self.upload.masks
+        target_map = self.upload.masks if name == "masks" else self.upload.files
         if safe in target_map:
             self.fail(400, f"{safe}: the same file name was sent twice")
             return
-        target = self.staging / ("input" if name == "files" else "masks") / safe
+        target = self.staging / ("masks" if name == "masks" else "input") / safe
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._out = open(target, "xb")  # noqa: SIM115  (closed at the part's end)
@@ -314,12 +344,11 @@ def _out_of_space(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def boundary_of(content_type: str | None) -> bytes:
+def boundary_of(content_type: str | None, form: Form = BATCH_FORM) -> bytes:
     kind, params = parse_options_header(content_type or "")
     if kind != b"multipart/form-data":
-        raise UploadError(
-            415, "send the batch as multipart/form-data (files, masks, preset, overrides)"
-        )
+        what = "the image" if form.single else "the batch"
+        raise UploadError(415, f"send {what} as multipart/form-data ({form.fields()})")
     boundary = params.get(b"boundary")
     if not boundary:
         raise UploadError(400, "multipart/form-data without a boundary")
@@ -332,22 +361,27 @@ async def receive(
     stream: AsyncIterator[bytes],
     staging: Path,
     limits: Limits,
+    form: Form = BATCH_FORM,
 ) -> Upload:
-    """Parse one multipart body into ``staging``/input and ``staging``/masks.
+    """Parse one multipart body into ``staging``/input and ``staging``/masks; ``form`` says
+    which fields it may hold.
 
     Raises:
         UploadError: a limit was crossed or a part is unacceptable (what was written is left
             for the caller to delete with ``staging``).
     """
-    boundary = boundary_of(content_type)
+    boundary = boundary_of(content_type, form)
     allowance = limits.max_batch_bytes + PART_OVERHEAD * (limits.max_files + 4) + MAX_TEXT_FIELD
+    limit = (
+        f"{limits.max_file_bytes} bytes per file (RETOUCH_WEB_MAX_FILE_BYTES)"
+        if form.single
+        else f"{limits.max_batch_bytes} bytes per batch (RETOUCH_WEB_MAX_BATCH_BYTES)"
+    )
     if content_length and content_length.isdigit() and int(content_length) > allowance:
         raise UploadError(
-            413,
-            f"the upload ({int(content_length)} bytes) is over the limit of "
-            f"{limits.max_batch_bytes} bytes per batch (RETOUCH_WEB_MAX_BATCH_BYTES)",
+            413, f"the upload ({int(content_length)} bytes) is over the limit of {limit}"
         )
-    receiver = _Receiver(staging, limits)
+    receiver = _Receiver(staging, limits, form)
     parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
     read = 0
     drained = 0
@@ -361,11 +395,7 @@ async def receive(
                 continue
             parser.write(chunk)
             if read > allowance and receiver.error is None:
-                receiver.fail(
-                    413,
-                    f"the upload is over the limit of {limits.max_batch_bytes} bytes per batch "
-                    "(RETOUCH_WEB_MAX_BATCH_BYTES)",
-                )
+                receiver.fail(413, f"the upload is over the limit of {limit}")
         if receiver.error is None:
             parser.finalize()
     except FormParserError as exc:

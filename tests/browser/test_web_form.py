@@ -161,6 +161,8 @@ def test_no_english_left_in_chinese(browser):
     with _Server() as server, _open_page(browser, server) as page:
         page.goto(server.url + "/")
         page.wait_for_selector("#preset option[value=quick]", state="attached")
+        # The style comparison's choices too (the section is opened with the other folds).
+        page.wait_for_selector("#styles-groups input[value=anime]", state="attached")
         page.click("#lang")
         assert page.locator("html").get_attribute("lang") == "zh-CN"
         presets = page.locator("#preset option").evaluate_all("os => os.map(o => o.value)")

@@ -29,7 +29,13 @@
     pollTimer: null,
     pollFailures: 0,
     compareIndex: -1,
-    busy: false
+    busy: false,
+    styles: null, // what GET /api/styles lists (null until loaded)
+    styleChecked: {}, // style name -> ticked
+    styleFile: null, // the photo picked for a style comparison
+    styleRun: null, // {count, started, seconds (null while it runs)}
+    styleResult: null,
+    styleBusy: false
   };
 
   function $(id) {
@@ -277,6 +283,7 @@
     }
     message($("chosen-notes"), notes.join(" "));
     renderMasks();
+    renderStylePhoto();
   }
 
   /** Mark the chosen files that the server's refusal names (it names the file first). */
@@ -2240,6 +2247,190 @@
     });
   }
 
+  // -- comparing styles ---------------------------------------------------------------------
+
+  var MIN_STYLES = 2;
+  var MAX_STYLES = 6;
+
+  /** The photo a comparison runs on: the one picked in the section, else the first photo
+   * chosen for the batch (null when there is neither). */
+  function stylePhoto() {
+    if (state.styleFile) return { file: state.styleFile, path: state.styleFile.name, picked: true };
+    var first = state.files[0];
+    return first ? { file: first.file, path: first.path, picked: false } : null;
+  }
+
+  function renderStylePhoto() {
+    var photo = stylePhoto();
+    $("styles-photo").textContent = photo
+      ? t(photo.picked ? "styles.photo" : "styles.photo.batch", { name: photo.path })
+      : t("styles.photo.none");
+    show($("styles-photo-clear"), !!state.styleFile);
+  }
+
+  function loadStyles() {
+    return api("GET", "/api/styles").then(
+      function (list) {
+        state.styles = list || [];
+        renderStyles();
+      },
+      function (err) {
+        show($("styles-loading"), false);
+        message($("styles-error"), t("styles.error.load", { reason: err.message }));
+      }
+    );
+  }
+
+  /** One group of checkboxes per kind (presets, re-drawing models); a style that cannot run
+   * here is disabled, with the reason as its title. Ticks survive a rebuild. */
+  function renderStyles() {
+    var box = $("styles-groups");
+    box.textContent = "";
+    show($("styles-loading"), !state.styles);
+    ["preset", "model"].forEach(function (kind) {
+      var items = (state.styles || []).filter(function (s) {
+        return s.kind === kind;
+      });
+      if (!items.length) return;
+      var group = el("div", { className: "styles-group", role: "group", "aria-labelledby": "styles-group-" + kind }, [
+        el("h3", { id: "styles-group-" + kind, text: t("styles.group." + kind) })
+      ]);
+      items.forEach(function (s) {
+        var ok = s.available !== false;
+        var input = el("input", {
+          type: "checkbox",
+          value: s.name,
+          disabled: !ok,
+          checked: ok && !!state.styleChecked[s.name],
+          onchange: function () {
+            state.styleChecked[s.name] = input.checked;
+            message($("styles-error"), "");
+          }
+        });
+        group.appendChild(
+          el(
+            "label",
+            {
+              className: "style-choice" + (ok ? "" : " unavailable"),
+              "data-style": s.name,
+              title: ok ? window.I18N.tx(s.description || "") : unavailableText(s)
+            },
+            [input, el("span", { text: ok ? s.name : t("styles.unavailable", { name: s.name }) })]
+          )
+        );
+      });
+      box.appendChild(group);
+    });
+  }
+
+  function chosenStyles() {
+    return Array.prototype.map.call($("styles-groups").querySelectorAll("input:checked"), function (i) {
+      return i.value;
+    });
+  }
+
+  function runStyles() {
+    if (state.styleBusy) return;
+    var errorBox = $("styles-error");
+    message(errorBox, "");
+    var photo = stylePhoto();
+    if (!photo) {
+      message(errorBox, t("styles.error.nophoto"));
+      return;
+    }
+    var chosen = chosenStyles();
+    if (chosen.length < MIN_STYLES || chosen.length > MAX_STYLES) {
+      message(errorBox, t("styles.error.count", { min: MIN_STYLES, max: MAX_STYLES, count: chosen.length }));
+      return;
+    }
+    var fd = new FormData();
+    fd.append("styles", chosen.join(","));
+    fd.append("max_side", $("styles-size").value);
+    fd.append("file", photo.file, photo.path.split("/").pop());
+    state.styleBusy = true;
+    state.styleResult = null;
+    state.styleRun = { count: chosen.length, started: Date.now(), seconds: null };
+    $("styles-run").disabled = true;
+    renderStyleResult();
+    renderStyleStatus();
+    var timer = setInterval(renderStyleStatus, 1000);
+    upload("/api/styles/preview", fd, function () {})
+      .then(function (result) {
+        state.styleResult = result;
+        state.styleRun.seconds = result.seconds;
+        renderStyleResult();
+      })
+      .catch(function (err) {
+        state.styleRun = null;
+        message(errorBox, err.message || String(err));
+      })
+      .then(function () {
+        clearInterval(timer);
+        state.styleBusy = false;
+        $("styles-run").disabled = false;
+        renderStyleStatus();
+      });
+  }
+
+  /** "rendering 3 styles… 12 s" while it runs, then how long the server took. */
+  function renderStyleStatus() {
+    var run = state.styleRun;
+    var text = "";
+    if (run && run.seconds !== null) {
+      text = t("styles.done", { count: run.count, time: t("duration.s", { s: run.seconds.toFixed(1) }) });
+    } else if (run) {
+      text = t("styles.running", { count: run.count, time: formatDuration((Date.now() - run.started) / 1000) });
+    }
+    $("styles-status").textContent = text;
+  }
+
+  function renderStyleResult() {
+    var r = state.styleResult;
+    show($("styles-result"), !!r);
+    var rows = $("styles-rows");
+    rows.textContent = "";
+    if (!r) return;
+    var img = $("styles-sheet");
+    if (img.getAttribute("src") !== r.sheet) img.src = r.sheet;
+    img.alt = t("styles.sheet.alt", { name: r.image, styles: r.styles.join(", ") });
+    r.cells.forEach(function (c) {
+      var verdict = c.error
+        ? el("td", { className: "error-text", text: t("styles.failed", { error: c.error }) })
+        : el("td", { className: c.verdict || "", text: word("verdict", c.verdict) });
+      rows.appendChild(
+        el("tr", { "data-style": c.style }, [
+          el("td", null, [
+            el("strong", { text: c.style }),
+            c.style === r.best ? el("span", { className: "badge best", text: t("styles.best") }) : null
+          ]),
+          el("td", { text: formatScore(c.score_before) }),
+          el("td", { className: "score", text: formatScore(c.score) }),
+          verdict,
+          el("td", { text: t("duration.s", { s: (c.seconds || 0).toFixed(1) }) })
+        ])
+      );
+    });
+  }
+
+  function setupStyles() {
+    $("styles-pick").addEventListener("click", function () {
+      $("styles-file").click();
+    });
+    $("styles-file").addEventListener("change", function () {
+      var input = $("styles-file");
+      if (input.files && input.files[0]) state.styleFile = input.files[0];
+      input.value = "";
+      message($("styles-error"), "");
+      renderStylePhoto();
+    });
+    $("styles-photo-clear").addEventListener("click", function () {
+      state.styleFile = null;
+      renderStylePhoto();
+    });
+    $("styles-run").addEventListener("click", runStyles);
+    renderStylePhoto();
+  }
+
   // -- earlier batches ----------------------------------------------------------------------
 
   function loadHistory() {
@@ -2296,6 +2487,10 @@
     if (state.batch) updateBatch(state.batch);
     if (state.history) renderHistory(state.history);
     if ($("compare").open) renderCompare();
+    if (state.styles) renderStyles();
+    renderStylePhoto();
+    renderStyleStatus();
+    renderStyleResult();
     $("lang").setAttribute("lang", window.I18N.lang() === "en" ? "zh-CN" : "en");
   }
 
@@ -2310,6 +2505,7 @@
     window.I18N.onChange(rerender);
     setupDrop();
     setupCompare();
+    setupStyles();
     renderChosen();
     $("new-form").addEventListener("submit", onSubmit);
     $("preset").addEventListener("change", onPresetChange);
@@ -2348,6 +2544,7 @@
       if (id) openBatchById(decodeURIComponent(id));
     });
     loadHistory();
+    loadStyles();
   }
 
   start();
