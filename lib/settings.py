@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -70,6 +71,15 @@ class Settings(BaseSettings):
     gpu_concurrency: str = Field(
         "retouch-gpu", description="Name of the Prefect global concurrency limit guarding the GPU"
     )
+    gpu_memory_fraction: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Share of the GPU's memory this process's tensors may reach: tile and batch "
+        "sizes are cut so that one more forward pass keeps what torch holds under it (the rest "
+        "stays for other processes on the card, the CUDA context and fragmentation); no effect "
+        "on CPU",
+    )
     cache_days: float = Field(
         7.0, gt=0, description="How long Prefect's task cache entries stay valid"
     )
@@ -98,6 +108,13 @@ class Settings(BaseSettings):
         description="Bound on the workspace's result cache in bytes: after each run the least "
         "recently used results beyond it are evicted (never an image's current version); "
         "empty = unbounded",
+    )
+    metrics_port: Annotated[int, BeforeValidator(lambda v: v or 0)] = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus /metrics of `retouch serve` (its --metrics-port "
+        "overrides it); 0 or empty: off. `retouch web` serves /metrics on its own port",
     )
     # -- retouch web ------------------------------------------------------------------------
     web_token: str | None = Field(

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from retouch.lib.settings import get_settings
+
 CPU_BUDGET_BYTES = 2 * 1024**3
 """Activation memory allowed for one forward pass on CPU. A fixed amount, not a share of
 the machine's RAM, because several worker processes (and the images they hold) share it:
@@ -25,7 +27,8 @@ the machine's RAM, because several worker processes (and the images they hold) s
 CUDA_BUDGET_FRACTION = 0.5
 """Share of the GPU memory that is free (to the driver, plus what torch's allocator holds
 unused) that one forward pass may use. The rest stays for the input image, the blending
-buffer, fragmentation and other threads' models on the same card."""
+buffer, fragmentation and other threads' models on the same card. The ``gpu_memory_fraction``
+setting caps it further (:func:`memory_budget`)."""
 
 ACTIVATION_SAFETY = 2.0
 """Factor from the largest (input + output) of any module, as traced, to the real peak:
@@ -45,15 +48,24 @@ _cache_lock = threading.Lock()
 def memory_budget(device: str | torch.device) -> int:
     """Bytes of activation memory one forward pass on ``device`` may use.
 
-    CUDA: :data:`CUDA_BUDGET_FRACTION` of what is free now (``torch.cuda.mem_get_info`` plus
-    the allocator's unused cache). CPU: :data:`CPU_BUDGET_BYTES`.
+    CUDA, read at each call (``torch.cuda.mem_get_info``): the smaller of
+    :data:`CUDA_BUDGET_FRACTION` of what is free now (to the driver, plus the allocator's
+    unused cache) and what keeps this process's tensors under the ``gpu_memory_fraction``
+    setting of the card's total (that share of the total minus what torch has allocated now;
+    the pass may reuse the allocator's cache, so what the allocator reserves from the card
+    grows at most to the cap).
+    0 once the process is at or over its cap: the callers then take their smallest tile and
+    one item per pass. CPU: :data:`CPU_BUDGET_BYTES`.
     """
     dev = torch.device(device)
     if dev.type != "cuda":
         return CPU_BUDGET_BYTES
-    free, _total = torch.cuda.mem_get_info(dev)
-    cached = torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
-    return int(CUDA_BUDGET_FRACTION * (free + max(0, cached)))
+    free, total = torch.cuda.mem_get_info(dev)
+    allocated = torch.cuda.memory_allocated(dev)
+    cached = torch.cuda.memory_reserved(dev) - allocated
+    share = CUDA_BUDGET_FRACTION * (free + max(0, cached))
+    cap = get_settings().gpu_memory_fraction * total - allocated
+    return max(0, int(min(share, cap)))
 
 
 def _numel(value: Any) -> int:
