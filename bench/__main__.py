@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -60,6 +61,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "of a --quick run too (bench.diffusion_step: about 1 minute and 5 GB of memory on a "
         "2-core CPU; the full run always times it)",
     )
+    ap.add_argument(
+        "--long",
+        action="store_true",
+        help="the soak case for hours: no batch cap, --soak-minutes (default 240) of batches",
+    )
+    ap.add_argument(
+        "--soak-minutes",
+        type=float,
+        help="the soak case's time budget in minutes (default 8, --quick 6, --long 240)",
+    )
     args = ap.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in harness.ALL_CASES]
@@ -86,7 +97,7 @@ def _verdict(row: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """The comparison table, then one line each for scaling, coldstart and leak."""
+    """The comparison table, then the lines of scaling, coldstart, load, leak and soak."""
     head = (
         f"{'case':<12} {'images':>6} {'base s/img':>10} {'rtch s/img':>10} {'base img/s':>10} "
         f"{'rtch img/s':>10} {'ratio':>6} {'ovh ms/img':>10} {'base RSS':>8} {'rtch RSS':>8}  verdict"
@@ -98,7 +109,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         if "skipped" in r:
             notes.append(f"{case}: skipped: {r['skipped']}")
             continue
-        if "error" in r and case not in ("leak",):
+        if "error" in r and case not in ("leak", "soak"):
             notes.append(f"{case}: ERROR: {r['error'].strip().splitlines()[-1]}")
             continue
         if case in ("upscale", "upscale_gpu", "faces", "inpaint", "restyle", "classic"):
@@ -177,6 +188,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             from .loading import lines as load_lines
 
             notes.extend(load_lines([r]))
+        elif case == "soak":
+            from .soak import lines as soak_lines
+
+            notes.extend(soak_lines([r]))
         elif case == "leak":
             if "series" not in r:
                 notes.append(f"leak: ERROR: {r.get('error', '').strip()[-300:]}")
@@ -202,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or torch.get_num_threads()
     info = machine.describe(harness.REPO, threads)
     sizes = QUICK if args.quick else FULL
+    if args.long:
+        sizes = dataclasses.replace(sizes, soak_batches=10**9, soak_minutes=240.0)
+    if args.soak_minutes is not None:
+        sizes = dataclasses.replace(sizes, soak_minutes=args.soak_minutes)
     root = Path(tempfile.mkdtemp(prefix="retouch-bench-", dir=args.tmp))
     bench = harness.Bench(
         root=root,
@@ -214,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "quick": args.quick,
+        "long": args.long,
         "cases": args.case_list,
         "machine": info,
         "isolation": ISOLATION,
@@ -245,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                     root / "prefect-server", dict(os.environ), root / "server.log"
                 )
                 bench.server_url = stack.enter_context(server)
+                bench.server_home = root / "prefect-server"
                 result["prefect_server_start_s"] = round(time.perf_counter() - t, 2)
                 _log(
                     f"setup: Prefect server at {bench.server_url} in {result['prefect_server_start_s']} s"

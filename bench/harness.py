@@ -35,9 +35,10 @@ from .verdicts import (
 
 REPO = Path(__file__).resolve().parent.parent
 ALL_CASES = (
-    "upscale", "faces", "inpaint", "restyle", "classic", "scaling", "coldstart", "leak", "load"
+    "upscale", "faces", "inpaint", "restyle", "classic", "scaling", "coldstart", "leak", "load",
+    "soak",
 )  # fmt: skip
-SERVER_CASES = ("upscale", "faces", "inpaint", "restyle", "classic", "scaling", "leak")
+SERVER_CASES = ("upscale", "faces", "inpaint", "restyle", "classic", "scaling", "leak", "soak")
 RUN_TIMEOUT_S = 1500
 
 
@@ -48,6 +49,8 @@ class Bench:
     threads: int
     log: Callable[[str], None] = print
     server_url: str | None = None
+    server_home: Path | None = None
+    """The bench's Prefect server's PREFECT_HOME (its database, for the soak case)."""
     events: bool = False
     diffusion: bool = False
     """restyle also times one Stable Diffusion 1.5 step (``bench.diffusion_step``): the full
@@ -112,11 +115,12 @@ class Bench:
             images.write_set(data / "faces", len(s.faces), s.faces, ext="png", seed=2)
             self.inputs["faces"] = data / "faces"
             made["faces"] = {"count": len(s.faces), "sizes": s.faces, "format": "png"}
-        if any(c in cases for c in ("classic", "scaling", "leak")):
+        if any(c in cases for c in ("classic", "scaling", "leak", "soak")):
             count = max(
                 s.classic_count if "classic" in cases else 0,
                 s.scaling[1] if "scaling" in cases else 0,
                 s.leak_images,
+                s.soak_images,
             )
             paths = images.write_set(
                 data / "classic", count, [s.classic_size], ext="jpg", seed=3, prefix="photo"
@@ -125,6 +129,7 @@ class Bench:
             for n in s.scaling:
                 self.inputs[f"scaling-{n}"] = images.link_subset(paths[:n], data / f"scaling-{n}")
             self.inputs["leak"] = images.link_subset(paths[: s.leak_images], data / "leak")
+            self.inputs["soak"] = images.link_subset(paths[: s.soak_images], data / "soak")
             made["classic"] = {"count": count, "sizes": [s.classic_size], "format": "jpg q90"}
         if "upscale" in cases and cuda_available():
             images.write_set(
@@ -575,6 +580,12 @@ class Bench:
 
         run_dir = self.root / "runs" / "load"
         return loading.run(run_dir, self.env(run_dir, server=False), self.sizes.repeats + 1)
+
+    def case_soak(self) -> list[dict[str, Any]]:
+        """One ``retouch serve`` through many small batches (``bench/soak.py``)."""
+        from . import soak
+
+        return soak.case(self)
 
     def case_leak(self) -> list[dict[str, Any]]:
         preset, overrides = RECIPES["leak"]

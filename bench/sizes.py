@@ -28,6 +28,15 @@ class Sizes:
     """The steady-state comparison runs the upscale sizes this many times over (0: not run)."""
     repeats: int = 2
     """Timed runs per side in the model cases, in alternating order (the fastest counts)."""
+    soak_batches: int = 500
+    """Most batches the soak case queues on its one ``retouch serve`` (it also stops at
+    ``soak_minutes``)."""
+    soak_minutes: float = 8.0
+    """The soak case's time budget (``--soak-minutes``; ``--long``: hours, no batch cap)."""
+    soak_every: int = 50
+    """The soak case samples the serving process after every this many batches."""
+    soak_images: int = 4
+    """Images per soak batch (the first of the classic images)."""
 
 
 FULL = Sizes(
@@ -53,6 +62,9 @@ QUICK = Sizes(
     restyle=(2, [(128, 96), (96, 128)]),
     upscale_steady=2,
     repeats=1,
+    soak_batches=20,
+    soak_minutes=6.0,
+    soak_every=5,
 )
 
 # (preset, overrides) per case: retouch gets them as --preset/--set, the baseline applies the
@@ -62,6 +74,7 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "faces": ("portrait-restore", ["restore_faces.upscale=1"]),
     "classic": ("web-ready", ["fit.max_side=80"]),
     "leak": ("quick", []),
+    "soak": ("quick", []),
     "inpaint": ("remove-objects", []),
     # Full size on both sides (the port's script draws at the image's own size) and PNG out
     # (the script writes the input's format; lossless, so the outputs can be compared).
@@ -79,4 +92,7 @@ TARGETS = {
     "classic": "overhead < 15 ms per image",
     "scaling": "peak RSS(200 images) <= 1.2x peak RSS(20 images)",
     "leak": "RSS (and CUDA memory) after every batch within 5% of the level after the first",
+    "soak": "one `retouch serve` through many 4-image batches: its RSS, open fds, threads and "
+    "child processes at the last sample within 5% of the sample at batch 50 (--quick: 5); no "
+    "failed batch; API latency flat (median of the last 3 samples within 2x the first 3's)",
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,52 @@ def leak_verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out["cuda_max_deviation_pct"] = round(100 * cworst, 2)
         ok = ok and cworst <= 0.05
     out["within_5pct"] = ok
+    return out
+
+
+SOAK_FLAT = ("rss_mb", "fds", "threads", "children")
+
+
+def soak_verdict(
+    samples: list[dict[str, Any]], rows: list[dict[str, Any]], every: int
+) -> dict[str, Any]:
+    """The soak targets. Flat: the last sample within 5% of the one at batch ``every`` (the
+    first after the warm-up batches; the first sample when the run ended before it), for the
+    serving process's RSS, open file descriptors, threads and child processes (a count of 0
+    must stay 0). API latency flat: the median of the last 3 samples' latencies at most twice
+    the median of the first 3 (with fewer than 6 samples, halves of them). No failed batch:
+    every run Completed and delivered every image."""
+    base = next((s for s in samples if s["batch"] >= every), samples[0])
+    last = samples[-1]
+    out: dict[str, Any] = {"base_batch": base["batch"], "last_batch": last["batch"]}
+    ok = True
+    for key in SOAK_FLAT:
+        b, v = base[key], last[key]
+        dev = (v - b) / b if b else (0.0 if v == b else float("inf"))
+        flat = abs(dev) <= 0.05
+        out[key] = {"base": b, "last": v, "deviation_pct": round(100 * dev, 2), "flat": flat}
+        ok = ok and flat
+    k = max(1, min(3, len(samples) // 2))
+    first = statistics.median(s["api_ms"] for s in samples[:k])
+    tail = statistics.median(s["api_ms"] for s in samples[-k:])
+    out["api_ms"] = {
+        "first_median": round(first, 2),
+        "last_median": round(tail, 2),
+        "samples_each": k,
+        "ratio": round(tail / max(first, 1e-9), 2),
+        "flat": tail <= 2 * first,
+    }
+    images = max((r["succeeded"] + r["failed"] for r in rows), default=0)
+    failed = [
+        r["batch"]
+        for r in rows
+        if r["state"] != "Completed" or r["failed"] or r["succeeded"] != images
+    ]
+    out["failed_batches"] = failed
+    out["db_mb_per_batch"] = round(
+        (last["db_mb"] - samples[0]["db_mb"]) / max(last["batch"] - samples[0]["batch"], 1), 4
+    )
+    out["pass"] = ok and out["api_ms"]["flat"] and not failed and bool(rows)
     return out
 
 

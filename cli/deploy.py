@@ -63,16 +63,41 @@ def deploy(
 
 
 @reported(ValueError)
-def serve(inbox: InboxOpt = None, cron: CronOpt = None, preset: PresetOpt = None) -> None:
+def serve(
+    inbox: InboxOpt = None,
+    cron: CronOpt = None,
+    preset: PresetOpt = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics of the runs on this port at /metrics (default "
+            "RETOUCH_METRICS_PORT; 0: off)",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(help="Address /metrics listens on (0.0.0.0: every interface; no token)"),
+    ] = "127.0.0.1",
+) -> None:
     """Serve the deployments from this process (schedules and triggers included) on one box,
     as enhance-served and regenerate-served: apart from those `retouch deploy` applies, which
-    keep running when this process stops."""
-    from prefect import serve as prefect_serve
+    keep running when this process stops.
 
-    from retouch.deployments.serve import deployments
+    SIGTERM, SIGHUP or Ctrl-C stops it in order: no new run starts, each run in progress is
+    stopped and handed back (AwaitingRetry: the next `retouch serve` runs it again, reusing
+    the images finished before the stop); exit status 143 (128 + the signal)."""
+    from retouch.deployments.serve import serve_deployments
+    from retouch.lib.settings import get_settings
 
-    built = deployments(_config(None, inbox, cron, preset), served=True)
-    prefect_serve(*built)
+    port = get_settings().metrics_port if metrics_port is None else metrics_port
+    serve_deployments(
+        _config(None, inbox, cron, preset),
+        metrics_port=port,
+        metrics_host=metrics_host,
+        announce=lambda line: console.print(escape(line)),
+    )
 
 
 @reported()

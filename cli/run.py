@@ -23,6 +23,12 @@ from retouch.cli.common import (
 from retouch.cli.output import follow_events, print_summary, progress_bars
 from retouch.lib.recipe import DEFAULT_PRESET
 
+RESUMES = (
+    "the images finished before the stop are kept (results by content, in the workspace): "
+    "the same command again reuses them and does the rest"
+)
+"""Said when a signal stops a run before its end."""
+
 if TYPE_CHECKING:
     from retouch.flows.auto import AutoRun
     from retouch.flows.enhance import RunOptions
@@ -87,7 +93,10 @@ def run(
     """Run the four-phase batch flow over SOURCE and deliver the results to --out.
 
     Exit codes: 0 every image succeeded; 2 some failed (the rest are delivered, the manifest
-    says why); 1 nothing could be done (bad arguments, no images, missing model weights).
+    says why); 1 nothing could be done (bad arguments, no images, missing model weights);
+    143 stopped by SIGTERM (128 + the signal: 129 for SIGHUP) within 10 s, every process it
+    started stopped with it: the images finished before the stop are kept, and the same
+    command again reuses them and does the rest.
 
     Examples:
       retouch run samples --preset quick --out out/demo
@@ -117,6 +126,7 @@ def run(
 
         if not verbose:
             runtime.tidy_console()
+        runtime.set_termination_grace(hint=RESUMES)
         options = RunOptions(
             masks=masks, workspace=workspace, chunk_size=chunk_size, refresh=refresh, device=device
         )
@@ -128,9 +138,13 @@ def run(
                     runtime.start_embedded_server()
                 except Exception as exc:  # the server's own errors vary; the message says what
                     raise fail(f"could not start a local Prefect server: {exc}") from None
-                if auto:
-                    _run_auto(source, out_dir, overrides or [], options, json_out)
-                _run_one(source, out_dir, recipe, count, options, json_out)
+                try:
+                    if auto:
+                        _run_auto(source, out_dir, overrides or [], options, json_out)
+                    _run_one(source, out_dir, recipe, count, options, json_out)
+                except runtime.Terminated:
+                    console.print(f"retouch: stopped: {RESUMES}", highlight=False, soft_wrap=True)
+                    raise
         finally:
             stop_events()
     finally:

@@ -74,6 +74,10 @@ def web(
     RETOUCH_WEB_MAX_FILES, RETOUCH_WEB_MAX_FILE_BYTES and RETOUCH_WEB_MAX_BATCH_BYTES.
     The API is described at /openapi.json.
 
+    SIGTERM (or SIGHUP) stops the server: each running batch's process is stopped with it
+    (SIGTERM, SIGKILL after 8 s) and its batch runs again at the next start, reusing the
+    images finished before the stop; exit status 143 (128 + the signal).
+
     Examples:
       retouch web
       retouch web --host 0.0.0.0 --port 8080 --token "$(openssl rand -hex 16)"
@@ -94,7 +98,13 @@ def web(
 
     import uvicorn
 
+    from retouch.flows.runtime import set_termination_grace
     from retouch.web.app import create_app
+    from retouch.web.runner import KILL_GRACE_S
+
+    # On SIGTERM the batches' processes get KILL_GRACE_S to stop before they are killed, then
+    # the Prefect server stops: the deadline after which everything is killed comes later.
+    set_termination_grace(KILL_GRACE_S + 10)
 
     server = None
     try:

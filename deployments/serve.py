@@ -17,10 +17,17 @@ same as ``retouch run``'s) with optional ``overrides``; ``regenerate`` for
 ``retouch watch``, by hand with ``prefect event emit``, or by any system) starts a run with
 ``source`` and ``dest`` taken from the event's payload, using the configured preset. With an
 inbox configured it also has a nightly cron schedule over that inbox.
+
+With a metrics port (``retouch serve --metrics-port N`` or ``RETOUCH_METRICS_PORT``), the
+serving process answers Prometheus on ``/metrics``. Prefect runs each served flow run in a
+process of its own (``multiprocessing`` spawn), so the served flows carry an ``on_running``
+hook that makes that process write its progress events to the metrics server's spool
+(:func:`retouch.lib.metrics.record_to_spool`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field
@@ -76,10 +83,42 @@ deployment when its process stops, and under the applied deployments' own names 
 the team's schedule and trigger (``retouch deploy``) whenever a ``serve`` ended."""
 
 
-def deployments(config: TeamConfig | None = None, *, served: bool = False) -> list[Any]:
+def record_metrics(flow: Any, flow_run: Any, state: Any) -> None:
+    """``on_running`` hook of the served flows, run in the flow run's own process: its events
+    go to the serving process's metrics (nothing when that process serves no metrics)."""
+    from retouch.lib.metrics import record_to_spool
+
+    record_to_spool()
+
+
+_MODULE = "retouch.deployments.serve"  # also when run as ``python -m`` (then __main__)
+# The served flows with the metrics hook, by the attribute their entrypoints name.
+_METRICS_FLOWS = {
+    "enhance_with_metrics": ("retouch.flows.enhance", "enhance"),
+    "regenerate_with_metrics": ("retouch.flows.regenerate", "regenerate"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """``enhance_with_metrics`` and ``regenerate_with_metrics``: the flows a flow-run process of
+    ``retouch serve --metrics-port`` loads by entrypoint. Built on first use, so that importing
+    this module (``TeamConfig``, for the CLI) does not import the flows."""
+    if name not in _METRICS_FLOWS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _METRICS_FLOWS[name]
+    flow = getattr(importlib.import_module(module), attr)
+    return flow.with_options(on_running=[record_metrics])
+
+
+def deployments(
+    config: TeamConfig | None = None, *, served: bool = False, metrics: bool = False
+) -> list[Any]:
     """The deployments (also used by ``deploy`` and by tests to check parameters,
     schedules and triggers); ``served``: named for ``retouch serve`` (``enhance-served``,
-    ``regenerate-served``), apart from the applied ones."""
+    ``regenerate-served``), apart from the applied ones; ``metrics``: their flow runs report to
+    the serving process's ``/metrics`` (:func:`record_metrics`)."""
     from prefect.deployments.runner import EntrypointType
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
@@ -116,7 +155,7 @@ def deployments(config: TeamConfig | None = None, *, served: bool = False) -> li
             "preset": config.preset,
         },
     )
-    return [
+    built = [
         _with_preset_choices(
             enhance.to_deployment(
                 name="enhance" + suffix,
@@ -137,12 +176,42 @@ def deployments(config: TeamConfig | None = None, *, served: bool = False) -> li
             entrypoint_type=EntrypointType.MODULE_PATH,
         ),
     ]
+    if metrics:
+        # `serve` starts each flow run as `python -m prefect.engine`, which loads the flow by
+        # its entrypoint: there, the same flow with the hook that reports to /metrics.
+        for deployment, name in zip(built, _METRICS_FLOWS, strict=True):
+            deployment.entrypoint = f"{_MODULE}.{name}"
+    return built
+
+
+def serve_deployments(
+    config: TeamConfig | None = None,
+    *,
+    metrics_port: int = 0,
+    metrics_host: str = "127.0.0.1",
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the deployments from this process until it is stopped; with ``metrics_port``,
+    Prometheus metrics of their runs on ``http://metrics_host:metrics_port/metrics``.
+    ``announce`` gets the lines for the user (the metrics URL once it answers, what is served)."""
+    from retouch.flows.runtime import serve  # prefect.serve, stopped in order (hand-back)
+    from retouch.lib.metrics import MetricsServer
+
+    server = MetricsServer(metrics_port, metrics_host) if metrics_port else None
+    try:
+        if server is not None and announce is not None:
+            announce(f"metrics on {server.url}")
+        built = deployments(config, served=True, metrics=server is not None)
+        serve(*built, announce=announce or print)
+    finally:
+        if server is not None:
+            server.close()
 
 
 def main() -> None:
-    from prefect import serve
+    from retouch.lib.settings import get_settings
 
-    serve(*deployments(served=True))
+    serve_deployments(metrics_port=get_settings().metrics_port, announce=print)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from retouch.lib.settings import get_settings
 from retouch.web.deps import require_token
-from retouch.web.routes import batches, results, server, styles
+from retouch.web.routes import batches, metrics, results, server, styles
 from retouch.web.runner import Runner
 from retouch.web.schemas import ERRORS
 from retouch.web.security import Guard
@@ -73,6 +73,7 @@ def create_app(
     app.add_middleware(Guard, token=token)
     app.exception_handler(RequestValidationError)(_invalid)
     app.include_router(server.public)
+    app.include_router(metrics.router)  # /metrics, for Prometheus (token as the API)
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=static), name="static")
     for module in (server, batches, results, styles):

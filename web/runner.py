@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retouch.lib.metrics import Metrics
 from retouch.lib.settings import Settings
 from retouch.web.batches import Batch, now_iso
 
@@ -132,6 +133,8 @@ class Runner:
         self.lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # /metrics: fed from each running job's events file (this process runs no batch).
+        self.metrics = Metrics(queue=self.queue_depth)
 
     @classmethod
     def from_settings(cls, settings: Settings, prefect_api_url: str | None = None) -> Runner:
@@ -199,6 +202,7 @@ class Runner:
                 if job is None:
                     continue
                 batch.read_events()
+                self.metrics.poll(batch.id)
                 if job.proc is not None:
                     rc = job.proc.poll()
                     ended = rc is not None
@@ -235,6 +239,7 @@ class Runner:
                     job = Job(int(batch.open_job.get("job", batch.jobs)), batch.open_job["kind"])
                     job.pid = pid
                     batch.job = job
+                    self.metrics.follow(batch.id, batch.events_path)  # counted from now on
                     continue
                 self._finish(batch, None, vanished=True)
             pending = info.get("pending_job")
@@ -319,6 +324,11 @@ class Runner:
     def running_count(self) -> int:
         return sum(1 for b in self.batches.values() if b.job is not None)
 
+    def queue_depth(self) -> tuple[int, int]:
+        """Batches (waiting, running) now."""
+        with self.lock:
+            return len(self.queue), self.running_count()
+
     def _start_queued(self) -> None:
         """Start waiting jobs in order while slots are free (a batch runs one job at a time)."""
         self.queue = deque((b, j) for b, j in self.queue if b in self.batches)
@@ -371,6 +381,7 @@ class Runner:
             }
         )
         log = batch.folder / f"job-{job.number}.log"
+        self.metrics.follow(batch.id, batch.events_path)  # what the job's process adds
         try:
             with open(log, "wb") as err, open(batch.folder / f"job-{job.number}.out", "wb") as out:
                 job.proc = subprocess.Popen(
@@ -383,6 +394,7 @@ class Runner:
                     start_new_session=True,  # its own process group: cancel stops all of it
                 )
         except OSError as exc:
+            self.metrics.forget(batch.id)
             batch.append_event(
                 {
                     "event": "web-job-end",
@@ -408,6 +420,7 @@ class Runner:
     def _finish(self, batch: Batch, rc: int | None, vanished: bool = False) -> None:
         """Write the job's end marker: its state, error and exit code."""
         batch.read_events()
+        self.metrics.poll(batch.id, last=True)
         job = batch.job
         kind = (batch.open_job or {}).get("kind", job.kind if job else "run")
         error: str | None = None
