@@ -150,16 +150,20 @@ def table(rows: list[dict[str, Any]]) -> str:
                     f"{_fmt(a['max_abs_diff'], 'd')} levels (tolerance "
                     f"{a['tolerance_levels']}): {'agree' if a['agree'] else 'DIFFERENT'}"
                 )
-            sd = r.get("diffusion_step")
-            if sd and "seconds_per_step" in sd:
-                notes.append(
-                    f"{case}: one guided SD 1.5 UNet step at {sd['side']} px "
-                    f"({sd['parameters'] / 1e6:.0f}M parameters, float32, "
-                    f"{sd['torch_threads']} threads): {sd['seconds_per_step']:.2f} s "
-                    f"(calls {sd['calls_s']} s; load average {sd['load_avg_at_start']})"
-                )
-            elif sd:
-                notes.append(f"{case}: SD step: ERROR: {sd['error'].strip()[-300:]}")
+            for key in ("diffusion_step", "diffusion_step_gpu"):
+                sd = r.get(key)
+                if sd and "seconds_per_step" in sd:
+                    notes.append(
+                        f"{case}: one guided SD 1.5 UNet step at {sd['side']} px "
+                        f"({sd['parameters'] / 1e6:.0f}M parameters, {sd['dtype']} on "
+                        f"{sd.get('device', 'cpu')}, {sd['torch_threads']} threads): "
+                        f"{sd['seconds_per_step']:.2f} s (calls {sd['calls_s']} s; load "
+                        f"average {sd['load_avg_at_start']})"
+                    )
+                elif sd and "skipped" in sd:
+                    notes.append(f"{case}: SD step on a GPU: skipped: {sd['skipped']}")
+                elif sd:
+                    notes.append(f"{case}: SD step: ERROR: {sd['error'].strip()[-300:]}")
             if r.get("repeats"):
                 notes.append(
                     f"{case}: {r['repeats']} runs per side in alternating order, wall s: "

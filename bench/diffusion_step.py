@@ -53,29 +53,41 @@ def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def measure(side: int = 512, repeats: int = 3, log: Any = print) -> dict[str, Any]:
-    """Build the UNet and time ``repeats`` guided steps at ``side`` x ``side`` pixels."""
+def measure(
+    side: int = 512, repeats: int = 3, log: Any = print, device: str = "cpu"
+) -> dict[str, Any]:
+    """Build the UNet and time ``repeats`` guided steps at ``side`` x ``side`` pixels, on
+    ``device`` (float32 on CPU; float16 on CUDA, as retouch runs it there)."""
     import torch
     from diffusers import UNet2DConditionModel
+
+    dev = torch.device(device)
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
 
     load_start = [round(x, 2) for x in os.getloadavg()]
     torch.manual_seed(0)
     t = time.perf_counter()
-    unet = UNet2DConditionModel(**SD15_UNET).eval()  # float32: torch's default dtype
+    unet = UNet2DConditionModel(**SD15_UNET).eval().to(dev, dtype)
     build_s = time.perf_counter() - t
     params = sum(p.numel() for p in unet.parameters())
-    log(f"sd-step: UNet built in {build_s:.1f} s: {params / 1e6:.1f}M parameters, float32")
+    log(f"sd-step: UNet built in {build_s:.1f} s: {params / 1e6:.1f}M parameters, {dtype}")
 
     latent = side // 8
     # Classifier-free guidance: the unconditional and the conditional pass as one batch of 2.
-    sample = torch.randn(2, unet.config.in_channels, latent, latent)
-    text = torch.randn(2, TEXT_TOKENS, TEXT_DIM)
-    timestep = torch.tensor(500)
+    sample = torch.randn(2, unet.config.in_channels, latent, latent).to(dev, dtype)
+    text = torch.randn(2, TEXT_TOKENS, TEXT_DIM).to(dev, dtype)
+    timestep = torch.tensor(500, device=dev)
     calls: list[float] = []
     with torch.inference_mode():
         for k in range(repeats + 1):
+            sync()
             t = time.perf_counter()
             out = unet(sample, timestep, encoder_hidden_states=text).sample
+            sync()
             calls.append(time.perf_counter() - t)
             what = "warm-up" if k == 0 else f"call {k}/{repeats}"
             log(f"sd-step: {what}: {calls[-1]:.2f} s")
@@ -86,7 +98,8 @@ def measure(side: int = 512, repeats: int = 3, log: Any = print) -> dict[str, An
         "seconds_per_step": round(statistics.median(calls[1:]), 3),
         "what": f"one Stable Diffusion 1.5 UNet call at {side}x{side} with classifier-free "
         f"guidance: latent batch 2x4x{latent}x{latent}, encoder_hidden_states "
-        f"2x{TEXT_TOKENS}x{TEXT_DIM}, timestep 500; float32, eval, inference_mode; median "
+        f"2x{TEXT_TOKENS}x{TEXT_DIM}, timestep 500; {str(dtype).removeprefix('torch.')} on "
+        f"{device}, eval, inference_mode; median "
         f"of {repeats} calls after one warm-up",
         "side": side,
         "latent_shape": [2, 4, latent, latent],
@@ -94,7 +107,8 @@ def measure(side: int = 512, repeats: int = 3, log: Any = print) -> dict[str, An
         "warmup_s": round(calls[0], 3),
         "build_s": round(build_s, 2),
         "parameters": params,
-        "dtype": "float32",
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": device,
         "attention_processors": attn,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -134,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--side", type=int, default=512, help="image side in pixels (default 512)")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu (float32) or cuda (float16)")
     ap.add_argument("--out", type=Path, help="JSON file (default bench/results/...-sd-step.json)")
     args = ap.parse_args(argv)
     if args.side % 8 or args.side < 64 or args.repeats < 1:
@@ -151,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         f"({torch.get_num_threads()} threads), load average {info['load_avg_at_start']}",
         flush=True,
     )
-    result = measure(args.side, args.repeats, log=lambda m: print(m, flush=True))
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device here")
+    result = measure(
+        args.side, args.repeats, log=lambda m: print(m, flush=True), device=args.device
+    )
     report = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(

@@ -482,19 +482,27 @@ class Bench:
         res["pass"] = res["valid"] and res.get("loop_ratio", 0.0) >= 1.0
         if self.diffusion:
             res["diffusion_step"] = self.diffusion_step()
+            if cuda_available():
+                res["diffusion_step_gpu"] = self.diffusion_step("cuda")
+            else:
+                res["diffusion_step_gpu"] = {
+                    "skipped": "no CUDA device here (torch.cuda.is_available() is False); "
+                    "the float16 step is timed where one is"
+                }
         return [res]
 
-    def diffusion_step(self) -> dict[str, Any]:
+    def diffusion_step(self, device: str = "cpu") -> dict[str, Any]:
         """``python -m bench.diffusion_step`` in its own process (same environment as every
-        run): seconds per guided 512 px step of a full-size SD 1.5 UNet."""
-        run_dir = self.root / "runs" / "sd-step"
+        run): seconds per guided 512 px step of a full-size SD 1.5 UNet on ``device``."""
+        run_dir = self.root / "runs" / f"sd-step-{device}"
         report = run_dir / "sd-step.json"
         argv = [sys.executable, "-m", "bench.diffusion_step", "--out", str(report)]
+        argv += ["--device", device]
         argv += ["--repeats", "1" if self.sizes.repeats <= 1 else "3"]
         self.log("  sd-step   one guided SD 1.5 UNet step at 512 px (build, warm-up, timed) ...")
         m = run_measured(
             argv,
-            env=self.env(run_dir, server=False),
+            env=self.env(run_dir, server=False, device=device),
             cwd=REPO,
             log_path=run_dir / "log.txt",
             timeout_s=RUN_TIMEOUT_S,
