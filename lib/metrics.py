@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -40,6 +39,7 @@ from pydantic import ValidationError
 
 from retouch.lib import progress
 from retouch.lib.errors import RetouchError
+from retouch.lib.perf import cuda_in_use
 
 NAMESPACE = "retouch"
 IN_PROCESS = "in-process"
@@ -462,18 +462,6 @@ def _descendants_rss(root: int) -> tuple[int, int]:
     return count, total * os.sysconf("SC_PAGE_SIZE")
 
 
-def _cuda() -> Any:
-    """``torch.cuda`` when this process already uses CUDA, else None. Never imports torch
-    nor starts CUDA: a scrape must not cost a web server a GPU context (hundreds of MB)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    try:
-        return torch.cuda if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    except Exception:
-        return None
-
-
 _nvml_state: dict[str, Any] = {}
 
 
@@ -513,7 +501,7 @@ def _gpu_metrics() -> Iterator[Metric]:
             log.warning("metrics: NVML failed: %s", exc)
         else:
             yield from (util, used, total)
-    cuda = _cuda()
+    cuda = cuda_in_use()
     if cuda is None:
         return
     try:

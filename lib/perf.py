@@ -37,10 +37,11 @@ def peak_rss_bytes() -> int:
     return int(peak) * 1024  # kilobytes on Linux
 
 
-def _cuda() -> Any:
-    """``torch.cuda`` when this process uses CUDA, else None. Never imports torch: a run that
-    has not imported it (classic operations only) has no GPU figures to report, and the
-    import costs seconds."""
+def cuda_in_use() -> Any:
+    """``torch.cuda`` when this process already uses CUDA, else None. Never imports torch nor
+    starts CUDA: a run that has not imported it (classic operations only) has no GPU figures
+    to report, the import costs seconds, and a metrics scrape must not cost a web server a
+    GPU context (hundreds of MB)."""
     torch = sys.modules.get("torch")
     if torch is None:
         return None
@@ -149,7 +150,7 @@ class RunMeter:
             now = rss_bytes()
             if now is not None and now > self.rss_peak:
                 self.rss_peak = now
-            cuda = _cuda()
+            cuda = cuda_in_use()
             if cuda is not None:
                 try:
                     self._gpu_util.append(float(cuda.utilization()))
@@ -209,7 +210,7 @@ class RunMeter:
             out["worker_processes"] = int(workers_now["processes"])
             out["worker_cpu_s"] = round(worker_cpu, 2)
             out["worker_peak_rss_mb"] = _mb(int(workers_now["peak_rss"]))
-        cuda = _cuda()
+        cuda = cuda_in_use()
         if cuda is not None:
             try:
                 out["gpu"] = {

@@ -4,12 +4,12 @@ default runner, and the model built once in each worker."""
 from __future__ import annotations
 
 import io
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+
+from tests.deployments.dask_runs import delivered_images, pool_loads
 
 pytest.importorskip("prefect_dask")
 
@@ -22,22 +22,6 @@ def _jpeg(seed: int) -> bytes:
     buf = io.BytesIO()
     PILImage.fromarray(arr).save(buf, "JPEG", quality=90)
     return buf.getvalue()
-
-
-def _images(dest: Path) -> dict[str, bytes]:
-    out = {}
-    for archive in sorted(dest.glob("*.zip")):
-        with zipfile.ZipFile(archive) as zf:
-            for name in zf.namelist():
-                if not name.endswith("/"):
-                    out[name] = zf.read(name)
-    return out
-
-
-def _pool_loads() -> dict[str, int]:
-    from retouch.lib.models.pool import default_pool
-
-    return {repr(k): v for k, v in default_pool().loads.items()}
 
 
 def test_process_phase_on_dask_matches_default_runner(prefect_server, tmp_path, monkeypatch):
@@ -70,10 +54,10 @@ def test_process_phase_on_dask_matches_default_runner(prefect_server, tmp_path, 
         summary = enhance_on_dask(cluster.scheduler_address)(
             str(src), str(tmp_path / "dask"), recipe=recipe, options=options
         )
-        loads = client.run(_pool_loads)
+        loads = client.run(pool_loads)
 
     assert summary.succeeded == 6
-    a, b = _images(tmp_path / "default"), _images(tmp_path / "dask")
+    a, b = delivered_images(tmp_path / "default"), delivered_images(tmp_path / "dask")
     assert len(a) == 6 and a.keys() == b.keys()
     assert all(a[n] == b[n] for n in a)
     assert len(loads) == 2

@@ -9,12 +9,13 @@ import json
 import os
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+
+from tests.deployments.dask_runs import delivered_images, pool_loads
 
 pytest.importorskip("prefect_dask")
 from distributed import WorkerPlugin  # noqa: E402
@@ -33,22 +34,6 @@ def _jpeg(seed: int, size: tuple[int, int] = SIZE) -> bytes:
     buf = io.BytesIO()
     PILImage.fromarray(arr).save(buf, "JPEG", quality=90)
     return buf.getvalue()
-
-
-def _images(dest: Path) -> dict[str, bytes]:
-    out = {}
-    for archive in sorted(dest.glob("*.zip")):
-        with zipfile.ZipFile(archive) as zf:
-            for name in zf.namelist():
-                if not name.endswith("/"):
-                    out[name] = zf.read(name)
-    return out
-
-
-def _pool_loads() -> dict[str, int]:
-    from retouch.lib.models.pool import default_pool
-
-    return {repr(k): v for k, v in default_pool().loads.items()}
 
 
 def _worker_addresses(dask_scheduler) -> list[str]:
@@ -71,7 +56,7 @@ class PoolLoadsRecorder(WorkerPlugin):
     def transition(self, key, start, finish, *args, **kwargs) -> None:
         if start == "executing":  # a task finished: its model loads are in the pool
             path = Path(self.folder) / f"{os.getpid()}.json"
-            path.write_text(json.dumps({"address": self.address, "loads": _pool_loads()}))
+            path.write_text(json.dumps({"address": self.address, "loads": pool_loads()}))
 
 
 def _recorded_loads(folder: Path) -> dict[str, dict[str, int]]:
@@ -147,14 +132,14 @@ def test_adaptive_cluster_grows_under_load_and_shrinks_after(prefect_server, tmp
             )
             grown = max(watch.counts)
             shrunk = watch.wait_until(lambda: watch.counts[-1] == 1, deadline_s=60)
-            live = client.run(_pool_loads)
+            live = client.run(pool_loads)
             events = client.get_events("all")
         finally:
             watch.stopped.set()
             watch.join()
 
     assert summary.succeeded == IMAGES
-    a, b = _images(tmp_path / "default"), _images(tmp_path / "dask")
+    a, b = delivered_images(tmp_path / "default"), delivered_images(tmp_path / "dask")
     assert len(a) == IMAGES and a.keys() == b.keys()
     assert all(a[n] == b[n] for n in a)
     # One worker to start with, two while the chunks waited, one again once they were done.
@@ -208,7 +193,7 @@ def test_a_cluster_for_one_run_adapts_from_its_minimum(prefect_server, tmp_path,
         str(src), str(tmp_path / "dask"), recipe=recipe, options=options
     )
     assert default.succeeded == summary.succeeded == 2
-    assert _images(tmp_path / "default") == _images(tmp_path / "dask")
+    assert delivered_images(tmp_path / "default") == delivered_images(tmp_path / "dask")
 
 
 @pytest.mark.parametrize("adapt", [(2, 1), (-1, 2), (0, 0)])
