@@ -72,12 +72,20 @@ class StepStarted(_Event):
 
 
 class FramesDone(_Event):
-    """A video's process phase has ``done`` of its ``total`` frames."""
+    """A video's process phase has ``done`` of its ``total`` frames (frames of segments
+    stored by an earlier run count as done), at ``fps`` frames per second of this run's
+    own work, with ``eta_s`` seconds left at that rate; ``segment`` of ``segments`` is the
+    one being processed."""
 
     event: Literal["frames"] = "frames"
     name: str
     done: int
     total: int | None = None
+    fps: float | None = None
+    eta_s: float | None = None
+    segment: int | None = None
+    segments: int | None = None
+    reused: bool = Field(False, description="The frames were in a segment stored earlier")
 
 
 class ApprovalWaiting(_Event):

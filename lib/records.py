@@ -111,6 +111,11 @@ class InputInfo(FileInfo):
     frames: int | None = None
     start: Number | None = Field(None, description="A video's first frame time (seconds)")
     duration: Number | None = Field(None, description="A video's length (seconds)")
+    segments: list[tuple[int | None, int | None, int]] | None = Field(
+        None,
+        description="A video's segments, cut at its key frames: [start_pts, end_pts, "
+        "frames] in its time base (null: the clip's start or end)",
+    )
 
 
 class Faces(SubRecord):

@@ -39,6 +39,7 @@ def make_clip(
     time_base: Fraction = Fraction(1, 90000),
     rotation: int | None = None,
     fmt: str | None = None,
+    gop: int | None = None,
 ) -> list[Fraction]:
     """Write a clip and return its frame times in seconds (exact).
 
@@ -55,6 +56,8 @@ def make_clip(
     v.width, v.height, v.pix_fmt = width, height, pix_fmt
     v.time_base = time_base
     v.codec_context.time_base = time_base
+    if gop is not None:  # a key frame every ``gop`` frames (x264's default: 250)
+        v.codec_context.gop_size = gop
     if rotation is not None:
         v.set_display_rotation(rotation)
     a = None

@@ -53,12 +53,15 @@ def list_inputs(
     return records, skipped
 
 
-def prepare_one(record: ImageRecord, settings: Settings) -> ImageRecord:
-    """Read, fingerprint, validate (full decode) and analyse one image (or video)."""
+def prepare_one(
+    record: ImageRecord, settings: Settings, segment_seconds: float | None = None
+) -> ImageRecord:
+    """Read, fingerprint, validate (full decode) and analyse one image (or video, cut into
+    segments of at least ``segment_seconds``: the recipe's ``export.video`` setting)."""
     if is_video(record):
         from retouch.lib.video import phases
 
-        return phases.prepare_video(record, settings)
+        return phases.prepare_video(record, settings, segment_seconds)
     started = time.perf_counter()
     try:
         data = storage.read_bytes(record.uri, max_bytes=settings.max_file_bytes)

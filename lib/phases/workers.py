@@ -55,7 +55,8 @@ so it reaches worker processes by reference."""
 def prepare_batch(
     records: list[ImageRecord], config: RunConfig, ctx: RunContext
 ) -> list[ImageRecord]:
-    return [prepare_one(r, ctx.settings) for r in records]
+    seconds = config.recipe.export.video.segment_seconds
+    return [prepare_one(r, ctx.settings, seconds) for r in records]
 
 
 def process_batch(

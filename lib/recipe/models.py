@@ -229,6 +229,13 @@ class VideoSettings(BaseModel):
         description="Encoder speed preset (x264/x265: ultrafast..veryslow; SVT-AV1: 0-13); "
         "default: the encoder's own",
     )
+    segment_seconds: float = Field(
+        10.0,
+        ge=0.5,
+        le=3600,
+        description="Videos are processed in segments of at least this many seconds, cut "
+        "at the clip's key frames; a stopped run resumes after the last finished segment",
+    )
     container: Literal["same", "mp4", "mkv", "mov"] = Field(
         "same",
         description="Output container: same = the input's (mp4, mov, mkv; WebM stays WebM "

@@ -78,6 +78,7 @@ class VideoInfo:
     streams: list[StreamInfo] = field(default_factory=list)
     sample: Image | None = None  # the frame at the middle of the clip, upright
     pts: list[int] = field(default_factory=list, repr=False)
+    keyframes: list[int] = field(default_factory=list, repr=False)  # pts of key frames
 
     @property
     def display_width(self) -> int:
@@ -263,6 +264,7 @@ def probe_video(path: str, label: str, *, pixel_limit: int) -> VideoInfo:
         middle: Fraction | None = None  # where the sample frame is taken (from the first)
         vs.thread_type = "AUTO"
         pts: list[int] = []
+        keyframes: list[int] = []
         rotation = 0
         sample: Image | None = None
         try:
@@ -281,6 +283,8 @@ def probe_video(path: str, label: str, *, pixel_limit: int) -> VideoInfo:
                     half = Fraction(stream_span or 0) / 2
                     middle = Fraction(frame.pts) * tb + half
                 pts.append(frame.pts)
+                if frame.key_frame:
+                    keyframes.append(frame.pts)
                 if sample is None and (middle is None or Fraction(frame.pts) * tb >= middle):
                     sample = frame_image(frame, rotation)
         except av.FFmpegError as exc:
@@ -326,6 +330,7 @@ def probe_video(path: str, label: str, *, pixel_limit: int) -> VideoInfo:
             streams=_streams(container),
             sample=sample,
             pts=pts,
+            keyframes=keyframes,
         )
 
 

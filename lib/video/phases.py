@@ -2,12 +2,15 @@
 
 - **prepare**: fingerprint (sha256, streamed), probe by decoding every frame (a per-file
   failure with the reason for no video stream, a truncated or corrupt file, no frames),
-  analyse the middle frame for the report's groups and suggestions.
+  plan the segments at key frames, analyse the middle frame for the report's groups and
+  suggestions.
 - **process**: every frame through the recipe's steps (the same operations and model
-  pool as images), encoded with the source's timestamps, joined with the source's audio
-  and subtitles; the output's frame times are read back and must equal the source's. The
-  encoded file is stored in the workspace under a key of the source's content, the
-  recipe (steps, op versions, weights, per-file inputs such as a mask) and the encoding.
+  pool as images), segment by segment (cut at key frames when prepared), each encoded
+  with the source's timestamps and stored as soon as it is done (a stopped run resumes
+  with the rest), then joined with the source's audio and subtitles; the output's frame
+  times are read back and must equal the source's. The encoded file is stored in the
+  workspace under a key of the source's content, the recipe (steps, op versions, weights,
+  per-file inputs such as a mask), the encoding and the segments.
 - **review**: a few frames sampled across the clip are scored as images are; the worst
   one stands for the clip and gives the thumbnails.
 - **export**: the stored file is delivered under its planned name (container extension).
@@ -25,7 +28,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from fractions import Fraction
 from typing import Any
 
@@ -34,12 +37,13 @@ from retouch.lib.errors import InvalidVideoError, RetouchError, reason_of
 from retouch.lib.image import Image, downscaled
 from retouch.lib.ops.registry import registry
 from retouch.lib.quality import analysis
+from retouch.lib.recipe import VideoSettings
 from retouch.lib.records import Analysis, ImageRecord, InputInfo, OutputInfo
 from retouch.lib.settings import Settings
 from retouch.lib.sources import extension
 from retouch.lib.video import media, segments
 
-VIDEO_KEY_LAYOUT = "video-1"
+VIDEO_KEY_LAYOUT = "video-2"
 """Part of every video result key: bump it when the same inputs would give another file."""
 
 REVIEW_SAMPLES = (Fraction(1, 6), Fraction(1, 2), Fraction(5, 6))
@@ -116,8 +120,12 @@ def local_source(uri: str, max_bytes: int) -> Iterator[tuple[str, str, int]]:
 # -- prepare -----------------------------------------------------------------------------------
 
 
-def prepare_video(record: ImageRecord, settings: Settings) -> ImageRecord:
-    """Fingerprint and probe one video (every frame decoded once), analyse its middle frame."""
+def prepare_video(
+    record: ImageRecord, settings: Settings, segment_seconds: float | None = None
+) -> ImageRecord:
+    """Fingerprint and probe one video (every frame decoded once), plan its segments (cut
+    at key frames, at least ``segment_seconds`` each; default ``export.video``'s), analyse
+    its middle frame."""
     from retouch.lib.phases.context import jsonable
     from retouch.lib.phases.prepare import ANALYSIS_MAX_SIDE
 
@@ -127,8 +135,15 @@ def prepare_video(record: ImageRecord, settings: Settings) -> ImageRecord:
             record.bytes = size
             record.sha256 = sha
             info = media.probe_video(path, record.name, pixel_limit=settings.pixel_limit)
+        seconds = segment_seconds or VideoSettings().segment_seconds
         record.input = InputInfo.model_validate(
-            {"format": extension(record.name), **info.to_json()}
+            {
+                "format": extension(record.name),
+                **info.to_json(),
+                "segments": segments.plan_segments(
+                    info.pts, info.keyframes, info.time_base, seconds
+                ),
+            }
         )
         if info.bit_depth > 8:
             record.problems.append(
@@ -166,12 +181,12 @@ def video_key(
     weights: dict[str, str],
     device: str,
     *,
-    start_pts: int | None = None,
-    end_pts: int | None = None,
+    segment: int | None = None,
 ) -> str:
-    """The result key of a video (or of its segment ``[start_pts, end_pts)``): the source's
+    """The result key of a video (or of its ``segment``-th segment, from 0): the source's
     sha256, the recipe's steps with op versions and their per-file inputs (a mask), the
-    weights they use, and the encoding (codec, CRF, preset, container)."""
+    weights they use, the encoding (codec, CRF, preset, container) and the segments it is
+    cut into (each is encoded on its own)."""
     assert record.sha256 is not None
     op_ctx = ctx.op_context(record.name, device, record.uri)
     ops = registry()
@@ -188,23 +203,35 @@ def video_key(
         "weights": {k: v for k, v in weights.items() if k in used},
         "inputs": inputs,
         "encoding": encoding(record, ctx)[0].key(),
-        "segment": [start_pts, end_pts],
+        "segments": [list(span) for span in plan(record)],
+        "segment": segment,
     }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
-def frame_processor(record: ImageRecord, ctx: Any, device: str) -> segments.FrameFn:
+def plan(record: ImageRecord) -> list[segments.Span]:
+    """``record``'s segments as prepared (one segment, the whole clip, when it has none)."""
+    spans = record.input.segments
+    if spans:
+        return [(a, b, n) for a, b, n in spans]
+    return [(None, None, record.input.frames or 0)]
+
+
+def frame_processor(
+    record: ImageRecord, ctx: Any, device: str, first: int = 0
+) -> segments.FrameFn:
     """The recipe's steps as one function over a frame (steps parsed and op context built
-    once per video; models come from the process's pool, so they load once). Every frame
-    shares the video's ``clip_id`` (its sha256)."""
+    once per segment; models come from the process's pool, so they load once). Every frame
+    shares the video's ``clip_id`` (its sha256). ``first``: how many frames of the clip come
+    before the ones it is given (errors name the frame by its number in the clip)."""
     op_ctx = ctx.op_context(record.name, device, record.uri)
     op_ctx.clip_id = record.sha256 or ""
     steps = [
         (number, step.op, registry().get(step.op), step.parsed())
         for number, step in enumerate(ctx.recipe.steps, start=1)
     ]
-    counter = {"frame": 0}
+    counter = {"frame": first}
 
     def run(image: Image) -> Image:
         counter["frame"] += 1
@@ -237,10 +264,14 @@ def process_video(
 ) -> ImageRecord:
     """Run the recipe on every frame of one video and store the encoded result.
 
-    One segment covers the whole clip in this version (``start_pts=end_pts=None``). A stored
-    result under the same key is reused without decoding anything. The output's frame
-    count and every frame time are read back from the written file and compared with the
-    source's: a difference fails the video, never delivers a shorter or shifted one.
+    The clip is processed segment by segment (:func:`plan`); each encoded segment is stored
+    in the workspace under its own key as soon as it is done, so a run stopped part-way
+    (killed, a power cut) resumes with the segments it had not finished, and the joined
+    file is the same bytes as an uninterrupted run's. The segments are removed once the
+    joined result is stored. A stored result under the same key is reused without decoding
+    anything. The output's frame count and every frame time are read back from the written
+    file and compared with the source's: a difference fails the video, never delivers a
+    shorter or shifted one.
     """
     from retouch.lib.phases.process import emit_processed
 
@@ -259,7 +290,7 @@ def process_video(
             record.output = _output_fields(meta)
             record.problems += [n for n in meta.get("notes", []) if n not in record.problems]
         else:
-            _compute(record, ctx, device, key)
+            _compute(record, ctx, weights, device, key)
     except RetouchError as exc:
         record.fail("process", reason_of(exc))
     except Exception as exc:  # e.g. a model running out of memory on this video only
@@ -269,54 +300,168 @@ def process_video(
     return record
 
 
-def _compute(record: ImageRecord, ctx: Any, device: str, key: str) -> None:
-    enc, container_note = encoding(record, ctx)
-    total = record.input.frames or 0
-    calls_before = ctx.counters.get("model_calls", 0)
+class _FrameMeter:
+    """Frames done of a clip, the rate of this run's own work and the time left at it."""
 
-    def on_frame(done: int) -> None:
-        if done % PROGRESS_EVERY == 0 or done == total:
-            progress.emit(progress.FramesDone(name=record.name, done=done, total=total))
+    def __init__(self, name: str, total: int, segments: int):
+        self.name, self.total, self.segments = name, total, segments
+        self.done = 0
+        self.computed = 0
+        self.since: float | None = None
+
+    def reused(self, index: int, frames: int) -> None:
+        self.done += frames
+        self._emit(index, reused=True)
+
+    def frame(self, index: int, in_segment: int, last: bool) -> None:
+        if self.since is None:
+            self.since = time.perf_counter()
+        self.done += 1
+        self.computed += 1
+        if self.done % PROGRESS_EVERY == 0 or last:
+            self._emit(index, reused=False)
+
+    def _emit(self, index: int, *, reused: bool) -> None:
+        fps = eta = None
+        if self.since is not None and self.computed:
+            elapsed = max(time.perf_counter() - self.since, 1e-6)
+            fps = round(self.computed / elapsed, 3)
+            eta = round(max(0, self.total - self.done) / fps, 1)
+        progress.emit(
+            progress.FramesDone(
+                name=self.name,
+                done=self.done,
+                total=self.total,
+                fps=fps,
+                eta_s=eta,
+                segment=index + 1,
+                segments=self.segments,
+                reused=reused,
+            )
+        )
+
+
+def _stored_segment(
+    ctx: Any, key: str, span: segments.Span, stack: ExitStack
+) -> segments.SegmentResult | None:
+    """The segment stored under ``key`` (made by this run when it refreshes), as a local
+    file kept for the join, or None."""
+    if not ctx.workspace.has_result(key):
+        return None
+    meta = ctx.workspace.result_meta(key)
+    if ctx.refresh and meta.get("run") != ctx.run_id:
+        return None
+    path, _sha, _size = stack.enter_context(
+        local_source(ctx.workspace.result_file(key), 1 << 62)
+    )
+    return segments.SegmentResult(
+        path,
+        span[0],
+        span[1],
+        Fraction(meta["time_base"]),
+        [int(p) for p in meta["pts"]],
+        int(meta["width"]),
+        int(meta["height"]),
+        list(meta.get("notes", [])),
+    )
+
+
+def _segment(
+    record: ImageRecord,
+    ctx: Any,
+    device: str,
+    source: str,
+    index: int,
+    span: segments.Span,
+    key: str,
+    tmp: str,
+    meter: _FrameMeter,
+    stack: ExitStack,
+) -> segments.SegmentResult:
+    """Segment ``index`` of the clip: the stored one, else processed, encoded and stored."""
+    stored = _stored_segment(ctx, key, span, stack)
+    if stored is not None:
+        meter.reused(index, stored.frames)
+        ctx.count("video_segments_reused")
+        return stored
+    enc, _note = encoding(record, ctx)
+    first = meter.done
+    start, end, frames = span
+    part = segments.process_segment(
+        source,
+        os.path.join(tmp, f"segment-{index + 1:04d}.{enc.ext}"),
+        start_pts=start,
+        end_pts=end,
+        process=frame_processor(record, ctx, device, first),
+        encoding=enc,
+        label=record.name,
+        on_frame=lambda done: meter.frame(index, done, done == frames),
+    )
+    if frames and part.frames != frames:
+        raise InvalidVideoError(
+            record.name,
+            f"segment {index + 1} decoded {part.frames} frames, {frames} when it was "
+            "prepared: the file is not read the same way twice",
+        )
+    ctx.workspace.save_result_file(
+        key,
+        part.path,
+        enc.ext,
+        {
+            "kind": "video-segment",
+            "run": ctx.run_id,
+            "time_base": str(part.time_base),
+            "pts": part.pts,
+            "width": part.width,
+            "height": part.height,
+            "notes": part.notes,
+        },
+    )
+    ctx.count("video_segments")
+    return part
+
+
+def _compute(
+    record: ImageRecord, ctx: Any, weights: dict[str, str], device: str, key: str
+) -> None:
+    enc, container_note = encoding(record, ctx)
+    spans = plan(record)
+    seg_keys = [video_key(record, ctx, weights, device, segment=i) for i in range(len(spans))]
+    total = record.input.frames or sum(n for *_, n in spans)
+    calls_before = ctx.counters.get("model_calls", 0)
+    meter = _FrameMeter(record.name, total, len(spans))
 
     with (
         local_source(record.uri, ctx.settings.max_file_bytes) as (path, sha, _size),
         tempfile.TemporaryDirectory(prefix="retouch-video-") as tmp,
+        ExitStack() as stack,
     ):
         if sha != record.sha256:
             raise RetouchError(
                 "the file changed while the run was going on; run again to process the new version"
             )
-        segment = segments.process_segment(
-            path,
-            os.path.join(tmp, f"segment-0001.{enc.ext}"),
-            start_pts=None,
-            end_pts=None,
-            process=frame_processor(record, ctx, device),
-            encoding=enc,
-            label=record.name,
-            on_frame=on_frame,
-        )
-        if total and segment.frames != total:
-            raise InvalidVideoError(
-                record.name,
-                f"decoded {segment.frames} frames, {total} when it was prepared: the file "
-                "is not read the same way twice",
+        parts = [
+            _segment(record, ctx, device, path, i, span, seg_keys[i], tmp, meter, stack)
+            for i, span in enumerate(spans)
+        ]
+        if len({(p.width, p.height) for p in parts}) > 1:
+            sizes = ", ".join(f"{p.width}x{p.height}" for p in parts)
+            raise segments.VideoError(
+                f"{record.name}: the segments came out in different sizes ({sizes}); every "
+                "frame of a video must have one size"
             )
         out = os.path.join(tmp, f"result.{enc.ext}")
         joined = segments.join(
-            path,
-            [segment],
-            out,
-            enc.muxer,
-            record.name,
-            enc.muxer_options(segment.time_base),
+            path, parts, out, enc.muxer, record.name, enc.muxer_options(parts[0].time_base)
         )
+        expected = [t for p in parts for t in p.times()]
         got, out_tb = segments.video_timestamps(out, record.name)
-        wrong = segments.check_timestamps(segment.times(), got, out_tb)
+        wrong = segments.check_timestamps(expected, got, out_tb)
         if wrong:
             raise RetouchError(f"the encoded video does not keep the source's timing: {wrong}")
-        notes = [n for n in (container_note,) if n] + segment.notes + joined.notes
-        if got != segment.times():
+        notes = [n for n in (container_note,) if n]
+        notes += list(dict.fromkeys(n for p in parts for n in p.notes)) + joined.notes
+        if got != expected:
             notes.append(
                 f"frame times rounded to the {media.CONTAINER_LABELS[enc.ext]} clock "
                 f"({out_tb} s); export.video.container=mp4 keeps them exact"
@@ -325,14 +470,17 @@ def _compute(record: ImageRecord, ctx: Any, device: str, key: str) -> None:
             "kind": "video",
             "format": enc.ext,
             "codec": enc.codec,
-            "width": segment.width,
-            "height": segment.height,
-            "frames": segment.frames,
+            "width": parts[0].width,
+            "height": parts[0].height,
+            "frames": len(expected),
             "duration": record.input.duration,
+            "segments": len(parts),
             "streams": joined.copied + joined.reencoded,
             "notes": notes,
         }
         ctx.workspace.save_result_file(key, out, enc.ext, meta)
+    for seg_key in seg_keys:  # the joined file holds them now
+        ctx.workspace.remove_result(seg_key)
     record.model_calls = ctx.counters.get("model_calls", 0) - calls_before
     record.output = _output_fields(meta)
     record.problems += [n for n in notes if n not in record.problems]

@@ -8,8 +8,9 @@ variable frame rate stays exact. It writes the video stream only; :func:`join` r
 encoded segments, in order, with the source's audio and subtitle streams (packets copied;
 an audio codec the output container refuses is re-encoded to AAC) into the delivered file.
 
-This version runs one segment per video; the boundaries are in the interfaces so that a
-later one can cut at keyframes and run each segment as its own task.
+:func:`plan_segments` cuts a clip at its own key frames into segments of at least a given
+length, so each segment's decoding starts at a key frame and no frame is decoded twice;
+frames are never added or dropped at a cut.
 """
 
 from __future__ import annotations
@@ -179,6 +180,42 @@ def _open_stream(out: Any, encoding: Encoding, first: Any, tb: Fraction, rate: A
     return stream
 
 
+# -- planning --------------------------------------------------------------------------------
+
+Span = tuple[int | None, int | None, int]
+"""A planned segment: ``(start_pts, end_pts, frames)``, ``None`` for the clip's ends."""
+
+
+def plan_segments(
+    pts: list[int], keyframes: list[int], time_base: Fraction, seconds: float
+) -> list[Span]:
+    """The clip's segments: cut at key frames only, each at least ``seconds`` long (the last
+    one may be shorter); one segment when the clip has no key frame after its first frame.
+
+    ``pts``: every frame's time in presentation order; ``keyframes``: the times of its key
+    frames. Together the segments hold every frame exactly once.
+    """
+    if not pts:
+        return []
+    keys = set(keyframes)
+    least = Fraction(seconds).limit_denominator(1000)
+    starts = [0]
+    for i in range(1, len(pts)):
+        if pts[i] in keys and (pts[i] - pts[starts[-1]]) * time_base >= least:
+            starts.append(i)
+    out: list[Span] = []
+    for n, first in enumerate(starts):
+        last = starts[n + 1] if n + 1 < len(starts) else len(pts)
+        out.append(
+            (
+                None if n == 0 else pts[first],
+                None if last == len(pts) else pts[last],
+                last - first,
+            )
+        )
+    return out
+
+
 # -- join ------------------------------------------------------------------------------------
 
 
@@ -273,7 +310,7 @@ def join(
                             f"hold {name} (export.video.container=mkv keeps it)"
                         )
                 packets = heapq.merge(
-                    _video_packets(seg_inputs),
+                    _video_packets(seg_inputs, label),
                     _side_packets(inp, list(routes)),
                     key=lambda item: item[0],
                 )
@@ -313,12 +350,34 @@ def _time(packet: Any) -> Fraction:
     return Fraction(ts or 0) * Fraction(packet.time_base)
 
 
-def _video_packets(inputs: list[Any]) -> Iterator[tuple[Fraction, int, Any]]:
+def _video_packets(inputs: list[Any], label: str) -> Iterator[tuple[Fraction, int, Any]]:
+    """The video packets of the encoded segments in order, decoding times kept increasing.
+
+    Each segment's encoder starts its decoding times before the segment's first frame (by
+    the reordering delay of B-frames), which can fall at or before the previous segment's
+    last decoding time, or leave them unset (Matroska). Such times are set just after it: a
+    decoding time only orders
+    packets, presentation times (the frames' own) are never changed, and a decoding time
+    may not pass its packet's presentation time (an error, not seen with these encoders).
+    """
     order = 0
+    last: Fraction | None = None
     for container in inputs:
-        for packet in container.demux(container.streams.video[0]):
+        stream = container.streams.video[0]
+        tick = Fraction(stream.time_base)
+        for packet in container.demux(stream):
             if packet.dts is None and packet.pts is None:
                 continue  # the demuxer's end-of-stream marker
+            if last is not None and (packet.dts is None or packet.dts * tick <= last):
+                moved = int(last / tick) + 1
+                if packet.pts is not None and moved > packet.pts:
+                    raise VideoError(
+                        f"{label}: segments cannot be joined: a frame at "
+                        f"{float(packet.pts * tick):.6f} s would decode after it is shown"
+                    )
+                packet.dts = moved
+            if packet.dts is not None:
+                last = packet.dts * tick
             order += 1
             yield _time(packet), order, packet
 

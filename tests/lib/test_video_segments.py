@@ -1,0 +1,99 @@
+"""Segments of a video: planned at the clip's key frames, processed and encoded one by one,
+joined into one file that keeps every frame time and the audio (real PyAV clips)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from types import SimpleNamespace
+
+import av
+import cv2
+import pytest
+
+from retouch.lib.image import Image
+from retouch.lib.video import media, segments
+from tests.video_clips import VFR_STEPS, audio_spans, frame_times, make_clip
+
+LIMIT = 100_000_000
+
+
+def _x2(image: Image) -> Image:
+    return Image(pixels=cv2.resize(image.pixels, (image.width * 2, image.height * 2)))
+
+
+def test_plan_cuts_only_at_key_frames_and_holds_every_frame_once():
+    tb = Fraction(1, 100)
+    pts = list(range(0, 300, 10))  # 30 frames, 0.1 s apart
+    keys = [0, 40, 80, 90, 150, 260]
+    plan = segments.plan_segments(pts, keys, tb, 0.5)
+    # 0.4 s is too short for a cut at 40, 90 is 0.1 s after the cut at 80.
+    assert plan == [(None, 80, 8), (80, 150, 7), (150, 260, 11), (260, None, 4)]
+    assert sum(n for *_, n in plan) == len(pts)
+    for start, _end, _n in plan[1:]:
+        assert start in keys
+    # No key frame after the first frame, or segments longer than the clip: one segment.
+    assert segments.plan_segments(pts, [0], tb, 0.5) == [(None, None, 30)]
+    assert segments.plan_segments(pts, keys, tb, 100) == [(None, None, 30)]
+    assert segments.plan_segments([], [], tb, 1) == []
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv", "mov"])
+def test_segments_joined_keep_every_frame_time_and_the_audio(tmp_path, ext):
+    """A VFR clip with B-frames, cut at its key frames into several segments, each encoded
+    on its own: the joined file has every source frame at its source time, decodes whole,
+    and keeps the audio's length."""
+    src = tmp_path / f"vfr.{ext}"
+    times = make_clip(src, steps=VFR_STEPS * 3, gop=5, width=64, height=48)
+    info = media.probe_video(str(src), src.name, pixel_limit=LIMIT)
+    assert len(info.keyframes) >= 6
+    plan = segments.plan_segments(info.pts, info.keyframes, info.time_base, 0.25)
+    assert len(plan) >= 4
+    settings = SimpleNamespace(codec="h264", crf=None, preset=None, container="same")
+    enc, _ = media.encoding_for(ext, settings)
+    parts = []
+    for i, (start, end, frames) in enumerate(plan):
+        part = segments.process_segment(
+            str(src),
+            str(tmp_path / f"seg{i}.{enc.ext}"),
+            start_pts=start,
+            end_pts=end,
+            process=_x2,
+            encoding=enc,
+            label=src.name,
+        )
+        assert part.frames == frames
+        parts.append(part)
+    out = tmp_path / f"out.{enc.ext}"
+    segments.join(
+        str(src), parts, str(out), enc.muxer, src.name, enc.muxer_options(parts[0].time_base)
+    )
+    got, out_tb = segments.video_timestamps(str(out), out.name)
+    assert segments.check_timestamps(times, got, out_tb) is None
+    decoded = frame_times(out)  # every frame decodes, in order
+    assert len(decoded) == len(times)
+    tick = out_tb if ext == "mkv" else Fraction(0)
+    assert all(abs(a - b) <= tick for a, b in zip(decoded, times, strict=True))
+    (before,), (after,) = audio_spans(src), audio_spans(out)
+    assert abs(before - after) < Fraction(1, 100)
+    with av.open(str(out)) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (128, 96)
+
+
+def test_segments_of_a_clip_decoded_twice_give_the_same_bytes(tmp_path):
+    """Encoding is deterministic: a segment encoded again (a resumed run) is the same file."""
+    src = tmp_path / "clip.mp4"
+    make_clip(src, frames=20, gop=5, width=64, height=48)
+    info = media.probe_video(str(src), src.name, pixel_limit=LIMIT)
+    start, end, _ = segments.plan_segments(info.pts, info.keyframes, info.time_base, 0.2)[1]
+    enc, _ = media.encoding_for(
+        "mp4", SimpleNamespace(codec="h264", crf=None, preset=None, container="same")
+    )
+    paths = []
+    for n in range(2):
+        path = tmp_path / f"seg{n}.mp4"
+        segments.process_segment(
+            str(src), str(path), start_pts=start, end_pts=end, process=_x2,
+            encoding=enc, label=src.name,
+        )  # fmt: skip
+        paths.append(path.read_bytes())
+    assert paths[0] == paths[1]
