@@ -62,6 +62,8 @@ class _Bars:
                 name = escape(event.name)
                 mark = "" if event.ok else " [red](failed)[/]"
                 self.progress.update(self.ids[event.phase], advance=1, current=f"{name}{mark}")
+            elif isinstance(event, ev.FramesDone):
+                self.progress.update(self.ids["process"], current=frames_line(event))
             elif isinstance(event, ev.FlowRunLinked) and event.url:
                 self.progress.console.print(
                     f"Prefect UI: {escape(event.url)}", highlight=False, soft_wrap=True
@@ -69,6 +71,20 @@ class _Bars:
             elif isinstance(event, ev.ApprovalWaiting):
                 for line in approval_lines(event):
                     self.progress.console.print(line, highlight=False, soft_wrap=True)
+
+
+def frames_line(event: ev.FramesDone) -> str:
+    """A video's progress on the process bar: frames, rate, time left, segment."""
+    parts = [f"{escape(event.name)} frame {event.done}/{event.total or '?'}"]
+    if event.reused:
+        parts.append("stored")
+    elif event.fps:
+        parts.append(f"{event.fps:.1f} fps")
+        if event.eta_s is not None:
+            parts.append(f"ETA {round(event.eta_s)} s")
+    if event.segments and event.segments > 1:
+        parts.append(f"segment {event.segment}/{event.segments}")
+    return " · ".join(parts)
 
 
 @contextmanager

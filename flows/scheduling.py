@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar, cast
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from prefect.utilities.annotations import quote
+from prefect.utilities.annotations import allow_failure, quote
 
 from retouch.lib import perf, progress
 from retouch.lib.delivery import delivery
@@ -21,7 +21,12 @@ from retouch.lib.records import ImageRecord, RunSummary
 from retouch.lib.settings import get_settings
 from retouch.tasks.export import deliver, export_chunk
 from retouch.tasks.prepare import prepare_chunk
-from retouch.tasks.process import bound_cache, process_chunk, record_versions_chunk
+from retouch.tasks.process import (
+    bound_cache,
+    process_chunk,
+    record_versions_chunk,
+    submit_segments,
+)
 from retouch.tasks.review import review_chunk
 
 T = TypeVar("T")
@@ -180,9 +185,20 @@ def run_phases(
     conf = wrap(config)
     ids = wrap(image_ids or {})
     processor = process_chunk.with_options(refresh_cache=config.refresh)
+    joining = wrap(config.model_copy(update={"segment_tasks": True}))
+    serial = phase_slots(config) == 1
+
+    def process(chunk: list[ImageRecord]) -> PrefectFuture[Any]:
+        # A video's segments are task runs of their own, submitted first; the chunk's task
+        # then joins them (and processes its images).
+        ahead = submit_segments(chunk, config, wrap, one_at_a_time=serial)
+        if not ahead:
+            return processor.submit(wrap(chunk), conf)
+        return processor.submit(wrap(chunk), joining, wait_for=[allow_failure(f) for f in ahead])
+
     submit: dict[Phase, Submit] = {
         "prepare": lambda c: prepare_chunk.submit(wrap(c), conf),
-        "process": lambda c: processor.submit(wrap(c), conf),
+        "process": process,
         "review": lambda c: review_chunk.submit(wrap(c), conf),
         "versions": lambda c: record_versions_chunk.submit(wrap(c), conf, ids, note),
     }

@@ -1,13 +1,20 @@
-"""Process phase tasks: run the recipe on a chunk (models held once per worker process),
-record the results as versions, bound the result cache."""
+"""Process phase tasks: run the recipe on a chunk (models held once per worker process), a
+video's segments as task runs of their own, record the results as versions, bound the
+result cache."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from prefect import task
 from prefect.concurrency.sync import concurrency
+from prefect.futures import PrefectFuture
+from prefect.utilities.annotations import allow_failure
+
+from retouch.lib.phases.context import is_video
+from retouch.lib.video import phases as video
 
 from retouch.lib.phases import workers
 from retouch.lib.phases.context import RunConfig
@@ -25,6 +32,72 @@ def process_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     return chunk_key(parameters["records"], parameters["config"])
 
 
+def _device_guard(config: RunConfig) -> AbstractContextManager[Any]:
+    """The GPU is a named, global resource: runs on several workers share it precisely."""
+    if config.device.startswith("cuda") and config.recipe.uses_models():
+        return concurrency(get_settings().gpu_concurrency, occupy=1)
+    return nullcontext()
+
+
+def segment_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """The segment's content key while it is stored in the workspace (None otherwise:
+    joined segments are removed, and a refreshing run makes them again)."""
+    config: RunConfig = parameters["config"]
+    if config.refresh:
+        return None
+    ctx = config.context()
+    try:
+        key = video.video_key(
+            parameters["record"], ctx, config.weights, config.device,
+            segment=parameters["index"],
+        )  # fmt: skip
+    except Exception:  # let the task run and say what is wrong
+        return None
+    return "retouch-segment-" + key if ctx.workspace.has_result(key) else None
+
+
+@task(
+    name="process-segment",
+    retries=2,
+    retry_delay_seconds=chunk_retry_delays(),
+    cache_key_fn=segment_cache_key,
+    persist_result=True,
+)
+def process_segment(record: ImageRecord, config: RunConfig, index: int) -> str | None:
+    """Make segment ``index`` (from 0) of one video and store it in the workspace for the
+    process phase's join; None, or why it failed (the join then fails the video with it)."""
+    with _device_guard(config):
+        return video.make_segment(
+            record, config.context(), config.weights, config.device, index
+        )
+
+
+def submit_segments(
+    records: list[ImageRecord],
+    config: RunConfig,
+    wrap: Callable[[Any], Any],
+    *,
+    one_at_a_time: bool,
+) -> list[PrefectFuture[Any]]:
+    """A task run per segment of every video of ``records`` still to be made (several
+    segments, result not stored), submitted before the chunk's process task so they run
+    first; ``one_at_a_time``: each waits for the one before (a model on the CPU already
+    keeps every core busy)."""
+    ctx = config.context()
+    futures: list[PrefectFuture[Any]] = []
+    for record in records:
+        if not is_video(record):
+            continue
+        for index in range(video.segments_to_make(record, ctx, config.weights, config.device)):
+            before = [allow_failure(futures[-1])] if one_at_a_time and futures else None
+            futures.append(
+                process_segment.with_options(
+                    task_run_name=f"process-segment-{record.index}-{index + 1}"
+                ).submit(wrap(record), wrap(config), index, wait_for=before)
+            )
+    return futures
+
+
 @task(
     name="process-chunk",
     retries=2,
@@ -34,10 +107,7 @@ def process_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
 )
 def process_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRecord]:
     """Apply the recipe to every image of the chunk (results reused by content key)."""
-    needs_gpu = config.device.startswith("cuda") and config.recipe.uses_models()
-    # The GPU is a named, global resource: runs on several workers share it precisely.
-    guard = concurrency(get_settings().gpu_concurrency, occupy=1) if needs_gpu else nullcontext()
-    with guard:
+    with _device_guard(config):
         return workers.process_records(records, config)
 
 

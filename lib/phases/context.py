@@ -32,6 +32,7 @@ class RunContext:
     masks_dir: str | None = None
     settings: Settings = field(default_factory=get_settings)
     refresh: bool = False
+    segment_tasks: bool = False  # videos' segments were made by tasks of their own first
     counters: dict[str, int] = field(default_factory=dict)
     _mask_sources: dict[str, MaskSource] = field(default_factory=dict)
     _beside: BesideMasks | None = None
@@ -102,6 +103,11 @@ class RunConfig(BaseModel):
     device: str = "cpu"
     weights: dict[str, str] = Field(default_factory=dict)
     refresh: bool = False
+    segment_tasks: bool = Field(
+        False,
+        description="The process phase joins videos whose segments task runs of their own "
+        "made first (see tasks/process.py); they were announced there",
+    )
 
     def context(self, settings: Settings | None = None) -> RunContext:
         return RunContext(
@@ -111,6 +117,7 @@ class RunConfig(BaseModel):
             masks_dir=self.masks,
             settings=settings or get_settings(),
             refresh=self.refresh,
+            segment_tasks=self.segment_tasks,
         )
 
 

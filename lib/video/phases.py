@@ -300,6 +300,47 @@ def process_video(
     return record
 
 
+def segments_to_make(
+    record: ImageRecord, ctx: Any, weights: dict[str, str], device: str
+) -> int:
+    """How many segments ``record``'s process phase makes: its planned count when it is a
+    video of several segments whose result is not stored yet (or the run refreshes), else 0
+    (nothing to make, or one segment: no task of its own needed)."""
+    if not record.ok or record.sha256 is None:
+        return 0
+    count = len(plan(record))
+    if count < 2:
+        return 0
+    if not ctx.refresh and ctx.workspace.has_result(video_key(record, ctx, weights, device)):
+        return 0
+    return count
+
+
+def make_segment(
+    record: ImageRecord, ctx: Any, weights: dict[str, str], device: str, index: int
+) -> str | None:
+    """Make segment ``index`` of the clip and store it (or find it stored), for
+    :func:`process_video` to join; its frames are announced as they are done. Returns None,
+    or why it failed: the join then tries it once more and fails the video with the reason,
+    so nothing is lost by a failure here."""
+    spans = plan(record)
+    try:
+        with (
+            local_source(record.uri, ctx.settings.max_file_bytes) as (path, sha, _size),
+            tempfile.TemporaryDirectory(prefix="retouch-video-") as tmp,
+            ExitStack() as stack,
+        ):
+            if sha != record.sha256:
+                return "the file changed while the run was going on"
+            meter = _FrameMeter(record.name, record.input.frames or 0, len(spans))
+            meter.done = sum(n for *_, n in spans[:index])
+            key = video_key(record, ctx, weights, device, segment=index)
+            _segment(record, ctx, device, path, index, spans[index], key, tmp, meter, stack)
+    except Exception as exc:  # this segment's failure; the join reports it for the video
+        return reason_of(exc) if isinstance(exc, RetouchError) else f"{type(exc).__name__}: {exc}"
+    return None
+
+
 class _FrameMeter:
     """Frames done of a clip, the rate of this run's own work and the time left at it."""
 
@@ -363,6 +404,8 @@ def _stored_segment(
         int(meta["width"]),
         int(meta["height"]),
         list(meta.get("notes", [])),
+        # Made by this run (a task of its own): its model calls are this run's work.
+        int(meta.get("model_calls", 0)) if meta.get("run") == ctx.run_id else 0,
     )
 
 
@@ -381,11 +424,13 @@ def _segment(
     """Segment ``index`` of the clip: the stored one, else processed, encoded and stored."""
     stored = _stored_segment(ctx, key, span, stack)
     if stored is not None:
-        meter.reused(index, stored.frames)
-        ctx.count("video_segments_reused")
+        if not ctx.segment_tasks:  # else the segment's own task announced it
+            meter.reused(index, stored.frames)
+            ctx.count("video_segments_reused")
         return stored
     enc, _note = encoding(record, ctx)
     first = meter.done
+    calls_before = ctx.counters.get("model_calls", 0)
     start, end, frames = span
     part = segments.process_segment(
         source,
@@ -403,6 +448,7 @@ def _segment(
             f"segment {index + 1} decoded {part.frames} frames, {frames} when it was "
             "prepared: the file is not read the same way twice",
         )
+    part.model_calls = ctx.counters.get("model_calls", 0) - calls_before
     ctx.workspace.save_result_file(
         key,
         part.path,
@@ -415,6 +461,7 @@ def _segment(
             "width": part.width,
             "height": part.height,
             "notes": part.notes,
+            "model_calls": part.model_calls,
         },
     )
     ctx.count("video_segments")
@@ -428,7 +475,6 @@ def _compute(
     spans = plan(record)
     seg_keys = [video_key(record, ctx, weights, device, segment=i) for i in range(len(spans))]
     total = record.input.frames or sum(n for *_, n in spans)
-    calls_before = ctx.counters.get("model_calls", 0)
     meter = _FrameMeter(record.name, total, len(spans))
 
     with (
@@ -481,7 +527,7 @@ def _compute(
         ctx.workspace.save_result_file(key, out, enc.ext, meta)
     for seg_key in seg_keys:  # the joined file holds them now
         ctx.workspace.remove_result(seg_key)
-    record.model_calls = ctx.counters.get("model_calls", 0) - calls_before
+    record.model_calls = sum(p.model_calls for p in parts)
     record.output = _output_fields(meta)
     record.problems += [n for n in notes if n not in record.problems]
 

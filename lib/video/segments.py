@@ -53,6 +53,7 @@ class SegmentResult:
     width: int  # encoded size
     height: int
     notes: list[str] = field(default_factory=list)
+    model_calls: int = 0  # made by this run: the model calls its frames took
 
     @property
     def frames(self) -> int:

@@ -97,3 +97,16 @@ def test_segments_of_a_clip_decoded_twice_give_the_same_bytes(tmp_path):
         )  # fmt: skip
         paths.append(path.read_bytes())
     assert paths[0] == paths[1]
+
+
+def test_the_process_bar_shows_a_videos_frames_rate_time_left_and_segment():
+    from retouch.cli.output import frames_line
+    from retouch.lib.progress import FramesDone
+
+    line = frames_line(
+        FramesDone(name="party.mp4", done=120, total=480, fps=12.34, eta_s=29.2, segment=2,
+                   segments=5)
+    )  # fmt: skip
+    assert line == "party.mp4 frame 120/480 · 12.3 fps · ETA 29 s · segment 2/5"
+    stored = FramesDone(name="a.mov", done=250, total=300, segment=1, segments=2, reused=True)
+    assert frames_line(stored) == "a.mov frame 250/300 · stored · segment 1/2"

@@ -1,6 +1,7 @@
 """SIGKILL while a video's frames are being processed, then the same command again: the
 segments already stored are reused (their frames never reach the model again), the others
-are computed, and the delivered video is byte-identical to an uninterrupted run's."""
+are computed, and the delivered video is byte-identical to an uninterrupted run's. Each
+segment is a task run of its own."""
 
 from __future__ import annotations
 
@@ -107,3 +108,15 @@ def test_sigkill_during_a_video_then_rerun_computes_only_unfinished_segments(
         "model_calls"
     ] == FRAMES
     assert _video(dest) == _video(clean_dest)
+
+    # Each segment was a task run of its own (on the same Prefect server).
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="process-segment-"))
+        )
+    completed = [r.name for r in runs if r.state is not None and r.state.is_completed()]
+    for i in range(1, 5):  # the rerun's and the clean run's
+        assert completed.count(f"process-segment-1-{i}") >= 2, completed
