@@ -39,7 +39,7 @@ from retouch.lib.settings import Settings
 from retouch.lib.sources import extension
 from retouch.lib.video import media, segments
 
-VIDEO_KEY_LAYOUT = "video-1"
+VIDEO_KEY_LAYOUT = "video-2"  # 2: colour range/matrix/primaries/transfer kept
 """Part of every video result key: bump it when the same inputs would give another file."""
 
 REVIEW_SAMPLES = (Fraction(1, 6), Fraction(1, 2), Fraction(5, 6))
@@ -130,10 +130,7 @@ def prepare_video(record: ImageRecord, settings: Settings) -> ImageRecord:
         record.input = InputInfo.model_validate(
             {"format": extension(record.name), **info.to_json()}
         )
-        if info.bit_depth > 8:
-            record.problems.append(
-                f"{info.bit_depth}-bit video ({info.pix_fmt}) processed and encoded in 8 bits"
-            )
+        record.problems += media.input_notes(info)
         if info.sample is not None:
             found = analysis.analyse(downscaled(info.sample, ANALYSIS_MAX_SIDE))
             record.analysis = Analysis.model_validate(jsonable(found))
@@ -226,7 +223,7 @@ def frame_processor(record: ImageRecord, ctx: Any, device: str) -> segments.Fram
 
 
 def _output_fields(meta: dict[str, Any]) -> OutputInfo:
-    keys = ("kind", "format", "codec", "width", "height", "frames", "duration", "streams")
+    keys = ("kind", "format", "codec", "width", "height", "frames", "duration", "streams", "colour")
     out = {k: meta[k] for k in keys if k in meta}
     out.update(bit_depth=8, alpha=False, gray=False)
     return OutputInfo.model_validate(out)
@@ -295,6 +292,7 @@ def _compute(record: ImageRecord, ctx: Any, device: str, key: str) -> None:
             encoding=enc,
             label=record.name,
             on_frame=on_frame,
+            pixel_limit=ctx.settings.pixel_limit,
         )
         if total and segment.frames != total:
             raise InvalidVideoError(
@@ -330,6 +328,7 @@ def _compute(record: ImageRecord, ctx: Any, device: str, key: str) -> None:
             "frames": segment.frames,
             "duration": record.input.duration,
             "streams": joined.copied + joined.reencoded,
+            "colour": segment.colour.to_json(),
             "notes": notes,
         }
         ctx.workspace.save_result_file(key, out, enc.ext, meta)
@@ -492,4 +491,5 @@ def _held(path: str, label: str) -> dict[str, Any]:
             "alpha": False,
             "gray": False,
             "streams": [f"{s.type} {s.codec_context.name}" for s in c.streams if s.type != "video"],
+            "colour": media.Colour.of(vs.codec_context).to_json(),
         }
