@@ -262,7 +262,7 @@ def join(
             out = av.open(dst, "w", format=muxer, options=options or {})
             try:
                 vtemplate = seg_inputs[0].streams.video[0]
-                vout = out.add_stream_from_template(vtemplate)
+                vout = out.add_stream_from_template(vtemplate, opaque=True)
                 vout.time_base = vtemplate.time_base
                 routes: dict[int, tuple[Any, Any]] = {}  # source index -> (out, encoder?)
                 for s in inp.streams:

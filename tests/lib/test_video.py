@@ -295,6 +295,18 @@ def test_a_segment_keeps_a_full_range_bt709_clip_full_range_bt709(tmp_path, ext)
     assert max(abs(first_frame(out)[4, 4].astype(int) - ORANGE)) <= 3
 
 
+@pytest.mark.parametrize("codec,ext", [("h265", "mp4"), ("av1", "mkv"), ("av1", "webm")])
+def test_h265_and_av1_outputs_keep_the_colour_too(tmp_path, codec, ext):
+    clip = tmp_path / "full.mkv"
+    codes = make_flat_clip(clip, ORANGE, matrix=BT709, full=True, width=64, height=64)
+    enc = media.Encoding(codec=codec, crf=10, preset=None, ext=ext)
+    _seg, out = _segment_and_join(clip, tmp_path, enc)
+    assert colour_tags(out) == {"range": 2, "matrix": BT709, "primaries": 2, "transfer": 2}
+    got = _plane_codes(out)
+    assert max(abs(a - b) for a, b in zip(got, codes, strict=True)) <= PLANE_TOL, (got, codes)
+    assert len(frame_times(out)) == 3
+
+
 def test_a_limited_range_bt601_clip_is_written_with_the_bt601_matrix(tmp_path):
     clip = tmp_path / "sd.mkv"
     codes = make_flat_clip(clip, ORANGE, matrix=BT601, full=False)
