@@ -194,7 +194,8 @@ def run_phases(
         ahead = submit_segments(chunk, config, wrap, one_at_a_time=serial)
         if not ahead:
             return processor.submit(wrap(chunk), conf)
-        return processor.submit(wrap(chunk), joining, wait_for=[allow_failure(f) for f in ahead])
+        after = [allow_failure(f) for f in ahead]
+        return processor.submit(wrap(chunk), joining, wait_for=after, return_state=False)
 
     submit: dict[Phase, Submit] = {
         "prepare": lambda c: prepare_chunk.submit(wrap(c), conf),

@@ -13,15 +13,13 @@ from prefect.concurrency.sync import concurrency
 from prefect.futures import PrefectFuture
 from prefect.utilities.annotations import allow_failure
 
-from retouch.lib.phases.context import is_video
-from retouch.lib.video import phases as video
-
 from retouch.lib.phases import workers
-from retouch.lib.phases.context import RunConfig
+from retouch.lib.phases.context import RunConfig, is_video
 from retouch.lib.phases.keys import chunk_key
 from retouch.lib.phases.process import bound_results
 from retouch.lib.records import ImageRecord
 from retouch.lib.settings import get_settings
+from retouch.lib.video import phases as video
 from retouch.tasks.common import chunk_retry_delays
 
 
@@ -67,9 +65,7 @@ def process_segment(record: ImageRecord, config: RunConfig, index: int) -> str |
     """Make segment ``index`` (from 0) of one video and store it in the workspace for the
     process phase's join; None, or why it failed (the join then fails the video with it)."""
     with _device_guard(config):
-        return video.make_segment(
-            record, config.context(), config.weights, config.device, index
-        )
+        return video.make_segment(record, config.context(), config.weights, config.device, index)
 
 
 def submit_segments(
@@ -93,7 +89,7 @@ def submit_segments(
             futures.append(
                 process_segment.with_options(
                     task_run_name=f"process-segment-{record.index}-{index + 1}"
-                ).submit(wrap(record), wrap(config), index, wait_for=before)
+                ).submit(wrap(record), wrap(config), index, wait_for=before, return_state=False)
             )
     return futures
 

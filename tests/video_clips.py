@@ -150,3 +150,84 @@ def audio_spans(path: Path) -> list[Fraction]:
 def first_frame(path: Path) -> np.ndarray:
     with av.open(str(path)) as c:
         return next(c.decode(video=0)).to_ndarray(format="bgr24")
+
+
+# Kr, Kb of the YUV matrices (ITU-R BT.601, BT.709, BT.2020), by FFmpeg's colorspace code;
+# 2 (unspecified) is BT.601, FFmpeg's scaler's default.
+MATRIX_K = {6: (0.299, 0.114), 2: (0.299, 0.114), 1: (0.2126, 0.0722), 9: (0.2627, 0.0593)}
+
+
+def yuv_of(bgr: tuple[int, int, int], matrix: int, full: bool, bits: int = 8) -> tuple[int, ...]:
+    """The Y, Cb, Cr codes of an 8-bit BGR colour under a matrix and range, by the formula
+    (independent of FFmpeg's scaler)."""
+    kr, kb = MATRIX_K[matrix]
+    b, g, r = (c / 255 for c in bgr)
+    y = kr * r + (1 - kr - kb) * g + kb * b
+    cb = (b - y) / (2 * (1 - kb))
+    cr = (r - y) / (2 * (1 - kr))
+    scale = 1 << (bits - 8)
+    if full:
+        return tuple(round(v * scale) for v in (255 * y, 255 * cb + 128, 255 * cr + 128))
+    return tuple(round(v * scale) for v in (16 + 219 * y, 128 + 224 * cb, 128 + 224 * cr))
+
+
+def make_flat_clip(
+    path: Path,
+    bgr: tuple[int, int, int],
+    *,
+    matrix: int,
+    full: bool | None,
+    primaries: int = 2,
+    transfer: int = 2,
+    bits: int = 8,
+    frames: int = 3,
+    width: int = 32,
+    height: int = 16,
+) -> tuple[int, ...]:
+    """A clip of one flat colour whose YUV planes are written by :func:`yuv_of` and tagged
+    with ``matrix``, the range (``full``; None: limited, untagged), ``primaries`` and
+    ``transfer`` (FFmpeg's codes);
+    ``bits`` 8 (yuv420p) or 10 (yuv420p10le, H.264 High 10). Lossless (x264 at QP 0), so
+    the file holds exactly those codes. Returns the Y, Cb, Cr codes."""
+    pix_fmt = "yuv420p" if bits == 8 else f"yuv420p{bits}le"
+    codes = yuv_of(bgr, matrix, bool(full), bits)
+    dtype = np.uint8 if bits == 8 else np.uint16
+    planes = np.concatenate(
+        [
+            np.full((height, width), codes[0], dtype),
+            np.full((height // 4, width), codes[1], dtype),
+            np.full((height // 4, width), codes[2], dtype),
+        ]
+    )
+    out = av.open(str(path), "w")
+    v = out.add_stream("libx264", rate=25, options={"qp": "0"})
+    v.width, v.height, v.pix_fmt = width, height, pix_fmt
+    tags = {"color_range": {True: 2, False: 1, None: 0}[full], "colorspace": matrix,
+            "color_primaries": primaries, "color_trc": transfer}  # fmt: skip
+    for name, value in tags.items():
+        setattr(v.codec_context, name, value)
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(planes, format=pix_fmt)
+        for name, value in tags.items():
+            setattr(frame, name, value)
+        frame.pts = i
+        for packet in v.encode(frame):
+            out.mux(packet)
+    for packet in v.encode():
+        out.mux(packet)
+    out.close()
+    return codes
+
+
+def colour_tags(path: Path) -> dict[str, int]:
+    """The colour codes a file's video stream declares (as its decoder reads them)."""
+    with av.open(str(path)) as c:
+        ctx = c.streams.video[0].codec_context
+        return {"range": int(ctx.color_range), "matrix": int(ctx.colorspace),
+                "primaries": int(ctx.color_primaries), "transfer": int(ctx.color_trc)}  # fmt: skip
+
+
+def first_planes(path: Path) -> np.ndarray:
+    """The first frame's raw planes (yuv420p: Y rows, then U and V rows stacked)."""
+    with av.open(str(path)) as c:
+        return next(c.decode(video=0)).to_ndarray()

@@ -11,8 +11,9 @@ import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,7 @@ class VideoInfo:
     sample: Image | None = None  # the frame at the middle of the clip, upright
     pts: list[int] = field(default_factory=list, repr=False)
     keyframes: list[int] = field(default_factory=list, repr=False)  # pts of key frames
+    colour: Colour | None = None  # the first frame's tags
 
     @property
     def display_width(self) -> int:
@@ -116,6 +118,7 @@ class VideoInfo:
             "alpha": False,
             "gray": False,
             "streams": [s.to_json() for s in self.streams],
+            "colour": self.colour.to_json() if self.colour is not None else {},
         }
 
 
@@ -177,9 +180,31 @@ def rotation_of(value: Any) -> int:
         return 0
 
 
+@cache
+def _scaler_flags() -> tuple[int, int]:
+    """Interpolation flags of FFmpeg's scaler: (YUV to RGB, RGB to YUV)."""
+    from av.video.reformatter import Interpolation as I  # noqa: E741
+
+    # swscale's default paths are biased: YUV to RGB comes out about 1 level dark per
+    # channel, RGB to YUV truncates (Y and chroma half a level low); accurate rounding and
+    # full horizontal chroma interpolation remove both (measured on flat colours against
+    # the matrix formulas; a few ms more per 1080p frame).
+    return (
+        I.BILINEAR | I.ACCURATE_RND | I.FULL_CHR_H_INT,
+        I.BILINEAR | I.ACCURATE_RND,
+    )
+
+
 def frame_image(frame: Any, rotation: int) -> Image:
-    """A decoded frame as an upright Image (HxWx3 BGR uint8)."""
-    pixels = frame.to_ndarray(format="bgr24")
+    """A decoded frame as an upright Image (HxWx3 BGR uint8).
+
+    The YUV to RGB conversion follows the frame's own colour matrix and range (PyAV 18's
+    ``reformat`` hands them to FFmpeg's ``sws_scale_frame``): a full-range or BT.709 frame
+    comes back as the colours it codes. Untagged frames use FFmpeg's default (BT.601,
+    limited range), which :func:`yuv_frame` uses again for an untagged output. Transfer and
+    primaries are not converted (no tone mapping): the pixels are the coded R'G'B'.
+    """
+    pixels = frame.to_ndarray(format="bgr24", interpolation=_scaler_flags()[0])
     k = rotation // 90
     if k:
         pixels = np.ascontiguousarray(np.rot90(pixels, k))
@@ -192,6 +217,189 @@ def even_pixels(pixels: np.ndarray) -> np.ndarray:
     if h % 2 == 0 and w % 2 == 0:
         return pixels
     return np.pad(pixels, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+# -- colour ----------------------------------------------------------------------------------
+
+# FFmpeg's names (libavutil/pixdesc.c) of the codes of its colour enums (libavutil/pixfmt.h);
+# code 2 is "unspecified" in the last three, 0 in the range.
+_RANGES = {1: "tv", 2: "pc"}
+_MATRICES = {
+    0: "gbr", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m",
+    8: "ycgco", 9: "bt2020nc", 10: "bt2020c", 11: "smpte2085", 12: "chroma-derived-nc",
+    13: "chroma-derived-c", 14: "ictcp", 15: "ipt-c2", 16: "ycgco-re", 17: "ycgco-ro",
+}  # fmt: skip
+_PRIMARIES = {
+    1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "film",
+    9: "bt2020", 10: "smpte428", 11: "smpte431", 12: "smpte432", 22: "ebu3213",
+}  # fmt: skip
+_TRANSFERS = {
+    1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "linear",
+    9: "log100", 10: "log316", 11: "iec61966-2-4", 12: "bt1361e", 13: "iec61966-2-1",
+    14: "bt2020-10", 15: "bt2020-12", 16: "smpte2084", 17: "smpte428", 18: "arib-std-b67",
+}  # fmt: skip
+_HDR_TRANSFERS = {16: "PQ", 18: "HLG"}
+_UNSPECIFIED = 2
+_BT709 = 1
+
+
+def _sws_matrix(code: int) -> Any:
+    """The swscale matrix that writes YUV with matrix ``code``, None for FFmpeg's default
+    (an untagged output), or False when swscale has none for it."""
+    from av.video.reformatter import Colorspace
+
+    if code == _UNSPECIFIED:
+        return None
+    return {
+        1: Colorspace.ITU709,
+        4: Colorspace.FCC,
+        5: Colorspace.ITU601,  # BT.470BG and SMPTE 170M share the BT.601 matrix
+        6: Colorspace.ITU601,
+        7: Colorspace.SMPTE240M,
+        9: Colorspace.BT2020,
+    }.get(code, False)
+
+
+@dataclass(frozen=True)
+class Colour:
+    """How a video's YUV values map to colours: FFmpeg's codes of the range (0 unspecified,
+    1 tv/limited, 2 pc/full), the matrix, the primaries and the transfer (2 unspecified)."""
+
+    range: int = 0
+    matrix: int = _UNSPECIFIED
+    primaries: int = _UNSPECIFIED
+    transfer: int = _UNSPECIFIED
+
+    @classmethod
+    def of(cls, source: Any) -> Colour:
+        """The colour tags of a decoded frame or a codec context."""
+
+        def code(name: str, default: int) -> int:
+            try:
+                return int(getattr(source, name))
+            except (AttributeError, TypeError, ValueError):
+                return default
+
+        return cls(
+            range=code("color_range", 0),
+            matrix=code("colorspace", _UNSPECIFIED),
+            primaries=code("color_primaries", _UNSPECIFIED),
+            transfer=code("color_trc", _UNSPECIFIED),
+        )
+
+    @property
+    def hdr(self) -> str | None:
+        """The HDR transfer's short name ("PQ" or "HLG"), or None (SDR)."""
+        return _HDR_TRANSFERS.get(self.transfer)
+
+    def to_json(self) -> dict[str, str]:
+        """FFmpeg's names of the tags the file gives (an unknown code as ``code N``)."""
+        out = {}
+        for key, value, names, unset in (
+            ("range", self.range, _RANGES, 0),
+            ("matrix", self.matrix, _MATRICES, _UNSPECIFIED),
+            ("primaries", self.primaries, _PRIMARIES, _UNSPECIFIED),
+            ("transfer", self.transfer, _TRANSFERS, _UNSPECIFIED),
+        ):
+            if value != unset:
+                out[key] = names.get(value, f"code {value}")
+        return out
+
+    def written(self) -> tuple[Colour, str | None]:
+        """The colour an output encoded from this source's frames is written with, and a
+        note when it cannot be the same: range, primaries and transfer are kept as tags
+        (nothing converts them); the matrix is kept where FFmpeg's scaler can write it,
+        else the frames are converted with BT.709 and tagged so (said)."""
+        if _sws_matrix(self.matrix) is not False:
+            return self, None
+        if self.matrix == 0:
+            note = "RGB video encoded as YUV 4:2:0 with the BT.709 matrix (tagged so)"
+        else:
+            name = _MATRICES.get(self.matrix, f"code {self.matrix}")
+            note = (
+                f"colour matrix {name} cannot be written here: the frames are encoded with "
+                "the BT.709 matrix (tagged so)"
+            )
+        return replace(self, matrix=_BT709), note
+
+
+def yuv_frame(pixels: np.ndarray, colour: Colour) -> Any:
+    """HxWx3 BGR uint8 pixels (even sides) as a yuv420p ``av.VideoFrame`` converted with
+    ``colour``'s matrix and range and carrying all four of its tags (an unspecified matrix or
+    range converts with FFmpeg's default, as :func:`frame_image` reads such frames)."""
+    import av
+
+    matrix = _sws_matrix(colour.matrix)
+    if matrix is False:
+        raise ValueError(f"no scaler matrix for colour matrix code {colour.matrix}")
+    frame = av.VideoFrame.from_ndarray(pixels, format="bgr24").reformat(
+        format="yuv420p",
+        dst_colorspace=matrix,
+        dst_color_range=colour.range or None,
+        interpolation=_scaler_flags()[1],
+    )
+    frame.color_range = colour.range
+    frame.colorspace = colour.matrix
+    frame.color_primaries = colour.primaries
+    frame.color_trc = colour.transfer
+    return frame
+
+
+def tag_stream(stream: Any, colour: Colour) -> None:
+    """Write ``colour``'s tags on an output video stream before it opens (the encoder puts
+    them in the bitstream, the muxer in the container)."""
+    ctx = stream.codec_context
+    ctx.color_range = colour.range
+    ctx.colorspace = colour.matrix
+    ctx.color_primaries = colour.primaries
+    ctx.color_trc = colour.transfer
+
+
+def input_notes(info: VideoInfo) -> list[str]:
+    """What changes, stated, for a source of ``info``'s depth and transfer: the output is
+    8 bits per sample, and HDR is kept as it is coded, without tone mapping."""
+    notes = []
+    if info.bit_depth > 8:
+        notes.append(
+            f"{info.bit_depth}-bit video ({info.pix_fmt}) processed and encoded in 8 bits: "
+            "finer tonal steps are rounded (smooth gradients may band)"
+        )
+    colour = info.colour
+    if colour is not None and colour.hdr:
+        tags = colour.to_json()
+        space = f", {tags['primaries']} primaries" if "primaries" in tags else ""
+        notes.append(
+            f"HDR video ({colour.hdr}, {tags['transfer']} transfer{space}) processed as "
+            "coded, without tone mapping, and encoded in 8 bits with its HDR tags kept: it "
+            "plays as HDR with coarser steps; the steps see HDR-coded values, not an SDR "
+            "picture; mastering-display and light-level metadata, if any, are not carried"
+        )
+    return notes
+
+
+# -- frame size limits -------------------------------------------------------------------------
+
+MAX_FRAME = {"h264": (16384, 16384), "av1": (16384, 8704)}
+"""Largest frame (width, height) each encoder opens, measured with PyAV 18.1's libx264 and
+SVT-AV1 (libx265 opened 40000 px sides; it has no entry)."""
+
+
+def frame_size_refusal(width: int, height: int, codec: str, pixel_limit: int | None) -> str | None:
+    """Why output frames of ``width`` x ``height`` cannot be encoded with ``codec`` under
+    ``pixel_limit`` (None: no limit), or None when they can."""
+    smaller = "add a fit step (max_side) or upscale less"
+    if pixel_limit is not None and width * height > pixel_limit:
+        return (
+            f"{width * height} pixels, over the pixel limit of {pixel_limit} "
+            f"(RETOUCH_PIXEL_LIMIT; raise it where the memory allows); {smaller}"
+        )
+    max_w, max_h = MAX_FRAME.get(codec, (None, None))
+    if max_w is not None and max_h is not None and (width > max_w or height > max_h):
+        return (
+            f"larger than {codec} ({ENCODERS[codec]}) encodes, at most {max_w}x{max_h}; "
+            f"{smaller}, or export.video.codec=h265"
+        )
+    return None
 
 
 def _bit_depth(pix_fmt: str) -> int:
@@ -266,6 +474,7 @@ def probe_video(path: str, label: str, *, pixel_limit: int) -> VideoInfo:
         pts: list[int] = []
         keyframes: list[int] = []
         rotation = 0
+        colour: Colour | None = None
         sample: Image | None = None
         try:
             for frame in container.decode(vs):
@@ -280,6 +489,7 @@ def probe_video(path: str, label: str, *, pixel_limit: int) -> VideoInfo:
                     )
                 if not pts:
                     rotation = rotation_of(frame.rotation)
+                    colour = Colour.of(frame)
                     half = Fraction(stream_span or 0) / 2
                     middle = Fraction(frame.pts) * tb + half
                 pts.append(frame.pts)
@@ -331,6 +541,7 @@ def probe_video(path: str, label: str, *, pixel_limit: int) -> VideoInfo:
             sample=sample,
             pts=pts,
             keyframes=keyframes,
+            colour=colour,
         )
 
 

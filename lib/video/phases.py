@@ -21,6 +21,7 @@ or a mask file in the step's parameters, as for an image.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -43,7 +44,7 @@ from retouch.lib.settings import Settings
 from retouch.lib.sources import extension
 from retouch.lib.video import media, segments
 
-VIDEO_KEY_LAYOUT = "video-2"
+VIDEO_KEY_LAYOUT = "video-2"  # 2: segments cut at key frames; colour tags kept
 """Part of every video result key: bump it when the same inputs would give another file."""
 
 REVIEW_SAMPLES = (Fraction(1, 6), Fraction(1, 2), Fraction(5, 6))
@@ -145,10 +146,7 @@ def prepare_video(
                 ),
             }
         )
-        if info.bit_depth > 8:
-            record.problems.append(
-                f"{info.bit_depth}-bit video ({info.pix_fmt}) processed and encoded in 8 bits"
-            )
+        record.problems += media.input_notes(info)
         if info.sample is not None:
             found = analysis.analyse(downscaled(info.sample, ANALYSIS_MAX_SIDE))
             record.analysis = Analysis.model_validate(jsonable(found))
@@ -218,9 +216,7 @@ def plan(record: ImageRecord) -> list[segments.Span]:
     return [(None, None, record.input.frames or 0)]
 
 
-def frame_processor(
-    record: ImageRecord, ctx: Any, device: str, first: int = 0
-) -> segments.FrameFn:
+def frame_processor(record: ImageRecord, ctx: Any, device: str, first: int = 0) -> segments.FrameFn:
     """The recipe's steps as one function over a frame (steps parsed and op context built
     once per segment; models come from the process's pool, so they load once). Every frame
     shares the video's ``clip_id`` (its sha256). ``first``: how many frames of the clip come
@@ -253,7 +249,7 @@ def frame_processor(
 
 
 def _output_fields(meta: dict[str, Any]) -> OutputInfo:
-    keys = ("kind", "format", "codec", "width", "height", "frames", "duration", "streams")
+    keys = ("kind", "format", "codec", "width", "height", "frames", "duration", "streams", "colour")
     out = {k: meta[k] for k in keys if k in meta}
     out.update(bit_depth=8, alpha=False, gray=False)
     return OutputInfo.model_validate(out)
@@ -300,9 +296,7 @@ def process_video(
     return record
 
 
-def segments_to_make(
-    record: ImageRecord, ctx: Any, weights: dict[str, str], device: str
-) -> int:
+def segments_to_make(record: ImageRecord, ctx: Any, weights: dict[str, str], device: str) -> int:
     """How many segments ``record``'s process phase makes: its planned count when it is a
     video of several segments whose result is not stored yet (or the run refreshes), else 0
     (nothing to make, or one segment: no task of its own needed)."""
@@ -392,9 +386,7 @@ def _stored_segment(
     meta = ctx.workspace.result_meta(key)
     if ctx.refresh and meta.get("run") != ctx.run_id:
         return None
-    path, _sha, _size = stack.enter_context(
-        local_source(ctx.workspace.result_file(key), 1 << 62)
-    )
+    path, _sha, _size = stack.enter_context(local_source(ctx.workspace.result_file(key), 1 << 62))
     return segments.SegmentResult(
         path,
         span[0],
@@ -404,8 +396,9 @@ def _stored_segment(
         int(meta["width"]),
         int(meta["height"]),
         list(meta.get("notes", [])),
+        colour=media.Colour(**meta["colour"]),
         # Made by this run (a task of its own): its model calls are this run's work.
-        int(meta.get("model_calls", 0)) if meta.get("run") == ctx.run_id else 0,
+        model_calls=int(meta.get("model_calls", 0)) if meta.get("run") == ctx.run_id else 0,
     )
 
 
@@ -441,6 +434,7 @@ def _segment(
         encoding=enc,
         label=record.name,
         on_frame=lambda done: meter.frame(index, done, done == frames),
+        pixel_limit=ctx.settings.pixel_limit,
     )
     if frames and part.frames != frames:
         raise InvalidVideoError(
@@ -461,6 +455,7 @@ def _segment(
             "width": part.width,
             "height": part.height,
             "notes": part.notes,
+            "colour": dataclasses.asdict(part.colour),
             "model_calls": part.model_calls,
         },
     )
@@ -468,9 +463,7 @@ def _segment(
     return part
 
 
-def _compute(
-    record: ImageRecord, ctx: Any, weights: dict[str, str], device: str, key: str
-) -> None:
+def _compute(record: ImageRecord, ctx: Any, weights: dict[str, str], device: str, key: str) -> None:
     enc, container_note = encoding(record, ctx)
     spans = plan(record)
     seg_keys = [video_key(record, ctx, weights, device, segment=i) for i in range(len(spans))]
@@ -522,6 +515,7 @@ def _compute(
             "duration": record.input.duration,
             "segments": len(parts),
             "streams": joined.copied + joined.reencoded,
+            "colour": parts[0].colour.to_json(),
             "notes": notes,
         }
         ctx.workspace.save_result_file(key, out, enc.ext, meta)
@@ -686,4 +680,5 @@ def _held(path: str, label: str) -> dict[str, Any]:
             "alpha": False,
             "gray": False,
             "streams": [f"{s.type} {s.codec_context.name}" for s in c.streams if s.type != "video"],
+            "colour": media.Colour.of(vs.codec_context).to_json(),
         }

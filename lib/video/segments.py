@@ -25,13 +25,17 @@ from typing import Any
 from retouch.lib.errors import InvalidVideoError, RetouchError
 from retouch.lib.image import Image
 from retouch.lib.video.media import (
+    Colour,
     Encoding,
     even_pixels,
     ff_reason,
     frame_image,
+    frame_size_refusal,
     open_input,
     rotation_of,
+    tag_stream,
     video_stream,
+    yuv_frame,
 )
 
 FrameFn = Callable[[Image], Image]
@@ -53,6 +57,7 @@ class SegmentResult:
     width: int  # encoded size
     height: int
     notes: list[str] = field(default_factory=list)
+    colour: Colour = field(default_factory=Colour)  # the tags the frames were written with
     model_calls: int = 0  # made by this run: the model calls its frames took
 
     @property
@@ -73,6 +78,7 @@ def process_segment(
     encoding: Encoding,
     label: str,
     on_frame: Callable[[int], None] | None = None,
+    pixel_limit: int | None = None,
 ) -> SegmentResult:
     """Decode the frames of ``[start_pts, end_pts)`` of ``src``, run ``process`` on each
     (an upright HxWx3 BGR uint8 :class:`Image`) and encode them into ``dst`` (video only,
@@ -81,11 +87,15 @@ def process_segment(
     One frame is in memory at a time (plus the encoder's own look-ahead). Every frame must
     come out of ``process`` at the same size; an odd width or height is padded by one edge
     row or column (4:2:0 needs even sides), stated in the notes. Rotation metadata is
-    applied to the pixels (frames are processed upright), so the output has none.
+    applied to the pixels (frames are processed upright), so the output has none. The
+    frames are written with the first source frame's colour range, matrix, primaries and
+    transfer (:meth:`~.media.Colour.written`: a matrix that cannot be written is stated).
 
     Raises:
         InvalidVideoError: the source cannot be read or decoded.
-        VideoError: a frame changed size, or encoding failed.
+        VideoError: a frame changed size, the first one came out larger than
+            ``pixel_limit`` or the encoder takes (before anything is encoded), or encoding
+            failed.
     """
     import av
 
@@ -101,6 +111,7 @@ def process_segment(
         out = av.open(dst, "w", format=encoding.muxer, options=encoding.muxer_options(tb))
         stream: Any = None
         size: tuple[int, int] | None = None
+        colour = Colour()
         try:
             for frame in _frames(inp, vs, label):
                 if frame.pts is None:
@@ -114,13 +125,24 @@ def process_segment(
                         label, f"timestamps go backwards at frame {len(pts) + 1}"
                     )
                 rotation = rotation_of(frame.rotation)
-                result = process(frame_image(frame, rotation))
+                upright = frame_image(frame, rotation)
+                result = process(upright)
                 pixels = result.to_uint8()
                 h, w = pixels.shape[:2]
                 if size is None:
                     size = (w, h)
                     padded = even_pixels(pixels)
-                    stream = _open_stream(out, encoding, padded, tb, rate)
+                    too_big = frame_size_refusal(
+                        padded.shape[1], padded.shape[0], encoding.codec, pixel_limit
+                    )
+                    if too_big:
+                        raise VideoError(
+                            f"{label}: output frames of {padded.shape[1]}x{padded.shape[0]} "
+                            f"(from {upright.width}x{upright.height}) are {too_big}"
+                        )
+                    colour, colour_note = Colour.of(frame).written()
+                    notes += [colour_note] if colour_note else []
+                    stream = _open_stream(out, encoding, padded, tb, rate, colour)
                     if padded.shape[:2] != pixels.shape[:2]:
                         notes.append(
                             f"frames padded from {w}x{h} to {padded.shape[1]}x"
@@ -137,7 +159,7 @@ def process_segment(
                         f"{label}: frame {len(pts) + 1} came out {w}x{h}, the first frame "
                         f"{size[0]}x{size[1]}; every frame of a video must have one size"
                     )
-                out_frame = av.VideoFrame.from_ndarray(even_pixels(pixels), format="bgr24")
+                out_frame = yuv_frame(even_pixels(pixels), colour)
                 out_frame.pts = frame.pts
                 out_frame.time_base = tb
                 for packet in stream.encode(out_frame):
@@ -155,7 +177,7 @@ def process_segment(
     if not pts or size is None:
         raise InvalidVideoError(label, "no frame in the segment")
     width, height = size[0] + size[0] % 2, size[1] + size[1] % 2
-    return SegmentResult(dst, start_pts, end_pts, tb, pts, width, height, notes)
+    return SegmentResult(dst, start_pts, end_pts, tb, pts, width, height, notes, colour)
 
 
 def _frames(inp: Any, vs: Any, label: str) -> Iterator[Any]:
@@ -172,10 +194,13 @@ def _frames(inp: Any, vs: Any, label: str) -> Iterator[Any]:
         ) from None
 
 
-def _open_stream(out: Any, encoding: Encoding, first: Any, tb: Fraction, rate: Any) -> Any:
+def _open_stream(
+    out: Any, encoding: Encoding, first: Any, tb: Fraction, rate: Any, colour: Colour
+) -> Any:
     stream = out.add_stream(encoding.encoder, rate=rate, options=encoding.options())
     stream.height, stream.width = int(first.shape[0]), int(first.shape[1])
     stream.pix_fmt = "yuv420p"
+    tag_stream(stream, colour)
     stream.time_base = tb
     stream.codec_context.time_base = tb
     return stream
@@ -275,7 +300,7 @@ def join(
             out = av.open(dst, "w", format=muxer, options=options or {})
             try:
                 vtemplate = seg_inputs[0].streams.video[0]
-                vout = out.add_stream_from_template(vtemplate)
+                vout = out.add_stream_from_template(vtemplate, opaque=True)
                 vout.time_base = vtemplate.time_base
                 routes: dict[int, tuple[Any, Any]] = {}  # source index -> (out, encoder?)
                 for s in inp.streams:

@@ -15,10 +15,12 @@ from typer.testing import CliRunner
 
 from tests.video_clips import (
     audio_spans,
+    colour_tags,
     first_frame,
     frame_times,
     make_audio_only,
     make_clip,
+    make_flat_clip,
     make_zero_frames,
 )
 
@@ -127,3 +129,53 @@ def test_hostile_videos_are_each_a_per_file_outcome(prefect_server, tmp_path):
     assert len(frame_times(tmp_path / "got" / "still.mp4")) == 1
     assert first_frame(tmp_path / "got" / "odd.mov").shape == (66, 94, 3)  # 47x33, x2
     assert len(frame_times(tmp_path / "got" / "odd.mov")) == 5
+
+
+def test_hdr_full_range_and_too_big_videos_in_one_batch(prefect_server, tmp_path, monkeypatch):
+    from retouch.lib.settings import reload_settings
+
+    # The quick preset doubles every side: 48x32 -> 96x64 (6144 pixels) fits under the
+    # limit, 64x48 -> 128x96 (12288) does not; the inputs all fit.
+    monkeypatch.setenv("RETOUCH_PIXEL_LIMIT", "8000")
+    reload_settings()
+    src = tmp_path / "mixed"
+    src.mkdir()
+    orange = (40, 200, 235)
+    make_flat_clip(src / "hdr.mkv", orange, matrix=9, full=False, primaries=9, transfer=16,
+                   bits=10, width=48, height=32)  # fmt: skip
+    make_flat_clip(src / "full.mp4", orange, matrix=1, full=True, primaries=1, transfer=1,
+                   width=48, height=32)  # fmt: skip
+    make_clip(src / "big.mp4", width=64, height=48, frames=3)
+    _photo(src / "photo.jpg", 4, w=32, h=24)
+
+    code, output, manifest = _run(src, tmp_path / "out")
+    assert code == 2, output
+    by_name = {img["name"]: img for img in manifest["images"]}
+    failed = {n: img["reason"] for n, img in by_name.items() if img["status"] == "failed"}
+    assert failed == {
+        "big.mp4": "big.mp4: output frames of 128x96 (from 64x48) are 12288 pixels, over the "
+        "pixel limit of 8000 (RETOUCH_PIXEL_LIMIT; raise it where the memory allows); add a "
+        "fit step (max_side) or upscale less"
+    }
+    assert by_name["big.mp4"]["failed_phase"] == "process"
+    assert _unzip(tmp_path / "out", tmp_path / "got") == ["full.mp4", "hdr.mkv", "photo.jpg"]
+
+    hdr = by_name["hdr.mkv"]
+    assert hdr["input"]["bit_depth"] == 10
+    assert any(p.startswith("10-bit video (yuv420p10le) processed and encoded in 8 bits")
+               for p in hdr["problems"])  # fmt: skip
+    assert any(p.startswith("HDR video (PQ, smpte2084 transfer, bt2020 primaries)")
+               for p in hdr["problems"])  # fmt: skip
+    pq = {"range": "tv", "matrix": "bt2020nc", "primaries": "bt2020", "transfer": "smpte2084"}
+    assert hdr["input"]["colour"] == pq and hdr["output"]["colour"] == pq
+    got = tmp_path / "got" / "hdr.mkv"
+    assert colour_tags(got) == {"range": 1, "matrix": 9, "primaries": 9, "transfer": 16}
+    assert first_frame(got).shape == (64, 96, 3) and len(frame_times(got)) == 3
+
+    full = by_name["full.mp4"]
+    sdr = {"range": "pc", "matrix": "bt709", "primaries": "bt709", "transfer": "bt709"}
+    assert full["input"]["colour"] == sdr and full["output"]["colour"] == sdr
+    assert colour_tags(tmp_path / "got" / "full.mp4") == {
+        "range": 2, "matrix": 1, "primaries": 1, "transfer": 1
+    }  # fmt: skip
+    assert not any("HDR" in p or "bit" in p for p in full["problems"])

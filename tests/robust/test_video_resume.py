@@ -104,9 +104,9 @@ def test_sigkill_during_a_video_then_rerun_computes_only_unfinished_segments(
              "RETOUCH_TEST_MODEL_DELAY": "0"},
     )  # fmt: skip
     assert clean.returncode == 0, clean.stdout.decode()[-3000:]
-    assert json.loads((clean_dest / "manifest.json").read_text())["images"][0][
-        "model_calls"
-    ] == FRAMES
+    assert (
+        json.loads((clean_dest / "manifest.json").read_text())["images"][0]["model_calls"] == FRAMES
+    )
     assert _video(dest) == _video(clean_dest)
 
     # Each segment was a task run of its own (on the same Prefect server).
