@@ -529,29 +529,70 @@ def _compute(record: ImageRecord, ctx: Any, weights: dict[str, str], device: str
 # -- review ------------------------------------------------------------------------------------
 
 
-def sample_frames(path: str, label: str, times: list[Fraction]) -> list[tuple[Fraction, Image]]:
+def sample_frames(
+    path: str, label: str, times: list[Fraction]
+) -> list[tuple[Fraction, Image, Image | None]]:
     """For each time, the first frame at or after it (seeking to the keyframe before it),
-    upright, with its exact time. Times must be increasing."""
-    out: list[tuple[Fraction, Image]] = []
+    upright, with its exact time, and the frame after it (None at the clip's end). Times
+    must be increasing."""
+    out: list[tuple[Fraction, Image, Image | None]] = []
     with media.open_input(path, label) as c:
         vs = media.video_stream(c, label)
         tb = Fraction(vs.time_base)
         for target in times:
             c.seek(int(target / tb), stream=vs, backward=True, any_frame=False)
+            found: tuple[Fraction, Image] | None = None
             for frame in c.decode(vs):
                 if frame.pts is None:
                     continue
                 t = Fraction(frame.pts) * tb
-                if t >= target:
-                    out.append((t, media.frame_image(frame, media.rotation_of(frame.rotation))))
+                if found is not None:
+                    out.append(
+                        (*found, media.frame_image(frame, media.rotation_of(frame.rotation)))
+                    )
                     break
+                if t >= target:
+                    found = (t, media.frame_image(frame, media.rotation_of(frame.rotation)))
+            else:
+                if found is not None:
+                    out.append((*found, None))
     return out
+
+
+FLICKER_SIDE = 160
+"""Frames are compared for flicker at this width (detail the enhancement adds is not change)."""
+
+
+def frame_change(a: Image, b: Image | None) -> float | None:
+    """Mean absolute difference of two consecutive frames' luma (levels of 255), both
+    reduced to :data:`FLICKER_SIDE` px wide; None without a second frame."""
+    if b is None:
+        return None
+    import cv2
+    import numpy as np
+
+    def small(img: Image) -> np.ndarray:
+        gray = cv2.cvtColor(img.to_uint8(), cv2.COLOR_BGR2GRAY)
+        h = max(1, round(gray.shape[0] * FLICKER_SIDE / gray.shape[1]))
+        return cv2.resize(gray, (FLICKER_SIDE, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    return float(np.mean(np.abs(small(a) - small(b))))
+
+
+def flickers(before: float | None, after: float | None) -> bool:
+    """Whether the result changes from frame to frame well beyond its source: more than
+    twice the source's change and by more than 3 levels (an encoder's noise is below)."""
+    if before is None or after is None:
+        return False
+    return after > 2 * before and after - before > 3
 
 
 def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
     """Score frames sampled across the clip (at 1/6, 1/2 and 5/6 of it) against the same
     frames of the result; the worst-scoring one stands for the clip (its scores, verdict
-    and thumbnails), and ``scores["frames"]`` lists each sample's time and score."""
+    and thumbnails), and ``scores["frames"]`` lists each sample's time and score. At each
+    sample the change to the next frame is measured in the source and the result: a result
+    that changes well beyond its source (:func:`flickers`) is a problem named by its time."""
     from retouch.lib.phases.review import review_pair, reviewing, score_pair
 
     if not record.ok or record.result_key is None:
@@ -564,27 +605,41 @@ def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
         with local_source(record.uri, ctx.settings.max_file_bytes) as (path, _sha, _size):
             before = sample_frames(path, record.name, targets)
         # Distinct frames only (a short clip may give one frame for several times).
-        before = list({t: (t, img) for t, img in before}.values())
+        before = list({t: (t, img, nxt) for t, img, nxt in before}.values())
         with local_source(ctx.workspace.result_file(record.result_key), 1 << 62) as (
             result,
             _sha,
             _size,
         ):
             # A frame a container's coarser clock rounded down is still found.
-            after = sample_frames(result, record.name, [t - Fraction(1, 1000) for t, _ in before])
+            after = sample_frames(result, record.name, [t - Fraction(1, 1000) for t, *_ in before])
         if not before or len(after) != len(before):
             raise RetouchError("could not find the sampled frames in the result")
         samples = []
-        for (t, b), (_t, a) in zip(before, after, strict=True):
+        changes = []
+        for (t, b, b_next), (_t, a, a_next) in zip(before, after, strict=True):
             probe = ImageRecord(**record.model_dump(exclude={"scores", "problems"}))
             score_pair(probe, ctx, b, a)
             samples.append((probe.scores.score or 0.0, t, b, a, probe.scores))
+            changes.append((frame_change(b, b_next), frame_change(a, a_next)))
         worst = min(samples, key=lambda s: (s[0], s[1]))
         review_pair(record, ctx, worst[2], worst[3])
         record.scores.frames = [
-            {"time": round(float(t), 4), "score": scores.score, "verdict": scores.verdict}
-            for _s, t, _b, _a, scores in samples
+            {
+                "time": round(float(t), 4),
+                "score": scores.score,
+                "verdict": scores.verdict,
+                "change_before": None if was is None else round(was, 2),
+                "change_after": None if now is None else round(now, 2),
+            }
+            for (_s, t, _b, _a, scores), (was, now) in zip(samples, changes, strict=True)
         ]
+        for (_s, t, *_), (was, now) in zip(samples, changes, strict=True):
+            if flickers(was, now):
+                record.problems.append(
+                    f"flicker at {float(t):.2f} s: the result changes by {now:.1f} levels "
+                    f"from one frame to the next, the source by {was:.1f}"
+                )
         times = ", ".join(f"{float(t):.2f} s" for _s, t, *_ in samples)
         record.problems.append(
             f"review: {len(samples)} sampled frames scored (at {times}), not every frame; "

@@ -82,6 +82,9 @@ def test_run_on_a_vfr_clip_with_audio_and_two_images(prefect_server, tmp_path):
     # Review on sampled frames, said so; the image review is untouched.
     assert len(video["scores"]["frames"]) >= 2
     assert any(p.startswith("review: ") for p in video["problems"])
+    # The temporal check measured each sample and found the steady x2 steady.
+    assert all(f["change_after"] is not None for f in video["scores"]["frames"][:-1])
+    assert not any(p.startswith("flicker") for p in video["problems"])
     assert "frames" not in by_name["a.jpg"]["scores"]
     for name in ("a.jpg", "b.jpg"):
         with PILImage.open(tmp_path / "got" / name) as im:

@@ -110,3 +110,42 @@ def test_the_process_bar_shows_a_videos_frames_rate_time_left_and_segment():
     assert line == "party.mp4 frame 120/480 · 12.3 fps · ETA 29 s · segment 2/5"
     stored = FramesDone(name="a.mov", done=250, total=300, segment=1, segments=2, reused=True)
     assert frames_line(stored) == "a.mov frame 250/300 · stored · segment 1/2"
+
+
+def test_flicker_is_the_result_changing_well_beyond_its_source(tmp_path):
+    """Frame-to-frame change at sampled moments: a steady x2 keeps the source's, a result
+    whose brightness jumps every other frame is flagged."""
+    import numpy as np
+
+    from retouch.lib.video.phases import flickers, frame_change, sample_frames
+
+    src = tmp_path / "clip.mp4"
+    make_clip(src, frames=30, width=64, height=48, audio=None)
+    count = {"n": 0}
+
+    def pulsing(image: Image) -> Image:
+        count["n"] += 1
+        lift = 40 if count["n"] % 2 else 0
+        return Image(
+            pixels=np.clip(_x2(image).pixels.astype(np.int16) + lift, 0, 255).astype(np.uint8)
+        )
+
+    settings = SimpleNamespace(codec="h264", crf=None, preset=None, container="same")
+    enc, _ = media.encoding_for("mp4", settings)
+    times = [Fraction(1, 5), Fraction(3, 5)]
+    before = sample_frames(str(src), src.name, times)
+    assert all(nxt is not None for *_, nxt in before)
+    for process, flagged in ((_x2, False), (pulsing, True)):
+        out = tmp_path / f"{process.__name__}.mp4"
+        segments.process_segment(
+            str(src), str(out), start_pts=None, end_pts=None, process=process, encoding=enc,
+            label=src.name,
+        )  # fmt: skip
+        after = sample_frames(str(out), out.name, times)
+        for (_t, b, b_next), (_t2, a, a_next) in zip(before, after, strict=True):
+            was, now = frame_change(b, b_next), frame_change(a, a_next)
+            assert flickers(was, now) is flagged, (process.__name__, was, now)
+    # The last frame has no next one: no measure, never flagged.
+    (last,) = sample_frames(str(src), src.name, [Fraction(29, 25)])
+    assert last[2] is None and frame_change(last[1], None) is None
+    assert not flickers(None, 50.0)
