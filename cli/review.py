@@ -78,10 +78,12 @@ def _preview_command(
     as_json: bool,
     max_side: int | None = None,
     styles: str | None = None,
+    at: str | None = None,
 ) -> PreviewResult:
     from retouch.lib.models.device import device_for
     from retouch.lib.quality import preview
     from retouch.lib.settings import get_settings
+    from retouch.lib.video.phases import parse_time
 
     result = preview.run_preview(
         source,
@@ -91,6 +93,7 @@ def _preview_command(
         region=preview.parse_region(region) if region else None,
         device=device_for(device or get_settings().device),
         max_side=max_side,
+        at=parse_time(at) if at else None,
     )
     if as_json:
         print_json(result.as_dict())
@@ -119,6 +122,14 @@ SetOpt = Annotated[
     list[str], typer.Option("--set", help="STEP.PARAM=VALUE applied before the grid")
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
+AtOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--at",
+        help="For videos: the moment to try, in seconds or [HH:]MM:SS[.fff] from the first "
+        "frame (default: the middle of each clip)",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the scores as JSON")]
 MaxSideOpt = Annotated[
     int | None,
@@ -153,10 +164,12 @@ def preview(
             "separated (e.g. anime,face-paint,animeganv2-celeba-distill,painting-sd)",
         ),
     ] = None,
+    at: AtOpt = None,
 ) -> None:
     """Try a recipe on a few images: one contact sheet, original | result per grid value
     (or per preset, or per style), with the input's and the result's score under every
-    cell (the scores a run with the same settings gives)."""
+    cell (the scores a run with the same settings gives). A video gives one frame (--at),
+    found by seeking, so any moment of a long clip is tried in seconds."""
     _preview_command(
         source,
         preset,
@@ -169,6 +182,7 @@ def preview(
         as_json,
         max_side,
         styles,
+        at,
     )
 
 
@@ -190,11 +204,22 @@ def tune(
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
     max_side: MaxSideOpt = None,
+    at: AtOpt = None,
 ) -> None:
     """Try each value of a grid on a sample and report the best-scoring one (mean score);
     --save keeps it as a user preset (see `retouch presets list`)."""
     result = _preview_command(
-        source, [preset], grid, sample, region, out_file, overrides, device, as_json, max_side
+        source,
+        [preset],
+        grid,
+        sample,
+        region,
+        out_file,
+        overrides,
+        device,
+        as_json,
+        max_side,
+        at=at,
     )
     best = result.best()
     if best is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import cv2
@@ -25,7 +26,7 @@ from retouch.lib.imageio import decode, encode
 from retouch.lib.ops.base import OpContext
 from retouch.lib.ops.registry import registry
 from retouch.lib.recipe import Recipe, apply_overrides, parse_value
-from retouch.lib.sources import SourceItem, discover
+from retouch.lib.sources import SourceItem, discover, is_video_name
 
 CELL_SIDE = 256
 LABEL_HEIGHT = 34
@@ -283,6 +284,7 @@ def run_preview(
     device: str = "cpu",
     pixel_limit: int | None = None,
     max_side: int | None = None,
+    at: Fraction | None = None,
 ) -> PreviewResult:
     """Run each variant on a sample of ``source`` and write the contact sheet to ``out``.
 
@@ -294,6 +296,8 @@ def run_preview(
         region: process only this region (pixels, or fractions) of each image.
         max_side: process a copy reduced to this many pixels on the longer side (faster;
             the scores then describe the reduced copy, not what a run gives).
+        at: for a video, the moment (seconds from its first frame) whose frame is tried;
+            its middle when None. The row is named ``clip.mp4 @ 80.00 s``.
 
     Returns:
         The sheet's URI and the score of every cell. A cell that fails (bad image, step
@@ -314,19 +318,23 @@ def run_preview(
     counters: dict[str, int] = {}
     rows, cells = [], []
     for item in chosen:
+        name = item.name
         try:
-            original = _prepare(
-                decode(storage.read_bytes(item.uri), item.name, pixel_limit=limit),
-                region,
-                max_side,
-            )
+            if is_video_name(item.name):
+                from retouch.lib.video.phases import frame_at
+
+                moment, image = frame_at(item.uri, item.name, at, get_settings().max_file_bytes)
+                name = f"{item.name} @ {float(moment):.2f} s"
+            else:
+                image = decode(storage.read_bytes(item.uri), item.name, pixel_limit=limit)
+            original = _prepare(image, region, max_side)
         except RetouchError as exc:
-            cells.append(Cell(item.name, "original", error=str(exc)))
+            cells.append(Cell(name, "original", error=str(exc)))
             continue
         row_cells: list[tuple[str, Image | None, str]] = []
         for variant in variants:
             t0 = time.perf_counter()
-            cell = Cell(item.name, variant.label)
+            cell = Cell(name, variant.label)
             try:
                 result = _run(original, variant.recipe, item.name, device, counters)
                 q, _, _ = score_result(
@@ -340,7 +348,7 @@ def run_preview(
             cell.seconds = round(time.perf_counter() - t0, 3)
             cells.append(cell)
             row_cells.append((variant.label, result, caption))
-        rows.append((item.name, original, row_cells))
+        rows.append((name, original, row_cells))
     if not rows:
         raise RetouchError(
             f"{storage.redact(source)}: none of the sampled images could be read: "

@@ -559,6 +559,59 @@ def sample_frames(
     return out
 
 
+def parse_time(text: str) -> Fraction:
+    """A time in a clip: seconds (``80``, ``80.5``) or ``[HH:]MM:SS[.fff]`` (``1:20``,
+    ``00:01:20.5``).
+
+    Raises:
+        ValueError: anything else, or a negative time.
+    """
+    parts = text.strip().split(":")
+    try:
+        if not 1 <= len(parts) <= 3 or any(not p for p in parts):
+            raise ValueError
+        seconds = Fraction(parts[-1])
+        for n, part in enumerate(reversed(parts[:-1]), start=1):
+            if not part.isdigit() or (seconds >= 60 and n == 1):
+                raise ValueError
+            seconds += int(part) * 60**n
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(
+            f"time {text!r}: give seconds (80.5) or [HH:]MM:SS[.fff] (00:01:20.5)"
+        ) from None
+    if seconds < 0:
+        raise ValueError(f"time {text!r}: a time in the clip is not negative")
+    return seconds
+
+
+def frame_at(uri: str, label: str, at: Fraction | None, max_bytes: int) -> tuple[Fraction, Image]:
+    """The frame of the video at ``uri`` shown at ``at`` seconds from its first frame (the
+    middle of the clip when None), upright, and its time: one seek and the frames from the
+    key frame before it, so any moment of a long clip comes back in seconds.
+
+    Raises:
+        InvalidVideoError: not a readable video, or ``at`` is beyond its end.
+    """
+    with local_source(uri, max_bytes) as (path, _sha, _size):
+        with media.open_input(path, label) as c:
+            vs = media.video_stream(c, label)
+            tb = Fraction(vs.time_base)
+            start = Fraction(vs.start_time or 0) * tb
+            if vs.duration:
+                length = Fraction(vs.duration) * tb
+            else:
+                length = Fraction(c.duration or 0, 1_000_000)
+        if at is None:
+            at = length / 2
+        found = sample_frames(path, label, [start + at]) if length == 0 or at < length else []
+    if not found:
+        raise InvalidVideoError(
+            label, f"no frame at {float(at):.3f} s: the clip is {float(length):.3f} s long"
+        )
+    t, image, _next = found[0]
+    return t - start, image
+
+
 FLICKER_SIDE = 160
 """Frames are compared for flicker at this width (detail the enhancement adds is not change)."""
 

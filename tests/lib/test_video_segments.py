@@ -149,3 +149,47 @@ def test_flicker_is_the_result_changing_well_beyond_its_source(tmp_path):
     (last,) = sample_frames(str(src), src.name, [Fraction(29, 25)])
     assert last[2] is None and frame_change(last[1], None) is None
     assert not flickers(None, 50.0)
+
+
+def test_times_in_a_clip_parse_from_seconds_or_clock_notation():
+    from retouch.lib.video.phases import parse_time
+
+    assert parse_time("80") == 80
+    assert parse_time("80.5") == Fraction(161, 2)
+    assert parse_time("1:20") == 80
+    assert parse_time("00:01:20.5") == Fraction(161, 2)
+    assert parse_time("1:00:00") == 3600
+    for bad in ("", "abc", "1:75", "1::2", "1:2:3:4", "x:10"):
+        with pytest.raises(ValueError, match="give seconds"):
+            parse_time(bad)
+    with pytest.raises(ValueError, match="not negative"):
+        parse_time("-3")
+
+
+def test_preview_at_a_moment_of_a_clip_tries_that_frame(tmp_path):
+    """`retouch preview clip.mp4 --at 0.6` seeks to the frame shown at 0.6 s (from the clip's
+    first frame) and tries the recipe on it; a time past the end is a clear error."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from retouch.cli.main import app
+
+    src = tmp_path / "clip.mp4"
+    make_clip(src, frames=40, width=64, height=48, gop=10)
+    sheet = tmp_path / "sheet.png"
+    result = CliRunner().invoke(
+        app, ["preview", str(src), "--at", "0:00.6", "--preset", "quick", "--out", str(sheet)]
+    )
+    assert result.exit_code == 0, result.output
+    scores = json.loads(sheet.with_suffix(".json").read_text())
+    assert scores["images"] == ["clip.mp4 @ 0.60 s"]
+    assert all(c.get("error") is None for c in scores["cells"])
+    sheet_pixels = cv2.imread(str(sheet))
+    assert sheet_pixels is not None and sheet_pixels.shape[0] > 48
+
+    late = CliRunner().invoke(
+        app, ["preview", str(src), "--at", "5", "--out", str(tmp_path / "late.png")]
+    )
+    assert late.exit_code != 0
+    assert "no frame at 5.000 s: the clip is 1.600 s long" in late.output
