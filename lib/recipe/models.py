@@ -229,6 +229,11 @@ class VideoSettings(BaseModel):
         description="Encoder speed preset (x264/x265: ultrafast..veryslow; SVT-AV1: 0-13); "
         "default: the encoder's own",
     )
+    encoder: Literal["auto", "software", "nvenc"] = Field(
+        "auto",
+        description="auto: NVIDIA's hardware encoder (NVENC) when the run is on a CUDA GPU "
+        "and it opens, else software (libx264/libx265/SVT-AV1); nvenc: NVENC or fail",
+    )
     segment_seconds: float = Field(
         10.0,
         ge=0.5,

@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from retouch.lib.errors import InvalidVideoError
+from retouch.lib.errors import InvalidVideoError, RecipeError
 from retouch.lib.image import Image
 
 ENCODERS = {"h264": "libx264", "h265": "libx265", "av1": "libsvtav1"}
+NVENC = {"h264": "h264_nvenc", "h265": "hevc_nvenc", "av1": "av1_nvenc"}
+"""NVIDIA's hardware encoders (in PyAV's wheel; they open only with an NVIDIA driver)."""
 """FFmpeg encoder of each ``export.video.codec`` (all bundled in PyAV's wheel)."""
 
 DEFAULT_CRF = {"h264": 18, "h265": 20, "av1": 30}
@@ -556,10 +558,11 @@ class Encoding:
     crf: int
     preset: str | None
     ext: str  # output container extension
+    hardware: bool = False  # NVENC
 
     @property
     def encoder(self) -> str:
-        return ENCODERS[self.codec]
+        return (NVENC if self.hardware else ENCODERS)[self.codec]
 
     @property
     def muxer(self) -> str:
@@ -577,6 +580,13 @@ class Encoding:
         return {}
 
     def options(self) -> dict[str, str]:
+        if self.hardware:  # constant quality, the CRF's counterpart (0-51)
+            return {
+                "rc": "vbr",
+                "cq": str(min(self.crf, 51)),
+                "b": "0",
+                "preset": self.preset or "p5",
+            }
         opts = {"crf": str(self.crf)}
         if self.preset:
             opts["preset"] = self.preset
@@ -586,7 +596,8 @@ class Encoding:
 
     def key(self) -> dict[str, Any]:
         """What goes into a video result's key (a change re-encodes)."""
-        return {"codec": self.codec, "crf": self.crf, "preset": self.preset, "ext": self.ext}
+        key = {"codec": self.codec, "crf": self.crf, "preset": self.preset, "ext": self.ext}
+        return {**key, "encoder": "nvenc"} if self.hardware else key
 
 
 def output_container(input_ext: str, container: str, codec: str) -> tuple[str, str | None]:
@@ -610,8 +621,48 @@ def output_container(input_ext: str, container: str, codec: str) -> tuple[str, s
     return "mp4", f"delivered as MP4 ({input_ext or 'unknown'} container)"
 
 
-def encoding_for(input_ext: str, settings: Any) -> tuple[Encoding, str | None]:
-    """The :class:`Encoding` of ``export.video`` settings for an input with ``input_ext``."""
+@cache
+def nvenc_refusal(codec: str) -> str | None:
+    """Why NVENC cannot encode ``codec`` here (no NVIDIA GPU or driver, an older GPU
+    without that codec), or None: the encoder is opened once per process to find out."""
+    import av
+
+    try:
+        ctx: Any = av.CodecContext.create(NVENC[codec], "w")
+        ctx.width, ctx.height, ctx.pix_fmt = 256, 144, "yuv420p"
+        ctx.time_base = Fraction(1, 25)
+        ctx.open()
+        del ctx  # closed when freed
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        return f"{NVENC[codec]} does not open: {ff_reason(exc) if isinstance(exc, av.FFmpegError) else exc}"
+    return None
+
+
+def encoding_for(input_ext: str, settings: Any, device: str = "cpu") -> tuple[Encoding, str | None]:
+    """The :class:`Encoding` of ``export.video`` settings for an input with ``input_ext``
+    on a run's ``device``, and a note on what differs from the settings (the container,
+    NVENC unavailable on a GPU run).
+
+    Raises:
+        RecipeError: ``encoder = "nvenc"`` and NVENC does not open here.
+    """
     ext, note = output_container(input_ext, settings.container, settings.codec)
     crf = settings.crf if settings.crf is not None else DEFAULT_CRF[settings.codec]
-    return Encoding(codec=settings.codec, crf=crf, preset=settings.preset, ext=ext), note
+    wanted = getattr(settings, "encoder", "software")
+    hardware = False
+    if wanted == "nvenc" or (wanted == "auto" and device.startswith("cuda")):
+        refusal = nvenc_refusal(settings.codec)
+        if refusal is None:
+            hardware = True
+        elif wanted == "nvenc":
+            raise RecipeError(
+                f"export.video.encoder=nvenc: {refusal} (an NVIDIA GPU and driver are "
+                "needed); encoder=auto uses it only where it opens"
+            )
+        else:
+            said = f"encoded in software ({ENCODERS[settings.codec]}): {refusal}"
+            note = f"{note}; {said}" if note else said
+    encoding = Encoding(
+        codec=settings.codec, crf=crf, preset=settings.preset, ext=ext, hardware=hardware
+    )
+    return encoding, note

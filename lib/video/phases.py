@@ -167,10 +167,10 @@ def prepare_video(
 # -- process -----------------------------------------------------------------------------------
 
 
-def encoding(record: ImageRecord, ctx: Any) -> tuple[media.Encoding, str | None]:
-    """How ``record``'s frames are encoded under the run's ``export.video`` settings, and
-    the note when the container changes."""
-    return media.encoding_for(extension(record.name), ctx.recipe.export.video)
+def encoding(record: ImageRecord, ctx: Any, device: str) -> tuple[media.Encoding, str | None]:
+    """How ``record``'s frames are encoded under the run's ``export.video`` settings on
+    ``device``, and the note on what differs from them (see :func:`media.encoding_for`)."""
+    return media.encoding_for(extension(record.name), ctx.recipe.export.video, device)
 
 
 def video_key(
@@ -200,7 +200,7 @@ def video_key(
         "steps": ctx.recipe.canonical_steps(),
         "weights": {k: v for k, v in weights.items() if k in used},
         "inputs": inputs,
-        "encoding": encoding(record, ctx)[0].key(),
+        "encoding": encoding(record, ctx, device)[0].key(),
         "segments": [list(span) for span in plan(record)],
         "segment": segment,
     }
@@ -305,7 +305,11 @@ def segments_to_make(record: ImageRecord, ctx: Any, weights: dict[str, str], dev
     count = len(plan(record))
     if count < 2:
         return 0
-    if not ctx.refresh and ctx.workspace.has_result(video_key(record, ctx, weights, device)):
+    try:
+        key = video_key(record, ctx, weights, device)
+    except Exception:  # e.g. an encoder that does not open: the process phase says so
+        return 0
+    if not ctx.refresh and ctx.workspace.has_result(key):
         return 0
     return count
 
@@ -421,7 +425,7 @@ def _segment(
             meter.reused(index, stored.frames)
             ctx.count("video_segments_reused")
         return stored
-    enc, _note = encoding(record, ctx)
+    enc, _note = encoding(record, ctx, device)
     first = meter.done
     calls_before = ctx.counters.get("model_calls", 0)
     start, end, frames = span
@@ -464,7 +468,7 @@ def _segment(
 
 
 def _compute(record: ImageRecord, ctx: Any, weights: dict[str, str], device: str, key: str) -> None:
-    enc, container_note = encoding(record, ctx)
+    enc, container_note = encoding(record, ctx, device)
     spans = plan(record)
     seg_keys = [video_key(record, ctx, weights, device, segment=i) for i in range(len(spans))]
     total = record.input.frames or sum(n for *_, n in spans)

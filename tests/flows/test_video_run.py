@@ -182,3 +182,29 @@ def test_hdr_full_range_and_too_big_videos_in_one_batch(prefect_server, tmp_path
         "range": 2, "matrix": 1, "primaries": 1, "transfer": 1
     }  # fmt: skip
     assert not any("HDR" in p or "bit" in p for p in full["problems"])
+
+
+def test_nvenc_asked_for_where_it_does_not_open_fails_the_video_only(prefect_server, tmp_path):
+    from retouch.cli.main import app
+    from retouch.lib.video import media
+
+    refusal = media.nvenc_refusal("h264")
+    if refusal is None:
+        import pytest
+
+        pytest.skip("NVENC opens on this machine")
+    src = tmp_path / "src"
+    src.mkdir()
+    make_clip(src / "clip.mp4", frames=6)
+    _photo(src / "photo.jpg", 5)
+    dest = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["run", str(src), "--preset", "quick", "--set", "export.video.encoder=nvenc",
+         "--out", str(dest)],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    by_name = {i["name"]: i for i in json.loads((dest / "manifest.json").read_text())["images"]}
+    assert by_name["photo.jpg"]["status"] == "ok"
+    assert by_name["clip.mp4"]["status"] == "failed"
+    assert by_name["clip.mp4"]["reason"].startswith("export.video.encoder=nvenc: h264_nvenc")

@@ -193,3 +193,29 @@ def test_preview_at_a_moment_of_a_clip_tries_that_frame(tmp_path):
     )
     assert late.exit_code != 0
     assert "no frame at 5.000 s: the clip is 1.600 s long" in late.output
+
+
+def test_nvenc_is_used_only_where_it_opens_and_said_when_a_gpu_run_cannot():
+    """NVENC needs an NVIDIA driver: `auto` encodes in software on the CPU without a word,
+    says so on a GPU run where NVENC does not open, and `nvenc` refuses; the encoder is
+    part of the result's key."""
+    from retouch.lib.errors import RecipeError
+    from retouch.lib.recipe import VideoSettings
+
+    refusal = media.nvenc_refusal("h264")
+    auto = VideoSettings()
+    enc, note = media.encoding_for("mp4", auto, "cpu")
+    assert not enc.hardware and enc.encoder == "libx264" and note is None
+    enc, note = media.encoding_for("mp4", auto, "cuda")
+    if refusal is None:  # a machine with NVENC
+        assert enc.hardware and enc.encoder == "h264_nvenc" and note is None
+        assert enc.options()["cq"] == "18"
+    else:
+        assert not enc.hardware
+        assert note == f"encoded in software (libx264): {refusal}"
+        with pytest.raises(RecipeError, match="export.video.encoder=nvenc: h264_nvenc"):
+            media.encoding_for("mp4", VideoSettings(encoder="nvenc"), "cuda")
+    soft = media.Encoding(codec="h264", crf=18, preset=None, ext="mp4")
+    hard = media.Encoding(codec="h264", crf=18, preset=None, ext="mp4", hardware=True)
+    assert soft.key() != hard.key()
+    assert (hard.encoder, hard.options()["preset"]) == ("h264_nvenc", "p5")
