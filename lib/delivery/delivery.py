@@ -37,6 +37,7 @@ from retouch.lib.phases.review import THUMB_LABELS, thumb_path
 from retouch.lib.quality.report import write_report
 from retouch.lib.recipe import Recipe
 from retouch.lib.records import ImageRecord, RunSummary
+from retouch.lib.video.phases import moment_labels
 
 __all__ = [
     "DeliveryError",
@@ -198,7 +199,8 @@ def _deliver(
             if r is None:
                 return {}
             pair = {}
-            for label in THUMB_LABELS:
+            moments = moment_labels(len(r.scores.frames or []))  # a video's sampled moments
+            for label in (*THUMB_LABELS, *moments):
                 uri = thumb_path(ctx, r, label)
                 if storage.exists(uri):
                     pair[label] = storage.read_bytes(uri)

@@ -35,6 +35,7 @@ section.image{background:#fff;margin:18px 0;padding:14px 18px;border-radius:8px;
 .compare .handle{position:absolute;top:0;bottom:0;width:2px;background:#fff;box-shadow:0 0 3px #000a;pointer-events:none}
 .compare .tag{position:absolute;top:6px;font-size:11px;background:#000a;color:#fff;padding:1px 6px;border-radius:3px}
 .v-slider input{display:block;width:min(640px,100%);margin-top:6px}
+.moments{display:flex;flex-wrap:wrap;gap:12px}.moment{margin:0;width:min(420px,100%)}.moment input{display:block;width:100%}
 .pair{display:flex;gap:10px;flex-wrap:wrap}.pair figure{margin:0}.pair img{max-width:420px;border:1px solid #ccd}
 .v-zoom img{max-width:none;image-rendering:auto;border:1px solid #ccd}
 figcaption{font-size:12px;color:#667}.problems{color:#a35400}.hints{color:#35608f}
@@ -147,6 +148,31 @@ def _compare(views: dict[str, bytes], size_in: str, size_out: str) -> str:
         f'<div class="view v-slider">{slider}</div><div class="view v-side">{side}</div>'
         f'<div class="view v-zoom">{zoom}</div>'
     )
+
+
+def _moments(views: dict[str, bytes], frames: list[dict[str, Any]]) -> str:
+    """A video's sampled moments: a before/after slider for each, with its time, score and
+    frame-to-frame change (source → result)."""
+    blocks = []
+    for k, frame in enumerate(frames, start=1):
+        before, after = views.get(f"moment-{k}-before"), views.get(f"moment-{k}-after")
+        if not (before and after):
+            continue
+        change = ""
+        if frame.get("change_before") is not None and frame.get("change_after") is not None:
+            change = f" · change to the next frame {frame['change_before']:.1f} → {frame['change_after']:.1f}"
+        blocks.append(
+            '<figure class="moment"><div class="compare">'
+            f"{_img(after, 'after')}{_img(before, 'before', 'before-layer')}"
+            '<span class="handle"></span></div>'
+            '<input type="range" min="0" max="100" step="0.5" value="50" '
+            f'aria-label="before/after at {_fmt(frame.get("time"))} s">'
+            f"<figcaption>at {_fmt(frame.get('time'))} s · score {_fmt(frame.get('score'))} "
+            f"{html.escape(str(frame.get('verdict') or ''))}{change}</figcaption></figure>"
+        )
+    if not blocks:
+        return ""
+    return f'<h4>Moments of the clip</h4><div class="moments">{"".join(blocks)}</div>'
 
 
 def _versions(views: dict[str, bytes], entries: list[dict[str, Any]]) -> str:
@@ -330,6 +356,7 @@ def write_report(
             + (f'<ul class="problems">{problems}</ul>' if problems else "")
             + (f'<ul class="hints">{hints}</ul>' if hints else "")
             + _components(scores)
+            + _moments(views, scores.get("frames") or [])
             + _versions(views, img.get("versions") or _version_entries(img))
             + "</section>"
         )

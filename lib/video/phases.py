@@ -644,6 +644,27 @@ def flickers(before: float | None, after: float | None) -> bool:
     return after > 2 * before and after - before > 3
 
 
+def moment_labels(count: int) -> list[str]:
+    """Thumbnail labels of a video's sampled moments: ``moment-1-before``, ``moment-1-after``..."""
+    return [f"moment-{k}-{side}" for k in range(1, count + 1) for side in ("before", "after")]
+
+
+def write_moment_thumbs(ctx: Any, record: ImageRecord, k: int, before: Image, after: Image) -> None:
+    """The report's before/after thumbnails of the ``k``-th sampled moment of a video (at
+    the size they were compared)."""
+    from retouch.lib.imageio import encode
+    from retouch.lib.phases.review import THUMB_MAX_SIDE, thumb_path
+
+    for side, image in (("before", before), ("after", after)):
+        view = downscaled(image, THUMB_MAX_SIDE)
+        view.info = {}
+        storage.write_bytes(
+            thumb_path(ctx, record, f"moment-{k}-{side}"),
+            encode(view, "jpg", quality=82, keep_metadata=False),
+            durable=False,
+        )
+
+
 def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
     """Score frames sampled across the clip (at 1/6, 1/2 and 5/6 of it) against the same
     frames of the result; the worst-scoring one stands for the clip (its scores, verdict
@@ -674,9 +695,10 @@ def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
             raise RetouchError("could not find the sampled frames in the result")
         samples = []
         changes = []
-        for (t, b, b_next), (_t, a, a_next) in zip(before, after, strict=True):
+        for k, ((t, b, b_next), (_t, a, a_next)) in enumerate(zip(before, after, strict=True)):
             probe = ImageRecord(**record.model_dump(exclude={"scores", "problems"}))
-            score_pair(probe, ctx, b, a)
+            compared = score_pair(probe, ctx, b, a)
+            write_moment_thumbs(ctx, record, k + 1, *compared)
             samples.append((probe.scores.score or 0.0, t, b, a, probe.scores))
             changes.append((frame_change(b, b_next), frame_change(a, a_next)))
         worst = min(samples, key=lambda s: (s[0], s[1]))

@@ -85,6 +85,13 @@ def test_run_on_a_vfr_clip_with_audio_and_two_images(prefect_server, tmp_path):
     # The temporal check measured each sample and found the steady x2 steady.
     assert all(f["change_after"] is not None for f in video["scores"]["frames"][:-1])
     assert not any(p.startswith("flicker") for p in video["problems"])
+    # The report shows each sampled moment as a before/after slider with its time.
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "Moments of the clip" in report
+    moments = video["scores"]["frames"]
+    assert report.count('<figure class="moment">') == len(moments)
+    for frame in moments:
+        assert f"at {frame['time']:.2f} s · score" in report
     assert "frames" not in by_name["a.jpg"]["scores"]
     for name in ("a.jpg", "b.jpg"):
         with PILImage.open(tmp_path / "got" / name) as im:
