@@ -72,9 +72,55 @@ class ImageState:
     reused: bool = False  # the result came from the cache: nothing was computed again
     source: str | None = None  # where the input was read from (the manifest's "source")
     size: tuple[int, int] | None = None  # width, height of the delivered file
+    frames: Frames | None = None  # a video's frames in the process phase
 
     def copy(self) -> ImageState:
         return ImageState(**{**self.__dict__, "thumbs": dict(self.thumbs)})
+
+
+@dataclass(frozen=True)
+class Frames:
+    """How far a video's process phase is (its last "frames" event): ``done`` of ``total``
+    frames (frames of segments stored by an earlier run count as done), ``fps`` of this
+    run's own work and ``eta_s`` seconds left at that rate, ``segment`` of ``segments``."""
+
+    done: int
+    total: int | None = None
+    fps: float | None = None
+    eta_s: float | None = None
+    segment: int | None = None
+    segments: int | None = None
+    reused: bool = False
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> Frames | None:
+        """The event's numbers, or None when its frame count is missing or absurd (a
+        damaged line must not break the page's arithmetic)."""
+
+        def count(key: str) -> int | None:
+            value = event.get(key)
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            return value if ok else None
+
+        def rate(key: str) -> float | None:
+            value = event.get(key)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                return None
+            return float(value) if 0 <= value < float("inf") else None  # not NaN either
+
+        done = count("done")
+        if done is None:
+            return None
+        total = count("total") or None  # 0: a count the file did not declare
+        return cls(
+            done=min(done, total) if total else done,
+            total=total,
+            fps=rate("fps"),
+            eta_s=rate("eta_s"),
+            segment=count("segment"),
+            segments=count("segments"),
+            reused=event.get("reused") is True,
+        )
 
 
 class Batch:
@@ -188,6 +234,11 @@ class Batch:
             if image is not None and isinstance(event.get("number"), int):
                 image.step = event["number"]
                 image.step_op = str(event.get("op") or "") or None
+        elif kind == "frames":
+            image = self.images.get(str(event.get("name")))
+            frames = Frames.from_event(event)
+            if image is not None and frames is not None:
+                image.frames = frames
         elif kind == "done":
             summary = event.get("summary")
             if isinstance(summary, dict):
@@ -218,6 +269,7 @@ class Batch:
             if image is not None:
                 image.status, image.phase, image.error, image.note = "pending", None, None, None
                 image.step, image.step_op, image.reused = None, None, False
+                image.frames = None
 
     def _job_ended(self, event: dict[str, Any]) -> None:
         self.state = str(event.get("state") or "failed")

@@ -53,9 +53,22 @@ class PresetOut(BaseModel):
     )
 
 
+class FramesOut(BaseModel):
+    done: int = Field(description="Frames processed (those of stored segments included)")
+    total: int | None = Field(description="Frames of the clip (null when not known)")
+    fps: float | None = Field(description="Frames per second of this run's own work")
+    eta_s: float | None = Field(description="Seconds left at that rate")
+    segment: int | None = Field(description="The segment being processed (1-based)")
+    segments: int | None = Field(description="Segments of the clip")
+    reused: bool = Field(description="The last frames came from a segment stored earlier")
+
+
 class ImageOut(BaseModel):
     name: str = Field(description="Relative path as uploaded (or found in the source)")
     index: int
+    kind: Literal["image", "video"] = Field(
+        "image", description="video: a clip, delivered as a video (result_url plays it)"
+    )
     status: Literal["pending", "prepared", "processed", "reviewed", "done", "failed"]
     phase: Literal["prepare", "process", "review", "export"] | None
     error: str | None
@@ -67,6 +80,9 @@ class ImageOut(BaseModel):
     verdict: str | None
     step: int | None = Field(None, description="The last recipe step done on it (1-based)")
     step_op: str | None = Field(None, description="The operation of that step")
+    frames: FramesOut | None = Field(
+        None, description="A video in the process phase: its frames done, rate and time left"
+    )
     reused: bool = Field(False, description="Its result came from the cache (not recomputed)")
     thumbs: dict[str, str | None] = Field(description="before, after, crop-before, crop-after")
     output_name: str | None
@@ -74,8 +90,8 @@ class ImageOut(BaseModel):
     full: dict[str, str | None] = Field(
         default_factory=dict,
         description="before, after: the input and the delivered result at full size, in a "
-        "format browsers show (null until the result is delivered, or when the input is not "
-        "known)",
+        "format browsers show (null until the result is delivered, when the input is not "
+        "known, and for videos)",
     )
     size: dict[str, int] | None = Field(
         None, description="width, height of the delivered result in pixels (when known)"

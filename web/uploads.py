@@ -3,8 +3,9 @@ to disk under limits, then every file checked.
 
 The body is parsed as it arrives (never held in memory or spooled elsewhere), so a count or
 size limit stops the upload at the byte that crosses it. Names from the client are made safe
-before they touch the disk. After the body, every image and mask is decoded: a batch starts
-only when all of its files are usable, and any refusal names the file and the reason.
+before they touch the disk. After the body, every image and mask is decoded and every video
+opened (its first frame decoded): a batch starts only when all of its files are usable, and
+any refusal names the file and the reason.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from retouch.lib import sources
 from retouch.lib.errors import InvalidImageError
 from retouch.lib.imageio import decode, sniff_format
 from retouch.lib.settings import Settings
+from retouch.lib.video import VIDEO_EXTENSIONS
 
 FILE_FIELDS = ("files", "masks")
 TEXT_FIELDS = ("preset", "overrides")
@@ -68,6 +70,7 @@ class Form:
     files: tuple[str, ...] = FILE_FIELDS
     texts: tuple[str, ...] = TEXT_FIELDS
     single: bool = False
+    videos: bool = False  # videos are accepted as files (never as masks)
 
     def fields(self) -> str:
         return ", ".join(self.files + self.texts)
@@ -78,8 +81,29 @@ class Form:
             return Limits(1, size, size)
         return Limits.from_settings(settings)
 
+    def accepts(self, field_name: str, name: str) -> bool:
+        """Whether ``name``'s extension is one this field takes."""
+        if sources.is_image_name(name):
+            return True
+        return self.videos and field_name != "masks" and sources.is_video_name(name)
 
-BATCH_FORM = Form()
+    def refusal(self, field_name: str, name: str) -> str:
+        """Why ``name`` is refused by its extension, with the extensions that are taken."""
+        ext = sources.extension(name)
+        got = "." + ext if ext else "none"
+        images = ", ".join(sorted(sources.IMAGE_EXTENSIONS))
+        if field_name == "masks":
+            return f"mask {name}: not an image file extension ({got}); masks are images: {images}"
+        if not self.videos:
+            return f"{name}: not an image file extension ({got}); supported: {images}"
+        videos = ", ".join(sorted(VIDEO_EXTENSIONS))
+        return (
+            f"{name}: not an image or video file extension ({got}); supported: images {images}; "
+            f"videos {videos}"
+        )
+
+
+BATCH_FORM = Form(videos=True)
 
 
 @dataclass
@@ -246,13 +270,8 @@ class _Receiver:
         except UploadError as exc:
             self.fail(exc.status, exc.message)
             return
-        if not sources.is_image_name(safe):
-            ext = sources.extension(safe)
-            self.fail(
-                415,
-                f"{safe}: not an image file extension ({'.' + ext if ext else 'none'}); "
-                "supported: " + ", ".join(sorted(sources.IMAGE_EXTENSIONS)),
-            )
+        if not form.accepts(name, safe):
+            self.fail(415, form.refusal(name, safe))
             return
         target_map = self.upload.masks if name == "masks" else self.upload.files
         if safe in target_map:
@@ -425,17 +444,58 @@ def check_image(path: Path, name: str, pixel_limit: int) -> None:
         raise UploadError(422, f"{name}: too large to decode on this server") from None
 
 
-def check_upload(upload: Upload, staging: Path, pixel_limit: int) -> list[str]:
-    """Check every received file; returns the image names in the order a run sees them.
+def check_video(path: Path, name: str, pixel_limit: int) -> None:
+    """Open the video and decode its first frame: a file that is no video, holds no video
+    stream or cannot be decoded is refused now. (The run decodes every frame; a clip
+    damaged further in fails there, on its own, as in ``retouch run``.)
 
     Raises:
-        UploadError: no images, a file that is not a usable image or mask, or a file the
-            run's own discovery would pass over.
+        UploadError: 415 for a file that is not a video, 422 for a damaged or oversized one.
+    """
+    import av
+
+    from retouch.lib.errors import InvalidVideoError
+    from retouch.lib.video.media import ff_reason, open_input, video_stream
+
+    try:
+        with open_input(str(path), name) as container:
+            stream = video_stream(container, name)
+            width, height = stream.codec_context.width or 0, stream.codec_context.height or 0
+            if width * height > pixel_limit:
+                raise UploadError(
+                    422,
+                    f"{name}: frames of {width}x{height} exceed the pixel limit of "
+                    f"{pixel_limit} (RETOUCH_PIXEL_LIMIT)",
+                )
+            try:
+                first = next(container.decode(stream), None)
+            except av.FFmpegError as exc:
+                raise UploadError(
+                    422, f"{name}: its first frame cannot be decoded ({ff_reason(exc)})"
+                ) from None
+            if first is None:
+                raise UploadError(422, f"{name}: the video stream holds no frames")
+    except InvalidVideoError as exc:  # not openable as a video, or no video stream in it
+        raise UploadError(415, f"{name}: {exc.reason}") from None
+    except MemoryError:
+        raise UploadError(422, f"{name}: too large to decode on this server") from None
+
+
+def check_upload(upload: Upload, staging: Path, pixel_limit: int) -> list[str]:
+    """Check every received file; returns the image and video names in the order a run
+    sees them.
+
+    Raises:
+        UploadError: no files, a file that is not a usable image, video or mask, or a file
+            the run's own discovery would pass over.
     """
     if not upload.files:
-        raise UploadError(400, "no images: send one or more files in the 'files' field")
+        raise UploadError(400, "no images or videos: send one or more files in the 'files' field")
     for name, path in upload.files.items():
-        check_image(path, name, pixel_limit)
+        if sources.is_video_name(name):
+            check_video(path, name, pixel_limit)
+        else:
+            check_image(path, name, pixel_limit)
     for name, path in upload.masks.items():
         check_image(path, f"mask {name}", pixel_limit)
     found = sources.discover(str(staging / "input"))

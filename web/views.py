@@ -8,10 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from retouch.lib.phases.review import THUMB_LABELS
-from retouch.web.batches import RUNNING_STATUSES, Batch, ImageState
+from retouch.lib.sources import is_video_name
+from retouch.web.batches import RUNNING_STATUSES, Batch, Frames, ImageState
 
 # How far through the batch an image counts, by its status (the bar and the ETA): the
-# process phase is most of the work, and an image in it moves on with each step.
+# process phase is most of the work, and an image in it moves on with each step (a video
+# with each frame).
 PROGRESS_AT = {
     "pending": 0.0,
     "prepared": 0.05,
@@ -37,10 +39,15 @@ def progress(batch: Batch, now: float | None = None) -> dict[str, Any]:
     images = [batch.images[n] for n in names if n in batch.images]
     total_steps = len(batch.info.get("steps") or [])
     work = 0.0
+    span = PROGRESS_AT["processed"] - PROGRESS_AT["prepared"]
     for image in images:
         work += PROGRESS_AT.get(image.status, 0.0)
-        if image.status == "prepared" and image.step and total_steps:
-            span = PROGRESS_AT["processed"] - PROGRESS_AT["prepared"]
+        if image.status != "prepared":
+            continue
+        frames = image.frames
+        if frames is not None and frames.total:
+            work += span * frames.done / frames.total
+        elif image.step and total_steps:
             work += span * min(image.step, total_steps) / total_steps
     fraction = work / len(images) if images else (1.0 if batch.idle else 0.0)
     elapsed: float | None = None
@@ -90,12 +97,36 @@ def batch_json(batch: Batch, with_images: bool = True) -> dict[str, Any]:
     return data
 
 
+def is_video(image: ImageState) -> bool:
+    """True for a video record (by its input's name; a video is delivered as a video)."""
+    return is_video_name(image.name) or is_video_name(image.output_name or "")
+
+
+def _frames_json(frames: Frames | None) -> dict[str, Any] | None:
+    if frames is None:
+        return None
+    return {
+        "done": frames.done,
+        "total": frames.total,
+        "fps": frames.fps,
+        "eta_s": frames.eta_s,
+        "segment": frames.segment,
+        "segments": frames.segments,
+        "reused": frames.reused,
+    }
+
+
 def _image_json(batch: Batch, image: ImageState, downloadable: bool) -> dict[str, Any]:
     base = f"/api/batches/{batch.id}"
     delivered = bool(downloadable and image.output_name and image.status == "done")
+    video = is_video(image)
+    # The zoomable full-size comparison is for still images; a video's comparison is its
+    # review's thumbnails, and its result plays from result_url.
+    full = delivered and not video
     return {
         "name": image.name,
         "index": image.index,
+        "kind": "video" if video else "image",
         "status": image.status,
         "phase": image.phase,
         "error": image.error,
@@ -105,6 +136,7 @@ def _image_json(batch: Batch, image: ImageState, downloadable: bool) -> dict[str
         "verdict": image.verdict,
         "step": image.step,
         "step_op": image.step_op,
+        "frames": _frames_json(image.frames),
         "reused": image.reused,
         "thumbs": {
             label: (f"{base}/thumbs/{image.index}/{label}" if label in image.thumbs else None)
@@ -114,11 +146,9 @@ def _image_json(batch: Batch, image: ImageState, downloadable: bool) -> dict[str
         "result_url": f"{base}/results/{image.index}" if delivered else None,
         "full": {
             "before": (
-                f"{base}/full/{image.index}/before"
-                if delivered and batch.input_uri(image)
-                else None
+                f"{base}/full/{image.index}/before" if full and batch.input_uri(image) else None
             ),
-            "after": f"{base}/full/{image.index}/after" if delivered else None,
+            "after": f"{base}/full/{image.index}/after" if full else None,
         },
         "size": (
             {"width": image.size[0], "height": image.size[1]} if image.size and delivered else None

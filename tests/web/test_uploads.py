@@ -136,7 +136,7 @@ CASES = [
         {"files": [("files", ("readme.txt", b"hello"))]},
         {},
         415,
-        ["readme.txt", "not an image file extension (.txt)"],
+        ["readme.txt", "not an image or video file extension (.txt)"],
         id="not-an-image-extension",
     ),
     pytest.param(

@@ -48,8 +48,9 @@ def _queued(runner: Runner, folder: Path, recipe: Any, **info: Any) -> dict[str,
 
 @router.post("/batches", status_code=201, response_model=BatchOut, openapi_extra=MULTIPART_BODY)
 async def create_batch(request: Request, runner: RunnerDep, current: SettingsDep) -> dict[str, Any]:
-    """Upload images (and masks) as a new batch. Nothing starts unless every file is a
-    usable image within the limits; a refusal names the file and the reason."""
+    """Upload images and videos (and masks) as a new batch. Nothing starts unless every
+    file is a usable image or video within the limits; a refusal names the file and the
+    reason."""
     limits = uploads.Limits.from_settings(current)
     runner.root.mkdir(parents=True, exist_ok=True)
     staging = runner.root / f".staging-{secrets.token_hex(8)}"
@@ -65,7 +66,9 @@ async def create_batch(request: Request, runner: RunnerDep, current: SettingsDep
         preset = upload.fields.get("preset") or DEFAULT_PRESET
         overrides = parse_overrides(upload.fields.get("overrides"))
         if not upload.files:
-            raise UploadError(400, "no images: send one or more files in the 'files' field")
+            raise UploadError(
+                400, "no images or videos: send one or more files in the 'files' field"
+            )
         recipe = await run_in_threadpool(check_recipe, preset, overrides)
         names = await run_in_threadpool(uploads.check_upload, upload, staging, current.pixel_limit)
         folder = runner.root / new_batch_id()

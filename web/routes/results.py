@@ -26,9 +26,19 @@ from retouch.web.results import (
 )
 from retouch.web.schemas import ResultOut
 from retouch.web.security import REPORT_CSP
+from retouch.web.views import is_video
 
 router = APIRouter(tags=["results"])
 T = TypeVar("T")
+# Delivered videos, by extension: named here rather than guessed from the system's MIME
+# table, which lacks some of them on some systems (a <video> needs the right type).
+VIDEO_MEDIA_TYPES = {
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "mkv": "video/x-matroska",
+    "webm": "video/webm",
+    "avi": "video/x-msvideo",
+}
 
 
 def _idle_or_409(batch: Batch) -> None:
@@ -97,10 +107,19 @@ def list_results(batch_id: str, runner: RunnerDep) -> list[dict[str, Any]]:
 @router.get(
     "/batches/{batch_id}/results/{index}",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, 206: {}},
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {},
+                **{t: {} for t in VIDEO_MEDIA_TYPES.values()},
+            }
+        },
+        206: {},
+    },
 )
 def get_result(batch_id: str, index: int, runner: RunnerDep) -> FileResponse:
-    """One image's delivered file (HTTP Range supported)."""
+    """One image's or video's delivered file, with its media type (video/mp4...) and HTTP
+    Range support, so a <video> element can play it and seek."""
     batch = batch_or_404(runner, batch_id)
     with runner.lock:
         _idle_or_409(batch)
@@ -111,8 +130,18 @@ def get_result(batch_id: str, index: int, runner: RunnerDep) -> FileResponse:
     path = _changing(batch, lambda: extract_result(batch, member))
     if path is None:
         raise HTTPException(404, f"{member}: not in the batch's ZIP")
-    media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return Download(path, media, Path(member).name)
+    return Download(path, media_type(path.name), Path(member).name)
+
+
+def media_type(name: str) -> str:
+    """The Content-Type of a delivered file, by its extension."""
+    from retouch.lib.sources import extension
+
+    return (
+        VIDEO_MEDIA_TYPES.get(extension(name))
+        or mimetypes.guess_type(name)[0]
+        or "application/octet-stream"
+    )
 
 
 @router.get(
@@ -171,6 +200,12 @@ def get_full(
         image = batch.by_index(index)
         if image is None or not image.output_name or image.status != "done":
             raise HTTPException(404, f"batch {batch.id}: no result for image {index}")
+        if is_video(image):
+            raise HTTPException(
+                404,
+                f"{image.name}: a video has no full-size view; play or download it from "
+                f"/api/batches/{batch.id}/results/{index}",
+            )
         member, name = image.output_name, image.name
         uri = batch.input_uri(image) if which == "before" else None
         uploaded = batch.info.get("source") == str(batch.folder / "input")

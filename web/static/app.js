@@ -1,4 +1,5 @@
-/* retouch web page: choose photos, start a batch, follow it, compare, download, regenerate.
+/* retouch web page: choose photos and videos, start a batch, follow it, compare, play,
+ * download, regenerate.
  *
  * Plain JavaScript over the REST API (/api/...). No build step and no network beyond the
  * page's own server. Every string shown goes through I18N.t (i18n.js).
@@ -8,7 +9,9 @@
 
   var t = window.I18N.t;
   var POLL_MS = 700;
+  // The server's lists (retouch.lib.sources IMAGE_EXTENSIONS, VIDEO_EXTENSIONS).
   var IMAGE_EXT = ["jpg", "jpeg", "jpe", "png", "webp", "tif", "tiff", "bmp", "gif"];
+  var VIDEO_EXT = ["mp4", "mov", "mkv", "webm", "avi"];
   var FINAL_STATES = { done: true, failed: true, cancelled: true };
   var FINAL_STATUS = { done: true, failed: true };
 
@@ -195,6 +198,10 @@
     return dot > 0 ? base.slice(dot + 1).toLowerCase() : "";
   }
 
+  function isVideoPath(path) {
+    return VIDEO_EXT.indexOf(extension(path)) >= 0;
+  }
+
   function isHidden(path) {
     return path.split("/").some(function (part) {
       return part.charAt(0) === "." || part === "__MACOSX" || part.toLowerCase() === "thumbs.db";
@@ -222,7 +229,7 @@
         return;
       }
       var typeOk = item.file.type ? item.file.type.indexOf("image/") === 0 : false;
-      if (IMAGE_EXT.indexOf(extension(path)) < 0 && !typeOk) {
+      if (IMAGE_EXT.indexOf(extension(path)) < 0 && !isVideoPath(path) && !typeOk) {
         state.notes.refused.push(path);
         return;
       }
@@ -240,11 +247,12 @@
       return sum + f.file.size;
     }, 0);
     var count = state.files.length;
+    var videos = state.files.filter(function (f) {
+      return isVideoPath(f.path);
+    }).length;
+    var summaryKey = videos ? "files.summary.videos" : count === 1 ? "files.summary.one" : "files.summary";
     $("chosen-summary").textContent = count
-      ? t(count === 1 ? "files.summary.one" : "files.summary", {
-          count: count,
-          size: formatSize(total)
-        })
+      ? t(summaryKey, { count: count, videos: videos, size: formatSize(total) })
       : t("files.none");
     show($("clear-files"), count > 0);
     var list = $("chosen-list");
@@ -461,13 +469,17 @@
     var target = $("paint-target");
     var chosen = target.value;
     target.textContent = "";
-    state.files.forEach(function (f) {
+    // Masks are painted on photos only (a video has no single picture to paint on).
+    var photos = state.files.filter(function (f) {
+      return !isVideoPath(f.path);
+    });
+    photos.forEach(function (f) {
       var stem = window.MaskPaint.stemOf(f.path);
       var label = state.painted[stem] ? t("masks.paint.option.painted", { name: f.path }) : f.path;
       target.appendChild(el("option", { value: f.path, text: label, selected: f.path === chosen }));
     });
-    show($("paint-row"), state.files.length > 0);
-    show($("paint-nofiles"), !state.files.length);
+    show($("paint-row"), photos.length > 0);
+    show($("paint-nofiles"), !photos.length);
     var list = $("painted-list");
     list.textContent = "";
     Object.keys(state.painted)
@@ -1482,7 +1494,7 @@
   }
 
   function makeCard(img) {
-    var card = { gen: 0, regen: false, status: null, srcKey: null };
+    var card = { gen: 0, regen: false, status: null, srcKey: null, video: null, videoKey: null };
     card.check = el("input", { type: "checkbox", className: "pick" });
     card.check.addEventListener("change", function () {
       if (card.check.checked) state.selected[card.name] = true;
@@ -1582,6 +1594,7 @@
     card.thumbButton.disabled = !canCompare;
 
     var result = !!img.result_url && img.status === "done";
+    fillPlayer(card, img, result && img.kind === "video");
     show(card.download, result);
     if (result) {
       card.download.href = withToken(img.result_url);
@@ -1590,10 +1603,64 @@
     }
   }
 
+  /** A delivered video plays on its card (in place of its preview; its poster is the
+   * review's "after" frame). The player is made once per result, so polling never restarts
+   * it, and it is stopped and removed when the result goes (a regeneration). */
+  function fillPlayer(card, img, playable) {
+    if (!playable) {
+      if (card.video) {
+        card.video.pause();
+        card.video.removeAttribute("src");
+        card.video.load();
+        card.video.remove();
+        card.video = null;
+        card.videoKey = null;
+      }
+      card.thumbButton.hidden = false;
+      return;
+    }
+    var extra = card.gen ? "v=" + card.gen : null;
+    if (!card.video) {
+      card.video = el("video", { className: "player", controls: true, preload: "metadata", playsinline: true });
+      card.el.insertBefore(card.video, card.thumbButton);
+    }
+    var key = img.result_url + "|" + card.gen;
+    if (card.videoKey !== key) {
+      card.videoKey = key;
+      var after = (img.thumbs || {}).after;
+      if (after) card.video.poster = withToken(after, extra);
+      else card.video.removeAttribute("poster");
+      card.video.src = withToken(img.result_url, extra);
+    }
+    card.video.setAttribute("aria-label", t("card.video.label", { name: img.name }));
+    card.thumbButton.hidden = true;
+  }
+
+  /** What a video's process phase has done: "frame 120/480 · 12.3 fps · about 29 s left"
+   * (the frames of segments stored by an earlier run count as done, without a rate). */
+  function framesText(frames) {
+    var parts = [
+      frames.total ? t("card.frames", { done: frames.done, total: frames.total }) : t("card.frames.open", { done: frames.done })
+    ];
+    if (frames.reused) {
+      parts.push(t("card.frames.stored"));
+    } else if (typeof frames.fps === "number" && frames.fps > 0) {
+      parts.push(t("card.fps", { fps: frames.fps.toFixed(1) }));
+      if (typeof frames.eta_s === "number" && frames.eta_s >= 0.5) {
+        parts.push(t("card.frames.eta", { time: formatDuration(frames.eta_s) }));
+      }
+    }
+    if (frames.segments > 1) parts.push(t("card.segment", { n: frames.segment, total: frames.segments }));
+    return parts.join(" · ");
+  }
+
   /** What an unfinished image is doing: its phase, and while it is processed the step it
-   * is at ("process · step 3 of 4: upscale"). */
+   * is at ("process · step 3 of 4: upscale"), or for a video the frame. */
   function cardPhase(img, steps) {
     if (FINAL_STATUS[img.status]) return "";
+    if (img.status === "prepared" && img.frames) {
+      return t("card.phase", { phase: word("phase", "process") }) + " · " + framesText(img.frames);
+    }
     if (img.status === "prepared" && img.step) {
       // Steps are reported as they finish: the image is at the next one.
       var n = steps.length ? Math.min(img.step + 1, steps.length) : img.step + 1;
@@ -2256,7 +2323,9 @@
    * chosen for the batch (null when there is neither). */
   function stylePhoto() {
     if (state.styleFile) return { file: state.styleFile, path: state.styleFile.name, picked: true };
-    var first = state.files[0];
+    var first = state.files.filter(function (f) {
+      return !isVideoPath(f.path);
+    })[0];
     return first ? { file: first.file, path: first.path, picked: false } : null;
   }
 
