@@ -88,6 +88,10 @@ class OpContext:
             draw randomness from the picture's content (restyle's diffusion seed) draw it
             from the clip instead, so every frame gets the same seed and the clip does not
             flicker from seed changes.
+        state: what an operation keeps from one frame of a video to the next (for
+            example the faces' landmarks, steadied across frames); empty for images, and
+            fresh for each segment of a video, so a segment gives the same pixels whether
+            it runs alone or after the one before.
     """
 
     name: str = ""
@@ -99,6 +103,7 @@ class OpContext:
     beside: MaskLookup | None = None
     counters: dict[str, int] = field(default_factory=dict)
     clip_id: str = ""
+    state: dict[str, Any] = field(default_factory=dict)
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n

@@ -18,6 +18,10 @@ Pixels in and out are HxWx3 BGR uint8/uint16, output size = input size x ``upsca
 - Alpha is resized to the output size (bicubic); gray images stay gray (channel mean).
 - Images with a side under ``MIN_FACE_SIDE`` pixels cannot hold a detectable face: they get
   the background only (the detector fails on such inputs).
+- Video frames: the detector's landmarks jitter by a pixel or two from frame to frame, and
+  each restored face follows its alignment, which shows as a shimmering face. Landmarks of
+  a face that barely moved since the previous frame are averaged with that frame's
+  (:func:`smooth_landmarks`); a face that moved, or a new one, keeps its own.
 """
 
 from __future__ import annotations
@@ -51,6 +55,36 @@ scale's SFT conditions alive while decoding, which module tracing does not see (
 128 MB per face, measured peak RSS 711 MB per face on CPU, fp32)."""
 FACE_FALLBACK_BYTES = 1024**3
 """Bytes per face assumed when the face network cannot be traced."""
+
+
+SMOOTH_KEEP = 0.5
+"""Weight of the previous frame's landmarks for a face that barely moved."""
+SMOOTH_MOVE = 0.15
+"""A face whose landmarks moved more than this share of its eye distance since the previous
+frame moved (its own landmarks are kept); less is the detector's jitter."""
+
+
+def smooth_landmarks(current: list[Any], previous: list[Any]) -> list[np.ndarray]:
+    """Each face's landmarks (an (N, 2) array) steadied against the previous frame's: when
+    the nearest previous face is within :data:`SMOOTH_MOVE` of its eye distance (mean
+    point distance), the two are blended with :data:`SMOOTH_KEEP`; otherwise, and for a
+    face with no previous one, its landmarks are kept as detected."""
+    out = []
+    for points in current:
+        now = np.asarray(points, np.float64)
+        eyes = max(1.0, float(np.linalg.norm(now[0] - now[1])))
+        best, distance = None, np.inf
+        for before in previous:
+            before = np.asarray(before, np.float64)
+            if before.shape != now.shape:
+                continue
+            d = float(np.mean(np.linalg.norm(now - before, axis=1)))
+            if d < distance:
+                best, distance = before, d
+        if best is not None and distance <= SMOOTH_MOVE * eyes:
+            now = (1 - SMOOTH_KEEP) * now + SMOOTH_KEEP * best
+        out.append(now)
+    return out
 
 
 class RestoreFacesParams(OpParams):
@@ -182,10 +216,11 @@ class RestoreFaces(Operation):
 
     @staticmethod
     def _faces(
-        restorer: Any, image: Image, params: RestoreFacesParams, device: str
+        restorer: Any, image: Image, params: RestoreFacesParams, device: str, ctx: OpContext
     ) -> list[np.ndarray]:
         """Detect, align and restore the faces of ``image`` into ``restorer.face_helper``
-        (as ``GFPGANer.enhance`` does, but several faces per forward pass)."""
+        (as ``GFPGANer.enhance`` does, but several faces per forward pass); a video frame's
+        landmarks are steadied against the previous frame's (:func:`smooth_landmarks`)."""
         import torch
 
         helper = restorer.face_helper
@@ -195,6 +230,12 @@ class RestoreFaces(Operation):
             helper.get_face_landmarks_5(
                 only_center_face=params.only_center_face, eye_dist_threshold=5
             )
+            if ctx.clip_id:
+                key = "restore_faces.landmarks"
+                helper.all_landmarks_5 = smooth_landmarks(
+                    helper.all_landmarks_5, ctx.state.get(key, [])
+                )
+                ctx.state[key] = helper.all_landmarks_5
             helper.align_warp_face()
         restored = restore_aligned_faces(
             restorer.gfpgan, helper.cropped_faces, device=device, weight=params.weight
@@ -230,7 +271,7 @@ class RestoreFaces(Operation):
                 helper = restorer.face_helper
                 helper.upscale_factor = params.upscale
                 try:
-                    faces = self._faces(restorer, image, params, device)
+                    faces = self._faces(restorer, image, params, device, ctx)
                     if faces:
                         helper.get_inverse_affine(None)
                         out8 = helper.paste_faces_to_input_image(upsample_img=bg8)

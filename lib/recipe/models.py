@@ -234,6 +234,14 @@ class VideoSettings(BaseModel):
         description="auto: NVIDIA's hardware encoder (NVENC) when the run is on a CUDA GPU "
         "and it opens, else software (libx264/libx265/SVT-AV1); nvenc: NVENC or fail",
     )
+    blend_static: float = Field(
+        0.0,
+        ge=0,
+        le=0.9,
+        description="Steady a model's frame-to-frame shimmer: where the source does not "
+        "move, blend the result with the previous frame's by this weight (0 = off, 0.5 = "
+        "even); moving areas are left alone; starts again at scene cuts and segments",
+    )
     segment_seconds: float = Field(
         10.0,
         ge=0.5,

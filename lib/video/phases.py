@@ -43,6 +43,7 @@ from retouch.lib.records import Analysis, ImageRecord, InputInfo, OutputInfo
 from retouch.lib.settings import Settings
 from retouch.lib.sources import extension
 from retouch.lib.video import media, segments
+from retouch.lib.video.temporal import StaticBlend, flickers, frame_change
 
 VIDEO_KEY_LAYOUT = "video-2"  # 2: segments cut at key frames; colour tags kept
 """Part of every video result key: bump it when the same inputs would give another file."""
@@ -183,8 +184,8 @@ def video_key(
 ) -> str:
     """The result key of a video (or of its ``segment``-th segment, from 0): the source's
     sha256, the recipe's steps with op versions and their per-file inputs (a mask), the
-    weights they use, the encoding (codec, CRF, preset, container) and the segments it is
-    cut into (each is encoded on its own)."""
+    weights they use, the encoding (codec, CRF, preset, container), the static-area blend
+    and the segments it is cut into (each is encoded on its own)."""
     assert record.sha256 is not None
     op_ctx = ctx.op_context(record.name, device, record.uri)
     ops = registry()
@@ -201,6 +202,7 @@ def video_key(
         "weights": {k: v for k, v in weights.items() if k in used},
         "inputs": inputs,
         "encoding": encoding(record, ctx, device)[0].key(),
+        "blend_static": ctx.recipe.export.video.blend_static,
         "segments": [list(span) for span in plan(record)],
         "segment": segment,
     }
@@ -219,8 +221,10 @@ def plan(record: ImageRecord) -> list[segments.Span]:
 def frame_processor(record: ImageRecord, ctx: Any, device: str, first: int = 0) -> segments.FrameFn:
     """The recipe's steps as one function over a frame (steps parsed and op context built
     once per segment; models come from the process's pool, so they load once). Every frame
-    shares the video's ``clip_id`` (its sha256). ``first``: how many frames of the clip come
-    before the ones it is given (errors name the frame by its number in the clip)."""
+    shares the video's ``clip_id`` (its sha256) and the segment's op state; the result's
+    static areas are blended over time when ``export.video.blend_static`` says so.
+    ``first``: how many frames of the clip come before the ones it is given (errors name
+    the frame by its number in the clip)."""
     op_ctx = ctx.op_context(record.name, device, record.uri)
     op_ctx.clip_id = record.sha256 or ""
     steps = [
@@ -228,9 +232,12 @@ def frame_processor(record: ImageRecord, ctx: Any, device: str, first: int = 0) 
         for number, step in enumerate(ctx.recipe.steps, start=1)
     ]
     counter = {"frame": first}
+    weight = ctx.recipe.export.video.blend_static
+    blend = StaticBlend(weight) if weight > 0 else None
 
     def run(image: Image) -> Image:
         counter["frame"] += 1
+        source = image
         for number, name, op, params in steps:
             try:
                 image = op(image, params, op_ctx)
@@ -243,7 +250,7 @@ def frame_processor(record: ImageRecord, ctx: Any, device: str, first: int = 0) 
                     f"frame {counter['frame']}, step {number} ({name}): {type(exc).__name__}: {exc}"
                 ) from exc
             ctx.count(f"steps:{name}")
-        return image
+        return blend(source, image) if blend is not None else image
 
     return run
 
@@ -614,34 +621,6 @@ def frame_at(uri: str, label: str, at: Fraction | None, max_bytes: int) -> tuple
         )
     t, image, _next = found[0]
     return t - start, image
-
-
-FLICKER_SIDE = 160
-"""Frames are compared for flicker at this width (detail the enhancement adds is not change)."""
-
-
-def frame_change(a: Image, b: Image | None) -> float | None:
-    """Mean absolute difference of two consecutive frames' luma (levels of 255), both
-    reduced to :data:`FLICKER_SIDE` px wide; None without a second frame."""
-    if b is None:
-        return None
-    import cv2
-    import numpy as np
-
-    def small(img: Image) -> np.ndarray:
-        gray = cv2.cvtColor(img.to_uint8(), cv2.COLOR_BGR2GRAY)
-        h = max(1, round(gray.shape[0] * FLICKER_SIDE / gray.shape[1]))
-        return cv2.resize(gray, (FLICKER_SIDE, h), interpolation=cv2.INTER_AREA).astype(np.float32)
-
-    return float(np.mean(np.abs(small(a) - small(b))))
-
-
-def flickers(before: float | None, after: float | None) -> bool:
-    """Whether the result changes from frame to frame well beyond its source: more than
-    twice the source's change and by more than 3 levels (an encoder's noise is below)."""
-    if before is None or after is None:
-        return False
-    return after > 2 * before and after - before > 3
 
 
 def moment_labels(count: int) -> list[str]:

@@ -117,7 +117,8 @@ def test_flicker_is_the_result_changing_well_beyond_its_source(tmp_path):
     whose brightness jumps every other frame is flagged."""
     import numpy as np
 
-    from retouch.lib.video.phases import flickers, frame_change, sample_frames
+    from retouch.lib.video.phases import sample_frames
+    from retouch.lib.video.temporal import flickers, frame_change
 
     src = tmp_path / "clip.mp4"
     make_clip(src, frames=30, width=64, height=48, audio=None)
@@ -219,3 +220,91 @@ def test_nvenc_is_used_only_where_it_opens_and_said_when_a_gpu_run_cannot():
     hard = media.Encoding(codec="h264", crf=18, preset=None, ext="mp4", hardware=True)
     assert soft.key() != hard.key()
     assert (hard.encoder, hard.options()["preset"]) == ("h264_nvenc", "p5")
+
+
+def test_landmarks_of_a_face_that_barely_moved_are_steadied_and_motion_is_kept():
+    import numpy as np
+
+    from retouch.lib.ops.restore_faces import SMOOTH_KEEP, smooth_landmarks
+
+    face = np.array([[100, 100], [140, 100], [120, 120], [105, 140], [135, 140]], float)
+    jitter = face + np.array([1.5, -1.0])  # 1.8 px, eye distance 40: jitter
+    moved = face + np.array([30.0, 0.0])  # the face moved
+    other = face + np.array([300.0, 0.0])  # a second face, far away
+    (steady,) = smooth_landmarks([jitter], [other, face])
+    assert np.allclose(steady, (1 - SMOOTH_KEEP) * jitter + SMOOTH_KEEP * face)
+    assert np.allclose(smooth_landmarks([moved], [face])[0], moved)
+    assert np.allclose(smooth_landmarks([face], [])[0], face)  # a new face: as detected
+    # Jitter around a still face shrinks over frames (each frame against the steadied one).
+    rng = np.random.default_rng(3)
+    previous: list = []
+    raw, kept = [], []
+    for _ in range(30):
+        seen = face + rng.normal(0, 1.5, face.shape)
+        previous = smooth_landmarks([seen], previous)
+        raw.append(seen)
+        kept.append(previous[0])
+    spread = lambda xs: float(np.mean(np.std(np.array(xs), axis=0)))  # noqa: E731
+    assert spread(kept) < 0.7 * spread(raw)
+
+
+def test_static_blend_steadies_a_still_background_and_leaves_motion_and_cuts_alone():
+    """A result with fresh noise on every frame (a model's shimmer) over a still source:
+    blended, its frame-to-frame change drops; where the source moves, and after a cut, the
+    result is the frame's own."""
+    import numpy as np
+
+    from retouch.lib.video.temporal import StaticBlend, frame_change
+
+    rng = np.random.default_rng(5)
+    still = np.full((48, 64, 3), 120, np.uint8)
+
+    def shimmer(src: np.ndarray) -> Image:
+        noise = rng.normal(0, 8, src.shape)
+        return Image(pixels=np.clip(src.astype(np.float64) + noise, 0, 255).astype(np.uint8))
+
+    raw, blended = [], []
+    blend = StaticBlend(0.7)
+    for _ in range(12):
+        out = shimmer(still)
+        raw.append(out)
+        blended.append(blend(Image(pixels=still), out))
+    plain = np.mean([frame_change(a, b) for a, b in zip(raw, raw[1:], strict=False)])
+    steady = np.mean([frame_change(a, b) for a, b in zip(blended[4:], blended[5:], strict=False)])
+    assert steady < 0.6 * plain
+    # A cut (the source changes everywhere): the new frame's result comes out as it is.
+    cut = np.full((48, 64, 3), 20, np.uint8)
+    out = shimmer(cut)
+    assert np.array_equal(blend(Image(pixels=cut), out).pixels, out.pixels)
+    # A moving area (a bright bar appears) keeps the frame's own result there.
+    moving = cut.copy()
+    moving[:, 10:14] = 250  # a small part of the frame: not a cut
+    out = shimmer(moving)
+    got = blend(Image(pixels=moving), out).pixels
+    assert np.array_equal(got[:, 11:13], out.pixels[:, 11:13])
+    assert not np.array_equal(got[:, 40:], out.pixels[:, 40:])
+
+
+def test_the_blend_and_the_segments_are_part_of_a_videos_key(tmp_path):
+    from retouch.lib.phases.context import RunConfig
+    from retouch.lib.recipe import apply_overrides, load_preset
+    from retouch.lib.records import ImageRecord, InputInfo
+    from retouch.lib.video.phases import video_key
+
+    uri = str(tmp_path / "clip.mp4")
+    record = ImageRecord(index=1, source=uri, name="clip.mp4", uri=uri)
+    record.sha256 = "ab" * 32
+    record.input = InputInfo(format="mp4", frames=30, segments=[(None, 100, 10), (100, None, 20)])
+    recipe = load_preset("quick")
+
+    def key(r, rec=record):
+        ctx = RunConfig(run_id="r", workspace=str(tmp_path / "ws"), recipe=r).context()
+        return video_key(rec, ctx, {}, "cpu")
+
+    base = key(recipe)
+    assert key(apply_overrides(recipe, ["export.video.blend_static=0.5"])) != base
+    other = record.model_copy(deep=True)
+    assert other.input is not None
+    other.input.segments = [(None, None, 30)]
+    assert key(recipe, other) != base
+    assert key(recipe) == base
