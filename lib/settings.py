@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(
         500 * 1024 * 1024, ge=1, description="Inputs larger than this are rejected"
     )
+    max_video_bytes: int = Field(
+        64 * 1024**3,
+        ge=1,
+        description="Videos larger than this are rejected (they are streamed from disk, "
+        "never held in memory; a copy is made of one that is not on a local disk)",
+    )
     gpu_concurrency: str = Field(
         "retouch-gpu", description="Name of the Prefect global concurrency limit guarding the GPU"
     )

@@ -323,7 +323,7 @@ def run_preview(
             if is_video_name(item.name):
                 from retouch.lib.video.phases import frame_at
 
-                moment, image = frame_at(item.uri, item.name, at, get_settings().max_file_bytes)
+                moment, image = frame_at(item.uri, item.name, at, get_settings().max_video_bytes)
                 name = f"{item.name} @ {float(moment):.2f} s"
             else:
                 image = decode(storage.read_bytes(item.uri), item.name, pixel_limit=limit)

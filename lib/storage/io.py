@@ -16,11 +16,12 @@ from retouch.lib.storage.uris import OBJECT_STORES, local_path, redact
 _READ_BLOCK = 8 << 20
 
 
-def too_large(uri: str, max_bytes: int) -> InvalidImageError:
+def too_large(
+    uri: str, max_bytes: int, setting: str = "RETOUCH_MAX_FILE_BYTES"
+) -> InvalidImageError:
     return InvalidImageError(
         redact(uri),
-        f"file is larger than the limit of {max_bytes} bytes "
-        "(raise RETOUCH_MAX_FILE_BYTES to accept it)",
+        f"file is larger than the limit of {max_bytes} bytes (raise {setting} to accept it)",
     )
 
 

@@ -77,7 +77,7 @@ def local_source(uri: str, max_bytes: int) -> Iterator[tuple[str, str, int]]:
     if local is not None:
         size = storage.size(uri)
         if size > max_bytes:
-            raise storage.too_large(uri, max_bytes)
+            raise storage.too_large(uri, max_bytes, "RETOUCH_MAX_VIDEO_BYTES")
         digest = hashlib.sha256()
 
         def hash_local() -> None:
@@ -108,7 +108,7 @@ def local_source(uri: str, max_bytes: int) -> Iterator[tuple[str, str, int]]:
                     for block in iter(lambda: fh.read(_BLOCK), b""):
                         total += len(block)
                         if total > max_bytes:
-                            raise storage.too_large(uri, max_bytes)
+                            raise storage.too_large(uri, max_bytes, "RETOUCH_MAX_VIDEO_BYTES")
                         digest.update(block)
                         out.write(block)
             result.update(sha=digest.hexdigest(), size=total)
@@ -133,7 +133,7 @@ def prepare_video(
 
     started = time.perf_counter()
     try:
-        with local_source(record.uri, settings.max_file_bytes) as (path, sha, size):
+        with local_source(record.uri, settings.max_video_bytes) as (path, sha, size):
             record.bytes = size
             record.sha256 = sha
             info = media.probe_video(path, record.name, pixel_limit=settings.pixel_limit)
@@ -331,7 +331,7 @@ def make_segment(
     spans = plan(record)
     try:
         with (
-            local_source(record.uri, ctx.settings.max_file_bytes) as (path, sha, _size),
+            local_source(record.uri, ctx.settings.max_video_bytes) as (path, sha, _size),
             tempfile.TemporaryDirectory(prefix="retouch-video-") as tmp,
             ExitStack() as stack,
         ):
@@ -482,7 +482,7 @@ def _compute(record: ImageRecord, ctx: Any, weights: dict[str, str], device: str
     meter = _FrameMeter(record.name, total, len(spans))
 
     with (
-        local_source(record.uri, ctx.settings.max_file_bytes) as (path, sha, _size),
+        local_source(record.uri, ctx.settings.max_video_bytes) as (path, sha, _size),
         tempfile.TemporaryDirectory(prefix="retouch-video-") as tmp,
         ExitStack() as stack,
     ):
@@ -659,7 +659,7 @@ def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
         first = Fraction(str(record.input.start or 0))
         duration = Fraction(str(record.input.duration or 0))
         targets = sorted({first + duration * k for k in REVIEW_SAMPLES})
-        with local_source(record.uri, ctx.settings.max_file_bytes) as (path, _sha, _size):
+        with local_source(record.uri, ctx.settings.max_video_bytes) as (path, _sha, _size):
             before = sample_frames(path, record.name, targets)
         # Distinct frames only (a short clip may give one frame for several times).
         before = list({t: (t, img, nxt) for t, img, nxt in before}.values())

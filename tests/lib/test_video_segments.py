@@ -308,3 +308,29 @@ def test_the_blend_and_the_segments_are_part_of_a_videos_key(tmp_path):
     other.input.segments = [(None, None, 30)]
     assert key(recipe, other) != base
     assert key(recipe) == base
+
+
+def test_videos_have_their_own_size_limit(tmp_path, monkeypatch):
+    """Videos are streamed, never held in memory: the image limit does not refuse them;
+    their own limit does, naming the setting."""
+    from retouch.lib import sources
+    from retouch.lib.phases.prepare import new_record, prepare_one
+    from retouch.lib.settings import reload_settings
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=10)
+    size = clip.stat().st_size
+    (item,) = sources.discover(str(clip)).items
+    monkeypatch.setenv("RETOUCH_MAX_FILE_BYTES", str(size // 2))
+    record = prepare_one(new_record(item, 1), reload_settings())
+    assert record.ok, record.reason
+    monkeypatch.setenv("RETOUCH_MAX_VIDEO_BYTES", str(size - 1))
+    record = prepare_one(new_record(item, 1), reload_settings())
+    assert not record.ok
+    assert record.reason == (
+        f"file is larger than the limit of {size - 1} bytes (raise RETOUCH_MAX_VIDEO_BYTES "
+        "to accept it)"
+    )
+    monkeypatch.delenv("RETOUCH_MAX_FILE_BYTES")
+    monkeypatch.delenv("RETOUCH_MAX_VIDEO_BYTES")
+    reload_settings()
