@@ -25,7 +25,7 @@ from typing import Any
 from retouch.lib import storage
 from retouch.lib.errors import SourceError, StorageError
 from retouch.lib.settings import get_settings
-from retouch.lib.sources import is_image_name
+from retouch.lib.sources import is_image_name, is_video_name
 
 STATE_VERSION = 1
 
@@ -60,10 +60,11 @@ def _mtime(info: dict[str, Any]) -> float:
 
 
 def scan(source: str) -> dict[str, FileStamp]:
-    """The image files under ``source`` (recursively) with their size and modification time.
+    """The image and video files under ``source`` (recursively) with their size and
+    modification time.
 
     Hidden files and folders (a name starting with ``.``, as partial uploads and editor
-    temporaries are) and non-image extensions are left out. URIs keep the source's own form
+    temporaries are) and other extensions are left out. URIs keep the source's own form
     (a local source gives local paths, ``s3://bucket/prefix`` gives ``s3://`` URIs).
 
     Raises:
@@ -82,7 +83,8 @@ def scan(source: str) -> dict[str, FileStamp]:
     out: dict[str, FileStamp] = {}
     for path, info in found.items():
         rel = path[len(root) :].lstrip("/")
-        if not is_image_name(path) or any(p.startswith(".") for p in rel.split("/")):
+        wanted = is_image_name(path) or is_video_name(path)
+        if not wanted or any(p.startswith(".") for p in rel.split("/")):
             continue
         if storage.TEMP_MARKER in path.rsplit("/", 1)[-1]:
             continue

@@ -28,15 +28,17 @@ def _drop(folder: Path, name: str, data: bytes = b"x" * 10) -> Path:
     return path
 
 
-def test_scan_lists_images_only_and_skips_hidden(tmp_path):
+def test_scan_lists_images_and_videos_only_and_skips_hidden(tmp_path):
     inbox = tmp_path / "inbox"
     _drop(inbox, "a.jpg")
     _drop(inbox, "sub/b.PNG")
+    _drop(inbox, "clip.MOV")
     _drop(inbox, "notes.txt")
     _drop(inbox, ".partial.jpg")
     _drop(inbox, ".upload/c.jpg")
     found = scan(str(inbox))
-    assert sorted(Path(u).relative_to(inbox).as_posix() for u in found) == ["a.jpg", "sub/b.PNG"]
+    listed = sorted(Path(u).relative_to(inbox).as_posix() for u in found)
+    assert listed == ["a.jpg", "clip.MOV", "sub/b.PNG"]
     assert found[str(inbox / "a.jpg")].size == 10
 
 
