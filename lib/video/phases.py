@@ -279,6 +279,7 @@ def process_video(
     from retouch.lib.phases.process import emit_processed
 
     started = time.perf_counter()
+    elsewhere = 0.0
     if not record.ok:
         return record
     try:
@@ -293,12 +294,13 @@ def process_video(
             record.output = _output_fields(meta)
             record.problems += [n for n in meta.get("notes", []) if n not in record.problems]
         else:
-            _compute(record, ctx, weights, device, key)
+            # Segments made by task runs of their own took their time there.
+            elsewhere = _compute(record, ctx, weights, device, key)
     except RetouchError as exc:
         record.fail("process", reason_of(exc))
     except Exception as exc:  # e.g. a model running out of memory on this video only
         record.fail("process", f"{type(exc).__name__}: {exc}")
-    record.timings["process"] = round(time.perf_counter() - started, 4)
+    record.timings["process"] = round(time.perf_counter() - started + elsewhere, 4)
     emit_processed(record)
     return record
 
@@ -408,8 +410,9 @@ def _stored_segment(
         int(meta["height"]),
         list(meta.get("notes", [])),
         colour=media.Colour(**meta["colour"]),
-        # Made by this run (a task of its own): its model calls are this run's work.
+        # Made by this run (a task of its own): its model calls and time are this run's work.
         model_calls=int(meta.get("model_calls", 0)) if meta.get("run") == ctx.run_id else 0,
+        seconds=float(meta.get("seconds", 0)) if meta.get("run") == ctx.run_id else 0.0,
     )
 
 
@@ -434,6 +437,7 @@ def _segment(
         return stored
     enc, _note = encoding(record, ctx, device)
     first = meter.done
+    started = time.perf_counter()
     calls_before = ctx.counters.get("model_calls", 0)
     start, end, frames = span
     part = segments.process_segment(
@@ -468,13 +472,18 @@ def _segment(
             "notes": part.notes,
             "colour": dataclasses.asdict(part.colour),
             "model_calls": part.model_calls,
+            "seconds": round(time.perf_counter() - started, 4),
         },
     )
     ctx.count("video_segments")
     return part
 
 
-def _compute(record: ImageRecord, ctx: Any, weights: dict[str, str], device: str, key: str) -> None:
+def _compute(
+    record: ImageRecord, ctx: Any, weights: dict[str, str], device: str, key: str
+) -> float:
+    """Make (or find) every segment, join them, store the result; returns the seconds
+    this run's own segment tasks took for the segments they made."""
     enc, container_note = encoding(record, ctx, device)
     spans = plan(record)
     seg_keys = [video_key(record, ctx, weights, device, segment=i) for i in range(len(spans))]
@@ -535,6 +544,7 @@ def _compute(record: ImageRecord, ctx: Any, weights: dict[str, str], device: str
     record.model_calls = sum(p.model_calls for p in parts)
     record.output = _output_fields(meta)
     record.problems += [n for n in notes if n not in record.problems]
+    return sum(p.seconds for p in parts)
 
 
 # -- review ------------------------------------------------------------------------------------

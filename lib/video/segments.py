@@ -59,6 +59,7 @@ class SegmentResult:
     notes: list[str] = field(default_factory=list)
     colour: Colour = field(default_factory=Colour)  # the tags the frames were written with
     model_calls: int = 0  # made by this run: the model calls its frames took
+    seconds: float = 0.0  # made by this run in a task of its own: the time it took
 
     @property
     def frames(self) -> int:

@@ -92,6 +92,8 @@ def test_sigkill_during_a_video_then_rerun_computes_only_unfinished_segments(
     assert video["status"] == "ok" and not video["reused"]
     assert [n for *_, n in video["input"]["segments"]] == [15, 15, 15, 3]
     assert video["model_calls"] == FRAMES - stored_frames
+    # The process time counts the segments the run's own tasks made (0.1 s per model call).
+    assert video["timings"]["process"] >= 0.1 * (FRAMES - stored_frames)
     reused = [e for e in _events(events) if e["event"] == "frames" and e["reused"]]
     assert sum(1 for _ in reused) == len(stored)
     assert _stored_segments(workspace) == []  # the joined result holds them now
