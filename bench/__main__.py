@@ -97,7 +97,8 @@ def _verdict(row: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """The comparison table, then the lines of scaling, coldstart, load, leak and soak."""
+    """The comparison table, then the lines of scaling, coldstart, load, leak, soak and
+    video."""
     head = (
         f"{'case':<12} {'images':>6} {'base s/img':>10} {'rtch s/img':>10} {'base img/s':>10} "
         f"{'rtch img/s':>10} {'ratio':>6} {'ovh ms/img':>10} {'base RSS':>8} {'rtch RSS':>8}  verdict"
@@ -196,6 +197,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             from .soak import lines as soak_lines
 
             notes.extend(soak_lines([r]))
+        elif case in ("video", "video_gpu"):
+            from .video import lines as video_lines
+
+            notes.extend(video_lines([r]))
         elif case == "leak":
             if "series" not in r:
                 notes.append(f"leak: ERROR: {r.get('error', '').strip()[-300:]}")

@@ -35,10 +35,12 @@ from .verdicts import (
 
 REPO = Path(__file__).resolve().parent.parent
 ALL_CASES = (
-    "upscale", "faces", "inpaint", "restyle", "classic", "scaling", "coldstart", "leak", "load",
-    "soak",
+    "upscale", "faces", "inpaint", "restyle", "video", "classic", "scaling", "coldstart", "leak",
+    "load", "soak",
 )  # fmt: skip
-SERVER_CASES = ("upscale", "faces", "inpaint", "restyle", "classic", "scaling", "leak", "soak")
+SERVER_CASES = (
+    "upscale", "faces", "inpaint", "restyle", "video", "classic", "scaling", "leak", "soak",
+)  # fmt: skip
 RUN_TIMEOUT_S = 1500
 
 
@@ -131,6 +133,10 @@ class Bench:
             self.inputs["leak"] = images.link_subset(paths[: s.leak_images], data / "leak")
             self.inputs["soak"] = images.link_subset(paths[: s.soak_images], data / "soak")
             made["classic"] = {"count": count, "sizes": [s.classic_size], "format": "jpg q90"}
+        if "video" in cases:
+            from . import video
+
+            made.update(video.make_inputs(self, data))
         if "upscale" in cases and cuda_available():
             images.write_set(
                 data / "upscale-gpu", s.gpu_images, [s.gpu_size], ext="png", seed=4, prefix="hd"
@@ -141,6 +147,8 @@ class Bench:
 
     def install_models(self, cases: list[str]) -> dict[str, Any]:
         names = models.needed(cases)
+        if "video" in cases and cuda_available() and models.UPSCALE_MODEL not in names:
+            names.append(models.UPSCALE_MODEL)  # video_gpu (the CPU case's model ships)
         if names:
             self.model_info = models.install(self.model_dir, self.root / "staging", names)
         return self.model_info
@@ -490,6 +498,13 @@ class Bench:
                     "the float16 step is timed where one is"
                 }
         return [res]
+
+    def case_video(self) -> list[dict[str, Any]]:
+        """A clip upscaled x2 by retouch and by a loop like Real-ESRGAN's video script
+        (``bench/video.py``); ``video_gpu`` on CUDA."""
+        from . import video
+
+        return video.case(self)
 
     def diffusion_step(self, device: str = "cpu") -> dict[str, Any]:
         """``python -m bench.diffusion_step`` in its own process (same environment as every

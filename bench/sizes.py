@@ -37,6 +37,17 @@ class Sizes:
     """The soak case samples the serving process after every this many batches."""
     soak_images: int = 4
     """Images per soak batch (the first of the classic images)."""
+    video_seconds: tuple[float, float] = (10.0, 60.0)
+    """The video case's clips (seconds at 25 fps): both sides run the short one, retouch also
+    the long one (peak RSS must not grow with the clip's length)."""
+    video_size: tuple[int, int] = (640, 360)
+    """Frame size of the clip both sides run (frames per second)."""
+    video_memory_size: tuple[int, int] = (320, 180)
+    """Frame size of the two clips retouch runs for memory (the short and the long one): what
+    grows with a clip's length shows at any frame size, and smaller frames keep the 60 s run
+    to minutes on a 2-core CPU."""
+    video_gpu_seconds: float = 2.0
+    """The video_gpu clip (``gpu_size`` frames, CUDA only)."""
 
 
 FULL = Sizes(
@@ -65,6 +76,10 @@ QUICK = Sizes(
     soak_batches=20,
     soak_minutes=6.0,
     soak_every=5,
+    video_seconds=(2.0, 6.0),
+    video_size=(160, 90),
+    video_memory_size=(160, 90),
+    video_gpu_seconds=0.4,
 )
 
 # (preset, overrides) per case: retouch gets them as --preset/--set, the baseline applies the
@@ -79,6 +94,10 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     # Full size on both sides (the port's script draws at the image's own size) and PNG out
     # (the script writes the input's format; lossless, so the outputs can be compared).
     "restyle": ("anime", ["restyle.work_side=0", "export.format=png"]),
+    # x2 with the compact model retouch ships (the baseline loads the same packaged file);
+    # a video's encoding comes from export.video (H.264, CRF 18, x264's default preset).
+    "video": ("upscale-x4", ["upscale.model=retouch-compact-x2"]),
+    "video_gpu": ("upscale-x4", []),
 }
 
 TARGETS = {
@@ -89,6 +108,11 @@ TARGETS = {
     "the pixels)",
     "restyle": "loop ratio >= 1.0 (the script's loop vs the same loop through retouch's op; "
     "whole-run ratio reported)",
+    "video": "retouch frames/s (whole run) >= 1.0x baseline (CPU); peak RSS(60 s clip) <= 1.2x "
+    "peak RSS(10 s clip); every delivered file: frame count and every timestamp equal to the "
+    "input's, audio present and as long (within one audio frame)",
+    "video_gpu": "retouch frames/s (whole run) >= 2.0x baseline at 1080p, realesrgan-x4plus "
+    "in fp16 (CUDA); delivered file equal to the input in frames, timestamps and audio",
     "classic": "overhead < 15 ms per image",
     "scaling": "peak RSS(200 images) <= 1.2x peak RSS(20 images)",
     "leak": "RSS (and CUDA memory) after every batch within 5% of the level after the first",

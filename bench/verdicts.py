@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,60 @@ def steady_state(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]
         out[f"{side}_fixed_s"] = round(small[side]["wall_s"] - per * small["images"], 2)
     out["ratio"] = round(out["baseline_s_per_image"] / max(out["retouch_s_per_image"], 1e-9), 3)
     return out
+
+
+def video_delivery(src: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    """A delivered video against its source, from what each holds (``bench.video.media_facts``:
+    decoded frame times, exact; per audio stream its span, sample rate and frame size):
+    the same frame count, every frame time equal, as many audio streams (at least one),
+    each lasting as long as the source's within one audio frame (AAC: 1024 samples)."""
+    t_in, t_out = src["times"], out["times"]
+    mismatch = next(
+        (i for i, (a, b) in enumerate(zip(t_in, t_out, strict=False)) if a != b or a is None),
+        None,
+    )
+    res: dict[str, Any] = {
+        "frames_in": len(t_in),
+        "frames_out": len(t_out),
+        "frames_equal": len(t_in) == len(t_out),
+        "timestamps_equal": len(t_in) == len(t_out) and mismatch is None,
+    }
+    if mismatch is not None:
+        a, b = t_in[mismatch], t_out[mismatch]
+        res["first_timestamp_mismatch"] = {
+            "frame": mismatch + 1,
+            "source_s": None if a is None else float(a),
+            "delivered_s": None if b is None else float(b),
+        }
+    a_in, a_out = src["audio"], out["audio"]
+    res["audio_streams_in"], res["audio_streams_out"] = len(a_in), len(a_out)
+    res["audio_present"] = bool(a_out) and len(a_out) == len(a_in)
+    same = res["audio_present"]
+    for s_in, s_out in zip(a_in, a_out, strict=False):
+        rate = s_in["sample_rate"] or s_out["sample_rate"]
+        one = Fraction(s_in["frame_size"] or 1024, rate) if rate else Fraction(0)
+        res["audio_in_s"] = round(float(s_in["span"]), 4)
+        res["audio_out_s"] = round(float(s_out["span"]), 4)
+        res["audio_frame_s"] = round(float(one), 4)
+        same = same and abs(s_in["span"] - s_out["span"]) <= one
+    res["audio_duration_equal"] = bool(same)
+    keys = ("frames_equal", "timestamps_equal", "audio_present", "audio_duration_equal")
+    res["ok"] = all(res[k] for k in keys)
+    return res
+
+
+def video_verdict(
+    ratio: float | None, rss_ratio: float, deliveries: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The video targets: retouch's whole-run frames per second at least the baseline's
+    (``ratio`` >= 1.0), peak RSS on the long clip at most 1.2x the short clip's, and every
+    delivered file equal to its source (frames, timestamps, audio)."""
+    targets = {
+        "throughput": ratio is not None and ratio >= 1.0,
+        "rss": rss_ratio <= 1.2,
+        "delivery": bool(deliveries) and all(d.get("ok") for d in deliveries.values()),
+    }
+    return {"targets": targets, "pass": all(targets.values())}
 
 
 def throughput(n: int, base_wall: float, retouch_wall: float) -> dict[str, Any]:
