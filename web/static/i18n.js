@@ -625,6 +625,10 @@
         "滤波强度，以 8 位色阶计（约等于要去除的噪声标准差）",
       "nlmeans (best, slower) or bilateral (fast, edge-preserving)":
         "nlmeans（效果最好，较慢）或 bilateral（快速，保留边缘）",
+      "nlmeans patch size in pixels (odd): the neighbourhood compared to judge two pixels alike; smaller keeps fine texture, larger smooths more evenly":
+        "nlmeans 的比较块大小（像素，奇数）：用来判断两个像素是否相似的邻域；较小保留细微纹理，较大平滑更均匀",
+      "nlmeans search window in pixels (odd): larger finds more similar patches; the time grows with its square":
+        "nlmeans 的搜索窗口（像素，奇数）：越大找到的相似块越多；耗时随其平方增长",
       // fit
       "Longest side in pixels (keeps the aspect ratio)": "最长边的像素数（保持宽高比）",
       "Exact width in pixels (with height)": "精确宽度（像素，需同时给出高度）",
