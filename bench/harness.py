@@ -178,6 +178,10 @@ class Bench:
             if self.server_url is None:
                 raise RuntimeError("no Prefect server is running for this case")
             env["PREFECT_API_URL"] = self.server_url
+        else:
+            # The coldstart case measures a command that starts its own server and stops it
+            # at exit (no shared background server left behind in the run's PREFECT_HOME).
+            env["RETOUCH_SERVER_IDLE_S"] = "0"
         return env
 
     def run_retouch(

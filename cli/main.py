@@ -11,7 +11,7 @@ from typing import NoReturn
 import typer
 from rich.markup import escape
 
-from retouch.cli import cache, deploy, history, models, presets, review, run, web
+from retouch.cli import cache, deploy, history, models, presets, review, run, server, web
 from retouch.cli.common import EXIT_NOTHING, console, reflow_help, verbose
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ web.register(app)  # web
 presets.register(app)  # presets list, save, show
 cache.register(app)  # cache info, prune
 models.register(app)  # models list, pull, import, remove, path
+server.register(app)  # server status, start, stop
 
 
 def _reflow_commands(group: typer.Typer) -> None:

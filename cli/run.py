@@ -119,6 +119,7 @@ def run(
         # at that moment can deadlock against it. The preload then overlaps the server's
         # start and the flow run's creation.
         from retouch.flows import runtime
+        from retouch.flows.background import local_api
         from retouch.flows.enhance import RunOptions
         from retouch.lib.models.compat import preload
 
@@ -135,7 +136,7 @@ def run(
             # Inside the events subscription: a front end following the file sees the error.
             with reported():
                 try:
-                    runtime.start_embedded_server()
+                    local_api(announce=_announce)
                 except Exception as exc:  # the server's own errors vary; the message says what
                     raise fail(f"could not start a local Prefect server: {exc}") from None
                 try:
@@ -149,6 +150,10 @@ def run(
             stop_events()
     finally:
         dest_lock.release()
+
+
+def _announce(line: str) -> None:
+    console.print(f"retouch: {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _checked(

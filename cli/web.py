@@ -36,18 +36,27 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _prefect_server() -> tuple[str, Any]:
-    """The Prefect API for the batches: PREFECT_API_URL when set, else a local server started
-    here (each batch then starts in seconds instead of starting its own)."""
+    """The Prefect API for the batches: PREFECT_API_URL when set, else the background server
+    the commands share (or, with RETOUCH_SERVER_IDLE_S=0, one started here and stopped at
+    exit): each batch then starts in seconds instead of starting its own."""
     from prefect.settings import PREFECT_API_URL
 
-    from retouch.flows.runtime import start_embedded_server
+    from retouch.flows.background import local_api
 
     configured = PREFECT_API_URL.value()
     if configured:
         return configured, None
-    console.print("starting a local Prefect server for the batches…", highlight=False)
-    server = start_embedded_server(timeout=180)
-    return server.api_url, server
+
+    def announce(line: str) -> None:
+        console.print(escape(line), highlight=False, soft_wrap=True)
+
+    api_url, server = local_api(
+        timeout=180,
+        announce=announce,
+        embedded_line="starting a local Prefect server for the batches…",
+    )
+    assert api_url is not None
+    return api_url, server
 
 
 @reported()

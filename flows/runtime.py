@@ -256,10 +256,12 @@ def handle_termination() -> None:
 
 
 def server_lock_path() -> Path:
-    """The lock file guarding the embedded Prefect server's database (in PREFECT_HOME)."""
-    from prefect.settings import PREFECT_HOME
+    """The lock file guarding the local Prefect server's database while a server starts on
+    it, and the background server's state file (:mod:`retouch.flows.background`): next to
+    the SQLite database (``PREFECT_HOME`` by default), else in ``PREFECT_HOME``."""
+    from retouch.flows.background import place
 
-    return Path(PREFECT_HOME.value()) / "retouch-server.lock"
+    return place().folder / "retouch-server.lock"
 
 
 def start_embedded_server(timeout: int | None = None) -> Any:
@@ -267,7 +269,10 @@ def start_embedded_server(timeout: int | None = None) -> Any:
     one Prefect would start at the first API call), holding :func:`server_lock_path` while
     it starts: two processes starting servers on one database at once race on its
     migration. Returns the server, or None when PREFECT_API_URL is set. It is stopped at
-    exit, by :func:`stop_embedded_servers` after a signal."""
+    exit, by :func:`stop_embedded_servers` after a signal.
+
+    Commands use it only with ``RETOUCH_SERVER_IDLE_S=0``; otherwise they share a server in
+    the background (:func:`retouch.flows.background.local_api`)."""
     from prefect.settings import PREFECT_API_URL
 
     if PREFECT_API_URL.value():

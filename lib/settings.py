@@ -122,6 +122,13 @@ class Settings(BaseSettings):
         description="Port of the Prometheus /metrics of `retouch serve` (its --metrics-port "
         "overrides it); 0 or empty: off. `retouch web` serves /metrics on its own port",
     )
+    server_idle_s: float = Field(
+        900.0,
+        ge=0,
+        description="Without PREFECT_API_URL, commands share a Prefect server started in the "
+        "background, which stops after this many seconds without a request, a command using "
+        "it or a running flow run; 0: each command starts its own and stops it at exit",
+    )
     # -- retouch web ------------------------------------------------------------------------
     web_token: str | None = Field(
         None,

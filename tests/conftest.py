@@ -12,6 +12,9 @@ from tests.s3server import moto_s3_fixture  # noqa: F401  (session fixture "moto
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# A command run without the session's server starts its own and stops it at exit (no shared
+# background server outliving the test); the shared server's own tests set this themselves.
+os.environ.setdefault("RETOUCH_SERVER_IDLE_S", "0")
 
 
 @pytest.fixture(autouse=True)

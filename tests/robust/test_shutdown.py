@@ -153,6 +153,7 @@ def _env(tmp_path: Path, *, api_url: str | None, **extra: str) -> dict[str, str]
             "RETOUCH_HOME": str(tmp_path / "home"),
             "RETOUCH_WORKSPACE": str(tmp_path / "workspace"),
             "RETOUCH_OFFLINE": "1",
+            "RETOUCH_SERVER_IDLE_S": "0",  # a server per command, stopped with it
             **extra,
         }
     )
