@@ -184,6 +184,27 @@ class Bench:
             env["RETOUCH_SERVER_IDLE_S"] = "0"
         return env
 
+    def measure(
+        self,
+        argv: list[str],
+        run_dir: Path,
+        *,
+        server: bool,
+        device: str = "cpu",
+        events: Path | None = None,
+        timeout_s: float = RUN_TIMEOUT_S,
+    ) -> Measured:
+        """``argv`` run from the repository root in the bench's environment for ``run_dir``
+        (its log in ``run_dir/log.txt``), measured: wall time, peak RSS, events."""
+        return run_measured(
+            argv,
+            env=self.env(run_dir, server=server, device=device),
+            cwd=REPO,
+            log_path=run_dir / "log.txt",
+            events_path=events,
+            timeout_s=timeout_s,
+        )
+
     def run_retouch(
         self,
         tag: str,
@@ -206,14 +227,7 @@ class Bench:
             events = run_dir / "events.jsonl"
             argv += ["--events", str(events)]
         self.log(f"  retouch   {tag}: {len(files_in(src))} images ...")
-        m = run_measured(
-            argv,
-            env=self.env(run_dir, server=server, device=device),
-            cwd=REPO,
-            log_path=run_dir / "log.txt",
-            events_path=events,
-            timeout_s=RUN_TIMEOUT_S,
-        )
+        m = self.measure(argv, run_dir, server=server, device=device, events=events)
         check = check_retouch(m, dest, len(files_in(src)))
         self.log(f"            {m.wall_s:.2f} s, peak RSS {m.peak_rss_mb:.0f} MB {check['status']}")
         return m, check
@@ -240,13 +254,7 @@ class Bench:
         if model is not None:
             argv += ["--model-path", self.model_info[model]["path"]]
         self.log(f"  baseline  {tag}: {len(files_in(src))} images ...")
-        m = run_measured(
-            argv,
-            env=self.env(run_dir, server=False, device=device),
-            cwd=REPO,
-            log_path=run_dir / "log.txt",
-            timeout_s=RUN_TIMEOUT_S,
-        )
+        m = self.measure(argv, run_dir, server=False, device=device)
         detail: dict[str, Any] = {}
         if m.returncode == 0 and report.is_file():
             detail = json.loads(report.read_text())
@@ -519,13 +527,7 @@ class Bench:
         argv += ["--device", device]
         argv += ["--repeats", "1" if self.sizes.repeats <= 1 else "3"]
         self.log("  sd-step   one guided SD 1.5 UNet step at 512 px (build, warm-up, timed) ...")
-        m = run_measured(
-            argv,
-            env=self.env(run_dir, server=False, device=device),
-            cwd=REPO,
-            log_path=run_dir / "log.txt",
-            timeout_s=RUN_TIMEOUT_S,
-        )
+        m = self.measure(argv, run_dir, server=False, device=device)
         if m.returncode != 0 or not report.is_file():
             self.log(f"            failed (exit {m.returncode}); log: {run_dir / 'log.txt'}")
             return {"error": m.log[-1500:], "process": m.as_json()}
@@ -627,13 +629,7 @@ class Bench:
         self.log(
             f"  leak      {self.sizes.leak_runs} batches of {self.sizes.leak_images} images ..."
         )
-        m = run_measured(
-            argv,
-            env=self.env(run_dir, server=True, device=device),
-            cwd=REPO,
-            log_path=run_dir / "log.txt",
-            timeout_s=RUN_TIMEOUT_S,
-        )
+        m = self.measure(argv, run_dir, server=True, device=device)
         result: dict[str, Any] = {
             "case": "leak",
             "preset": preset,

@@ -35,7 +35,6 @@ from typing import Any
 
 from .proc import _children, tree_rss_kb, venv_tool
 
-REPO = Path(__file__).resolve().parent.parent
 DEPLOYMENT = "retouch-enhance/enhance-served"
 BATCH_TIMEOUT_S = 600
 LATENCY_CALLS = 5
@@ -159,7 +158,6 @@ def stop(serve: subprocess.Popen[bytes]) -> dict[str, Any]:
 def case(bench: Any) -> list[dict[str, Any]]:
     """The ``soak`` row: this driver in its own process (``Bench.env``, the bench's Prefect
     server), its report and the verdict."""
-    from .proc import run_measured
     from .sizes import RECIPES, TARGETS
     from .verdicts import soak_verdict
 
@@ -178,13 +176,7 @@ def case(bench: Any) -> list[dict[str, Any]]:
         f"  soak      up to {s.soak_batches} batches of {s.soak_images} images on one "
         f"`retouch serve`, at most {s.soak_minutes:g} min ..."
     )
-    m = run_measured(
-        argv,
-        env=bench.env(run_dir, server=True),
-        cwd=REPO,
-        log_path=run_dir / "log.txt",
-        timeout_s=60 * s.soak_minutes + 900,
-    )
+    m = bench.measure(argv, run_dir, server=True, timeout_s=60 * s.soak_minutes + 900)
     result: dict[str, Any] = {
         "case": "soak",
         "preset": preset,

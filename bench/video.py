@@ -39,7 +39,6 @@ from fractions import Fraction  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 RUN_TIMEOUT_S = 3600
 """The long clip's retouch run takes several minutes on a 2-core CPU."""
@@ -441,7 +440,7 @@ def run_retouch(
 ) -> dict[str, Any]:
     """``retouch run SRC --preset P --set ... --out DEST`` against the bench's Prefect server,
     measured; then the delivered clip checked against the source."""
-    from .proc import run_measured, venv_tool
+    from .proc import venv_tool
     from .verdicts import check_retouch
 
     run_dir = bench.root / "runs" / tag
@@ -455,14 +454,7 @@ def run_retouch(
         argv += ["--events", str(events)]
     clip = the_clip(src)
     bench.log(f"  retouch   {tag}: {clip.name} ...")
-    m = run_measured(
-        argv,
-        env=bench.env(run_dir, server=True, device=device),
-        cwd=REPO,
-        log_path=run_dir / "log.txt",
-        events_path=events,
-        timeout_s=RUN_TIMEOUT_S,
-    )
+    m = bench.measure(argv, run_dir, server=True, device=device, events=events)
     check = check_retouch(m, dest, 1)
     delivery = check_delivery(clip, dest, run_dir / "delivered")
     compute_s, measured_by = _compute_seconds(check)
@@ -486,7 +478,6 @@ def run_baseline(
     """``python -m bench.video baseline ...`` in its own process, measured; its output
     checked against the source as retouch's is (reported, not judged: the script writes
     frames at the average frame rate, not at their own times)."""
-    from .proc import run_measured
 
     run_dir = bench.root / "runs" / tag
     report = run_dir / "baseline.json"
@@ -498,13 +489,7 @@ def run_baseline(
     argv += ["--device", device]
     clip = the_clip(src)
     bench.log(f"  baseline  {tag}: {clip.name} ...")
-    m = run_measured(
-        argv,
-        env=bench.env(run_dir, server=False, device=device),
-        cwd=REPO,
-        log_path=run_dir / "log.txt",
-        timeout_s=RUN_TIMEOUT_S,
-    )
+    m = bench.measure(argv, run_dir, server=False, device=device)
     detail: dict[str, Any] = {}
     delivery: dict[str, Any] = {}
     if m.returncode == 0 and report.is_file():
