@@ -551,11 +551,12 @@ def _compute(
 
 
 def sample_frames(
-    path: str, label: str, times: list[Fraction]
+    path: str, label: str, times: list[Fraction], *, to_end: bool = False
 ) -> list[tuple[Fraction, Image, Image | None]]:
     """For each time, the first frame at or after it (seeking to the keyframe before it),
     upright, with its exact time, and the frame after it (None at the clip's end). Times
-    must be increasing."""
+    must be increasing. ``to_end``: a time after the last frame starts gives the last
+    frame (the review's times lie in the clip, the last of a one-frame clip after it)."""
     out: list[tuple[Fraction, Image, Image | None]] = []
     with media.open_input(path, label) as c:
         vs = media.video_stream(c, label)
@@ -563,6 +564,7 @@ def sample_frames(
         for target in times:
             c.seek(int(target / tb), stream=vs, backward=True, any_frame=False)
             found: tuple[Fraction, Image] | None = None
+            last: tuple[Fraction, Any] | None = None
             for frame in c.decode(vs):
                 if frame.pts is None:
                     continue
@@ -574,7 +576,11 @@ def sample_frames(
                     break
                 if t >= target:
                     found = (t, media.frame_image(frame, media.rotation_of(frame.rotation)))
+                last = (t, frame)
             else:
+                if found is None and last is not None and to_end:
+                    t, frame = last
+                    found = (t, media.frame_image(frame, media.rotation_of(frame.rotation)))
                 if found is not None:
                     out.append((*found, None))
     return out
@@ -670,7 +676,7 @@ def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
         duration = Fraction(str(record.input.duration or 0))
         targets = sorted({first + duration * k for k in REVIEW_SAMPLES})
         with local_source(record.uri, ctx.settings.max_video_bytes) as (path, _sha, _size):
-            before = sample_frames(path, record.name, targets)
+            before = sample_frames(path, record.name, targets, to_end=True)
         # Distinct frames only (a short clip may give one frame for several times).
         before = list({t: (t, img, nxt) for t, img, nxt in before}.values())
         with local_source(ctx.workspace.result_file(record.result_key), 1 << 62) as (
