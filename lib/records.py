@@ -147,6 +147,10 @@ class Scores(SubRecord):
     frames: list[dict[str, Any]] | None = Field(
         None, description="A video's sampled frames: time, score, verdict"
     )
+    preview_clip: dict[str, Any] | None = Field(
+        None,
+        description="A video's before/after preview clip: start and end (s), frames, size",
+    )
 
 
 class PreviousVersion(SubRecord):

@@ -37,7 +37,7 @@ from retouch.lib.phases.review import THUMB_LABELS, thumb_path
 from retouch.lib.quality.report import write_report
 from retouch.lib.recipe import Recipe
 from retouch.lib.records import ImageRecord, RunSummary
-from retouch.lib.video.phases import moment_labels
+from retouch.lib.video.phases import PREVIEW_CLIP, moment_labels, preview_clip_path
 
 __all__ = [
     "DeliveryError",
@@ -204,6 +204,9 @@ def _deliver(
                 uri = thumb_path(ctx, r, label)
                 if storage.exists(uri):
                     pair[label] = storage.read_bytes(uri)
+            clip = preview_clip_path(ctx, r)  # a video's before/after clip, when it has one
+            if r.scores.preview_clip and storage.exists(clip):
+                pair[PREVIEW_CLIP] = storage.read_bytes(clip)
             # The version this run replaced, beside the new one (old vs new in the report).
             replaced = r.output.previous
             old_thumb = replaced.thumb_after if replaced is not None else None

@@ -2,7 +2,9 @@
 
 Per image it shows the before/after comparison three ways (a draggable slider, side by side,
 and a 100% crop of the most detailed region), the score with its components and verdict,
-the problems with what to change, hints, and the image's other versions side by side.
+the problems with what to change, hints, and the image's other versions side by side. A
+video also gets a slider per sampled moment and a short before/after clip (an embedded
+MP4 that plays in the page).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ figcaption{font-size:12px;color:#667}.problems{color:#a35400}.hints{color:#35608
 code{background:#eef1f4;padding:1px 4px;border-radius:3px}
 .versions{display:flex;gap:10px;flex-wrap:wrap;margin-top:8px}.versions img{max-width:200px;border:1px solid #ccd}
 .components td{padding:2px 8px;border:none}
+.preview-clip{margin:0}.preview-clip video{display:block;max-width:min(640px,100%);height:auto;background:#000}
 """
 
 _JS = """
@@ -175,6 +178,23 @@ def _moments(views: dict[str, bytes], frames: list[dict[str, Any]]) -> str:
     return f'<h4>Moments of the clip</h4><div class="moments">{"".join(blocks)}</div>'
 
 
+def _preview_clip(views: dict[str, bytes], clip: dict[str, Any] | None) -> str:
+    """A video's short before/after clip (embedded MP4), labelled with its time span."""
+    data = views.get("preview-clip")
+    if not (data and clip):
+        return ""
+    source = "data:video/mp4;base64," + base64.b64encode(data).decode()
+    stacked = clip.get("layout") == "stacked"
+    sides = "Before (above) | After (below)" if stacked else "Before | After"
+    return (
+        '<h4>Preview clip</h4><figure class="preview-clip">'
+        f'<video controls loop muted playsinline preload="metadata" src="{source}" '
+        f'width="{int(clip.get("width") or 0)}" height="{int(clip.get("height") or 0)}"></video>'
+        f"<figcaption>{sides} · {_fmt(clip.get('start'))}–{_fmt(clip.get('end'))} s"
+        f" · {int(clip.get('frames') or 0)} frames</figcaption></figure>"
+    )
+
+
 def _versions(views: dict[str, bytes], entries: list[dict[str, Any]]) -> str:
     """Other versions of the image: thumbnails labelled ``version:<label>`` in ``views``,
     and/or version entries (label, score, verdict, run, time) from the manifest."""
@@ -257,7 +277,8 @@ def render_report(manifest: dict[str, Any], thumbs: dict[int, dict[str, bytes]])
         manifest: the run manifest (see ``delivery.build_manifest``); an image entry may carry
             ``versions`` (list of dicts with label, score, verdict, run_id, current).
         thumbs: per image index, JPEG bytes by view: "before", "after" (thumbnails),
-            "crop-before", "crop-after" (100% crops) and "version:<label>" (other versions).
+            "crop-before", "crop-after" (100% crops), "version:<label>" (other versions),
+            a video's "moment-<k>-before"/"after" and "preview-clip" (MP4 bytes).
     """
     out = io.StringIO()
     write_report(out, manifest, lambda index: thumbs.get(index, {}))
@@ -357,6 +378,7 @@ def write_report(
             + (f'<ul class="hints">{hints}</ul>' if hints else "")
             + _components(scores)
             + _moments(views, scores.get("frames") or [])
+            + _preview_clip(views, scores.get("preview_clip"))
             + _versions(views, img.get("versions") or _version_entries(img))
             + "</section>"
         )

@@ -12,7 +12,8 @@
   workspace under a key of the source's content, the recipe (steps, op versions, weights,
   per-file inputs such as a mask), the encoding and the segments.
 - **review**: a few frames sampled across the clip are scored as images are; the worst
-  one stands for the clip and gives the thumbnails.
+  one stands for the clip and gives the thumbnails and a short before/after preview clip
+  (:mod:`~retouch.lib.video.preview_clip`).
 - **export**: the stored file is delivered under its planned name (container extension).
 
 A mask for ``inpaint`` is one mask for every frame: the run's masks by the video's stem,
@@ -42,7 +43,7 @@ from retouch.lib.recipe import VideoSettings
 from retouch.lib.records import Analysis, ImageRecord, InputInfo, OutputInfo
 from retouch.lib.settings import Settings
 from retouch.lib.sources import extension
-from retouch.lib.video import media, segments
+from retouch.lib.video import media, preview_clip, segments
 from retouch.lib.video.temporal import StaticBlend, flickers, frame_change
 
 VIDEO_KEY_LAYOUT = "video-2"  # 2: segments cut at key frames; colour tags kept
@@ -660,32 +661,65 @@ def write_moment_thumbs(ctx: Any, record: ImageRecord, k: int, before: Image, af
         )
 
 
+PREVIEW_CLIP = "preview-clip"
+"""The report's view label of a video's before/after preview clip (MP4 bytes)."""
+
+
+def preview_clip_path(ctx: Any, record: ImageRecord) -> str:
+    """Where the review writes a video's before/after preview clip, beside its thumbnails."""
+    return ctx.workspace.run_path(ctx.run_id, "thumbs", f"{record.index:06d}-{PREVIEW_CLIP}.mp4")
+
+
+def write_preview_clip(
+    ctx: Any, record: ImageRecord, source: str, result: str, at: Fraction
+) -> None:
+    """Make and store the report's before/after preview clip of a video, about two seconds
+    from ``at`` (clamped to the clip), and say what it shows in ``scores.preview_clip``.
+    A clip of one frame has none; a failure is the video's problem line, never its
+    failure."""
+    first = Fraction(str(record.input.start or 0))
+    duration = Fraction(str(record.input.duration or 0))
+    start, end = preview_clip.span(first, duration, at)
+    try:
+        clip = preview_clip.make_preview_clip(source, result, record.name, start, end)
+        if clip is not None:
+            storage.write_bytes(preview_clip_path(ctx, record), clip.data, durable=False)
+    except Exception as exc:  # a preview is not worth a video: said, and the review goes on
+        reason = reason_of(exc) if isinstance(exc, RetouchError) else f"{type(exc).__name__}: {exc}"
+        record.problems.append(f"preview clip: {reason}")
+        return
+    if clip is not None:
+        record.scores.preview_clip = clip.to_json()
+
+
 def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
     """Score frames sampled across the clip (at 1/6, 1/2 and 5/6 of it) against the same
     frames of the result; the worst-scoring one stands for the clip (its scores, verdict
     and thumbnails), and ``scores["frames"]`` lists each sample's time and score. At each
     sample the change to the next frame is measured in the source and the result: a result
-    that changes well beyond its source (:func:`flickers`) is a problem named by its time."""
+    that changes well beyond its source (:func:`flickers`) is a problem named by its time.
+    The report's before/after preview clip starts at the worst sample
+    (:func:`write_preview_clip`)."""
     from retouch.lib.phases.review import review_pair, reviewing, score_pair
 
     if not record.ok or record.result_key is None:
         progress.emit(progress.ImagePhaseDone(phase="review", name=record.name, ok=record.ok))
         return record
-    with reviewing(record, ctx):
+    with reviewing(record, ctx), ExitStack() as files:
         first = Fraction(str(record.input.start or 0))
         duration = Fraction(str(record.input.duration or 0))
         targets = sorted({first + duration * k for k in REVIEW_SAMPLES})
-        with local_source(record.uri, ctx.settings.max_video_bytes) as (path, _sha, _size):
-            before = sample_frames(path, record.name, targets, to_end=True)
+        path, _sha, _size = files.enter_context(
+            local_source(record.uri, ctx.settings.max_video_bytes)
+        )
+        before = sample_frames(path, record.name, targets, to_end=True)
         # Distinct frames only (a short clip may give one frame for several times).
         before = list({t: (t, img, nxt) for t, img, nxt in before}.values())
-        with local_source(ctx.workspace.result_file(record.result_key), 1 << 62) as (
-            result,
-            _sha,
-            _size,
-        ):
-            # A frame a container's coarser clock rounded down is still found.
-            after = sample_frames(result, record.name, [t - Fraction(1, 1000) for t, *_ in before])
+        result, _sha, _size = files.enter_context(
+            local_source(ctx.workspace.result_file(record.result_key), 1 << 62)
+        )
+        # A frame a container's coarser clock rounded down is still found.
+        after = sample_frames(result, record.name, [t - Fraction(1, 1000) for t, *_ in before])
         if not before or len(after) != len(before):
             raise RetouchError("could not find the sampled frames in the result")
         samples = []
@@ -714,6 +748,7 @@ def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
                     f"flicker at {float(t):.2f} s: the result changes by {now:.1f} levels "
                     f"from one frame to the next, the source by {was:.1f}"
                 )
+        write_preview_clip(ctx, record, path, result, worst[1])
         times = ", ".join(f"{float(t):.2f} s" for _s, t, *_ in samples)
         record.problems.append(
             f"review: {len(samples)} sampled frames scored (at {times}), not every frame; "

@@ -75,3 +75,52 @@ def test_demo_report_in_chromium(prefect_server, tmp_path, page, screenshot_dir)
     assert (screenshot_dir / "report-slider.png").stat().st_size > 10_000
     assert page.errors == []  # no console errors
     assert page.requested == []  # works offline: nothing fetched from the network
+
+
+def test_a_videos_preview_clip_plays_in_chromium(tmp_path, page):
+    """The report's before/after clip of a video is H.264 the browser plays from the page
+    itself (a data: URI), at its size, as long as the span it names."""
+    from fractions import Fraction
+
+    from retouch.lib.image import Image
+    from retouch.lib.quality.report import render_report
+    from retouch.lib.video import media, segments
+    from retouch.lib.video.preview_clip import make_preview_clip
+    from tests.video_clips import make_clip
+
+    src = tmp_path / "clip.mp4"
+    make_clip(src, frames=30, width=64, height=48, audio=None)
+    result = tmp_path / "result.mp4"
+    settings = type("S", (), {"codec": "h264", "crf": None, "preset": None, "container": "same"})
+    segments.process_segment(
+        str(src), str(result), start_pts=None, end_pts=None,
+        process=lambda image: Image(pixels=255 - image.pixels),
+        encoding=media.encoding_for("mp4", settings)[0], label=src.name,
+    )  # fmt: skip
+    clip = make_preview_clip(str(src), str(result), src.name, Fraction(2, 5), Fraction(6, 5))
+    assert clip is not None
+    video = {
+        "index": 1, "name": "clip.mp4", "status": "ok", "problems": [],
+        "scores": {"score": 50.0, "verdict": "unchanged", "preview_clip": clip.to_json()},
+    }  # fmt: skip
+    manifest = {
+        "run_id": "r", "created": "now", "source": str(tmp_path), "recipe": {"name": "quick"},
+        "summary": {"total": 1, "succeeded": 1, "failed": 0}, "images": [video],
+    }  # fmt: skip
+    report = tmp_path / "report.html"
+    report.write_text(render_report(manifest, {1: {"preview-clip": clip.data}}))
+
+    page.goto(report.as_uri())
+    player = page.locator("section.image video")
+    assert player.count() == 1
+    assert "Before | After · 0.40–1.20 s · 20 frames" in page.locator(".preview-clip").inner_text()
+    page.wait_for_function("document.querySelector('video').readyState >= 2", timeout=10_000)
+    width, height, duration, error = player.evaluate(
+        "v => [v.videoWidth, v.videoHeight, v.duration, v.error && v.error.code]"
+    )
+    assert (width, height, error) == (128, 48, None)
+    assert abs(duration - 0.8) < 0.05
+    assert player.evaluate("v => v.loop && v.muted && v.controls")
+    player.evaluate("v => v.play()")
+    page.wait_for_function("document.querySelector('video').currentTime > 0.2", timeout=10_000)
+    assert page.errors == [] and page.requested == []

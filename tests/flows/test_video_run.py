@@ -3,13 +3,20 @@ delivered in the ZIP and manifest; hostile videos each a per-file outcome."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import html
 import io
 import json
+import re
 import zipfile
+from fractions import Fraction
 from pathlib import Path
 
+import av
+import cv2
 import numpy as np
+import pytest
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
@@ -41,6 +48,32 @@ def _run(src: Path, dest: Path) -> tuple[int, str, dict]:
     result = CliRunner().invoke(app, ["run", str(src), "--preset", "quick", "--out", str(dest)])
     manifest = json.loads((dest / "manifest.json").read_text())
     return result.exit_code, result.output, manifest
+
+
+def _frames(path: Path) -> list[tuple[Fraction, np.ndarray]]:
+    """Every frame of a video file: its time and its pixels (HxWx3 BGR)."""
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        return [
+            (Fraction(f.pts) * vs.time_base, f.to_ndarray(format="bgr24")) for f in c.decode(vs)
+        ]
+
+
+def _preview_clips(report: str, tmp_path: Path) -> dict[str, Path]:
+    """The preview clips the report embeds, by the name of the video whose section holds
+    each (written to files to be decoded)."""
+    clips = {}
+    for section in report.split('<section class="image')[1:]:
+        name = html.unescape(re.search(r"<h3>(.*?)</h3>", section).group(1))
+        found = re.findall(
+            r'<video controls loop muted playsinline[^>]*src="data:video/mp4;base64,([^"]+)"',
+            section,
+        )
+        if found:
+            assert len(found) == 1
+            clips[name] = tmp_path / f"preview-{name}.mp4"
+            clips[name].write_bytes(base64.b64decode(found[0]))
+    return clips
 
 
 def _unzip(dest: Path, out: Path) -> list[str]:
@@ -92,6 +125,24 @@ def test_run_on_a_vfr_clip_with_audio_and_two_images(prefect_server, tmp_path):
     assert report.count('<figure class="moment">') == len(moments)
     for frame in moments:
         assert f"at {frame['time']:.2f} s · score" in report
+    # Under the moments, a short before/after clip: every frame of this short clip, at the
+    # source's frame times, the source on the left and the result (reduced) on the right.
+    clips = _preview_clips(report, tmp_path)
+    assert set(clips) == {"party.mp4"}
+    info = video["scores"]["preview_clip"]
+    assert (info["width"], info["height"], info["frames"]) == (96, 32, len(times))
+    assert info["start"] == 0 and info["end"] == pytest.approx(video["input"]["duration"])
+    assert "Before | After · 0.00–" in report
+    shown = _frames(clips["party.mp4"])
+    assert [t for t, _ in shown] == times
+    for (_t, picture), (_ts, source), (_tr, result) in zip(
+        shown, _frames(clip), _frames(got), strict=True
+    ):
+        assert picture.shape == (32, 96, 3)
+        reduced = cv2.resize(result, (48, 32), interpolation=cv2.INTER_AREA)
+        # Within what H.264 at the preview's quality changes in frames this small.
+        assert np.abs(picture[:, :48].astype(int) - source).mean() < 12
+        assert np.abs(picture[:, 48:].astype(int) - reduced).mean() < 12
     assert "frames" not in by_name["a.jpg"]["scores"]
     for name in ("a.jpg", "b.jpg"):
         with PILImage.open(tmp_path / "got" / name) as im:
@@ -136,6 +187,12 @@ def test_hostile_videos_are_each_a_per_file_outcome(prefect_server, tmp_path):
 
     names = _unzip(tmp_path / "out", tmp_path / "got")
     assert names == ["odd.mov", "photo.jpg", "still.mp4"]
+    # A one-frame clip is reviewed like the others, without a preview clip and without error.
+    still = by_name["still.mp4"]
+    assert still["scores"]["score"] is not None and "preview_clip" not in still["scores"]
+    assert not any(p.startswith(("preview clip", "review failed")) for p in still["problems"])
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert set(_preview_clips(report, tmp_path)) == {"odd.mov"}
     assert len(frame_times(tmp_path / "got" / "still.mp4")) == 1
     assert first_frame(tmp_path / "got" / "odd.mov").shape == (66, 94, 3)  # 47x33, x2
     assert len(frame_times(tmp_path / "got" / "odd.mov")) == 5
