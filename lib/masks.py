@@ -8,6 +8,10 @@ Every lookup returns HxW uint8 with 255 = fill (0 = keep), or None when there is
   palette and 16-bit masks alike, 16 bits reduced to 8).
 - The operation resizes the mask to its image (nearest neighbour) and thresholds it
   (> 127 = fill).
+
+A mask that is a video (by its extension, e.g. ``masks/party.mp4`` for ``shoot/party.mp4``)
+gives each frame of a clip its own mask (:mod:`retouch.lib.video.masks`); it is found the
+same way, and given to an image it is an error (:func:`video_mask_for_image`).
 """
 
 from __future__ import annotations
@@ -22,9 +26,18 @@ import numpy as np
 from retouch.lib import storage
 from retouch.lib.errors import InvalidImageError, OperationError
 from retouch.lib.imageio import decode
+from retouch.lib.sources.items import is_video_name
 
 BESIDE_SUFFIX = "_mask"
 """A file ``<stem>_mask*.png`` beside the image ``<stem>.<ext>`` is that image's mask."""
+
+
+def video_mask_for_image(name: str, uri: str) -> OperationError:
+    """The error of an image whose mask is a video."""
+    return OperationError(
+        f"{name}: its inpaint mask {uri} is a video; a mask video masks the frames of a "
+        "video clip, an image needs a mask image (PNG, white = remove)"
+    )
 
 
 def mask_plane(data: bytes, uri: str, pixel_limit: int) -> np.ndarray:
@@ -62,6 +75,7 @@ class MaskSource:
         self._by_path: dict[str, str] | None = None
         self._by_stem: dict[str, str] = {}
         self._single: str | None = None
+        self._digests: dict[str, str] = {}
 
     def _is_file(self) -> bool:
         local = storage.local_path(self.folder)
@@ -95,10 +109,28 @@ class MaskSource:
         return by_path.get(str(rel.with_suffix(""))) or self._by_stem.get(rel.stem)
 
     def __call__(self, name: str) -> np.ndarray | None:
+        """The mask image of the image ``name``; raises OperationError when its mask is a
+        video (read those with :class:`retouch.lib.video.masks.MaskVideo`)."""
         uri = self.uri_for(name)
         if uri is None:
             return None
+        if is_video_name(uri):
+            raise video_mask_for_image(name, uri)
         return mask_plane(storage.read_bytes(uri), uri, self.pixel_limit)
+
+    def digest(self, uri: str) -> str:
+        """The sha256 of the mask file at ``uri``, read once per instance (a mask video's
+        identity in a clip's result keys)."""
+        from retouch.lib.settings import get_settings
+        from retouch.lib.video.masks import video_sha256
+
+        with self._lock:
+            known = self._digests.get(uri)
+        if known is None:
+            known = video_sha256(uri, get_settings().max_video_bytes)
+            with self._lock:
+                self._digests[uri] = known
+        return known
 
 
 def beside_pattern(stem: str) -> re.Pattern[str]:

@@ -231,3 +231,47 @@ def first_planes(path: Path) -> np.ndarray:
     """The first frame's raw planes (yuv420p: Y rows, then U and V rows stacked)."""
     with av.open(str(path)) as c:
         return next(c.decode(video=0)).to_ndarray()
+
+
+def make_frames_clip(
+    path: Path,
+    frames: list[np.ndarray],
+    steps: list[int],
+    *,
+    gop: int | None = None,
+    lossless: bool = True,
+    time_base: Fraction = Fraction(1, 90000),
+    start: int = 0,
+) -> list[Fraction]:
+    """Write the HxWx3 BGR uint8 ``frames`` as an H.264 clip whose frame ``k`` starts at
+    ``start`` plus the sum of ``steps[:k]`` (pts in ``time_base``): a variable frame rate
+    when the steps differ. ``lossless``: x264 at QP 0 (the file holds the frames' YUV exactly);
+    ``gop``: a key frame every that many frames. Returns the frame times in seconds."""
+    height, width = frames[0].shape[:2]
+    out = av.open(str(path), "w")
+    v = out.add_stream("libx264", rate=25, options={"qp": "0"} if lossless else {})
+    v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+    v.time_base = time_base
+    v.codec_context.time_base = time_base
+    if gop is not None:
+        v.codec_context.gop_size = gop
+    pts = start
+    times = []
+    for pixels, step in zip(frames, steps, strict=True):
+        frame = av.VideoFrame.from_ndarray(pixels, format="bgr24").reformat(format="yuv420p")
+        frame.pts = pts
+        frame.time_base = time_base
+        times.append(Fraction(pts) * time_base)
+        pts += step
+        for packet in v.encode(frame):
+            out.mux(packet)
+    for packet in v.encode():
+        out.mux(packet)
+    out.close()
+    return times
+
+
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    """Every frame of ``path`` as HxWx3 BGR uint8, in presentation order."""
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
@@ -92,6 +94,11 @@ class OpContext:
             example the faces' landmarks, steadied across frames); empty for images, and
             fresh for each segment of a video, so a segment gives the same pixels whether
             it runs alone or after the one before.
+        frame_time: set while the frames of a video run: the frame's time in seconds from
+            the clip's first frame (a mask video gives the mask shown then); None for an
+            image.
+        resources: files an operation keeps open across the frames of a video (a mask
+            video's reader), closed by :meth:`close` when the frames are done.
     """
 
     name: str = ""
@@ -104,9 +111,16 @@ class OpContext:
     counters: dict[str, int] = field(default_factory=dict)
     clip_id: str = ""
     state: dict[str, Any] = field(default_factory=dict)
+    frame_time: Fraction | None = None
+    resources: ExitStack = field(default_factory=ExitStack, repr=False)
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n
+
+    def close(self) -> None:
+        """Close what the operations kept open (:attr:`resources`) and forget their state."""
+        self.state.clear()
+        self.resources.close()
 
 
 P = TypeVar("P", bound=OpParams)

@@ -12,12 +12,18 @@ it):
 2. a file ``<stem>_mask*.png`` beside the image (the run does not process those files as
    images).
 
+For a video clip, a mask that is itself a video (``masks/party.mp4`` for ``party.mp4``, or
+a video named in ``mask_dir``) gives each frame the mask frame shown at the same time
+(:mod:`retouch.lib.video.masks`; its content's sha256 is part of the clip's key); an image
+mask masks every frame alike. A mask video given to an image fails that image.
+
 Mask rules: white (> 127) = fill, black = keep; an RGBA mask whose alpha is not all opaque
 is read by its alpha (painted = fill); colour masks by their brightest channel; 16-bit and
 palette masks work; a mask of another size is resized to the image (nearest neighbour);
 then it is grown by ``dilate`` px. With ``missing_mask="error"`` (the remove-objects
 presets) an image without a mask, or whose mask is empty (all black), fails with a reason
-instead of coming out unchanged; with ``"skip"`` it is passed through unchanged. An
+instead of coming out unchanged; with ``"skip"`` it is passed through unchanged. A black
+frame of a mask video leaves its clip frame unchanged either way. An
 unreadable mask file always fails that image, naming the file. An all-white mask fills the
 whole image: with LaMa there is then no context left and the result is whatever the model
 invents (the ``crop`` strategy resizes the image to ``resize_limit``); it is allowed, as a
@@ -46,10 +52,11 @@ from pydantic import Field, field_validator
 
 from retouch.lib.errors import OperationError, RetouchError
 from retouch.lib.image import Image
-from retouch.lib.masks import MaskSource
+from retouch.lib.masks import MaskSource, video_mask_for_image
 from retouch.lib.models.specs import check_purpose, names
 from retouch.lib.ops.base import MaskLookup, OpContext, Operation, OpParams
 from retouch.lib.settings import get_settings
+from retouch.lib.sources.items import is_video_name
 
 
 def _inpaint_models(schema: dict[str, Any]) -> None:
@@ -167,11 +174,47 @@ def _mask_lookup(params: InpaintParams, ctx: OpContext) -> MaskLookup | None:
     return ctx.masks
 
 
+def _mask_video_uri(lookup: MaskLookup | None, name: str) -> str | None:
+    """The URI of the mask found for ``name`` when it is a video, else None."""
+    if not isinstance(lookup, MaskSource):
+        return None
+    uri = lookup.uri_for(name)
+    return uri if uri is not None and is_video_name(uri) else None
+
+
+def _mask_video_frame(uri: str, ctx: OpContext) -> np.ndarray:
+    """The mask video's frame for the clip frame being processed (``ctx.frame_time``);
+    the reader stays open in ``ctx`` for the following frames."""
+    from retouch.lib.video.masks import MaskVideo
+
+    if ctx.frame_time is None:
+        raise video_mask_for_image(ctx.name or "image", uri)
+    key = f"inpaint.mask_video:{uri}"
+    reader = ctx.state.get(key)
+    if reader is None:
+        settings = get_settings()
+        reader = ctx.resources.enter_context(
+            MaskVideo(
+                uri,
+                ctx.name,
+                pixel_limit=settings.pixel_limit,
+                max_bytes=settings.max_video_bytes,
+            )
+        )
+        ctx.state[key] = reader
+    plane: np.ndarray = reader.at(ctx.frame_time)
+    return plane
+
+
 def _found_mask(params: InpaintParams, ctx: OpContext) -> np.ndarray | None:
     """The image's mask file (mask folder or file, else ``<stem>_mask*.png`` beside the
-    image) as read, or None when there is none."""
+    image) as read, or None when there is none; for a video's frame, the mask video's frame
+    at its time when the mask is a video."""
     lookup = _mask_lookup(params, ctx)
     if lookup is not None:
+        video = _mask_video_uri(lookup, ctx.name)
+        if video is not None:
+            return _mask_video_frame(video, ctx)
         found = lookup(ctx.name or _stem(ctx.name))
         if found is not None:
             return found
@@ -278,7 +321,8 @@ def _lama_fill(
 class Inpaint(Operation):
     id = "inpaint"
     # 2: method lama; masks beside images, one mask file for all, alpha masks, nearest
-    # resize; an empty mask fails with missing_mask=error.
+    # resize; an empty mask fails with missing_mask=error. Mask videos change no result
+    # an earlier version gave (they failed before), so the version stays.
     version = "2"
     Params = InpaintParams
     summary = "Remove objects or watermarks marked by masks (LaMa), or fill them quickly (Telea)"
@@ -287,8 +331,15 @@ class Inpaint(Operation):
         return [params.model] if params.method == "lama" else []
 
     def key_inputs(self, params: InpaintParams, ctx: OpContext) -> Any:
-        if _mask_lookup(params, ctx) is None and (ctx.beside is None or not ctx.uri):
+        lookup = _mask_lookup(params, ctx)
+        if lookup is None and (ctx.beside is None or not ctx.uri):
             return None
+        video = _mask_video_uri(lookup, ctx.name)
+        if video is not None:
+            if not is_video_name(ctx.name):
+                raise video_mask_for_image(ctx.name or "image", video)
+            assert isinstance(lookup, MaskSource)
+            return {"mask_video": lookup.digest(video)}
         mask = _found_mask(params, ctx)
         if mask is None:
             return {"mask": None}
@@ -309,7 +360,9 @@ class Inpaint(Operation):
                 )
             return image.with_pixels(image.pixels.copy(), image.alpha)
         if not mask.any():
-            if params.missing_mask == "error":
+            # A mask video is black wherever nothing is to be removed at that moment.
+            in_video = _mask_video_uri(_mask_lookup(params, ctx), ctx.name) is not None
+            if params.missing_mask == "error" and not in_video:
                 raise OperationError(
                     f"{who}: its inpaint mask {_where(params, ctx)} is empty (all black: "
                     "nothing to remove); paint what to remove in white, or set "

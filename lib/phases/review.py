@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -114,17 +115,23 @@ def reviewing(record: ImageRecord, ctx: RunContext) -> Iterator[None]:
 
 
 def score_pair(
-    record: ImageRecord, ctx: RunContext, before: Image, after: Image
+    record: ImageRecord,
+    ctx: RunContext,
+    before: Image,
+    after: Image,
+    frame_time: Fraction | None = None,
 ) -> tuple[Image, Image]:
     """Score ``after`` against ``before`` into ``record.scores`` and ``problems``; returns
-    the two images at the size they were compared (for thumbnails)."""
-    scores, before_s, after_s = score_result(
-        before,
-        after,
-        ctx.recipe,
-        faces_found=record.analysis.face_count,
-        ctx=ctx.op_context(record.name, "cpu", record.uri),
-    )
+    the two images at the size they were compared (for thumbnails). ``frame_time``: for a
+    video's frame, its time from the clip's first frame (where a mask video is read)."""
+    op_ctx = ctx.op_context(record.name, "cpu", record.uri)
+    op_ctx.frame_time = frame_time
+    try:
+        scores, before_s, after_s = score_result(
+            before, after, ctx.recipe, faces_found=record.analysis.face_count, ctx=op_ctx
+        )
+    finally:
+        op_ctx.close()
     record.scores = Scores.model_validate(
         jsonable({k: v for k, v in scores.items() if k != "problems"})
     )
@@ -141,10 +148,16 @@ def score_pair(
     return before_s, after_s
 
 
-def review_pair(record: ImageRecord, ctx: RunContext, before: Image, after: Image) -> None:
+def review_pair(
+    record: ImageRecord,
+    ctx: RunContext,
+    before: Image,
+    after: Image,
+    frame_time: Fraction | None = None,
+) -> None:
     """:func:`score_pair`, then the report's thumbnails (an image and its result, or a
-    video's sampled frame)."""
-    before_s, after_s = score_pair(record, ctx, before, after)
+    video's sampled frame, at ``frame_time`` from the clip's first frame)."""
+    before_s, after_s = score_pair(record, ctx, before, after, frame_time)
     crop_before, crop_after = detail_crops(before, after)
     views = (
         ("before", downscaled(before_s, THUMB_MAX_SIDE), 82),

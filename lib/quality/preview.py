@@ -197,15 +197,27 @@ def _prepare(
     return image.with_pixels(resize_plane(image.pixels, w, h))
 
 
-def _run(image: Image, recipe: Recipe, name: str, device: str, counters: dict[str, int]) -> Image:
+def _run(
+    image: Image,
+    recipe: Recipe,
+    name: str,
+    device: str,
+    counters: dict[str, int],
+    frame_time: Fraction | None = None,
+) -> Image:
+    """The recipe on ``image``; ``frame_time``: a video frame's time from the clip's first
+    frame (a mask video gives the mask shown then)."""
     from retouch.lib.models.pool import default_pool
 
-    ctx = OpContext(name=name, device=device, pool=default_pool(), counters=counters)
-    for number, step in enumerate(recipe.steps, start=1):
-        try:
-            image = registry().get(step.op)(image, step.parsed(), ctx)
-        except RetouchError as exc:
-            raise RetouchError(f"step {number} ({step.op}): {exc}") from exc
+    ctx = OpContext(
+        name=name, device=device, pool=default_pool(), counters=counters, frame_time=frame_time
+    )
+    with ctx.resources:
+        for number, step in enumerate(recipe.steps, start=1):
+            try:
+                image = registry().get(step.op)(image, step.parsed(), ctx)
+            except RetouchError as exc:
+                raise RetouchError(f"step {number} ({step.op}): {exc}") from exc
     return image
 
 
@@ -319,6 +331,7 @@ def run_preview(
     rows, cells = [], []
     for item in chosen:
         name = item.name
+        moment: Fraction | None = None
         try:
             if is_video_name(item.name):
                 from retouch.lib.video.phases import frame_at
@@ -336,10 +349,10 @@ def run_preview(
             t0 = time.perf_counter()
             cell = Cell(name, variant.label)
             try:
-                result = _run(original, variant.recipe, item.name, device, counters)
-                q, _, _ = score_result(
-                    original, result, variant.recipe, ctx=OpContext(name=item.name)
-                )
+                result = _run(original, variant.recipe, item.name, device, counters, moment)
+                review_ctx = OpContext(name=item.name, frame_time=moment)
+                with review_ctx.resources:
+                    q, _, _ = score_result(original, result, variant.recipe, ctx=review_ctx)
                 cell.score, cell.verdict, cell.problems = q["score"], q["verdict"], q["problems"]
                 cell.score_before = q["score_before"]
                 caption = f"score {q['score_before']:.0f}->{q['score']:.0f} {q['verdict']}"

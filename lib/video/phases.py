@@ -16,8 +16,10 @@
   (:mod:`~retouch.lib.video.preview_clip`).
 - **export**: the stored file is delivered under its planned name (container extension).
 
-A mask for ``inpaint`` is one mask for every frame: the run's masks by the video's stem,
-or a mask file in the step's parameters, as for an image.
+A mask for ``inpaint`` is found as for an image (the run's masks by the video's stem, or
+a mask file in the step's parameters): a mask image masks every frame alike, a mask video
+(:mod:`retouch.lib.video.masks`) gives each frame the mask frame shown at the same time,
+read alongside the frames (each segment seeks it to its own start).
 """
 
 from __future__ import annotations
@@ -219,41 +221,68 @@ def plan(record: ImageRecord) -> list[segments.Span]:
     return [(None, None, record.input.frames or 0)]
 
 
-def frame_processor(record: ImageRecord, ctx: Any, device: str, first: int = 0) -> segments.FrameFn:
+class FrameProcessor:
     """The recipe's steps as one function over a frame (steps parsed and op context built
     once per segment; models come from the process's pool, so they load once). Every frame
     shares the video's ``clip_id`` (its sha256) and the segment's op state; the result's
     static areas are blended over time when ``export.video.blend_static`` says so.
     ``first``: how many frames of the clip come before the ones it is given (errors name
-    the frame by its number in the clip)."""
-    op_ctx = ctx.op_context(record.name, device, record.uri)
-    op_ctx.clip_id = record.sha256 or ""
-    steps = [
-        (number, step.op, registry().get(step.op), step.parsed())
-        for number, step in enumerate(ctx.recipe.steps, start=1)
-    ]
-    counter = {"frame": first}
-    weight = ctx.recipe.export.video.blend_static
-    blend = StaticBlend(weight) if weight > 0 else None
+    the frame by its number in the clip). :meth:`at` tells it the next frame's time (a
+    mask video gives the mask shown then); :meth:`close` (or ``with``) closes what the
+    steps kept open for the segment (a mask video's reader)."""
 
-    def run(image: Image) -> Image:
-        counter["frame"] += 1
+    def __init__(self, record: ImageRecord, ctx: Any, device: str, first: int = 0):
+        self.op_ctx = ctx.op_context(record.name, device, record.uri)
+        self.op_ctx.clip_id = record.sha256 or ""
+        self.steps = [
+            (number, step.op, registry().get(step.op), step.parsed())
+            for number, step in enumerate(ctx.recipe.steps, start=1)
+        ]
+        self.ctx = ctx
+        self.frame = first
+        self.start = clip_start(record)
+        weight = ctx.recipe.export.video.blend_static
+        self.blend = StaticBlend(weight) if weight > 0 else None
+
+    def at(self, time: Fraction) -> None:
+        """The next frame is shown at ``time`` (seconds, in the source's clock)."""
+        self.op_ctx.frame_time = time - self.start
+
+    def __call__(self, image: Image) -> Image:
+        self.frame += 1
         source = image
-        for number, name, op, params in steps:
+        for number, name, op, params in self.steps:
             try:
-                image = op(image, params, op_ctx)
+                image = op(image, params, self.op_ctx)
             except RetouchError as exc:
                 raise RetouchError(
-                    f"frame {counter['frame']}, step {number} ({name}): {reason_of(exc)}"
+                    f"frame {self.frame}, step {number} ({name}): {reason_of(exc)}"
                 ) from exc
             except Exception as exc:
                 raise RetouchError(
-                    f"frame {counter['frame']}, step {number} ({name}): {type(exc).__name__}: {exc}"
+                    f"frame {self.frame}, step {number} ({name}): {type(exc).__name__}: {exc}"
                 ) from exc
-            ctx.count(f"steps:{name}")
-        return blend(source, image) if blend is not None else image
+            self.ctx.count(f"steps:{name}")
+        return self.blend(source, image) if self.blend is not None else image
 
-    return run
+    def close(self) -> None:
+        self.op_ctx.close()
+
+    def __enter__(self) -> FrameProcessor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def clip_start(record: ImageRecord) -> Fraction:
+    """The time of ``record``'s first frame (seconds, exact: its pts in the time base)."""
+    start = Fraction(record.input.start or 0)
+    tb = getattr(record.input, "time_base", None)
+    if not tb:
+        return start
+    base = Fraction(str(tb))
+    return round(start / base) * base
 
 
 def _output_fields(meta: dict[str, Any]) -> OutputInfo:
@@ -441,17 +470,19 @@ def _segment(
     started = time.perf_counter()
     calls_before = ctx.counters.get("model_calls", 0)
     start, end, frames = span
-    part = segments.process_segment(
-        source,
-        os.path.join(tmp, f"segment-{index + 1:04d}.{enc.ext}"),
-        start_pts=start,
-        end_pts=end,
-        process=frame_processor(record, ctx, device, first),
-        encoding=enc,
-        label=record.name,
-        on_frame=lambda done: meter.frame(index, done, done == frames),
-        pixel_limit=ctx.settings.pixel_limit,
-    )
+    with FrameProcessor(record, ctx, device, first) as processor:
+        part = segments.process_segment(
+            source,
+            os.path.join(tmp, f"segment-{index + 1:04d}.{enc.ext}"),
+            start_pts=start,
+            end_pts=end,
+            process=processor,
+            encoding=enc,
+            label=record.name,
+            on_frame=lambda done: meter.frame(index, done, done == frames),
+            pixel_limit=ctx.settings.pixel_limit,
+            frame_time=processor.at,
+        )
     if frames and part.frames != frames:
         raise InvalidVideoError(
             record.name,
@@ -726,12 +757,12 @@ def review_video(record: ImageRecord, ctx: Any) -> ImageRecord:
         changes = []
         for k, ((t, b, b_next), (_t, a, a_next)) in enumerate(zip(before, after, strict=True)):
             probe = ImageRecord(**record.model_dump(exclude={"scores", "problems"}))
-            compared = score_pair(probe, ctx, b, a)
+            compared = score_pair(probe, ctx, b, a, frame_time=t - clip_start(record))
             write_moment_thumbs(ctx, record, k + 1, *compared)
             samples.append((probe.scores.score or 0.0, t, b, a, probe.scores))
             changes.append((frame_change(b, b_next), frame_change(a, a_next)))
         worst = min(samples, key=lambda s: (s[0], s[1]))
-        review_pair(record, ctx, worst[2], worst[3])
+        review_pair(record, ctx, worst[2], worst[3], frame_time=worst[1] - clip_start(record))
         record.scores.frames = [
             {
                 "time": round(float(t), 4),

@@ -80,6 +80,7 @@ def process_segment(
     label: str,
     on_frame: Callable[[int], None] | None = None,
     pixel_limit: int | None = None,
+    frame_time: Callable[[Fraction], None] | None = None,
 ) -> SegmentResult:
     """Decode the frames of ``[start_pts, end_pts)`` of ``src``, run ``process`` on each
     (an upright HxWx3 BGR uint8 :class:`Image`) and encode them into ``dst`` (video only,
@@ -91,6 +92,8 @@ def process_segment(
     applied to the pixels (frames are processed upright), so the output has none. The
     frames are written with the first source frame's colour range, matrix, primaries and
     transfer (:meth:`~.media.Colour.written`: a matrix that cannot be written is stated).
+    ``frame_time`` is told each frame's time (seconds: its pts x the time base) just before
+    ``process`` gets the frame.
 
     Raises:
         InvalidVideoError: the source cannot be read or decoded.
@@ -127,6 +130,8 @@ def process_segment(
                     )
                 rotation = rotation_of(frame.rotation)
                 upright = frame_image(frame, rotation)
+                if frame_time is not None:
+                    frame_time(Fraction(frame.pts) * tb)
                 result = process(upright)
                 pixels = result.to_uint8()
                 h, w = pixels.shape[:2]
