@@ -13,7 +13,9 @@
   per-file inputs such as a mask), the encoding and the segments.
 - **review**: a few frames sampled across the clip are scored as images are; the worst
   one stands for the clip and gives the thumbnails.
-- **export**: the stored file is delivered under its planned name (container extension).
+- **export**: the stored file is delivered under its planned name (container extension);
+  with ``export.video.container = "frames"`` the stored frames (lossless) are written as a
+  folder of numbered images with ``frames.csv`` and the audio (:func:`export_frames`).
 
 A mask for ``inpaint`` is one mask for every frame: the run's masks by the video's stem,
 or a mask file in the step's parameters, as for an image.
