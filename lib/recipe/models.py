@@ -259,7 +259,8 @@ class VideoSettings(BaseModel):
     frames_format: Literal["png", "jpg", "tiff"] = Field(
         "png",
         description="Image format of each frame with container = frames: png (lossless, "
-        "default), jpg (at export.quality) or tiff (lossless)",
+        "default), jpg (at each profile's quality, export.quality by default) or tiff "
+        "(lossless)",
     )
 
     @model_validator(mode="after")

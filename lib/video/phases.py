@@ -841,9 +841,10 @@ def export_frames(record: ImageRecord, ctx: Any) -> ImageRecord:
     (:func:`segments.copy_audio`).
 
     The frames are decoded from the stored file bit for bit as processed, checked against
-    the stored frame times (count and each time), encoded once and staged per profile; the
-    folder's listing (:func:`~retouch.lib.phases.export.frames_listing`) is written last,
-    so the delivery never packs part of a sequence.
+    the stored frame times (count and each time), encoded once (JPEG once per profile
+    ``quality``) and staged per profile; the folder's listing
+    (:func:`~retouch.lib.phases.export.frames_listing`) is written last, so the delivery
+    never packs part of a sequence.
     """
     from retouch.lib.imageio import encode, format_extension
     from retouch.lib.phases.export import (
@@ -864,7 +865,11 @@ def export_frames(record: ImageRecord, ctx: Any) -> ImageRecord:
         several = len(ctx.recipe.export.effective_profiles()) > 1
         fmt = ctx.recipe.export.video.frames_format
         ext = format_extension(fmt)
-        quality = ctx.recipe.export.quality
+        # JPEG frames at each profile's quality (one encoding per distinct quality);
+        # lossless formats once for all profiles.
+        quality_of = {
+            member: (profile.quality if fmt == "jpg" else 0) for profile, member in planned
+        }
         time_base = Fraction(meta["time_base"])
         pts = [int(p) for p in meta["pts"]]
         digits = max(6, len(str(len(pts))))
@@ -875,7 +880,8 @@ def export_frames(record: ImageRecord, ctx: Any) -> ImageRecord:
             staged = storage.local_path(staging_path(ctx, member))
             if staged is not None and os.path.isdir(staged):
                 shutil.rmtree(staged)
-        files: list[tuple[str, int, str]] = []  # (file in the folder, bytes, sha256), in order
+        # Per quality: (file in the folder, bytes, sha256) of each frame, in order.
+        files: dict[int, list[tuple[str, int, str]]] = {q: [] for q in quality_of.values()}
         names: list[str] = []
         size: tuple[int, int] | None = None
         with (
@@ -898,14 +904,18 @@ def export_frames(record: ImageRecord, ctx: Any) -> ImageRecord:
                         )
                     image = media.frame_image(frame, 0)
                     size = size or (image.width, image.height)
-                    data = encode(image, fmt, quality=quality, keep_metadata=False)
                     number = f"{n + 1:0{digits}d}.{ext}"
-                    for member, stem in stems.items():
-                        storage.write_bytes(
-                            staging_path(ctx, f"{member}/{stem}_{number}"), data, durable=False
-                        )
+                    for q, listed_q in files.items():
+                        data = encode(image, fmt, quality=q or 92, keep_metadata=False)
+                        for member, stem in stems.items():
+                            if quality_of[member] == q:
+                                storage.write_bytes(
+                                    staging_path(ctx, f"{member}/{stem}_{number}"),
+                                    data,
+                                    durable=False,
+                                )
+                        listed_q.append((number, len(data), sha256_bytes(data)))
                     names.append(number)
-                    files.append((number, len(data), sha256_bytes(data)))
             if len(names) != len(pts) or size is None:
                 raise RetouchError(
                     f"the stored result holds {len(names)} of the {len(pts)} frames; run "
@@ -916,7 +926,7 @@ def export_frames(record: ImageRecord, ctx: Any) -> ImageRecord:
             said: list[str] = []
             for profile, member in planned:
                 stem = stems[member]
-                listed = [(f"{stem}_{name}", b, sha) for name, b, sha in files]
+                listed = [(f"{stem}_{name}", b, sha) for name, b, sha in files[quality_of[member]]]
                 csv = frames_csv(pts, time_base, [name for name, *_ in listed]).encode()
                 storage.write_bytes(staging_path(ctx, f"{member}/frames.csv"), csv, durable=False)
                 listed.append(("frames.csv", len(csv), sha256_bytes(csv)))
@@ -939,6 +949,7 @@ def export_frames(record: ImageRecord, ctx: Any) -> ImageRecord:
                         "kind": "frames",
                         "folder": member,
                         "format": fmt,
+                        **({"quality": profile.quality} if fmt == "jpg" else {}),
                         "width": size[0],
                         "height": size[1],
                         "frames": len(pts),

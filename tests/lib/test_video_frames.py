@@ -168,3 +168,42 @@ def test_a_stored_video_is_not_exported_as_frames_or_the_other_way(tmp_path):
     export_one(record, ctx)
     assert not record.ok
     assert record.reason is not None and "the stored result is video, not frames" in record.reason
+
+
+def _luma_table_sum(data: bytes) -> int:
+    with PILImage.open(io.BytesIO(data)) as im:
+        assert im.format == "JPEG"
+        return sum(im.quantization[0])
+
+
+def test_jpeg_frames_take_each_profiles_quality(tmp_path):
+    from retouch.lib.delivery.delivery import finalize
+    from retouch.lib.imageio import encode
+
+    record, ctx, times = _through_the_phases(
+        tmp_path,
+        [
+            "export.video.container=frames",
+            "export.video.frames_format=jpg",
+            "export.quality=70",
+            'export.profiles=[{"name": "web", "quality": 30}, {"name": "print", "quality": 97},'
+            ' {"name": "plain"}]',
+        ],
+    )
+    assert [(o["name"], o["quality"]) for o in record.outputs] == [
+        ("web/clip", 30),
+        ("print/clip", 97),
+        ("plain/clip", 70),  # a profile without its own quality: export.quality
+    ]
+    dest = tmp_path / "out"
+    finalize([record], [], ctx, source="src", dest=str(dest), started=0.0)
+    tables = {}
+    with zipfile.ZipFile(dest / "results.zip") as zf:
+        for profile in ("web", "print", "plain"):
+            frames = [zf.read(f"{profile}/clip/clip_{i:06d}.jpg") for i in range(1, len(times) + 1)]
+            tables[profile] = {_luma_table_sum(data) for data in frames}
+    # Each profile's frames carry the quantisation of its quality, the same for every frame.
+    for profile, quality in (("web", 30), ("print", 97), ("plain", 70)):
+        probe = encode(Image(pixels=_noise(0)), "jpg", quality=quality, keep_metadata=False)
+        assert tables[profile] == {_luma_table_sum(probe)}, profile
+    assert tables["print"] != tables["plain"] != tables["web"]
