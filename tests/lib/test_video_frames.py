@@ -207,3 +207,42 @@ def test_jpeg_frames_take_each_profiles_quality(tmp_path):
         probe = encode(Image(pixels=_noise(0)), "jpg", quality=quality, keep_metadata=False)
         assert tables[profile] == {_luma_table_sum(probe)}, profile
     assert tables["print"] != tables["plain"] != tables["web"]
+
+
+def test_a_mirrored_sequence_links_to_its_frames_csv_and_says_so(tmp_path, moto_s3):
+    import json
+    import urllib.request
+
+    from retouch.lib.delivery.delivery import finalize
+    from retouch.lib.phases.deliver import _previews
+
+    moto_s3.create_bucket("frames-mirror")
+    record, ctx, times = _through_the_phases(
+        tmp_path,
+        [
+            "export.video.container=frames",
+            'export.sync={"dest": "s3://frames-mirror/shoot"}',
+            "export.link_expiry_s=3600",
+        ],
+    )
+    dest = tmp_path / "out"
+    finalize([record], [], ctx, source="src", dest=str(dest), started=0.0)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    out = manifest["images"][0]["outputs"][0]
+    assert out["kind"] == "frames" and out["name"] == "clip"
+    assert "no single link" in out["link_note"] and "links.files under clip/" in out["link_note"]
+    with zipfile.ZipFile(dest / "results.zip") as zf:
+        csv_text = zf.read("clip/frames.csv")
+        first = zf.read("clip/clip_000001.png")
+    with urllib.request.urlopen(out["link"], timeout=10) as response:
+        assert response.read() == csv_text
+    # Every file of the folder has its own link, as the note says.
+    files = manifest["links"]["files"]
+    assert sorted(files) == sorted(
+        [*(f"clip/clip_{i:06d}.png" for i in range(1, len(times) + 1)), "clip/frames.csv"]
+    )
+    with urllib.request.urlopen(files["clip/clip_000001.png"], timeout=10) as response:
+        assert response.read() == first
+    # The run's result previews show pictures: a CSV link is none.
+    assert record.outputs[0]["link"] == out["link"]
+    assert _previews([record]) == []
