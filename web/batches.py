@@ -73,9 +73,31 @@ class ImageState:
     source: str | None = None  # where the input was read from (the manifest's "source")
     size: tuple[int, int] | None = None  # width, height of the delivered file
     frames: Frames | None = None  # a video's frames in the process phase
+    sequence: FrameSequence | None = None  # a video delivered as an image sequence
 
     def copy(self) -> ImageState:
         return ImageState(**{**self.__dict__, "thumbs": dict(self.thumbs)})
+
+
+@dataclass(frozen=True)
+class FrameSequence:
+    """A video delivered as an image sequence (its first output, from the manifest): the
+    ``folder`` of ``frames`` numbered images in ``format``, with frames.csv and the audio."""
+
+    folder: str
+    frames: int
+    format: str
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any]) -> FrameSequence | None:
+        outputs = entry.get("outputs") or []
+        first = outputs[0] if outputs and isinstance(outputs[0], dict) else {}
+        frames, folder = first.get("frames"), first.get("name")
+        if first.get("kind") != "frames" or not isinstance(folder, str):
+            return None
+        if not isinstance(frames, int) or isinstance(frames, bool) or frames < 0:
+            return None
+        return cls(folder, frames, str(first.get("format") or ""))
 
 
 @dataclass(frozen=True)
@@ -359,6 +381,7 @@ class Batch:
             if isinstance(entry.get("source"), str):
                 image.source = entry["source"]
             image.size = _size_of(entry)
+            image.sequence = FrameSequence.from_entry(entry)
 
     # -- what the API shows (retouch.web.views) --------------------------------------------
     def to_json(self, with_images: bool = True) -> dict[str, Any]:

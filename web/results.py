@@ -134,6 +134,27 @@ def _drop_old_selections(cache: Path, keep: int) -> None:
         path.unlink(missing_ok=True)
 
 
+# The image files of a delivered sequence (export.video.frames_format), by extension.
+FRAME_EXTENSIONS = (".png", ".jpg", ".tif")
+
+
+def folder_members(members: dict[str, int], folder: str) -> list[str]:
+    """The files under ``folder`` (an image sequence's output name) among ``members``
+    (:func:`archive_members`), sorted by name (so the frames in number order)."""
+    prefix = folder.rstrip("/") + "/"
+    return sorted(m for m in members if m.startswith(prefix))
+
+
+def first_frame(members: dict[str, int], folder: str) -> str | None:
+    """The first frame of the image sequence ``folder`` (its lowest number), if delivered."""
+    frames = [
+        m
+        for m in folder_members(members, folder)
+        if "/" not in m[len(folder) + 1 :] and m.lower().endswith(FRAME_EXTENSIONS)
+    ]
+    return frames[0] if frames else None
+
+
 def archive_members(batch: Batch) -> dict[str, int]:
     """Every file in the batch's ZIPs with its size."""
     sizes: dict[str, int] = {}

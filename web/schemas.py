@@ -63,11 +63,19 @@ class FramesOut(BaseModel):
     reused: bool = Field(description="The last frames came from a segment stored earlier")
 
 
+class SequenceOut(BaseModel):
+    frames: int = Field(description="Frames in the sequence")
+    format: str = Field(description="Image format of each frame: png, jpg or tiff")
+    first_frame_url: str = Field(description="The first frame, in a format browsers show")
+
+
 class ImageOut(BaseModel):
     name: str = Field(description="Relative path as uploaded (or found in the source)")
     index: int
     kind: Literal["image", "video"] = Field(
-        "image", description="video: a clip, delivered as a video (result_url plays it)"
+        "image",
+        description="video: a clip, delivered as a video (result_url plays it) or as an "
+        "image sequence (see sequence)",
     )
     status: Literal["pending", "prepared", "processed", "reviewed", "done", "failed"]
     phase: Literal["prepare", "process", "review", "export"] | None
@@ -95,6 +103,11 @@ class ImageOut(BaseModel):
     )
     size: dict[str, int] | None = Field(
         None, description="width, height of the delivered result in pixels (when known)"
+    )
+    sequence: SequenceOut | None = Field(
+        None,
+        description="A video delivered as an image sequence (export.video.container=frames): "
+        "result_url downloads its folder as a ZIP",
     )
 
 

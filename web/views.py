@@ -98,7 +98,8 @@ def batch_json(batch: Batch, with_images: bool = True) -> dict[str, Any]:
 
 
 def is_video(image: ImageState) -> bool:
-    """True for a video record (by its input's name; a video is delivered as a video)."""
+    """True for a video record (by its input's name; a video is delivered as a video or as
+    an image sequence, ``ImageState.sequence``)."""
     return is_video_name(image.name) or is_video_name(image.output_name or "")
 
 
@@ -152,5 +153,14 @@ def _image_json(batch: Batch, image: ImageState, downloadable: bool) -> dict[str
         },
         "size": (
             {"width": image.size[0], "height": image.size[1]} if image.size and delivered else None
+        ),
+        "sequence": (
+            {
+                "frames": image.sequence.frames,
+                "format": image.sequence.format,
+                "first_frame_url": f"{base}/results/{image.index}/first-frame",
+            }
+            if image.sequence and delivered
+            else None
         ),
     }

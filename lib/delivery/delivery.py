@@ -276,7 +276,8 @@ def _make_links(
     expiry_s: int,
 ) -> dict[str, Any]:
     """Presigned URLs for the archives and report at ``dest`` and each mirrored output;
-    each output's link is also put in its record's ``outputs`` entry."""
+    each output's link is also put in its record's ``outputs`` entry (an image sequence's:
+    the link to its frames.csv, with a ``link_note`` saying so)."""
     links: dict[str, Any] = {
         "expires": sync.expiry_time(expiry_s),
         "archives": {},
@@ -303,6 +304,14 @@ def _make_links(
             for out in r.outputs:
                 if out["name"] in by_name:
                     out["link"] = by_name[out["name"]]
+                elif out.get("kind") == "frames" and f"{out['name']}/frames.csv" in by_name:
+                    out["link"] = by_name[f"{out['name']}/frames.csv"]
+                    out["link_note"] = (
+                        "an image sequence is a folder, which no single link can fetch: this "
+                        "link is its frames.csv (every frame's file and time, in order); each "
+                        f"file's own link is in links.files under {out['name']}/, and the "
+                        "archive's link holds the whole sequence"
+                    )
     if not any((links["archives"], links["files"], links["report"])):
         links["note"] = (
             "no share links: neither the destination nor the mirror can sign URLs "

@@ -12,7 +12,7 @@ from retouch.lib.delivery import archive, naming
 from retouch.lib.delivery.destination import Outbox
 from retouch.lib.errors import StorageError
 from retouch.lib.phases.context import RunContext
-from retouch.lib.phases.export import staging_path
+from retouch.lib.phases.export import frames_listing, staging_path
 from retouch.lib.recipe import ExportSettings
 from retouch.lib.records import ImageRecord
 
@@ -50,6 +50,9 @@ def collect_members(ok: list[ImageRecord], ctx: RunContext, tmp: str) -> list[Me
     members = []
     for r in ok:
         for out in r.outputs:
+            if out.get("kind") == "frames":  # an image sequence: a folder of files
+                members += _sequence_members(r, out, ctx, tmp)
+                continue
             members.append(
                 Member(
                     name=str(out["name"]),
@@ -60,6 +63,39 @@ def collect_members(ok: list[ImageRecord], ctx: RunContext, tmp: str) -> list[Me
                     profile=str(out.get("profile") or ""),
                 )
             )
+    return members
+
+
+def _sequence_members(
+    record: ImageRecord, out: dict[str, Any], ctx: RunContext, tmp: str
+) -> list[Member]:
+    """The files of an image-sequence output, as its export listed them once all were staged.
+
+    Raises:
+        StorageError: the listing is missing (the export did not finish) or names a file
+            that is not staged.
+    """
+    folder = str(out["name"])
+    listing_uri = frames_listing(ctx, folder)
+    if not storage.exists(listing_uri):
+        raise StorageError(
+            f"{record.name}: the frames of {folder}/ are not all staged (the export did not "
+            "finish); run the same command again to export them"
+        )
+    listing = ctx.workspace.read_json(listing_uri)
+    members = []
+    for name, size, sha in listing["files"]:
+        member = f"{folder}/{name}"
+        members.append(
+            Member(
+                name=member,
+                local=local_copy(staging_path(ctx, member), tmp),
+                sha256=str(sha),
+                size=int(size),
+                record=record,
+                profile=str(out.get("profile") or ""),
+            )
+        )
     return members
 
 

@@ -183,7 +183,10 @@ def _previews(records: list[ImageRecord]) -> list[Markdown]:
     (share links); none where there is none (local files can't be shown)."""
     rows = []
     for r in records:
-        link = next((o["link"] for o in r.outputs if o.get("link")), None)
+        # An image sequence's link is its frames.csv, no picture to show.
+        link = next(
+            (o["link"] for o in r.outputs if o.get("link") and o.get("kind") != "frames"), None
+        )
         if r.ok and link:
             score = r.scores.score
             rows.append(

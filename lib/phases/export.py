@@ -54,11 +54,14 @@ def output_format(record: ImageRecord, recipe: Recipe, profile: ExportProfile | 
 
 def output_extension(record: ImageRecord, recipe: Recipe, profile: ExportProfile) -> str:
     """The file extension ``record``'s output under ``profile`` gets (a video's: its output
-    container, see :func:`retouch.lib.video.media.output_container`)."""
+    container, see :func:`retouch.lib.video.media.output_container`; none for a video
+    delivered as frames, whose name is then its folder's)."""
     if is_video(record):
         from retouch.lib.video.media import output_container
 
         video = recipe.export.video
+        if video.container == "frames":
+            return ""
         return output_container(extension(record.name), video.container, video.codec)[0]
     return format_extension(output_format(record, recipe, profile))
 
@@ -351,3 +354,11 @@ def _folder(name: str) -> str:
 
 def staging_path(ctx: RunContext, output_name: str) -> str:
     return ctx.workspace.run_path(ctx.run_id, "export", *output_name.split("/"))
+
+
+def frames_listing(ctx: RunContext, folder: str) -> str:
+    """Where the export lists the files of the image sequence ``folder`` once every one of
+    them is staged: the delivery packs exactly the files listed, so an export stopped
+    half-way (no listing) never passes for a whole sequence. (Output names never start with
+    a dot, so the listing cannot clash with one.)"""
+    return ctx.workspace.run_path(ctx.run_id, "export", ".frames", *folder.split("/")) + ".json"

@@ -249,10 +249,18 @@ class VideoSettings(BaseModel):
         description="Videos are processed in segments of at least this many seconds, cut "
         "at the clip's key frames; a stopped run resumes after the last finished segment",
     )
-    container: Literal["same", "mp4", "mkv", "mov"] = Field(
+    container: Literal["same", "mp4", "mkv", "mov", "frames"] = Field(
         "same",
         description="Output container: same = the input's (mp4, mov, mkv; WebM stays WebM "
-        "with av1 and becomes mkv otherwise, AVI becomes mp4), each change stated",
+        "with av1 and becomes mkv otherwise, AVI becomes mp4), each change stated; frames = "
+        "an image sequence (a folder of numbered images as processed, frames.csv with each "
+        "frame's time, the audio beside them)",
+    )
+    frames_format: Literal["png", "jpg", "tiff"] = Field(
+        "png",
+        description="Image format of each frame with container = frames: png (lossless, "
+        "default), jpg (at each profile's quality, export.quality by default) or tiff "
+        "(lossless)",
     )
 
     @model_validator(mode="after")

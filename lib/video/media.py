@@ -32,6 +32,11 @@ DEFAULT_CRF = {"h264": 18, "h265": 20, "av1": 30}
 MUXERS = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm"}
 """FFmpeg muxer of each output container extension."""
 
+LOSSLESS = "ffv1"
+"""The encoder of a result delivered as frames (``export.video.container = "frames"``): the
+frames are stored as processed, RGB without chroma subsampling, bit for bit (FFV1 in MP4,
+which keeps the source's time base), and written as images at export."""
+
 CONTAINER_LABELS = {"mp4": "MP4", "mov": "QuickTime (.mov)", "mkv": "Matroska (.mkv)",
                     "webm": "WebM", "avi": "AVI"}  # fmt: skip
 
@@ -347,6 +352,16 @@ def yuv_frame(pixels: np.ndarray, colour: Colour) -> Any:
     return frame
 
 
+def rgb_frame(pixels: np.ndarray) -> Any:
+    """HxWx3 BGR uint8 pixels (any size) as a bgr0 ``av.VideoFrame``: the same values, for
+    the lossless encoder (:data:`LOSSLESS`)."""
+    import av
+
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="bgr24").reformat(
+        format="bgr0"
+    )
+
+
 def tag_stream(stream: Any, colour: Colour) -> None:
     """Write ``colour``'s tags on an output video stream before it opens (the encoder puts
     them in the bitstream, the muxer in the container)."""
@@ -561,8 +576,21 @@ class Encoding:
     hardware: bool = False  # NVENC
 
     @property
+    def lossless(self) -> bool:
+        """Frames stored bit for bit (a result delivered as an image sequence)."""
+        return self.codec == LOSSLESS
+
+    @property
     def encoder(self) -> str:
+        if self.lossless:
+            return LOSSLESS
         return (NVENC if self.hardware else ENCODERS)[self.codec]
+
+    @property
+    def pix_fmt(self) -> str:
+        """The encoded pixel format: 8-bit RGB when lossless (any size, nothing converted),
+        else YUV 4:2:0 (even sides)."""
+        return "bgr0" if self.lossless else "yuv420p"
 
     @property
     def muxer(self) -> str:
@@ -580,6 +608,8 @@ class Encoding:
         return {}
 
     def options(self) -> dict[str, str]:
+        if self.lossless:
+            return {}
         if self.hardware:  # constant quality, the CRF's counterpart (0-51)
             return {
                 "rc": "vbr",
@@ -596,6 +626,8 @@ class Encoding:
 
     def key(self) -> dict[str, Any]:
         """What goes into a video result's key (a change re-encodes)."""
+        if self.lossless:
+            return {"codec": self.codec, "ext": self.ext}
         key = {"codec": self.codec, "crf": self.crf, "preset": self.preset, "ext": self.ext}
         return {**key, "encoder": "nvenc"} if self.hardware else key
 
@@ -643,9 +675,14 @@ def encoding_for(input_ext: str, settings: Any, device: str = "cpu") -> tuple[En
     on a run's ``device``, and a note on what differs from the settings (the container,
     NVENC unavailable on a GPU run).
 
+    With ``container = "frames"`` the frames are stored losslessly (:data:`LOSSLESS`) for
+    the export to write as images; codec, CRF, preset and encoder do not apply.
+
     Raises:
         RecipeError: ``encoder = "nvenc"`` and NVENC does not open here.
     """
+    if settings.container == "frames":
+        return Encoding(codec=LOSSLESS, crf=0, preset=None, ext="mp4"), None
     ext, note = output_container(input_ext, settings.container, settings.codec)
     crf = settings.crf if settings.crf is not None else DEFAULT_CRF[settings.codec]
     wanted = getattr(settings, "encoder", "software")

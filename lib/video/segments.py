@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import heapq
 import io
+import os
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -32,6 +34,7 @@ from retouch.lib.video.media import (
     frame_image,
     frame_size_refusal,
     open_input,
+    rgb_frame,
     rotation_of,
     tag_stream,
     video_stream,
@@ -84,7 +87,9 @@ def process_segment(
 ) -> SegmentResult:
     """Decode the frames of ``[start_pts, end_pts)`` of ``src``, run ``process`` on each
     (an upright HxWx3 BGR uint8 :class:`Image`) and encode them into ``dst`` (video only,
-    ``encoding``'s codec and container) with their source pts.
+    ``encoding``'s codec and container) with their source pts. A lossless ``encoding``
+    (:data:`~.media.LOSSLESS`) stores each frame's pixels as they came out of ``process``,
+    at any size.
 
     One frame is in memory at a time (plus the encoder's own look-ahead). Every frame must
     come out of ``process`` at the same size; an odd width or height is padded by one edge
@@ -137,7 +142,7 @@ def process_segment(
                 h, w = pixels.shape[:2]
                 if size is None:
                     size = (w, h)
-                    padded = even_pixels(pixels)
+                    padded = pixels if encoding.lossless else even_pixels(pixels)
                     too_big = frame_size_refusal(
                         padded.shape[1], padded.shape[0], encoding.codec, pixel_limit
                     )
@@ -146,8 +151,12 @@ def process_segment(
                             f"{label}: output frames of {padded.shape[1]}x{padded.shape[0]} "
                             f"(from {upright.width}x{upright.height}) are {too_big}"
                         )
-                    colour, colour_note = Colour.of(frame).written()
-                    notes += [colour_note] if colour_note else []
+                    if encoding.lossless:  # RGB as processed: only what it depicts is kept
+                        source = Colour.of(frame)
+                        colour = Colour(primaries=source.primaries, transfer=source.transfer)
+                    else:
+                        colour, colour_note = Colour.of(frame).written()
+                        notes += [colour_note] if colour_note else []
                     stream = _open_stream(out, encoding, padded, tb, rate, colour)
                     if padded.shape[:2] != pixels.shape[:2]:
                         notes.append(
@@ -165,7 +174,10 @@ def process_segment(
                         f"{label}: frame {len(pts) + 1} came out {w}x{h}, the first frame "
                         f"{size[0]}x{size[1]}; every frame of a video must have one size"
                     )
-                out_frame = yuv_frame(even_pixels(pixels), colour)
+                if encoding.lossless:
+                    out_frame = rgb_frame(pixels)
+                else:
+                    out_frame = yuv_frame(even_pixels(pixels), colour)
                 out_frame.pts = frame.pts
                 out_frame.time_base = tb
                 for packet in stream.encode(out_frame):
@@ -182,7 +194,7 @@ def process_segment(
             out.close()
     if not pts or size is None:
         raise InvalidVideoError(label, "no frame in the segment")
-    width, height = size[0] + size[0] % 2, size[1] + size[1] % 2
+    width, height = size if encoding.lossless else (size[0] + size[0] % 2, size[1] + size[1] % 2)
     return SegmentResult(dst, start_pts, end_pts, tb, pts, width, height, notes, colour)
 
 
@@ -205,7 +217,7 @@ def _open_stream(
 ) -> Any:
     stream = out.add_stream(encoding.encoder, rate=rate, options=encoding.options())
     stream.height, stream.width = int(first.shape[0]), int(first.shape[1])
-    stream.pix_fmt = "yuv420p"
+    stream.pix_fmt = encoding.pix_fmt
     tag_stream(stream, colour)
     stream.time_base = tb
     stream.codec_context.time_base = tb
@@ -424,6 +436,56 @@ def _side_packets(inp: Any, indexes: list[int]) -> Iterator[tuple[Fraction, int,
             continue
         order += 1
         yield _time(packet), order, packet
+
+
+# -- audio beside frames ----------------------------------------------------------------------
+
+AUDIO_FILES = {
+    "aac": ("m4a", "ipod"), "alac": ("m4a", "ipod"), "mp3": ("mp3", "mp3"),
+    "opus": ("opus", "opus"), "vorbis": ("ogg", "ogg"), "flac": ("flac", "flac"),
+    "ac3": ("ac3", "ac3"), "eac3": ("eac3", "eac3"),
+}  # fmt: skip
+"""File extension and FFmpeg muxer an audio stream of each codec is copied into beside an
+image sequence (any other codec: Matroska audio, ``.mka``)."""
+
+
+def copy_audio(path: str, folder: str, label: str) -> list[tuple[str, str]]:
+    """Copy each audio stream of ``path`` packet for packet (same samples, same times) into a
+    file of its own in the local ``folder``: ``audio.<ext>``, then ``audio-2.<ext>``...
+    (:data:`AUDIO_FILES`), in one pass over the file. Returns ``(file name, local path)``
+    per stream, in stream order.
+
+    Raises:
+        VideoError: a stream could not be copied.
+    """
+    import av
+
+    written: list[tuple[str, str]] = []
+    with open_input(path, label) as inp, ExitStack() as outputs:
+        streams = list(inp.streams.audio)
+        routes: dict[int, tuple[Any, Any]] = {}  # source index -> (output, its stream)
+        try:
+            for n, stream in enumerate(streams, start=1):
+                codec = stream.codec_context.name if stream.codec_context else "unknown"
+                ext, muxer = AUDIO_FILES.get(codec, ("mka", "matroska"))
+                name = f"audio.{ext}" if n == 1 else f"audio-{n}.{ext}"
+                dst = os.path.join(folder, name)
+                out = av.open(dst, "w", format=muxer)
+                outputs.callback(out.close)
+                routes[stream.index] = (out, out.add_stream_from_template(stream))
+                written.append((name, dst))
+            # One pass (no seek: a seek to the start can skip an encoder's priming packet
+            # before time 0).
+            for packet in inp.demux(*streams) if streams else ():
+                if packet.dts is None and packet.pts is None:
+                    continue
+                out, target = routes[packet.stream.index]
+                packet.stream = target
+                out.mux(packet)
+        except (av.FFmpegError, ValueError) as exc:
+            reason = ff_reason(exc) if isinstance(exc, av.FFmpegError) else str(exc)
+            raise VideoError(f"{label}: copying the audio failed: {reason}") from None
+    return written
 
 
 # -- reading back ------------------------------------------------------------------------------

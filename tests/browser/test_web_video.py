@@ -176,3 +176,66 @@ def test_choosing_a_video_beside_photos(browser, tmp_path):
         accept = page.locator("#files").get_attribute("accept") or ""
         assert "video/*" in accept and ".mkv" in accept
         assert page.errors == [] and page.requested == []
+
+
+def test_a_video_delivered_as_frames_shows_its_first_frame_and_a_zip_download(browser):
+    """No player for an image sequence: the card's picture is its first frame and its
+    download says how many frames the ZIP holds (the state served by a stand-in)."""
+    bid = RUNNING["id"]
+    first_url = f"/api/batches/{bid}/results/1/first-frame"
+    frame = io.BytesIO()
+    Image.new("RGB", (96, 64), (10, 200, 90)).save(frame, format="PNG")
+    thumbs = {"before": None, "after": None, "crop-before": None, "crop-after": None}
+    batch = {
+        **RUNNING,
+        "state": "done",
+        "total": 1,
+        "counts": {"pending": 0, "running": 0, "done": 1, "failed": 0},
+        "progress": {"fraction": 1, "reviewed": 1, "exported": 1, "elapsed_s": 9, "eta_s": None},
+        "zip_url": f"/api/batches/{bid}/zip",
+        "exit_code": 0,
+        "images": [
+            _image(
+                1,
+                "party.mp4",
+                "done",
+                kind="video",
+                phase="export",
+                thumbs=thumbs,
+                output_name="party",
+                result_url=f"/api/batches/{bid}/results/1",
+                sequence={"frames": 8, "format": "png", "first_frame_url": first_url},
+            )
+        ],
+    }
+    with _Server() as server, _open_page(browser, server) as page:
+        page.route(
+            f"{server.url}/api/batches/{bid}", lambda route: route.fulfill(status=200, json=batch)
+        )
+        page.route(
+            f"{server.url}{first_url}",
+            lambda route: route.fulfill(
+                status=200, body=frame.getvalue(), content_type="image/png"
+            ),
+        )
+        page.goto(f"{server.url}/#{bid}")
+        card = page.locator("#cards .card[data-name='party.mp4']")
+        card.wait_for()
+        page.wait_for_function(
+            "() => { const i = document.querySelector(\"#cards .card[data-name='party.mp4'] "
+            '.thumb img"); return i && i.complete && i.naturalWidth === 96; }'
+        )
+        picture = card.locator(".thumb img")
+        assert picture.get_attribute("src") == first_url
+        assert picture.get_attribute("alt") == "first frame: party.mp4"
+        assert card.locator("video").count() == 0 and card.locator(".thumb").is_visible()
+        download = card.locator("a.button")
+        assert download.inner_text() == "Download 8 frames (ZIP)"
+        assert download.get_attribute("href") == f"/api/batches/{bid}/results/1"
+        assert download.get_attribute("aria-label") == (
+            "Download the 8 frames of party.mp4 as a ZIP (with frames.csv and the audio)"
+        )
+        page.click("#lang")
+        assert download.inner_text() == "下载 8 帧（ZIP）"
+        assert picture.get_attribute("alt") == "第一帧: party.mp4"
+        assert page.errors == [] and page.requested == []

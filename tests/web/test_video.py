@@ -342,3 +342,81 @@ def test_a_clip_runs_beside_a_photo_and_its_result_plays_with_ranges(
     assert head.status_code == 200 and int(head.headers["content-length"]) == size
     past = c.get(url, headers={"Range": f"bytes={size}-"})
     assert past.status_code == 416
+
+
+def test_a_clip_delivered_as_frames_downloads_as_a_zip_of_its_folder(
+    prefect_server, serve, tmp_path
+):
+    """With export.video.container=frames the result is a folder: its URL gives a ZIP of
+    every frame, frames.csv and the audio, the card's picture is the first frame, and a
+    selection takes the whole folder."""
+    import io
+    import zipfile
+
+    from PIL import Image as PILImage
+
+    path = tmp_path / "party.mp4"
+    times = make_clip(path, frames=8)
+    web = serve()
+    c = web.client
+    created = c.post(
+        "/api/batches",
+        files=[("files", ("party.mp4", path.read_bytes())), ("files", ("rocket.jpg", ROCKET))],
+        data={
+            "preset": "web-ready",
+            "overrides": json.dumps({"fit.max_side": 160, "export.video.container": "frames"}),
+        },
+    )
+    assert created.status_code == 201, created.text
+    bid = created.json()["id"]
+    done = wait_for(c, bid, ("done", "failed", "cancelled"))
+    assert done["state"] == "done", (done["error"], done["images"])
+    video, photo = done["images"]
+    assert (video["kind"], video["status"], video["output_name"]) == ("video", "done", "party")
+    assert video["sequence"] == {
+        "frames": len(times),
+        "format": "png",
+        "first_frame_url": f"/api/batches/{bid}/results/{video['index']}/first-frame",
+    }
+    assert photo["sequence"] is None
+
+    frames = [f"party/party_{i:06d}.png" for i in range(1, len(times) + 1)]
+    folder = sorted([*frames, "party/frames.csv", "party/audio.m4a"])
+    with zipfile.ZipFile(web.runner.root / bid / "out" / "results.zip") as zf:
+        delivered = {name: zf.read(name) for name in folder}
+
+    # The result: the folder as a ZIP with a clear name, resumable like any download.
+    whole = c.get(video["result_url"])
+    assert whole.status_code == 200, whole.text
+    assert whole.headers["content-type"] == "application/zip"
+    assert 'filename="party-frames.zip"' in whole.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(whole.content)) as zf:
+        assert sorted(zf.namelist()) == folder
+        assert {name: zf.read(name) for name in folder} == delivered
+    size = len(whole.content)
+    part = c.get(video["result_url"], headers={"Range": "bytes=10-99"})
+    assert part.status_code == 206 and part.content == whole.content[10:100]
+    assert part.headers["content-range"] == f"bytes 10-99/{size}"
+
+    # The card's picture: the first delivered frame, as it is (PNG).
+    first = c.get(video["sequence"]["first_frame_url"])
+    assert first.status_code == 200 and first.headers["content-type"] == "image/png"
+    assert first.content == delivered[frames[0]]
+    with PILImage.open(io.BytesIO(first.content)) as im:
+        assert im.size == (video["size"]["width"], video["size"]["height"])
+    not_frames = c.get(f"/api/batches/{bid}/results/{photo['index']}/first-frame")
+    assert not_frames.status_code == 404
+    assert not_frames.json()["detail"] == "rocket.jpg: not delivered as an image sequence"
+
+    # The results list counts the folder's bytes; a selection takes every file of it.
+    listed = {r["name"]: r for r in c.get(f"/api/batches/{bid}/results").json()}
+    assert listed["party.mp4"]["output_name"] == "party"
+    assert listed["party.mp4"]["bytes"] == sum(len(b) for b in delivered.values())
+    for names in (["party.mp4", "rocket.jpg"], ["party"]):
+        selected = c.get(f"/api/batches/{bid}/zip", params={"names": names})
+        assert selected.status_code == 200, selected.text
+        with zipfile.ZipFile(io.BytesIO(selected.content)) as zf:
+            got = sorted(zf.namelist())
+            assert [n for n in got if n.startswith("party/")] == folder
+            assert {name: zf.read(name) for name in folder} == delivered
+        assert ("rocket.jpg" in got) == ("rocket.jpg" in names)

@@ -21,6 +21,8 @@ from retouch.web.results import (
     FullViewError,
     archive_members,
     extract_result,
+    first_frame,
+    folder_members,
     full_view,
     selection_zip,
 )
@@ -76,10 +78,13 @@ def _members_for(batch: Batch, names: list[str]) -> list[str]:
                 if image is None
                 else image.outputs or ([image.output_name] if image.output_name else [])
             )
-            if files:
-                wanted += [m for m in files if m in members]
+            if files:  # an image sequence's output is a folder: all its files
+                for file in files:
+                    wanted += [file] if file in members else folder_members(members, file)
             elif name in members:
                 wanted.append(name)
+            elif folder_members(members, name):
+                wanted += folder_members(members, name)
             else:
                 raise HTTPException(404, f"no result {name!r} in batch {batch.id}")
     return wanted
@@ -87,21 +92,31 @@ def _members_for(batch: Batch, names: list[str]) -> list[str]:
 
 @router.get("/batches/{batch_id}/results", response_model=list[ResultOut])
 def list_results(batch_id: str, runner: RunnerDep) -> list[dict[str, Any]]:
-    """The delivered file of each image, with its size."""
+    """The delivered file of each image, with its size (a video delivered as an image
+    sequence: its folder, with the size of all its files)."""
     batch = batch_or_404(runner, batch_id)
     with runner.lock:
         _idle_or_409(batch)
         members = archive_members(batch)
-        return [
-            {
-                "name": image.name,
-                "output_name": image.output_name,
-                "bytes": members[image.output_name],
-                "url": f"/api/batches/{batch.id}/results/{image.index}",
-            }
-            for image in batch.images.values()
-            if image.output_name in members
-        ]
+        found = []
+        for image in batch.images.values():
+            name = image.output_name
+            if not name:
+                continue
+            size = members.get(name)
+            if size is None:
+                files = folder_members(members, name)
+                size = sum(members[f] for f in files) if files else None
+            if size is not None:
+                found.append(
+                    {
+                        "name": image.name,
+                        "output_name": name,
+                        "bytes": size,
+                        "url": f"/api/batches/{batch.id}/results/{image.index}",
+                    }
+                )
+        return found
 
 
 @router.get(
@@ -111,6 +126,7 @@ def list_results(batch_id: str, runner: RunnerDep) -> list[dict[str, Any]]:
         200: {
             "content": {
                 "application/octet-stream": {},
+                "application/zip": {},
                 **{t: {} for t in VIDEO_MEDIA_TYPES.values()},
             }
         },
@@ -119,7 +135,8 @@ def list_results(batch_id: str, runner: RunnerDep) -> list[dict[str, Any]]:
 )
 def get_result(batch_id: str, index: int, runner: RunnerDep) -> FileResponse:
     """One image's or video's delivered file, with its media type (video/mp4...) and HTTP
-    Range support, so a <video> element can play it and seek."""
+    Range support, so a <video> element can play it and seek. A video delivered as an image
+    sequence comes as a ZIP of its folder (frames, frames.csv, audio): ``<stem>-frames.zip``."""
     batch = batch_or_404(runner, batch_id)
     with runner.lock:
         _idle_or_409(batch)
@@ -128,9 +145,47 @@ def get_result(batch_id: str, index: int, runner: RunnerDep) -> FileResponse:
             raise HTTPException(404, f"batch {batch.id}: no result for image {index}")
         member = image.output_name
     path = _changing(batch, lambda: extract_result(batch, member))
-    if path is None:
+    if path is not None:
+        return Download(path, media_type(path.name), Path(member).name)
+    files = _changing(batch, lambda: folder_members(archive_members(batch), member))
+    if not files:
         raise HTTPException(404, f"{member}: not in the batch's ZIP")
-    return Download(path, media_type(path.name), Path(member).name)
+    zipped = _changing(batch, lambda: selection_zip(batch, files))
+    return Download(zipped, "application/zip", f"{Path(member).name}-frames.zip")
+
+
+@router.get(
+    "/batches/{batch_id}/results/{index}/first-frame",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}},
+)
+def get_first_frame(
+    batch_id: str, index: int, runner: RunnerDep, current: SettingsDep
+) -> FileResponse:
+    """The first frame of a video delivered as an image sequence, as the browser can show
+    it (PNG and JPEG as they are, TIFF converted): the picture of the sequence."""
+    batch = batch_or_404(runner, batch_id)
+    with runner.lock:
+        _idle_or_409(batch)
+        image = batch.by_index(index)
+        if image is None or not image.output_name or image.status != "done":
+            raise HTTPException(404, f"batch {batch.id}: no result for image {index}")
+        folder, name = image.output_name, image.name
+    first = _changing(batch, lambda: first_frame(archive_members(batch), folder))
+    if first is None:
+        raise HTTPException(404, f"{name}: not delivered as an image sequence")
+    path = _changing(batch, lambda: extract_result(batch, first))
+    if path is None:
+        raise HTTPException(404, f"{first}: not in the batch's ZIP")
+    local = str(path)
+    try:
+        served, media = _changing(
+            batch,
+            lambda: full_view(batch, "first", index, local, first, current.max_file_bytes),
+        )
+    except FullViewError as exc:
+        raise HTTPException(exc.status, exc.message) from None
+    return FileResponse(served, media_type=media, headers={"Cache-Control": "private, no-cache"})
 
 
 def media_type(name: str) -> str:
@@ -283,6 +338,7 @@ def get_report(batch_id: str, runner: RunnerDep) -> FileResponse:
 # the schema: it describes the GETs).
 for _path, _endpoint in (
     ("/batches/{batch_id}/results/{index}", get_result),
+    ("/batches/{batch_id}/results/{index}/first-frame", get_first_frame),
     ("/batches/{batch_id}/thumbs/{index}/{label}", get_thumb),
     ("/batches/{batch_id}/full/{index}/{which}", get_full),
     ("/batches/{batch_id}/zip", get_zip),

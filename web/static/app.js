@@ -1574,16 +1574,20 @@
     message(card.note, img.note || "");
 
     var thumbs = img.thumbs || {};
-    var url = thumbs.after || thumbs.before || null;
+    // A video delivered as an image sequence shows its first frame; its frames download
+    // as one ZIP (there is nothing to play).
+    var seq = img.status === "done" && img.result_url ? img.sequence || null : null;
+    var url = (seq && seq.first_frame_url) || thumbs.after || thumbs.before || null;
     var key = url ? url + "|" + card.gen : null;
     if (key !== card.srcKey) {
       card.srcKey = key;
       if (url) card.thumb.src = withToken(url, card.gen ? "v=" + card.gen : null);
       else card.thumb.removeAttribute("src");
     }
-    card.thumb.alt = url ? (thumbs.after ? t("compare.after") : t("compare.before")) + ": " + img.name : "";
+    var seen = seq ? t("card.firstframe") : thumbs.after ? t("compare.after") : t("compare.before");
+    card.thumb.alt = url ? seen + ": " + img.name : "";
     card.thumb.hidden = !url;
-    card.thumbButton.classList.toggle("before-only", !!url && !thumbs.after);
+    card.thumbButton.classList.toggle("before-only", !!url && !seq && !thumbs.after);
     card.placeholder.textContent = url ? "" : t("card.nopreview");
     show(card.placeholder, !url);
 
@@ -1594,12 +1598,17 @@
     card.thumbButton.disabled = !canCompare;
 
     var result = !!img.result_url && img.status === "done";
-    fillPlayer(card, img, result && img.kind === "video");
+    fillPlayer(card, img, result && img.kind === "video" && !seq);
     show(card.download, result);
     if (result) {
       card.download.href = withToken(img.result_url);
-      card.download.textContent = t("card.download");
-      card.download.setAttribute("aria-label", t("card.download.label", { name: img.name }));
+      card.download.textContent = seq ? t("card.download.frames", { count: seq.frames }) : t("card.download");
+      card.download.setAttribute(
+        "aria-label",
+        seq
+          ? t("card.download.frames.label", { name: img.name, count: seq.frames })
+          : t("card.download.label", { name: img.name })
+      );
     }
   }
 

@@ -184,6 +184,9 @@
       "card.nopreview": "no preview yet",
       "card.download": "Download",
       "card.download.label": "Download the result of {name}",
+      "card.download.frames": "Download {count} frames (ZIP)",
+      "card.download.frames.label": "Download the {count} frames of {name} as a ZIP (with frames.csv and the audio)",
+      "card.firstframe": "first frame",
 
       "status.pending": "waiting",
       "status.prepared": "prepared",
@@ -453,6 +456,9 @@
       "card.nopreview": "暂无预览",
       "card.download": "下载",
       "card.download.label": "下载 {name} 的结果",
+      "card.download.frames": "下载 {count} 帧（ZIP）",
+      "card.download.frames.label": "以 ZIP 下载 {name} 的 {count} 帧（含 frames.csv 和音频）",
+      "card.firstframe": "第一帧",
 
       "status.pending": "等待中",
       "status.prepared": "已准备",
