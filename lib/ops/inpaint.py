@@ -182,6 +182,12 @@ def _mask_video_uri(lookup: MaskLookup | None, name: str) -> str | None:
     return uri if uri is not None and is_video_name(uri) else None
 
 
+def mask_video_of(params: InpaintParams, ctx: OpContext) -> str | None:
+    """The URI of the mask video found for the clip ``ctx.name``, or None (no mask, or a
+    mask image)."""
+    return _mask_video_uri(_mask_lookup(params, ctx), ctx.name)
+
+
 def _mask_video_frame(uri: str, ctx: OpContext) -> np.ndarray:
     """The mask video's frame for the clip frame being processed (``ctx.frame_time``);
     the reader stays open in ``ctx`` for the following frames."""

@@ -188,6 +188,17 @@ class MaskVideo:
             self._plane = np.ascontiguousarray(image.pixels.max(axis=2))
         return self._plane
 
+    def end_after(self, t: Fraction) -> Fraction | None:
+        """The mask video's end when it ends before ``t`` (seconds from its first frame),
+        else None: one seek to the key frame before ``t``, then the frames up to it."""
+        try:
+            self.at(t)
+        except OperationError:
+            if self._peek() is None and t >= self._end():
+                return self._end()
+            raise
+        return None
+
     def close(self) -> None:
         self._current = self._next = self._plane = None
         self._stack.close()

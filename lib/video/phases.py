@@ -40,7 +40,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from retouch.lib import progress, storage
-from retouch.lib.errors import InvalidVideoError, RetouchError, reason_of
+from retouch.lib.errors import InvalidVideoError, OperationError, RetouchError, reason_of
 from retouch.lib.image import Image, downscaled
 from retouch.lib.ops.registry import registry
 from retouch.lib.quality import analysis
@@ -331,6 +331,7 @@ def process_video(
             record.output = _output_fields(meta)
             record.problems += [n for n in meta.get("notes", []) if n not in record.problems]
         else:
+            check_mask_videos(record, ctx, device)
             # Segments made by task runs of their own took their time there.
             elsewhere = _compute(record, ctx, weights, device, key)
     except RetouchError as exc:
@@ -340,6 +341,50 @@ def process_video(
     record.timings["process"] = round(time.perf_counter() - started + elsewhere, 4)
     emit_processed(record)
     return record
+
+
+def check_mask_videos(record: ImageRecord, ctx: Any, device: str) -> None:
+    """Before any frame is computed: each ``inpaint`` step's mask video (when the clip's
+    mask is a video) reaches the clip's last frame, so a mask video that is too short fails
+    the clip at once rather than after the segments before its end. The last frame's time
+    is taken from the prepared length (rounded to 0.1 ms), so a mask ending within 1 ms of
+    it is left to the frame-by-frame check.
+
+    Raises:
+        OperationError: a mask video ends before the clip, or it cannot be read.
+    """
+    from retouch.lib.ops import inpaint
+    from retouch.lib.video.masks import MaskVideo
+
+    frames, length = record.input.frames or 0, record.input.duration
+    if frames < 2 or not length:
+        return
+    end = Fraction(str(length))
+    last = end * (frames - 1) / frames - Fraction(1, 1000)
+    op_ctx = ctx.op_context(record.name, device, record.uri)
+    for n, step in enumerate(ctx.recipe.steps, start=1):
+        if step.op != "inpaint":
+            continue
+        uri = inpaint.mask_video_of(step.parsed(), op_ctx)
+        if uri is None:
+            continue
+        settings = ctx.settings
+        try:
+            with MaskVideo(
+                uri,
+                record.name,
+                pixel_limit=settings.pixel_limit,
+                max_bytes=settings.max_video_bytes,
+            ) as mask:
+                short = mask.end_after(last)
+        except OperationError as exc:
+            raise OperationError(f"step {n} (inpaint): {exc}") from None
+        if short is not None:
+            raise OperationError(
+                f"step {n} (inpaint): {record.name}: its inpaint mask video {uri} ends at "
+                f"{float(short):.3f} s, the clip runs to {float(end):.3f} s; give a mask "
+                "video at least as long as the clip"
+            )
 
 
 def segments_to_make(record: ImageRecord, ctx: Any, weights: dict[str, str], device: str) -> int:
@@ -356,6 +401,10 @@ def segments_to_make(record: ImageRecord, ctx: Any, weights: dict[str, str], dev
     except Exception:  # e.g. an encoder that does not open: the process phase says so
         return 0
     if not ctx.refresh and ctx.workspace.has_result(key):
+        return 0
+    try:
+        check_mask_videos(record, ctx, device)
+    except Exception:  # the process phase fails the clip with the reason, making nothing
         return 0
     return count
 

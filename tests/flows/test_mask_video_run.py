@@ -160,14 +160,14 @@ def test_bad_mask_videos_each_fail_their_own_file_and_the_batch_goes_on(prefect_
     assert by_name["good.mp4"]["status"] == "ok", by_name["good.mp4"]["reason"]
     failed = {n: img["reason"] for n, img in by_name.items() if img["status"] == "failed"}
     assert set(failed) == {"short.mp4", "junk.mp4", "photo.png"}
+    # Both found before any frame is computed (no frame number in the reason).
     assert failed["short.mp4"] == (
-        f"frame 4, step 1 (inpaint): short.mp4: its inpaint mask video {masks / 'short.mp4'} "
-        "ends at 0.240 s, before the clip's frame at 0.300 s; give a mask video at least as "
-        "long as the clip"
+        f"step 1 (inpaint): short.mp4: its inpaint mask video {masks / 'short.mp4'} "
+        "ends at 0.240 s, the clip runs to 1.167 s; give a mask video at least as long as "
+        "the clip"
     )
     assert failed["junk.mp4"].startswith(
-        f"frame 1, step 1 (inpaint): junk.mp4: its inpaint mask video {masks / 'junk.mp4'} "
-        "is unreadable: "
+        f"step 1 (inpaint): junk.mp4: its inpaint mask video {masks / 'junk.mp4'} is unreadable: "
     )
     assert failed["photo.png"] == (
         f"photo.png: its inpaint mask {masks / 'photo.mp4'} is a video; a mask video masks "
