@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import harness, machine, verdicts
+from .gpu import line as gpu_line
 from .proc import prefect_server
 from .sizes import FULL, QUICK, TARGETS
 
@@ -44,6 +45,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(harness.ALL_CASES)} (default: all)",
     )
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a fast smoke run")
+    ap.add_argument(
+        "--gpu",
+        action="store_true",
+        help=f"the CUDA cases only ({','.join(harness.GPU_CASES)}): ratios and the GPU's "
+        "utilisation, under 10 minutes on one GPU; each is skipped with a note without CUDA",
+    )
     ap.add_argument(
         "--out", type=Path, help="JSON file (default bench/results/<date>-<machine>.json)"
     )
@@ -72,12 +79,21 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="the soak case's time budget in minutes (default 8, --quick 6, --long 240)",
     )
     args = ap.parse_args(argv)
+    known = (*harness.ALL_CASES, *harness.GPU_CASES)
+    if args.gpu:
+        args.cases = ",".join(harness.GPU_CASES)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in cases if c not in harness.ALL_CASES]
+    unknown = [c for c in cases if c not in known]
     if unknown or not cases:
-        ap.error(f"unknown case(s) {unknown}; choose from {', '.join(harness.ALL_CASES)}")
-    args.case_list = [c for c in harness.ALL_CASES if c in cases]
+        ap.error(f"unknown case(s) {unknown}; choose from {', '.join(known)}")
+    args.case_list = [c for c in known if c in cases]
     return args
+
+
+def needs_server(cases: list[str], cuda: bool) -> bool:
+    """Whether the run starts the bench's Prefect server: a case that runs ``retouch run``
+    (a GPU case only where CUDA is; without it the case is a skip note)."""
+    return any(c in harness.SERVER_CASES and (cuda or c not in harness.GPU_CASES) for c in cases)
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -113,7 +129,23 @@ def table(rows: list[dict[str, Any]]) -> str:
         if "error" in r and case not in ("leak", "soak"):
             notes.append(f"{case}: ERROR: {r['error'].strip().splitlines()[-1]}")
             continue
-        if case in ("upscale", "upscale_gpu", "faces", "inpaint", "restyle", "classic"):
+        for side in ("baseline", "retouch"):
+            if isinstance(r.get(side), dict) and "gpu" in r[side]:
+                notes.append(gpu_line(f"{case} {side}", r[side]["gpu"]))
+        if case == "restyle_gpu":
+            sd = r.get("diffusion_step_gpu") or {}
+            if "seconds_per_step" in sd:
+                notes.append(
+                    f"restyle_gpu: one guided SD 1.5 UNet step at {sd['side']} px "
+                    f"({sd['dtype']} on {sd.get('device', 'cuda')}): "
+                    f"{sd['seconds_per_step']:.3f} s"
+                )
+            else:
+                notes.append(f"restyle_gpu: SD step: ERROR: {str(sd.get('error', ''))[-300:]}")
+            continue
+        if case in (
+            "upscale", "upscale_gpu", "faces", "inpaint", "inpaint_gpu", "restyle", "classic"
+        ):  # fmt: skip
             lines.append(
                 f"{case:<12} {r['images']:>6} {r['baseline_s_per_image']:>10.4f} "
                 f"{r['retouch_s_per_image']:>10.4f} {r['baseline_images_per_s']:>10.3f} "
@@ -237,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=threads,
         log=_log,
         diffusion=args.diffusion or not args.quick,
+        cases=args.case_list,
     )
     result: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -268,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{time.perf_counter() - t:.1f} s: {', '.join(result['models'])}"
             )
         with contextlib.ExitStack() as stack:
-            if any(c in harness.SERVER_CASES for c in args.case_list):
+            if needs_server(args.case_list, bool(info["gpu"])):
                 t = time.perf_counter()
                 server = prefect_server(
                     root / "prefect-server", dict(os.environ), root / "server.log"

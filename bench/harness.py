@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import images, models
+from .gpu import busy_enough
 from .proc import Measured, run_measured, venv_tool
 from .sizes import RECIPES, TARGETS, Sizes
 from .verdicts import (
@@ -34,13 +35,26 @@ from .verdicts import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def gpu_of(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The GPU utilisation of a comparison row's retouch run (None when not sampled)."""
+    gpu: dict[str, Any] | None = row.get("retouch", {}).get("gpu")
+    return gpu
+
+
 ALL_CASES = (
     "upscale", "faces", "inpaint", "restyle", "video", "classic", "scaling", "coldstart", "leak",
     "load", "soak",
 )  # fmt: skip
+GPU_CASES = ("upscale_gpu", "video_gpu", "inpaint_gpu", "restyle_gpu")
+"""``python -m bench --gpu``: the CUDA cases alone (each skipped with a note without CUDA);
+the full run also holds upscale_gpu and video_gpu, after their CPU cases."""
 SERVER_CASES = (
     "upscale", "faces", "inpaint", "restyle", "video", "classic", "scaling", "leak", "soak",
+    "upscale_gpu", "video_gpu", "inpaint_gpu",
 )  # fmt: skip
+NO_CUDA = "no CUDA device here (torch.cuda.is_available() is False)"
 RUN_TIMEOUT_S = 1500
 
 
@@ -58,6 +72,8 @@ class Bench:
     """restyle also times one Stable Diffusion 1.5 step (``bench.diffusion_step``): the full
     run always, a ``--quick`` one with ``--diffusion``."""
     model_info: dict[str, Any] = field(default_factory=dict)
+    cases: list[str] = field(default_factory=list)
+    """The cases of this run (a GPU case named on its own is not repeated by its CPU case)."""
     inputs: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -133,21 +149,35 @@ class Bench:
             self.inputs["leak"] = images.link_subset(paths[: s.leak_images], data / "leak")
             self.inputs["soak"] = images.link_subset(paths[: s.soak_images], data / "soak")
             made["classic"] = {"count": count, "sizes": [s.classic_size], "format": "jpg q90"}
-        if "video" in cases:
+        if any(c in cases for c in ("video", "video_gpu")):
             from . import video
 
-            made.update(video.make_inputs(self, data))
-        if "upscale" in cases and cuda_available():
+            made.update(video.make_inputs(self, data, cpu="video" in cases))
+        if any(c in cases for c in ("upscale", "upscale_gpu")) and cuda_available():
             images.write_set(
                 data / "upscale-gpu", s.gpu_images, [s.gpu_size], ext="png", seed=4, prefix="hd"
             )
             self.inputs["upscale_gpu"] = data / "upscale-gpu"
             made["upscale_gpu"] = {"count": s.gpu_images, "sizes": [s.gpu_size], "format": "png"}
+        if "inpaint_gpu" in cases and cuda_available():
+            paths = images.write_set(
+                data / "inpaint-gpu", s.gpu_images, [s.gpu_size], ext="png", seed=14, prefix="hd"
+            )
+            images.write_masks(data / "inpaint-gpu-masks", paths, s.gpu_size, regions=2, seed=15)
+            self.inputs["inpaint_gpu"] = data / "inpaint-gpu"
+            self.inputs["inpaint_gpu_masks"] = data / "inpaint-gpu-masks"
+            made["inpaint_gpu"] = {
+                "count": s.gpu_images,
+                "sizes": [s.gpu_size],
+                "format": "png",
+                "masks": "2 ellipses per image, white on black PNG",
+            }
         return made
 
     def install_models(self, cases: list[str]) -> dict[str, Any]:
         names = models.needed(cases)
-        if "video" in cases and cuda_available() and models.UPSCALE_MODEL not in names:
+        gpu_video = any(c in cases for c in ("video", "video_gpu"))
+        if gpu_video and cuda_available() and models.UPSCALE_MODEL not in names:
             names.append(models.UPSCALE_MODEL)  # video_gpu (the CPU case's model ships)
         if names:
             self.model_info = models.install(self.model_dir, self.root / "staging", names)
@@ -196,14 +226,25 @@ class Bench:
     ) -> Measured:
         """``argv`` run from the repository root in the bench's environment for ``run_dir``
         (its log in ``run_dir/log.txt``), measured: wall time, peak RSS, events."""
-        return run_measured(
-            argv,
-            env=self.env(run_dir, server=server, device=device),
-            cwd=REPO,
-            log_path=run_dir / "log.txt",
-            events_path=events,
-            timeout_s=timeout_s,
-        )
+
+        def run() -> Measured:
+            return run_measured(
+                argv,
+                env=self.env(run_dir, server=server, device=device),
+                cwd=REPO,
+                log_path=run_dir / "log.txt",
+                events_path=events,
+                timeout_s=timeout_s,
+            )
+
+        if not device.startswith("cuda"):
+            return run()
+        from .gpu import GpuSampler
+
+        with GpuSampler() as sampler:  # how busy the GPU was during a CUDA run
+            measured = run()
+        measured.extra["gpu"] = sampler.summary()
+        return measured
 
     def run_retouch(
         self,
@@ -378,23 +419,62 @@ class Bench:
             )
         else:
             out[0]["pass"] = out[0]["valid"] and out[0]["ratio"] >= 1.0
-        if "upscale_gpu" in self.inputs:
-            gpu = self.compare(
-                "upscale_gpu", "upscale", preset, overrides, models.UPSCALE_MODEL, device="cuda"
-            )
-            gpu["target"] = TARGETS["upscale_gpu"]
-            gpu["pass"] = gpu["valid"] and gpu["ratio"] >= 2.0
-            out.append(gpu)
-        else:
-            out.append(
-                {
-                    "case": "upscale_gpu",
-                    "skipped": "no CUDA device here (torch.cuda.is_available() is False); "
-                    "the 1080p GPU comparison runs where one is",
-                    "target": TARGETS["upscale_gpu"],
-                }
-            )
+        if "upscale_gpu" not in self.cases:  # else its own case
+            out += self.case_upscale_gpu()
         return out
+
+    def case_upscale_gpu(self) -> list[dict[str, Any]]:
+        """upscale-x4 (realesrgan-x4plus) at 1080p on CUDA against the RealESRGANer loop;
+        the GPU's utilisation sampled during both sides' runs."""
+        preset, overrides = RECIPES["upscale"]
+        if "upscale_gpu" not in self.inputs:
+            return [self.gpu_skipped("upscale_gpu", "the 1080p GPU comparison runs where one is")]
+        gpu = self.compare(
+            "upscale_gpu", "upscale", preset, overrides, models.UPSCALE_MODEL, device="cuda"
+        )
+        gpu["target"] = TARGETS["upscale_gpu"]
+        gpu["pass"] = gpu["valid"] and gpu["ratio"] >= 2.0 and busy_enough(gpu_of(gpu))
+        return [gpu]
+
+    def case_video_gpu(self) -> list[dict[str, Any]]:
+        """The 1080p clip through realesrgan-x4plus in fp16 (``bench/video.py``)."""
+        from . import video
+
+        return video.case_gpu(self)
+
+    def case_inpaint_gpu(self) -> list[dict[str, Any]]:
+        """remove-objects (LaMa) at 1080p on CUDA against IOPaint's loop, as ``inpaint``."""
+        preset, overrides = RECIPES["inpaint"]
+        if "inpaint_gpu" not in self.inputs:
+            return [self.gpu_skipped("inpaint_gpu", "the 1080p LaMa comparison runs where one is")]
+        res = self.compare(
+            "inpaint_gpu",
+            "inpaint",
+            preset,
+            overrides,
+            models.INPAINT_MODEL,
+            device="cuda",
+            extra=["--masks", str(self.inputs["inpaint_gpu_masks"])],
+        )
+        res["target"] = TARGETS["inpaint_gpu"]
+        res["pass"] = res["valid"] and res["ratio"] >= 2.0
+        return [res]
+
+    def case_restyle_gpu(self) -> list[dict[str, Any]]:
+        """One guided Stable Diffusion 1.5 UNet step at 512 px in float16 on CUDA."""
+        if not cuda_available():
+            return [self.gpu_skipped("restyle_gpu", "the float16 SD step is timed where one is")]
+        return [
+            {
+                "case": "restyle_gpu",
+                "diffusion_step_gpu": self.diffusion_step("cuda"),
+                "target": TARGETS["restyle_gpu"],
+            }
+        ]
+
+    @staticmethod
+    def gpu_skipped(case: str, where: str) -> dict[str, Any]:
+        return {"case": case, "skipped": f"{NO_CUDA}; {where}", "target": TARGETS[case]}
 
     def case_faces(self) -> list[dict[str, Any]]:
         preset, overrides = RECIPES["faces"]
@@ -506,8 +586,7 @@ class Bench:
                 res["diffusion_step_gpu"] = self.diffusion_step("cuda")
             else:
                 res["diffusion_step_gpu"] = {
-                    "skipped": "no CUDA device here (torch.cuda.is_available() is False); "
-                    "the float16 step is timed where one is"
+                    "skipped": f"{NO_CUDA}; the float16 step is timed where one is"
                 }
         return [res]
 
