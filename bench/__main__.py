@@ -221,6 +221,29 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"[{r['retouch_first_result_measured_by']}; {r['prefect']}]; retouch whole "
                 f"1-image run {r['retouch']['wall_s']:.2f} s; {_verdict(r)}"
             )
+        elif case == "firstresult":
+            rr = r["retouch"]
+            parts = []
+            for name in ("per_command", "background_cold", "background_warm"):
+                run = rr[name]
+                parts.append(
+                    f"{name.replace('_', ' ')} {run['wall_s']:.2f} s = "
+                    f"{_fmt(run['ratio_to_loop'], '.2f')}x (first result "
+                    f"{_fmt(run['first_result_event_s'], '.2f')} s, reviewed "
+                    f"{_fmt(run.get('first_review_event_s'), '.2f')} s)"
+                )
+            notes.append(
+                f"firstresult: {r['images']} samples, {r['preset']}: loop "
+                f"{r['baseline']['wall_s']:.2f} s (first result "
+                f"{_fmt(r['baseline_first_result_s'], '.2f')} s); " + "; ".join(parts)
+            )
+            t = r["targets"]
+            notes.append(
+                f"firstresult: target {r['target']}: whole run "
+                f"{'pass' if t['whole_run'] else 'FAIL'}, first review "
+                f"{'-' if t['first_review'] is None else ('pass' if t['first_review'] else 'FAIL')}"
+                f": {_verdict(r)}"
+            )
         elif case == "load":
             from .loading import lines as load_lines
 

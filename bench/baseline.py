@@ -307,11 +307,16 @@ def main(argv: list[str] | None = None) -> int:
         steps = [(registry().get(s.op), s.parsed()) for s in recipe.steps]
 
         def enhance(img: np.ndarray, path: Path) -> np.ndarray:
-            image = Image(pixels=img)
+            # A gray picture as three equal channels, flagged, and written back gray (as
+            # retouch reads and writes one; its colour steps leave a gray image gray).
+            gray = img.ndim == 2
+            if gray:
+                img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+            image = Image(pixels=img, is_gray=gray)
             ctx = OpContext(device=args.device)
             for op, params in steps:
                 image = op(image, params, ctx)
-            return image.pixels
+            return image.pixels[..., 0] if gray else image.pixels
 
     t_loaded = time.time()
     per_image: list[float] = []

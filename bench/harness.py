@@ -44,8 +44,8 @@ def gpu_of(row: dict[str, Any]) -> dict[str, Any] | None:
 
 
 ALL_CASES = (
-    "upscale", "faces", "inpaint", "restyle", "video", "classic", "scaling", "coldstart", "leak",
-    "load", "soak",
+    "upscale", "faces", "inpaint", "restyle", "video", "classic", "scaling", "coldstart",
+    "firstresult", "leak", "load", "soak",
 )  # fmt: skip
 GPU_CASES = ("upscale_gpu", "video_gpu", "inpaint_gpu", "restyle_gpu")
 """``python -m bench --gpu``: the CUDA cases alone (each skipped with a note without CUDA);
@@ -56,6 +56,9 @@ SERVER_CASES = (
 )  # fmt: skip
 NO_CUDA = "no CUDA device here (torch.cuda.is_available() is False)"
 RUN_TIMEOUT_S = 1500
+BACKGROUND_IDLE_S = 120
+"""How long the firstresult case's background server waits unused (it is stopped at the
+case's end; this only bounds a server a crashed bench leaves behind)."""
 
 
 @dataclass
@@ -149,6 +152,13 @@ class Bench:
             self.inputs["leak"] = images.link_subset(paths[: s.leak_images], data / "leak")
             self.inputs["soak"] = images.link_subset(paths[: s.soak_images], data / "soak")
             made["classic"] = {"count": count, "sizes": [s.classic_size], "format": "jpg q90"}
+        if "firstresult" in cases:
+            self.inputs["firstresult"] = images.link_subset(
+                sorted(p for p in (REPO / "samples").iterdir() if p.is_file()),
+                data / "firstresult",
+            )
+            made["firstresult"] = {"count": len(files_in(self.inputs["firstresult"])),
+                                   "what": "the bundled samples/"}  # fmt: skip
         if any(c in cases for c in ("video", "video_gpu")):
             from . import video
 
@@ -185,7 +195,14 @@ class Bench:
 
     # -- one run ----------------------------------------------------------------------------
 
-    def env(self, run_dir: Path, *, server: bool, device: str = "cpu") -> dict[str, str]:
+    def env(
+        self,
+        run_dir: Path,
+        *,
+        server: bool,
+        device: str = "cpu",
+        background: Path | None = None,
+    ) -> dict[str, str]:
         env = {
             k: v
             for k, v in os.environ.items()
@@ -208,6 +225,11 @@ class Bench:
             if self.server_url is None:
                 raise RuntimeError("no Prefect server is running for this case")
             env["PREFECT_API_URL"] = self.server_url
+        elif background is not None:
+            # The shared background server of a PREFECT_HOME the runs have in common: the
+            # first command starts it, later ones use it (the firstresult case).
+            env["PREFECT_HOME"] = str(background)
+            env["RETOUCH_SERVER_IDLE_S"] = str(BACKGROUND_IDLE_S)
         else:
             # The coldstart case measures a command that starts its own server and stops it
             # at exit (no shared background server left behind in the run's PREFECT_HOME).
@@ -223,6 +245,7 @@ class Bench:
         device: str = "cpu",
         events: Path | None = None,
         timeout_s: float = RUN_TIMEOUT_S,
+        background: Path | None = None,
     ) -> Measured:
         """``argv`` run from the repository root in the bench's environment for ``run_dir``
         (its log in ``run_dir/log.txt``), measured: wall time, peak RSS, events."""
@@ -230,7 +253,7 @@ class Bench:
         def run() -> Measured:
             return run_measured(
                 argv,
-                env=self.env(run_dir, server=server, device=device),
+                env=self.env(run_dir, server=server, device=device, background=background),
                 cwd=REPO,
                 log_path=run_dir / "log.txt",
                 events_path=events,
@@ -256,6 +279,7 @@ class Bench:
         server: bool = True,
         device: str = "cpu",
         extra: list[str] | None = None,
+        background: Path | None = None,
     ) -> tuple[Measured, dict[str, Any]]:
         run_dir = self.root / "runs" / tag
         dest = run_dir / "out"
@@ -268,7 +292,9 @@ class Bench:
             events = run_dir / "events.jsonl"
             argv += ["--events", str(events)]
         self.log(f"  retouch   {tag}: {len(files_in(src))} images ...")
-        m = self.measure(argv, run_dir, server=server, device=device, events=events)
+        m = self.measure(
+            argv, run_dir, server=server, device=device, events=events, background=background
+        )
         check = check_retouch(m, dest, len(files_in(src)))
         self.log(f"            {m.wall_s:.2f} s, peak RSS {m.peak_rss_mb:.0f} MB {check['status']}")
         return m, check
@@ -680,6 +706,71 @@ class Bench:
                 "first_result_time_ratio": None if not first_b else round(first_r / first_b, 2),
                 "valid": b_detail.get("status") == "ok" and r_check["status"] == "ok",
                 "target": "none (reported)",
+            }
+        ]
+
+    def case_firstresult(self) -> list[dict[str, Any]]:
+        """The bundled samples through ``quick`` from a command's start, against the loop of
+        the same ops (``bench.baseline classic``: imports, the model loaded at its first
+        call, read -> steps -> write): a command that starts and stops its own server
+        (``RETOUCH_SERVER_IDLE_S=0``), the first command of a shared background server
+        (it starts one) and the next one (it finds it running). Whole-run ratio against the
+        loop and, from ``--events``, when the first image was processed and reviewed."""
+        from .proc import stop_background_server
+
+        preset, overrides = RECIPES["firstresult"]
+        src = self.inputs["firstresult"]
+        n = len(files_in(src))
+        b, b_detail = self.run_baseline("firstresult-baseline", "classic", src, preset, overrides)
+        runs: dict[str, tuple[Measured, dict[str, Any]]] = {}
+        runs["per_command"] = self.run_retouch(
+            "firstresult-per-command", src, preset, overrides, server=False
+        )
+        shared = self.root / "runs" / "firstresult-background-home"
+        try:
+            runs["background_cold"] = self.run_retouch(
+                "firstresult-background-cold", src, preset, overrides, server=False,
+                background=shared,
+            )  # fmt: skip
+            runs["background_warm"] = self.run_retouch(
+                "firstresult-background-warm", src, preset, overrides, server=False,
+                background=shared,
+            )  # fmt: skip
+        finally:
+            stopped = stop_background_server(self.env(shared, server=False, background=shared))
+        first_b = None
+        if b_detail.get("first_result_epoch"):
+            first_b = round(b_detail["first_result_epoch"] - b.start_epoch, 3)
+        rows: dict[str, Any] = {}
+        for name, (m, check) in runs.items():
+            rows[name] = {
+                **m.as_json(),
+                "check": check,
+                "ratio_to_loop": round(m.wall_s / b.wall_s, 3) if b.wall_s else None,
+            }
+        warm = rows["background_warm"]
+        review = warm.get("first_review_event_s")
+        valid = b_detail.get("status") == "ok" and all(
+            c["status"] == "ok" for _, c in runs.values()
+        )
+        targets = {
+            "whole_run": warm["ratio_to_loop"] is not None and warm["ratio_to_loop"] <= 1.5,
+            "first_review": None if review is None or first_b is None else review <= first_b + 1.5,
+        }
+        return [
+            {
+                "case": "firstresult",
+                "images": n,
+                "preset": preset,
+                "overrides": overrides,
+                "baseline": {**b.as_json(), "detail": strip_detail(b_detail)},
+                "baseline_first_result_s": first_b,
+                "retouch": rows,
+                "background_server_stopped": stopped,
+                "targets": targets,
+                "valid": valid,
+                "target": TARGETS["firstresult"],
+                "pass": valid and all(v is True for v in targets.values()),
             }
         ]
 

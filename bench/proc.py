@@ -105,6 +105,12 @@ def _is_first_result(event: dict[str, Any]) -> bool:
     )
 
 
+def _is_reviewed(event: dict[str, Any]) -> bool:
+    return (
+        event.get("event") == "image" and event.get("phase") == "review" and bool(event.get("ok"))
+    )
+
+
 class _EventWatcher:
     """Follows a JSON-lines events file and notes when the first process-phase success
     arrives (arrival time, epoch seconds, so it works whatever fields the events carry)."""
@@ -114,6 +120,7 @@ class _EventWatcher:
         self.offset = 0
         self.buffer = b""
         self.first: float | None = None
+        self.first_review: float | None = None
         self.count = 0
 
     def poll(self) -> None:
@@ -139,6 +146,8 @@ class _EventWatcher:
                 continue
             if self.first is None and isinstance(event, dict) and _is_first_result(event):
                 self.first = now
+            if self.first_review is None and isinstance(event, dict) and _is_reviewed(event):
+                self.first_review = now
 
 
 def run_measured(
@@ -202,8 +211,11 @@ def run_measured(
         )
     launched = json.loads(report.read_text())
     first = None
+    extra: dict[str, Any] = {}
     if watcher is not None and watcher.first is not None:
         first = watcher.first - launched["spawn_epoch"]
+    if watcher is not None and watcher.first_review is not None:
+        extra["first_review_event_s"] = round(watcher.first_review - launched["spawn_epoch"], 3)
     return Measured(
         argv=argv,
         returncode=launched["returncode"],
@@ -214,6 +226,7 @@ def run_measured(
         first_event_s=first,
         events=watcher.count if watcher is not None else 0,
         log=text[-4000:],
+        extra=extra,
     )
 
 
@@ -277,3 +290,16 @@ def prefect_server(home: Path, base_env: dict[str, str], log_path: Path) -> Iter
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def stop_background_server(env: dict[str, str]) -> bool:
+    """``retouch server stop --force`` in ``env`` (its PREFECT_HOME's background server);
+    True when one was running and stopped."""
+    done = subprocess.run(
+        [venv_tool("retouch"), "server", "stop", "--force"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode == 0 and "stopped the background Prefect server" in done.stdout

@@ -98,6 +98,7 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     # a video's encoding comes from export.video (H.264, CRF 18, x264's default preset).
     "video": ("upscale-x4", ["upscale.model=retouch-compact-x2"]),
     "video_gpu": ("upscale-x4", []),
+    "firstresult": ("quick", []),
 }
 
 TARGETS = {
@@ -120,6 +121,9 @@ TARGETS = {
     "in fp16 (CUDA), the GPU >= 80% busy on average while it works; delivered file equal "
     "to the input in frames, timestamps and audio",
     "classic": "overhead < 15 ms per image",
+    "firstresult": "the bundled samples through quick: a command that finds the background "
+    "server running takes <= 1.5x the loop over the same ops (whole run), and its first image "
+    "is reviewed <= 1.5 s after the loop's first result (both from the command's start)",
     "scaling": "peak RSS(200 images) <= 1.2x peak RSS(20 images)",
     "leak": "RSS (and CUDA memory) after every batch within 5% of the level after the first",
     "soak": "one `retouch serve` through many 4-image batches: its RSS, open fds, threads and "
