@@ -57,7 +57,7 @@ def main() -> None:
     from retouch.lib.records import ImageRecord
     from retouch.lib.settings import get_settings
     from retouch.lib.sources import SourceItem
-    from retouch.lib.video import phases
+    from retouch.lib.video import review as video_review
     from retouch.lib.workspace import Workspace
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -76,7 +76,7 @@ def main() -> None:
         if not record.ok:
             raise SystemExit(f"could not process the clip: {record.reason}")
 
-        made = phases.write_preview_clip
+        made = video_review.write_preview_clip
         preview_s: list[float] = []
 
         def timed_preview(*a: object, **kw: object) -> None:
@@ -85,7 +85,9 @@ def main() -> None:
             preview_s.append(time.perf_counter() - started)
 
         def review(with_clip: bool) -> tuple[float, ImageRecord]:
-            phases.write_preview_clip = timed_preview if with_clip else (lambda *a, **kw: None)  # type: ignore[assignment]
+            video_review.write_preview_clip = (
+                timed_preview if with_clip else (lambda *a, **kw: None)
+            )  # type: ignore[assignment]
             copy = ImageRecord(**record.model_dump(exclude={"scores", "problems"}))
             started = time.perf_counter()
             review_one(copy, ctx)
@@ -98,7 +100,7 @@ def main() -> None:
             seconds, last = review(True)
             with_s.append(seconds)
             without_s.append(review(False)[0])
-        phases.write_preview_clip = made
+        video_review.write_preview_clip = made
         assert last is not None
         info = last.scores.preview_clip or {}
         problems = [p for p in last.problems if p.startswith(("preview clip", "review failed"))]

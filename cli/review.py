@@ -83,7 +83,7 @@ def _preview_command(
     from retouch.lib.models.device import device_for
     from retouch.lib.quality import preview
     from retouch.lib.settings import get_settings
-    from retouch.lib.video.phases import parse_time
+    from retouch.lib.video.review import parse_time
 
     result = preview.run_preview(
         source,

@@ -37,7 +37,7 @@ from retouch.lib.phases.review import THUMB_LABELS, thumb_path
 from retouch.lib.quality.report import write_report
 from retouch.lib.recipe import Recipe
 from retouch.lib.records import ImageRecord, RunSummary
-from retouch.lib.video.phases import PREVIEW_CLIP, moment_labels, preview_clip_path
+from retouch.lib.video.review import PREVIEW_CLIP, moment_labels, preview_clip_path
 
 __all__ = [
     "DeliveryError",

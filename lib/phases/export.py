@@ -262,9 +262,9 @@ def export_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
         )
         return record
     if is_video(record):
-        from retouch.lib.video import phases
+        from retouch.lib.video.export import export_video
 
-        return phases.export_video(record, ctx)
+        return export_video(record, ctx)
     with exporting(record):
         if not ctx.workspace.has_result(record.result_key):
             raise RetouchError(

@@ -84,9 +84,9 @@ def score_result(
 def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     """Score the result against its input and write before/after thumbnails for the report."""
     if is_video(record):
-        from retouch.lib.video import phases
+        from retouch.lib.video.review import review_video
 
-        return phases.review_video(record, ctx)
+        return review_video(record, ctx)
     if not record.ok or record.result_key is None:
         progress.emit(progress.ImagePhaseDone(phase="review", name=record.name, ok=record.ok))
         return record

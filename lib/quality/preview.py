@@ -334,7 +334,7 @@ def run_preview(
         moment: Fraction | None = None
         try:
             if is_video_name(item.name):
-                from retouch.lib.video.phases import frame_at
+                from retouch.lib.video.review import frame_at
 
                 moment, image = frame_at(item.uri, item.name, at, get_settings().max_video_bytes)
                 name = f"{item.name} @ {float(moment):.2f} s"

@@ -16,7 +16,7 @@ from PIL import Image as PILImage
 
 from retouch.lib.image import Image
 from retouch.lib.video import media, segments
-from retouch.lib.video.phases import frames_csv, seconds_text
+from retouch.lib.video.export import frames_csv, seconds_text
 from tests.video_clips import VFR_STEPS, make_clip
 
 LIMIT = 100_000_000

@@ -195,7 +195,7 @@ def _reviewed(tmp_path: Path, clip: Path, before_review=None):
 
 
 def test_the_review_stores_a_preview_clip_from_the_worst_moment(tmp_path):
-    from retouch.lib.video.phases import preview_clip_path
+    from retouch.lib.video.review import preview_clip_path
 
     clip = tmp_path / "clip.mp4"
     times = make_clip(clip, frames=100, width=64, height=48, gop=20, audio=None)  # 4 s
@@ -216,7 +216,7 @@ def test_the_review_stores_a_preview_clip_from_the_worst_moment(tmp_path):
 
 
 def test_a_preview_clip_that_cannot_be_made_is_a_problem_line_not_a_failure(tmp_path):
-    from retouch.lib.video.phases import preview_clip_path
+    from retouch.lib.video.review import preview_clip_path
 
     clip = tmp_path / "clip.mp4"
     make_clip(clip, frames=20, width=64, height=48, audio=None)
@@ -233,7 +233,7 @@ def test_a_preview_clip_that_cannot_be_made_is_a_problem_line_not_a_failure(tmp_
 
 
 def test_a_one_frame_video_is_reviewed_without_a_preview_clip(tmp_path):
-    from retouch.lib.video.phases import preview_clip_path
+    from retouch.lib.video.review import preview_clip_path
 
     clip = tmp_path / "one.mp4"
     make_clip(clip, frames=1, width=64, height=48, audio=None)

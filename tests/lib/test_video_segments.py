@@ -117,7 +117,7 @@ def test_flicker_is_the_result_changing_well_beyond_its_source(tmp_path):
     whose brightness jumps every other frame is flagged."""
     import numpy as np
 
-    from retouch.lib.video.phases import sample_frames
+    from retouch.lib.video.review import sample_frames
     from retouch.lib.video.temporal import flickers, frame_change
 
     src = tmp_path / "clip.mp4"
@@ -153,7 +153,7 @@ def test_flicker_is_the_result_changing_well_beyond_its_source(tmp_path):
 
 
 def test_times_in_a_clip_parse_from_seconds_or_clock_notation():
-    from retouch.lib.video.phases import parse_time
+    from retouch.lib.video.review import parse_time
 
     assert parse_time("80") == 80
     assert parse_time("80.5") == Fraction(161, 2)
