@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -40,12 +41,14 @@ def make_clip(
     rotation: int | None = None,
     fmt: str | None = None,
     gop: int | None = None,
+    draw: Callable[[int, int, int], np.ndarray] | None = None,
 ) -> list[Fraction]:
     """Write a clip and return its frame times in seconds (exact).
 
     ``steps``: the pts increments (default :data:`VFR_STEPS`); ``frames``: that many frames
     of a constant 1/25 s instead. ``audio``: an audio codec (a sine tone as long as the
-    video) or None.
+    video) or None. ``draw(i, width, height)``: frame ``i`` (HxWx3 BGR uint8) instead of
+    the default picture.
     """
     if frames is not None:
         step = int(time_base.denominator / time_base.numerator / 25)
@@ -67,7 +70,8 @@ def make_clip(
     pts = 0
     times = []
     for i, step in enumerate(steps):
-        frame = av.VideoFrame.from_ndarray(_frame(i, width, height), format="bgr24")
+        pixels = (draw or _frame)(i, width, height)
+        frame = av.VideoFrame.from_ndarray(pixels, format="bgr24")
         frame = frame.reformat(format=pix_fmt)
         frame.pts = pts
         frame.time_base = time_base

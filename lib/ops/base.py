@@ -144,6 +144,9 @@ class Operation(ABC, Generic[P]):
     # The step re-draws the picture in another style (restyle, stylize): the review then
     # judges the result as a drawing, not as a repair of the photo (verdict "restyled").
     redraws: ClassVar[bool] = False
+    # Parameters that only change the frames of videos (how a frame uses the ones before
+    # it): images' result keys leave them out, so changing one recomputes videos only.
+    video_params: ClassVar[frozenset[str]] = frozenset()
 
     def models(self, params: P) -> list[str]:
         """Registry names of the model weights this step needs (checked before a run starts)."""

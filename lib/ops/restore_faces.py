@@ -22,10 +22,15 @@ Pixels in and out are HxWx3 BGR uint8/uint16, output size = input size x ``upsca
   each restored face follows its alignment, which shows as a shimmering face. Landmarks of
   a face that barely moved since the previous frame are averaged with that frame's
   (:func:`smooth_landmarks`); a face that moved, or a new one, keeps its own.
+- Video frames reuse the face detector's answer (boxes and 5 landmarks) of an earlier
+  frame of the same segment while the picture around each face barely changed since that
+  frame, for at most ``redetect_every`` frames (:func:`detections_hold`); a scene cut,
+  motion around a face or the limit detects again. Images are always detected.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -45,6 +50,7 @@ from retouch.lib.ops.base import (
     model_field,
 )
 from retouch.lib.ops.upscale import gray_like, upscale_pixels
+from retouch.lib.video.temporal import SCENE_CUT
 
 MIN_FACE_SIDE = 16
 MAX_FACE_BATCH = 8
@@ -87,6 +93,114 @@ def smooth_landmarks(current: list[Any], previous: list[Any]) -> list[np.ndarray
     return out
 
 
+REUSE_SIDE = 160
+"""A video frame is compared whole (scene cuts; frames with no face) at most this many
+pixels on its longer side."""
+FACE_SIDE = 32
+"""Each face's surroundings are compared at this many pixels square, whatever the face's
+size, so the same motion relative to the face counts the same in any resolution."""
+FACE_MARGIN = 0.25
+"""Share of a face box's width and height added on each side where change is looked for."""
+FACE_STILL = 2.0
+"""Mean change (levels of 255) of a face's surroundings since the frame its detection came
+from, at :data:`FACE_SIDE`, up to which the face is still and its detection is reused. A
+high-contrast face passes it after moving about a twentieth of its width, well within the
+jitter :func:`smooth_landmarks` averages away."""
+DETECTIONS = "restore_faces.detections"
+"""Where a video frame's detections are kept in ``OpContext.state`` for the next frames."""
+
+
+def frame_gray(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` (HxWx3 BGR or HxW, uint8) as gray HxW float32, levels of 255."""
+    gray = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY) if pixels.ndim == 3 else pixels
+    return gray.astype(np.float32)
+
+
+def _whole(gray: np.ndarray) -> np.ndarray:
+    h, w = gray.shape
+    scale = min(1.0, REUSE_SIDE / max(h, w))
+    if scale == 1.0:
+        return gray
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+
+
+def _around(gray: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
+    h, w = gray.shape
+    views = []
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 15)[:, :4]:
+        mx, my = (x2 - x1) * FACE_MARGIN, (y2 - y1) * FACE_MARGIN
+        left = int(np.clip(np.floor(x1 - mx), 0, w - 1))
+        top = int(np.clip(np.floor(y1 - my), 0, h - 1))
+        right = int(np.clip(np.ceil(x2 + mx), left + 1, w))
+        bottom = int(np.clip(np.ceil(y2 + my), top + 1, h))
+        crop = gray[top:bottom, left:right]
+        views.append(cv2.resize(crop, (FACE_SIDE, FACE_SIDE), interpolation=cv2.INTER_AREA))
+    return views
+
+
+@dataclass
+class Detections:
+    """The face detector's answer on one video frame, kept for the frames after it.
+
+    Attributes:
+        boxes: the detector's rows (N x 15 float: box x1, y1, x2, y2, score, then the 5
+            landmarks' x, y), in the frame's pixels.
+        whole: that frame, gray, at most :data:`REUSE_SIDE` px.
+        faces: each face's surroundings in that frame, gray, :data:`FACE_SIDE` px square.
+        size: that frame's (height, width).
+        frames: frames that used it so far, the one it came from included.
+    """
+
+    boxes: np.ndarray
+    whole: np.ndarray
+    faces: list[np.ndarray]
+    size: tuple[int, int]
+    frames: int = 1
+
+    @classmethod
+    def of(cls, boxes: np.ndarray, gray: np.ndarray) -> Detections:
+        """The detections ``boxes`` made on the frame ``gray`` (:func:`frame_gray`)."""
+        size = (gray.shape[0], gray.shape[1])
+        return cls(boxes, _whole(gray), _around(gray, boxes), size)
+
+
+def detections_hold(kept: Detections | None, gray: np.ndarray, redetect_every: int) -> bool:
+    """Whether a video frame (``gray``, from :func:`frame_gray`) may reuse the detections
+    ``kept`` from an earlier frame instead of running the detector: they were used by fewer
+    than ``redetect_every`` frames, the frame has their size, it is no scene cut from theirs
+    (mean change over :data:`~retouch.lib.video.temporal.SCENE_CUT`) and around each of
+    their faces (the box grown by :data:`FACE_MARGIN`, at :data:`FACE_SIDE`) the mean change
+    is at most :data:`FACE_STILL`. With no face, the whole frame must be that still, so a
+    face coming in is detected on the frame it appears."""
+    if kept is None or kept.frames >= redetect_every or kept.size != gray.shape:
+        return False
+    change = float(np.mean(np.abs(_whole(gray) - kept.whole)))
+    if change > SCENE_CUT:
+        return False
+    if len(kept.faces) == 0:
+        return change <= FACE_STILL
+    return all(
+        float(np.mean(np.abs(now - then))) <= FACE_STILL
+        for now, then in zip(_around(gray, kept.boxes), kept.faces, strict=True)
+    )
+
+
+class _Detector:
+    """Stands in for the face helper's detector during one frame: runs the real one and
+    keeps its answer, or gives back an answer kept from an earlier frame (facexlib then
+    filters, picks and aligns the faces exactly as after a detection)."""
+
+    def __init__(self, real: Any, boxes: np.ndarray | None = None):
+        self.real = real
+        self.boxes = boxes
+
+    def detect_faces(self, image: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        if self.boxes is None:
+            self.boxes = np.array(self.real.detect_faces(image, *args, **kwargs), copy=True)
+        return self.boxes.copy()
+
+
 class RestoreFacesParams(OpParams):
     model: FaceModelName = model_field(
         "face", "gfpgan-v1.4", "Face restoration model from the registry (shipped or imported)"
@@ -104,6 +218,13 @@ class RestoreFacesParams(OpParams):
         le=1,
         description="Passed to the face network; the networks used here (GFPGAN v1.3/v1.4 clean "
         "architecture, RestoreFormer) ignore it",
+    )
+    redetect_every: int = Field(
+        5,
+        ge=1,
+        description="Videos: run the face detector at least every this many frames; the frames "
+        "between reuse its faces while the picture around each face barely changes (a scene "
+        "cut or motion detects again). 1 = detect on every frame. Images are always detected",
     )
 
 
@@ -194,6 +315,7 @@ class RestoreFaces(Operation):
     id = "restore_faces"
     version = "2"  # 2: faces batched; a large background upscale is tiled
     Params = RestoreFacesParams
+    video_params = frozenset({"redetect_every"})
     summary = (
         "Face restoration with GFPGAN, RestoreFormer or an imported face model (optional upscale)"
     )
@@ -220,17 +342,38 @@ class RestoreFaces(Operation):
     ) -> list[np.ndarray]:
         """Detect, align and restore the faces of ``image`` into ``restorer.face_helper``
         (as ``GFPGANer.enhance`` does, but several faces per forward pass); a video frame's
-        landmarks are steadied against the previous frame's (:func:`smooth_landmarks`)."""
+        landmarks are steadied against the previous frame's (:func:`smooth_landmarks`) and
+        its detections may come from an earlier frame (:func:`detections_hold`)."""
         import torch
 
         helper = restorer.face_helper
         helper.clean_all()
+        pixels = np.ascontiguousarray(image.to_uint8())
+        real = helper.face_det
+        detector: _Detector | None = None
+        if ctx.clip_id:
+            gray = frame_gray(pixels)
+            kept = ctx.state.get(DETECTIONS)
+            if kept is not None and detections_hold(kept, gray, params.redetect_every):
+                kept.frames += 1
+                detector = _Detector(real, kept.boxes)
+                ctx.count("face_detections_reused")
+            else:
+                detector = _Detector(real)
+            fresh = detector.boxes is None
+            helper.face_det = detector
+        try:
+            with torch.no_grad():
+                helper.read_image(pixels)
+                helper.get_face_landmarks_5(
+                    only_center_face=params.only_center_face, eye_dist_threshold=5
+                )
+        finally:
+            helper.face_det = real
         with torch.no_grad():
-            helper.read_image(np.ascontiguousarray(image.to_uint8()))
-            helper.get_face_landmarks_5(
-                only_center_face=params.only_center_face, eye_dist_threshold=5
-            )
-            if ctx.clip_id:
+            if detector is not None:
+                if fresh and detector.boxes is not None:
+                    ctx.state[DETECTIONS] = Detections.of(detector.boxes, gray)
                 key = "restore_faces.landmarks"
                 helper.all_landmarks_5 = smooth_landmarks(
                     helper.all_landmarks_5, ctx.state.get(key, [])

@@ -34,8 +34,9 @@ def result_key(
     image_sha: str, recipe: Recipe, weights: dict[str, str], inputs: list[Any] | None = None
 ) -> str:
     """Same image bytes, same steps (with op versions), same weights and same per-image inputs
-    of the steps (e.g. a mask): same key, same result."""
-    return _prefix_key(image_sha, recipe.canonical_steps(), weights, inputs or [])
+    of the steps (e.g. a mask): same key, same result. Parameters that only change videos
+    are left out."""
+    return _prefix_key(image_sha, recipe.canonical_steps(images=True), weights, inputs or [])
 
 
 def step_keys(
@@ -45,7 +46,7 @@ def step_keys(
     ``1..i`` (their canonical parameters and op versions, the weights those steps use, and
     their per-image inputs), so ``keys[-1] == result_key(...)`` and changing step ``i``
     leaves ``keys[:i]`` as they were: those intermediates are reused."""
-    canonical = recipe.canonical_steps()
+    canonical = recipe.canonical_steps(images=True)
     inputs = list(inputs or [None] * len(canonical))
     used: set[str] = set()
     keys = [_prefix_key(image_sha, [], {}, [])]

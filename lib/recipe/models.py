@@ -387,20 +387,19 @@ class Recipe(BaseModel):
         for step in self.steps:
             step.parsed()
 
-    def canonical_steps(self) -> list[dict[str, Any]]:
-        """Steps with defaults filled in and op versions, in a stable form for hashing."""
+    def canonical_steps(self, *, images: bool = False) -> list[dict[str, Any]]:
+        """Steps with defaults filled in and op versions, in a stable form for hashing.
+        ``images``: without the parameters that only change videos' frames (an op's
+        ``video_params``), for images' result keys."""
         from retouch.lib.ops.registry import registry
 
         out = []
         for step in self.steps:
             op = registry().get(step.op)
-            out.append(
-                {
-                    "op": step.op,
-                    "version": op.version,
-                    "params": step.parsed().model_dump(mode="json"),
-                }
-            )
+            params = step.parsed().model_dump(mode="json")
+            if images:
+                params = {k: v for k, v in params.items() if k not in op.video_params}
+            out.append({"op": step.op, "version": op.version, "params": params})
         return out
 
     def steps_hash(self) -> str:

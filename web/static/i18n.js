@@ -673,6 +673,8 @@
         "upscale > 1 时用于背景的超分辨率模型；留空 = 用 Lanczos 缩放",
       "Passed to the face network; the networks used here (GFPGAN v1.3/v1.4 clean architecture, RestoreFormer) ignore it":
         "传给人脸网络的参数；这里用到的网络（GFPGAN v1.3/v1.4 clean 架构、RestoreFormer）会忽略它",
+      "Videos: run the face detector at least every this many frames; the frames between reuse its faces while the picture around each face barely changes (a scene cut or motion detects again). 1 = detect on every frame. Images are always detected":
+        "视频：至少每隔这么多帧运行一次人脸检测；其间各帧在每张人脸周围画面几乎不变时沿用其检测结果（镜头切换或运动会重新检测）。1 = 每帧都检测。图片始终检测",
       // sharpen
       "Strength: 0 = none, 1 = double the local contrast": "强度：0 = 不锐化，1 = 局部对比度加倍",
       "Gaussian sigma in pixels: size of the detail sharpened": "高斯 sigma（像素）：被锐化细节的大小",
