@@ -144,8 +144,7 @@ def _enhance(
         weights=weights,
         refresh=options.refresh,
     )
-    size = scheduling.chunk_size(len(records), options.chunk_size)
-    chunks = scheduling.chunked(records, size)
+    size, chunks = scheduling.run_chunks(records, options.chunk_size)
     logger.info(
         "run %s: %d images in %d chunks, recipe %s", run_id, len(records), len(chunks), recipe.name
     )

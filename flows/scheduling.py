@@ -78,6 +78,18 @@ def chunked(items: list[T], size: int) -> list[list[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def run_chunks(records: list[T], explicit: int | None) -> tuple[int, list[list[T]]]:
+    """A run's chunk size (:func:`chunk_size`) and its chunks. With the size chosen
+    automatically, the first image goes alone ahead of the rest (the first chunk split in
+    two), so the first result and its review come after one image's work instead of a whole
+    chunk's; an explicit size (the option or ``RETOUCH_CHUNK_SIZE``) is kept exactly."""
+    size = chunk_size(len(records), explicit)
+    chunks = chunked(records, size)
+    if explicit or get_settings().chunk_size or not chunks or len(chunks[0]) < 2:
+        return size, chunks
+    return size, [chunks[0][:1], chunks[0][1:], *chunks[1:]]
+
+
 def _in_threads() -> bool:
     """Whether this flow run's tasks run in threads of this process (not on Dask)."""
     from prefect.context import FlowRunContext

@@ -406,6 +406,69 @@ def test_chunking_is_one_chunk_per_worker_when_small_and_bounded_when_large():
     assert chunk_size_for(2000, 10, 25) == 10  # an explicit size wins
 
 
+def test_with_automatic_chunks_the_first_image_goes_alone_ahead(monkeypatch):
+    from retouch.flows.scheduling import run_chunks
+    from retouch.lib.settings import reload_settings
+
+    monkeypatch.delenv("RETOUCH_CHUNK_SIZE", raising=False)
+    monkeypatch.setenv("RETOUCH_WORKERS", "2")
+    reload_settings()
+    try:
+        size, chunks = run_chunks(list(range(6)), None)
+        assert size == 3 and chunks == [[0], [1, 2], [3, 4, 5]]
+        assert run_chunks(list(range(6)), 2) == (2, [[0, 1], [2, 3], [4, 5]])  # explicit: kept
+        assert run_chunks([7], None) == (1, [[7]])
+        assert run_chunks([], None)[1] == []
+        size, chunks = run_chunks(list(range(2000)), None)
+        assert [len(c) for c in chunks[:3]] == [1, size - 1, size]
+        assert [i for c in chunks for i in c] == list(range(2000))  # every image once, in order
+        monkeypatch.setenv("RETOUCH_CHUNK_SIZE", "4")  # a size set for the machine: kept
+        reload_settings()
+        assert run_chunks(list(range(6)), None) == (4, [[0, 1, 2, 3], [4, 5]])
+    finally:
+        monkeypatch.delenv("RETOUCH_CHUNK_SIZE", raising=False)
+        monkeypatch.delenv("RETOUCH_WORKERS", raising=False)
+        reload_settings()
+
+
+def test_the_first_image_is_reviewed_before_the_second_is_processed(
+    prefect_server, tmp_path, monkeypatch
+):
+    """Automatic chunks, one at a time (as a model on the CPU runs them): the first image's
+    result and review come after its own work, not after a whole chunk's."""
+    from retouch.flows.enhance import RunOptions, enhance
+    from retouch.lib import progress
+    from retouch.lib.recipe import load_preset
+    from retouch.lib.settings import reload_settings
+
+    monkeypatch.setenv("RETOUCH_WORKERS", "1")
+    monkeypatch.delenv("RETOUCH_CHUNK_SIZE", raising=False)
+    reload_settings()
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        (src / f"p{i}.jpg").write_bytes(_photo(i))
+    events: list[tuple[str, str]] = []
+    unsubscribe = progress.subscribe(
+        lambda e: events.append((e.phase, e.name)) if e.event == "image" else None
+    )
+    try:
+        summary = enhance(
+            source=str(src),
+            dest=str(tmp_path / "out"),
+            recipe=load_preset("web-ready"),
+            options=RunOptions(),
+        )
+    finally:
+        unsubscribe()
+    monkeypatch.delenv("RETOUCH_WORKERS")
+    reload_settings()
+    assert summary.succeeded == 4
+    first_review = events.index(("review", "p0.jpg"))
+    assert first_review < events.index(("process", "p1.jpg"))
+
+
 def test_the_recipe_a_run_executes_preset_overrides_and_empty_recipes():
     from retouch.flows.enhance import resolve_recipe
     from retouch.lib.errors import RecipeError
