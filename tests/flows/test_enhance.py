@@ -6,6 +6,7 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -361,16 +362,16 @@ def test_run_publishes_summary_table_and_link_artifacts(prefect_server, tmp_path
     assert manifest["performance"]["images"] == 2
 
 
-def test_chunks_stream_through_the_phases(prefect_server, tmp_path):
-    """A chunk is reviewed as soon as it is processed: the first review comes before the last
-    image is processed (a phase-at-a-time flow would process every image first)."""
-    from retouch.flows.enhance import RunOptions, enhance
+def _run_recording_phases(tmp_path, count: int, options) -> tuple[Any, list[tuple[str, str]]]:
+    """``web-ready`` over ``count`` photos p0.jpg...; the run's summary and its image events
+    as (phase, name), in order."""
+    from retouch.flows.enhance import enhance
     from retouch.lib import progress
     from retouch.lib.recipe import load_preset
 
     src = tmp_path / "src"
     src.mkdir()
-    for i in range(6):
+    for i in range(count):
         (src / f"p{i}.jpg").write_bytes(_photo(i))
     events: list[tuple[str, str]] = []
     unsubscribe = progress.subscribe(
@@ -378,13 +379,20 @@ def test_chunks_stream_through_the_phases(prefect_server, tmp_path):
     )
     try:
         summary = enhance(
-            source=str(src),
-            dest=str(tmp_path / "out"),
-            recipe=load_preset("web-ready"),
-            options=RunOptions(chunk_size=1),
-        )
+            source=str(src), dest=str(tmp_path / "out"), recipe=load_preset("web-ready"),
+            options=options,
+        )  # fmt: skip
     finally:
         unsubscribe()
+    return summary, events
+
+
+def test_chunks_stream_through_the_phases(prefect_server, tmp_path):
+    """A chunk is reviewed as soon as it is processed: the first review comes before the last
+    image is processed (a phase-at-a-time flow would process every image first)."""
+    from retouch.flows.enhance import RunOptions
+
+    summary, events = _run_recording_phases(tmp_path, 6, RunOptions(chunk_size=1))
     assert summary.succeeded == 6
     phases = [phase for phase, _ in events]
     assert phases.count("process") == 6 and phases.count("review") == 6
@@ -436,32 +444,13 @@ def test_the_first_image_is_reviewed_before_the_second_is_processed(
 ):
     """Automatic chunks, one at a time (as a model on the CPU runs them): the first image's
     result and review come after its own work, not after a whole chunk's."""
-    from retouch.flows.enhance import RunOptions, enhance
-    from retouch.lib import progress
-    from retouch.lib.recipe import load_preset
+    from retouch.flows.enhance import RunOptions
     from retouch.lib.settings import reload_settings
 
     monkeypatch.setenv("RETOUCH_WORKERS", "1")
     monkeypatch.delenv("RETOUCH_CHUNK_SIZE", raising=False)
     reload_settings()
-
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(4):
-        (src / f"p{i}.jpg").write_bytes(_photo(i))
-    events: list[tuple[str, str]] = []
-    unsubscribe = progress.subscribe(
-        lambda e: events.append((e.phase, e.name)) if e.event == "image" else None
-    )
-    try:
-        summary = enhance(
-            source=str(src),
-            dest=str(tmp_path / "out"),
-            recipe=load_preset("web-ready"),
-            options=RunOptions(),
-        )
-    finally:
-        unsubscribe()
+    summary, events = _run_recording_phases(tmp_path, 4, RunOptions())
     monkeypatch.delenv("RETOUCH_WORKERS")
     reload_settings()
     assert summary.succeeded == 4
