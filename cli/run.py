@@ -123,7 +123,8 @@ def run(
         from retouch.flows.enhance import RunOptions
         from retouch.lib.models.compat import preload
 
-        preload(recipe.models())
+        # The models too, when they run on the CPU: the first image finds them loaded.
+        preload(recipe.models(), recipe, device or get_settings().device)
 
         if not verbose:
             runtime.tidy_console()

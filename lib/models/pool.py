@@ -17,6 +17,10 @@ from typing import Any
 PoolKey = tuple[Hashable, ...]
 """(model name, device, precision, extra config tuple)."""
 
+PoolEntry = tuple[PoolKey, Callable[[], Any]]
+"""A model as an operation takes it from the pool: its key and the factory that builds it
+(see ``Operation.pool_entries``)."""
+
 
 class _Entry:
     __slots__ = ("build_lock", "use_lock", "value", "built")

@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from retouch.lib.image import Image
+from retouch.lib.models.pool import PoolEntry
 
 
 class OpParams(BaseModel):
@@ -157,6 +158,12 @@ class Operation(ABC, Generic[P]):
         in the pool): by default when it names registry weights; an op whose model is not
         a registry entry (a diffusion checkpoint) says so itself."""
         return bool(self.models(params))
+
+    def pool_entries(self, params: P, device: str) -> list[PoolEntry]:
+        """The models a call with ``params`` on ``device`` (resolved: ``cpu``, ``cuda:N``)
+        takes from the pool, as (key, factory), built the way the call builds them: what a
+        command loads ahead of its first image (``retouch.lib.models.compat.preload``)."""
+        return []
 
     def check(self, params: P) -> None:
         """Raise :class:`~retouch.lib.errors.RetouchError` when this step cannot run here for

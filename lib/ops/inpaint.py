@@ -53,6 +53,7 @@ from pydantic import Field, field_validator
 from retouch.lib.errors import OperationError, RetouchError
 from retouch.lib.image import Image
 from retouch.lib.masks import MaskSource, video_mask_for_image
+from retouch.lib.models.pool import PoolEntry
 from retouch.lib.models.specs import check_purpose, names
 from retouch.lib.ops.base import MaskLookup, OpContext, Operation, OpParams
 from retouch.lib.settings import get_settings
@@ -269,6 +270,22 @@ def _where(params: InpaintParams, ctx: OpContext) -> str:
     return "(no mask folder: pass --masks DIR or FILE, set inpaint.mask_dir, or put <stem>_mask.png beside the image)"
 
 
+def lama_entry(model: str, device: str) -> PoolEntry:
+    """The pool key and factory of inpainting model ``model`` on ``device`` (resolved)."""
+    from retouch.lib.models.families import get_family
+    from retouch.lib.models.fetch import weights_key
+    from retouch.lib.models.specs import get_spec
+
+    spec = get_spec(model)
+    family = get_family(spec.kind)
+    precision = family.dtype(spec, device, None)
+
+    def factory() -> Any:
+        return family.load(spec, device=device, dtype=precision)
+
+    return (model, device, precision, (weights_key(model),)), factory
+
+
 def _lama_fill(
     pixels: np.ndarray, mask: np.ndarray, params: InpaintParams, ctx: OpContext
 ) -> np.ndarray:
@@ -277,21 +294,10 @@ def _lama_fill(
     from retouch.lib.models import inpainting
     from retouch.lib.models.budget import memory_budget
     from retouch.lib.models.device import device_for
-    from retouch.lib.models.families import get_family
-    from retouch.lib.models.fetch import weights_key
     from retouch.lib.models.pool import default_pool
-    from retouch.lib.models.specs import get_spec
     from retouch.lib.models.tiling import free_device_memory, is_out_of_memory
 
-    spec = get_spec(params.model)
-    family = get_family(spec.kind)
-    device = device_for(ctx.device)
-    precision = family.dtype(spec, device, None)
-    key = (params.model, device, precision, (weights_key(params.model),))
-
-    def factory() -> Any:
-        return family.load(spec, device=device, dtype=precision)
-
+    key, factory = lama_entry(params.model, device_for(ctx.device))
     top = 65535.0 if pixels.dtype == np.uint16 else 255.0
     rgb = np.ascontiguousarray(pixels[:, :, ::-1], dtype=np.float32) / np.float32(top)
     boxes, labels = inpainting.plan(
@@ -335,6 +341,9 @@ class Inpaint(Operation):
 
     def models(self, params: InpaintParams) -> list[str]:
         return [params.model] if params.method == "lama" else []
+
+    def pool_entries(self, params: InpaintParams, device: str) -> list[PoolEntry]:
+        return [lama_entry(params.model, device)] if params.method == "lama" else []
 
     def key_inputs(self, params: InpaintParams, ctx: OpContext) -> Any:
         lookup = _mask_lookup(params, ctx)

@@ -39,7 +39,7 @@ from pydantic import Field
 
 from retouch.lib.errors import OperationError
 from retouch.lib.image import Image, to_uint8
-from retouch.lib.models.pool import default_pool
+from retouch.lib.models.pool import PoolEntry, default_pool
 from retouch.lib.models.specs import get_spec
 from retouch.lib.ops.base import (
     FaceModelName,
@@ -49,7 +49,7 @@ from retouch.lib.ops.base import (
     UpscaleModelName,
     model_field,
 )
-from retouch.lib.ops.upscale import gray_like, upscale_pixels
+from retouch.lib.ops.upscale import gray_like, upscale_entry, upscale_pixels
 from retouch.lib.video.temporal import SCENE_CUT
 
 MIN_FACE_SIDE = 16
@@ -311,6 +311,22 @@ def restore_aligned_faces(
     return restored
 
 
+def face_entry(model: str, device: str) -> PoolEntry:
+    """The pool key and factory of face model ``model`` (with its detector and parser) on
+    ``device`` (resolved), as :class:`RestoreFaces` takes it from the pool."""
+    from retouch.lib.models.families import get_family
+    from retouch.lib.models.fetch import weights_key
+
+    spec = get_spec(model)
+    family = get_family(spec.kind)
+
+    def factory() -> Any:
+        # One instance serves every upscale factor (set per call).
+        return family.load(spec, device=device, dtype="fp32", upscale=1).handle
+
+    return (model, device, "fp32", (weights_key(model),)), factory
+
+
 class RestoreFaces(Operation):
     id = "restore_faces"
     version = "2"  # 2: faces batched; a large background upscale is tiled
@@ -326,6 +342,13 @@ class RestoreFaces(Operation):
         if params.bg_upsampler and params.upscale > 1:
             names.append(params.bg_upsampler)
         return names
+
+    def pool_entries(self, params: OpParams, device: str) -> list[PoolEntry]:
+        assert isinstance(params, RestoreFacesParams)
+        entries = [face_entry(params.model, device)]
+        if params.bg_upsampler and params.upscale > 1:
+            entries.append(upscale_entry(params.bg_upsampler, device))
+        return entries
 
     def _background(self, image: Image, params: RestoreFacesParams, ctx: OpContext) -> np.ndarray:
         up = params.upscale
@@ -389,8 +412,6 @@ class RestoreFaces(Operation):
 
     def __call__(self, image: Image, params: OpParams, ctx: OpContext) -> Image:
         assert isinstance(params, RestoreFacesParams)
-        from retouch.lib.models.families import get_family
-        from retouch.lib.models.fetch import weights_key
         from retouch.lib.models.loaders import device_for
 
         bg = self._background(image, params, ctx)
@@ -398,14 +419,7 @@ class RestoreFaces(Operation):
             out = bg
         else:
             device = device_for(ctx.device)
-            key = (params.model, device, "fp32", (weights_key(params.model),))
-            spec = get_spec(params.model)
-            family = get_family(spec.kind)
-
-            def factory() -> Any:
-                # One instance serves every upscale factor (set per call below).
-                return family.load(spec, device=device, dtype="fp32", upscale=1).handle
-
+            key, factory = face_entry(params.model, device)
             bg8 = to_uint8(bg)
             pool = ctx.pool if ctx.pool is not None else default_pool()
             out8: np.ndarray | None = None

@@ -30,7 +30,7 @@ from pydantic import Field, field_validator, model_validator
 
 from retouch.lib.errors import OperationError
 from retouch.lib.image import Image
-from retouch.lib.models.pool import default_pool
+from retouch.lib.models.pool import PoolEntry, default_pool
 from retouch.lib.models.specs import get_spec
 from retouch.lib.ops.base import OpContext, Operation, OpParams, UpscaleModelName, model_field
 
@@ -108,6 +108,41 @@ class UpscaleParams(OpParams):
         return self
 
 
+def upscale_entry(
+    model: str,
+    device: str,
+    *,
+    half: bool | None = None,
+    tile: int = 0,
+    tile_pad: int = 10,
+    pre_pad: int = 10,
+    denoise_strength: float | None = None,
+) -> PoolEntry:
+    """The pool key and factory of upscale model ``model`` on ``device`` (resolved), as
+    :func:`upscale_pixels` takes it from the pool."""
+    from retouch.lib.models.families import get_family
+    from retouch.lib.models.fetch import weights_key
+
+    spec = get_spec(model)
+    family = get_family(spec.kind)
+    precision = family.dtype(spec, device, half)
+    extra: tuple[Any, ...] = (weights_key(model),)
+    # Settings a family may read (the official Real-ESRGAN helper does); others ignore them.
+    options: dict[str, Any] = {
+        "tile": tile,
+        "tile_pad": tile_pad,
+        "pre_pad": pre_pad,
+        "denoise_strength": denoise_strength,
+    }
+    if denoise_strength is not None and denoise_strength < 1 and spec.dni_partner:
+        extra += (weights_key(spec.dni_partner), round(float(denoise_strength), 4))
+
+    def factory() -> Any:
+        return family.load(spec, device=device, dtype=precision, **options)
+
+    return (model, device, precision, extra), factory
+
+
 def upscale_pixels(
     pixels: np.ndarray,
     ctx: OpContext,
@@ -133,7 +168,6 @@ def upscale_pixels(
     ``model_calls`` and the network's ``forward_passes``.
     """
     from retouch.lib.models.families import get_family
-    from retouch.lib.models.fetch import weights_key
     from retouch.lib.models.loaders import device_for, wants_channels_last
     from retouch.lib.models.tiling import (
         TiledOutOfMemory,
@@ -145,22 +179,15 @@ def upscale_pixels(
     spec = get_spec(model)
     family = get_family(spec.kind)
     device = device_for(ctx.device)
-    precision = family.dtype(spec, device, half)
-    extra: tuple[Any, ...] = (weights_key(model),)
-    # Settings a family may read (the official Real-ESRGAN helper does); others ignore them.
-    options: dict[str, Any] = {
-        "tile": tile,
-        "tile_pad": tile_pad,
-        "pre_pad": pre_pad,
-        "denoise_strength": denoise_strength,
-    }
-    if denoise_strength is not None and denoise_strength < 1 and spec.dni_partner:
-        extra += (weights_key(spec.dni_partner), round(float(denoise_strength), 4))
-    key = (model, device, precision, extra)
-
-    def factory() -> Any:
-        return family.load(spec, device=device, dtype=precision, **options)
-
+    key, factory = upscale_entry(
+        model,
+        device,
+        half=half,
+        tile=tile,
+        tile_pad=tile_pad,
+        pre_pad=pre_pad,
+        denoise_strength=denoise_strength,
+    )
     needs = family.needs(spec)
     align = math.lcm(mod_align(spec.scale), needs.multiple_of)
     min_side = max(MIN_SIDE, needs.min_size)
@@ -243,6 +270,19 @@ class Upscale(Operation):
         if partner and params.denoise_strength is not None and params.denoise_strength < 1:
             names.append(partner)
         return names
+
+    def pool_entries(self, params: OpParams, device: str) -> list[PoolEntry]:
+        assert isinstance(params, UpscaleParams)
+        entry = upscale_entry(
+            params.model,
+            device,
+            half=params.half,
+            tile=params.tile,
+            tile_pad=params.tile_pad,
+            pre_pad=params.pre_pad,
+            denoise_strength=params.denoise_strength,
+        )
+        return [entry]
 
     def __call__(self, image: Image, params: OpParams, ctx: OpContext) -> Image:
         assert isinstance(params, UpscaleParams)

@@ -333,3 +333,57 @@ def test_a_deferred_module_that_fails_is_removed_like_any_failed_import(tmp_path
         for name in ("deferpkg.bad", "deferpkg"):
             sys.modules.pop(name, None)
             compat._pending.pop(name, None)
+
+
+def test_preload_builds_the_recipes_models_as_its_steps_take_them(tmp_path, monkeypatch):
+    """``preload`` with a recipe on the CPU builds every model the steps use (upscale, the
+    face network with its detector and parser, the background upsampler) under the keys the
+    steps ask for: running the steps afterwards builds nothing. On another device it builds
+    nothing (models load there under the run's GPU limit)."""
+    import numpy as np
+
+    from retouch.lib.image import Image
+    from retouch.lib.models.compat import preload
+    from retouch.lib.models.pool import default_pool
+    from retouch.lib.ops.base import OpContext
+    from retouch.lib.ops.registry import registry
+    from retouch.lib.recipe import Recipe
+
+    tiny_models.install_tiny_models(tmp_path / "models", monkeypatch, faces="one")
+    recipe = Recipe.model_validate(
+        {
+            "name": "t",
+            "steps": [
+                {"op": "upscale", "params": {"model": "realesrgan-x4plus", "outscale": 2}},
+                {
+                    "op": "restore_faces",
+                    "params": {"upscale": 2, "bg_upsampler": "realesrgan-x2plus"},
+                },
+            ],
+        }
+    )
+    pool = default_pool()
+    pool.clear()
+    entries = [
+        key
+        for step in recipe.steps
+        for key, _ in registry().get(step.op).pool_entries(step.parsed(), "cpu")
+    ]
+    assert len(entries) == 3
+
+    thread = preload(recipe.models(), recipe, "cuda:0")
+    assert thread is not None
+    thread.join(300)
+    assert not any(key in pool for key in entries)  # a GPU run loads under its limit
+
+    thread = preload(recipe.models(), recipe, "cpu")
+    assert thread is not None
+    thread.join(300)
+    assert all(key in pool for key in entries)
+    loads = dict(pool.loads)
+    image = Image(pixels=np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    for step in recipe.steps:
+        image = registry().get(step.op)(image, step.parsed(), OpContext(device="cpu"))
+    assert image.width == 48 * 4
+    assert pool.loads == loads
+    pool.clear()
