@@ -15,6 +15,7 @@ from prefect.utilities.annotations import allow_failure, quote
 
 from retouch.lib import perf, progress
 from retouch.lib.delivery import delivery
+from retouch.lib.phases import workers
 from retouch.lib.phases.context import RunConfig
 from retouch.lib.phases.export import assign_outputs
 from retouch.lib.records import ImageRecord, RunSummary
@@ -23,6 +24,7 @@ from retouch.tasks.export import deliver, export_chunk
 from retouch.tasks.prepare import prepare_chunk
 from retouch.tasks.process import (
     bound_cache,
+    one_pass_chunk,
     process_chunk,
     record_versions_chunk,
     submit_segments,
@@ -137,10 +139,11 @@ def _versions_settled(future: PrefectFuture[Any], chunk: list[ImageRecord]) -> l
 
 
 def _stream(
-    chunks: list[list[ImageRecord]], stages: list[tuple[Phase, Submit]], slots: int
+    chunks: list[list[ImageRecord]], stages: list[list[tuple[Phase, Submit]]], slots: int
 ) -> list[list[ImageRecord]]:
-    """Run every chunk through ``stages`` (phase, submit function) in order, each chunk
-    as soon as its previous stage is done, with at most ``slots`` task runs in flight.
+    """Run every chunk through its ``stages`` (per chunk: phase, submit function) in order,
+    each chunk as soon as its previous stage is done, with at most ``slots`` task runs in
+    flight.
 
     Later stages go first: a chunk that has been processed is reviewed and recorded before
     the next chunk starts processing, so first results (and their previews) appear while
@@ -155,15 +158,15 @@ def _stream(
         ready.sort(key=lambda item: (-item[0], item[1]))
         while ready and len(running) < slots:
             stage, i = ready.pop(0)
-            running[stages[stage][1](results[i])] = (stage, i)
+            running[stages[i][stage][1](results[i])] = (stage, i)
         future = next(as_completed(list(running)))
         stage, i = running.pop(future)
-        phase = stages[stage][0]
+        phase = stages[i][stage][0]
         if phase == "versions":
             results[i] = _versions_settled(future, results[i])
         else:
             results[i] = _settle(future, results[i], phase)
-        if stage + 1 < len(stages):
+        if stage + 1 < len(stages[i]):
             ready.append((stage + 1, i))
     return results
 
@@ -216,7 +219,17 @@ def run_phases(
         "versions": lambda c: record_versions_chunk.submit(wrap(c), conf, ids, note),
     }
     stages = [(phase, submit[phase]) for phase in phases]
-    return _stream(chunks, stages, slots=phase_slots(config))
+    # A chunk in worker processes goes through all four phases in one task run, one pass per
+    # image (see tasks/process.py one_pass_chunk); a failed run fails its images in "process".
+    in_one: list[tuple[Phase, Submit]] = [
+        ("process", lambda c: one_pass_chunk.submit(wrap(c), conf, ids, note))
+    ]
+    whole = tuple(phases) == ALL_PHASES
+    return _stream(
+        chunks,
+        [in_one if whole and workers.one_pass(config, c) else stages for c in chunks],
+        slots=phase_slots(config),
+    )
 
 
 def process_phases(

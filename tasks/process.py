@@ -107,6 +107,19 @@ def process_chunk(records: list[ImageRecord], config: RunConfig) -> list[ImageRe
         return workers.process_records(records, config)
 
 
+@task(name="prepare-process-review", retries=2, retry_delay_seconds=chunk_retry_delays())
+def one_pass_chunk(
+    records: list[ImageRecord],
+    config: RunConfig,
+    image_ids: dict[str, str] | None = None,
+    note: str = "",
+) -> list[ImageRecord]:
+    """A chunk of images through prepare, process, review and versions in one pass per image,
+    in worker processes (recipes without models; see ``workers.one_pass_batch``): each image
+    read and decoded once. Results are reused by content key as in ``process-chunk``."""
+    return workers.map_images(workers.in_one_pass(image_ids, note), records, config)
+
+
 @task(name="record-versions", retries=2, retry_delay_seconds=chunk_retry_delays())
 def record_versions_chunk(
     records: list[ImageRecord],

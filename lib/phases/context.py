@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from retouch.lib.image import Image
 from retouch.lib.masks import BesideMasks, MaskSource
 from retouch.lib.ops.base import OpContext
 from retouch.lib.ops.registry import registry
@@ -34,6 +35,11 @@ class RunContext:
     refresh: bool = False
     segment_tasks: bool = False  # videos' segments were made by tasks of their own first
     counters: dict[str, int] = field(default_factory=dict)
+    handed: dict[str, Image] | None = None
+    """Decoded images handed from one phase to the next of the same image when the phases
+    run back to back on it (``retouch.lib.phases.workers.in_one_pass``): the source as
+    prepared (:func:`source_slot`) and the result as computed (:func:`result_slot`), so
+    neither is read and decoded again. None (the default): every phase reads its own."""
     _mask_sources: dict[str, MaskSource] = field(default_factory=dict)
     _beside: BesideMasks | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -119,6 +125,17 @@ class RunConfig(BaseModel):
             refresh=self.refresh,
             segment_tasks=self.segment_tasks,
         )
+
+
+def source_slot(record: ImageRecord) -> str:
+    """Where the prepared source of ``record`` is handed on (``RunContext.handed``): its
+    location and content, so a file changed in between is never taken for it."""
+    return f"source:{record.uri}:{record.sha256}"
+
+
+def result_slot(key: str) -> str:
+    """Where the computed result of result key ``key`` is handed on (``RunContext.handed``)."""
+    return f"result:{key}"
 
 
 def is_video(record: ImageRecord) -> bool:

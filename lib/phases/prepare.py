@@ -6,10 +6,10 @@ import time
 
 from retouch.lib import progress, sources, storage
 from retouch.lib.errors import RetouchError, SourceError, reason_of
-from retouch.lib.image import downscaled
+from retouch.lib.image import Image, downscaled
 from retouch.lib.imageio import decode, probe
 from retouch.lib.masks import masks_beside
-from retouch.lib.phases.context import is_video, jsonable
+from retouch.lib.phases.context import is_video, jsonable, source_slot
 from retouch.lib.phases.keys import sha256_bytes
 from retouch.lib.quality import analysis
 from retouch.lib.records import Analysis, ImageRecord, InputInfo
@@ -54,10 +54,14 @@ def list_inputs(
 
 
 def prepare_one(
-    record: ImageRecord, settings: Settings, segment_seconds: float | None = None
+    record: ImageRecord,
+    settings: Settings,
+    segment_seconds: float | None = None,
+    handed: dict[str, Image] | None = None,
 ) -> ImageRecord:
     """Read, fingerprint, validate (full decode) and analyse one image (or video, cut into
-    segments of at least ``segment_seconds``: the recipe's ``export.video`` setting)."""
+    segments of at least ``segment_seconds``: the recipe's ``export.video`` setting).
+    ``handed``: where the decoded image is left for the next phase (``RunContext.handed``)."""
     if is_video(record):
         from retouch.lib.video import phases
 
@@ -80,6 +84,8 @@ def prepare_one(
         )
         if info.frames > 1:  # animations and multi-page files: the first frame is the image
             record.problems.append(f"only the first of {info.frames} frames (pages) was processed")
+        if handed is not None:
+            handed[source_slot(record)] = image
         found = analysis.analyse(downscaled(image, ANALYSIS_MAX_SIDE))
         record.analysis = Analysis.model_validate(jsonable(found))
         record.recommendations = list(analysis.recommend(found))

@@ -14,7 +14,7 @@ from retouch.lib.errors import RetouchError, reason_of
 from retouch.lib.image import Image
 from retouch.lib.imageio import decode
 from retouch.lib.ops.registry import registry
-from retouch.lib.phases.context import RunConfig, RunContext, is_video
+from retouch.lib.phases.context import RunConfig, RunContext, is_video, result_slot, source_slot
 from retouch.lib.phases.keys import sha256_bytes
 from retouch.lib.recipe import Recipe
 from retouch.lib.records import ImageRecord, OutputInfo
@@ -174,6 +174,8 @@ def _compute(job: _Job, ctx: RunContext, device: str, stored: set[int], writer: 
         )
         if not ctx.recipe.steps:
             job.writes.append(writer.submit(ctx.workspace.save_result, keys[-1], image))
+        if ctx.handed is not None:
+            ctx.handed[result_slot(keys[-1])] = image
     except RetouchError as exc:
         job.error = reason_of(exc)
         return
@@ -254,6 +256,10 @@ def _cached_prefix(keys: list[str], ctx: RunContext, stored: set[int]) -> int:
 
 
 def _read_source(record: ImageRecord, ctx: RunContext) -> Image:
+    if ctx.handed is not None:
+        prepared = ctx.handed.get(source_slot(record))
+        if prepared is not None:  # decoded by this image's prepare phase, just now
+            return prepared
     data = storage.read_bytes(record.uri, max_bytes=ctx.settings.max_file_bytes)
     if sha256_bytes(data) != record.sha256:
         raise RetouchError(

@@ -18,7 +18,7 @@ from retouch.lib.image import Image, downscaled, resize_plane
 from retouch.lib.imageio import decode, encode
 from retouch.lib.ops.base import OpContext
 from retouch.lib.ops.registry import registry
-from retouch.lib.phases.context import RunContext, is_video, jsonable
+from retouch.lib.phases.context import RunContext, is_video, jsonable, result_slot, source_slot
 from retouch.lib.quality.faces import detect_faces
 from retouch.lib.quality.measures import detail_map, tile_seams
 from retouch.lib.quality.score import quality_score
@@ -90,11 +90,16 @@ def review_one(record: ImageRecord, ctx: RunContext) -> ImageRecord:
     if not record.ok or record.result_key is None:
         progress.emit(progress.ImagePhaseDone(phase="review", name=record.name, ok=record.ok))
         return record
+    handed = ctx.handed if ctx.handed is not None else {}
+    before = handed.pop(source_slot(record), None)
+    after = handed.pop(result_slot(record.result_key), None)
     with reviewing(record, ctx):
-        before = decode(
-            storage.read_bytes(record.uri), record.name, pixel_limit=ctx.settings.pixel_limit
-        )
-        after = ctx.workspace.load_result(record.result_key)
+        if before is None:
+            before = decode(
+                storage.read_bytes(record.uri), record.name, pixel_limit=ctx.settings.pixel_limit
+            )
+        if after is None:
+            after = ctx.workspace.load_result(record.result_key)
         review_pair(record, ctx, before, after)
     return record
 

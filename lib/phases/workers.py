@@ -32,7 +32,7 @@ from functools import partial
 from typing import Any
 
 from retouch.lib import perf, progress
-from retouch.lib.phases.context import RunConfig, RunContext
+from retouch.lib.phases.context import RunConfig, RunContext, is_video
 from retouch.lib.phases.export import export_one
 from retouch.lib.phases.prepare import prepare_one
 from retouch.lib.phases.process import process_many
@@ -97,12 +97,56 @@ def record_versions(image_ids: dict[str, str] | None, note: str) -> PhaseWork:
     return partial(versions_batch, image_ids=image_ids or {}, note=note)
 
 
+def one_pass_batch(
+    records: list[ImageRecord],
+    config: RunConfig,
+    ctx: RunContext,
+    *,
+    image_ids: dict[str, str] | None = None,
+    note: str = "",
+) -> list[ImageRecord]:
+    """prepare, process, review and record the version of each image in turn: the image is
+    read and decoded once, and its result reviewed as computed (``RunContext.handed``), where
+    phase by phase each would read and decode it again and its record would travel between
+    processes four times. Each phase does and reports what it does on its own."""
+    from retouch.lib import versions
+
+    seconds = config.recipe.export.video.segment_seconds
+    ids = image_ids or {}
+    ctx.handed = {}
+    try:
+        for record in records:
+            try:
+                prepare_one(record, ctx.settings, seconds, handed=ctx.handed)
+                process_many([record], ctx, config.weights, config.device)
+                review_one(record, ctx)
+                versions.record_run_image(record, ctx, ids.get(record.name), note)
+            finally:
+                ctx.handed.clear()  # one image's pixels at a time
+    finally:
+        ctx.handed = None
+    return records
+
+
+def in_one_pass(image_ids: dict[str, str] | None, note: str) -> PhaseWork:
+    """:func:`one_pass_batch` with the run's slot ids and note bound."""
+    return partial(one_pass_batch, image_ids=image_ids or {}, note=note)
+
+
+def one_pass(config: RunConfig, records: list[ImageRecord]) -> bool:
+    """Whether a chunk goes through its phases in one pass per image (:func:`in_one_pass`):
+    when it runs in worker processes (:func:`processes_for`) and holds no video (a video's
+    segments are task runs of their own between its prepare and process phases)."""
+    return bool(processes_for(config, len(records))) and not any(is_video(r) for r in records)
+
+
 PHASE_OF: dict[Callable[..., Any], str] = {
     prepare_batch: "prepare",
     process_batch: "process",
     review_batch: "review",
     export_batch: "export",
     versions_batch: "versions",
+    one_pass_batch: "process",
 }
 """The phase a record failed in when its worker died while running that work."""
 

@@ -115,6 +115,95 @@ def test_worker_processes_give_the_same_results_and_events(tmp_path, monkeypatch
     assert all(r.sha256 is None and not r.scores for r in records)
 
 
+def test_one_pass_per_image_in_workers_equals_the_phases_one_by_one(tmp_path, monkeypatch):
+    """A chunk in worker processes goes through prepare, process, review and versions in one
+    pass per image: the same records, results, previews, versions and events as the phases
+    run one after the other in the flow's process."""
+    records = _records(tmp_path / "src", 20)
+    _use_processes(monkeypatch, 1)
+    inline, inline_events = _run_phases(records, _config(tmp_path, "inline"))
+
+    _use_processes(monkeypatch, 2)
+    config = _config(tmp_path, "pass")
+    assert workers.one_pass(config, records)
+    assert not workers.one_pass(config, records[: workers.MIN_IMAGES - 1])
+    events = []
+    unsubscribe = progress.subscribe(lambda e: events.append(e.model_dump()))
+    try:
+        passed = workers.map_images(workers.in_one_pass({}, ""), records, config)
+        passed = workers.map_images(workers.export_batch, passed, config)
+    finally:
+        unsubscribe()
+    assert workers._pool is not None
+
+    assert all(r.ok for r in passed), [r.reason for r in passed if not r.ok]
+    for a, b in zip(inline, passed, strict=True):
+        assert (a.name, a.sha256, a.result_key) == (b.name, b.sha256, b.result_key)
+        assert a.analysis == b.analysis and a.input == b.input
+        # The version's id is the run's own; the rest of what was delivered is the same.
+        assert a.output.model_dump(exclude={"version_id"}) == b.output.model_dump(
+            exclude={"version_id"}
+        )
+        assert a.output.version == b.output.version == 1
+        assert a.scores == b.scores and a.problems == b.problems
+        assert a.output_name == b.output_name and a.output_sha256 == b.output_sha256
+        assert set(a.timings) == set(b.timings)
+    ws_inline, ws_pass = tmp_path / "ws-inline", tmp_path / "ws-pass"
+    for inline_dir, pass_dir in (
+        (ws_inline / "results", ws_pass / "results"),
+        (ws_inline / "runs" / "run-inline", ws_pass / "runs" / "run-pass"),  # previews
+    ):
+        files = sorted(
+            p.relative_to(inline_dir) for p in inline_dir.rglob("*") if p.suffix in (".png", ".jpg")
+        )
+        assert files
+        assert files == sorted(
+            p.relative_to(pass_dir) for p in pass_dir.rglob("*") if p.suffix in (".png", ".jpg")
+        )
+        for rel in files:
+            assert (inline_dir / rel).read_bytes() == (pass_dir / rel).read_bytes()
+    assert len(list((ws_pass / "versions").rglob("v/*.json"))) == 20
+
+    def per_phase(got):
+        return sorted((e.get("phase"), e.get("name")) for e in got if e["event"] == "image")
+
+    assert per_phase(events) == per_phase(inline_events)
+
+
+def test_one_pass_reads_and_decodes_each_image_once(tmp_path, monkeypatch):
+    """Phase by phase an image is decoded four times (prepare, process, the review's input and
+    result); in one pass once, and the review scores the result as it was computed."""
+    import retouch.lib.phases.prepare as prepare_mod
+    import retouch.lib.phases.process as process_mod
+    import retouch.lib.phases.review as review_mod
+    import retouch.lib.workspace as workspace_mod
+
+    decoded: list[str] = []
+    for module in (prepare_mod, process_mod, review_mod, workspace_mod):
+        real = module.decode
+
+        def counting(data, name, *args, _real=real, **kwargs):
+            decoded.append(name)
+            return _real(data, name, *args, **kwargs)
+
+        monkeypatch.setattr(module, "decode", counting)
+    records = _records(tmp_path / "src", 3)
+    config = _config(tmp_path, "one")
+    ctx = config.context()
+    phased = records
+    for work in PHASES[:4]:
+        phased = work([r.model_copy(deep=True) for r in phased], config, ctx)
+    assert len(decoded) == 4 * 3
+    decoded.clear()
+    config = _config(tmp_path, "two")
+    passed = workers.one_pass_batch(
+        [r.model_copy(deep=True) for r in records], config, config.context()
+    )
+    assert len(decoded) == 3
+    assert [r.scores for r in passed] == [r.scores for r in phased]
+    assert all(r.ok and r.output.version == 1 for r in passed)
+
+
 def test_small_chunks_and_model_recipes_stay_in_the_flow_process(tmp_path, monkeypatch):
     _use_processes(monkeypatch, 4)
     config = _config(tmp_path, "x")
