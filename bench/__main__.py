@@ -144,7 +144,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                 notes.append(f"restyle_gpu: SD step: ERROR: {str(sd.get('error', ''))[-300:]}")
             continue
         if case in (
-            "upscale", "upscale_gpu", "faces", "inpaint", "inpaint_gpu", "restyle", "classic"
+            "upscale", "upscale_gpu", "faces", "inpaint", "inpaint_gpu", "restyle", "classic",
+            "classic_large",
         ):  # fmt: skip
             lines.append(
                 f"{case:<12} {r['images']:>6} {r['baseline_s_per_image']:>10.4f} "
@@ -237,6 +238,12 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{r['baseline']['wall_s']:.2f} s (first result "
                 f"{_fmt(r['baseline_first_result_s'], '.2f')} s); " + "; ".join(parts)
             )
+            for what, a in (r.get("agreement") or {}).items():
+                notes.append(
+                    f"firstresult: {what.replace('_', ' ')} vs the loop's outputs: max difference "
+                    f"{_fmt(a['max_abs_diff'], 'd')} levels (tolerance {a['tolerance_levels']}): "
+                    f"{'agree' if a['agree'] else 'DIFFERENT'}"
+                )
             t = r["targets"]
             notes.append(
                 f"firstresult: target {r['target']}: whole run "

@@ -46,7 +46,9 @@ def _inputs(src: Path) -> list[Path]:
 
 
 def _writer(recipe: Any):
-    """Encode like the recipe's export settings (format and JPEG/WebP quality)."""
+    """Encode like the recipe's export settings (format and JPEG/WebP quality; JPEG chroma
+    at full resolution from quality 90, as retouch's encoder writes it, so both sides deliver
+    the same pixels and pay for the same encoding)."""
     fmt = recipe.export.format
     quality = recipe.export.quality
 
@@ -56,6 +58,8 @@ def _writer(recipe: Any):
         params: list[int] = []
         if ext == "jpg":
             params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+            if quality >= 90:
+                params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
         elif ext == "webp":
             params = [cv2.IMWRITE_WEBP_QUALITY, quality]
         out = path.with_suffix(f".{ext}")

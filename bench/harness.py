@@ -21,7 +21,7 @@ from typing import Any
 from . import images, models
 from .gpu import busy_enough
 from .proc import Measured, run_measured, venv_tool
-from .sizes import RECIPES, TARGETS, Sizes
+from .sizes import JPEG_TOLERANCE, RECIPES, TARGETS, Sizes
 from .verdicts import (
     check_retouch,
     cuda_available,
@@ -44,15 +44,15 @@ def gpu_of(row: dict[str, Any]) -> dict[str, Any] | None:
 
 
 ALL_CASES = (
-    "upscale", "faces", "inpaint", "restyle", "video", "classic", "scaling", "coldstart",
-    "firstresult", "leak", "load", "soak",
+    "upscale", "faces", "inpaint", "restyle", "video", "classic", "classic_large", "scaling",
+    "coldstart", "firstresult", "leak", "load", "soak",
 )  # fmt: skip
 GPU_CASES = ("upscale_gpu", "video_gpu", "inpaint_gpu", "restyle_gpu")
 """``python -m bench --gpu``: the CUDA cases alone (each skipped with a note without CUDA);
 the full run also holds upscale_gpu and video_gpu, after their CPU cases."""
 SERVER_CASES = (
-    "upscale", "faces", "inpaint", "restyle", "video", "classic", "scaling", "leak", "soak",
-    "upscale_gpu", "video_gpu", "inpaint_gpu",
+    "upscale", "faces", "inpaint", "restyle", "video", "classic", "classic_large", "scaling",
+    "leak", "soak", "upscale_gpu", "video_gpu", "inpaint_gpu",
 )  # fmt: skip
 NO_CUDA = "no CUDA device here (torch.cuda.is_available() is False)"
 RUN_TIMEOUT_S = 1500
@@ -152,6 +152,11 @@ class Bench:
             self.inputs["leak"] = images.link_subset(paths[: s.leak_images], data / "leak")
             self.inputs["soak"] = images.link_subset(paths[: s.soak_images], data / "soak")
             made["classic"] = {"count": count, "sizes": [s.classic_size], "format": "jpg q90"}
+        if "classic_large" in cases:
+            count, size = s.classic_large
+            images.write_large_set(data / "classic-large", count, size, seed=16)
+            self.inputs["classic_large"] = data / "classic-large"
+            made["classic_large"] = {"count": count, "sizes": [size], "format": "jpg q90"}
         if "firstresult" in cases:
             self.inputs["firstresult"] = images.link_subset(
                 sorted(p for p in (REPO / "samples").iterdir() if p.is_file()),
@@ -505,7 +510,9 @@ class Bench:
     def case_faces(self) -> list[dict[str, Any]]:
         preset, overrides = RECIPES["faces"]
         res = self.compare("faces", "faces", preset, overrides, models.FACE_MODEL)
-        res["target"] = "none (reported)"
+        self.agreement(res, "faces", {"retouch_run": "faces-retouch"}, JPEG_TOLERANCE)
+        res["target"] = TARGETS["faces"]
+        res["pass"] = res["valid"] and res["ratio"] >= 1.1
         return [res]
 
     def op_loops(
@@ -642,11 +649,41 @@ class Bench:
         return {**data, "process": m.as_json()}
 
     def case_classic(self) -> list[dict[str, Any]]:
-        preset, overrides = RECIPES["classic"]
-        res = self.compare("classic", "classic", preset, overrides, None)
-        res["target"] = TARGETS["classic"]
-        res["pass"] = res["valid"] and res["overhead_ms_per_image"] < 15
-        return [res]
+        return [self.classic("classic", 0.7)]
+
+    def case_classic_large(self) -> list[dict[str, Any]]:
+        return [self.classic("classic_large", 1.5)]
+
+    def classic(self, case: str, target: float) -> dict[str, Any]:
+        """The case's images through the recipe on both sides; retouch's delivered JPEGs
+        against the loop's, pixel by pixel (within :data:`JPEG_TOLERANCE`)."""
+        preset, overrides = RECIPES[case]
+        res = self.compare(case, "classic", preset, overrides, None)
+        self.agreement(res, case, {"retouch_run": f"{case}-retouch"}, JPEG_TOLERANCE)
+        res["target"] = TARGETS[case]
+        res["pass"] = res["valid"] and res["ratio"] >= target
+        return res
+
+    def agreement(
+        self, res: dict[str, Any], case: str, runs: dict[str, str], tolerance: int
+    ) -> None:
+        """Each of ``runs`` (what -> run folder name)'s delivered images against the
+        baseline's (``{case}-baseline``, its first run), into ``res["agreement"]``; a
+        disagreement makes the row invalid: no target is met by doing other work."""
+        folder = self.root / "runs"
+        base = folder / f"{case}-baseline"
+        if not base.exists():
+            base = folder / f"{case}-baseline-1"
+        res["agreement"] = {
+            what: outputs_agree(
+                self.inputs[case], base / "out", folder / run / "out", tolerance, input_size=False
+            )
+            for what, run in runs.items()
+        }
+        agree = all(a["agree"] for a in res["agreement"].values())
+        diffs = ", ".join(f"{w} {a['max_abs_diff']}" for w, a in res["agreement"].items())
+        self.log(f"  agreement with the loop's outputs (max level difference): {diffs}")
+        res["valid"] = res["valid"] and agree
 
     def case_scaling(self) -> list[dict[str, Any]]:
         preset, overrides = RECIPES["classic"]
@@ -753,6 +790,14 @@ class Bench:
         valid = b_detail.get("status") == "ok" and all(
             c["status"] == "ok" for _, c in runs.values()
         )
+        row: dict[str, Any] = {"valid": valid}
+        self.agreement(
+            row,
+            "firstresult",
+            {name: f"firstresult-{name.replace('_', '-')}" for name in runs},
+            JPEG_TOLERANCE,
+        )
+        valid = row["valid"]
         targets = {
             "whole_run": warm["ratio_to_loop"] is not None and warm["ratio_to_loop"] <= 1.5,
             "first_review": None if review is None or first_b is None else review <= first_b + 1.5,
@@ -768,6 +813,7 @@ class Bench:
                 "retouch": rows,
                 "background_server_stopped": stopped,
                 "targets": targets,
+                "agreement": row["agreement"],
                 "valid": valid,
                 "target": TARGETS["firstresult"],
                 "pass": valid and all(v is True for v in targets.values()),

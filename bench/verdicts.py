@@ -210,11 +210,14 @@ def _delivered(folder: Path) -> dict[str, bytes]:
     return found
 
 
-def outputs_agree(src: Path, reference: Path, other: Path, tolerance: int = 2) -> dict[str, Any]:
+def outputs_agree(
+    src: Path, reference: Path, other: Path, tolerance: int = 2, *, input_size: bool = True
+) -> dict[str, Any]:
     """``other``'s output images against ``reference``'s (run folders, as
     :func:`_delivered` reads them), pixel by pixel, for every input in ``src``: both there,
-    the input's size, and no channel value more than ``tolerance`` levels apart. ``agree``
-    needs at least one image compared and every one within it."""
+    the same size (and the input's, with ``input_size``: recipes that keep the size), and no
+    channel value more than ``tolerance`` levels apart. ``agree`` needs at least one image
+    compared and every one within it."""
     import cv2
     import numpy as np
 
@@ -229,7 +232,7 @@ def outputs_agree(src: Path, reference: Path, other: Path, tolerance: int = 2) -
         ref = cv2.imdecode(np.frombuffer(ref_bytes, np.uint8), cv2.IMREAD_UNCHANGED)
         got = cv2.imdecode(np.frombuffer(got_bytes, np.uint8), cv2.IMREAD_UNCHANGED)
         entry: dict[str, Any] = {"size": [int(want_hw[1]), int(want_hw[0])]}
-        if ref.shape != got.shape or ref.shape[:2] != want_hw:
+        if ref.shape != got.shape or (input_size and ref.shape[:2] != want_hw):
             entry["shapes"] = {"input": list(want_hw), "reference": ref.shape, "other": got.shape}
             per[path.name] = entry
             continue
