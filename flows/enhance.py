@@ -144,7 +144,7 @@ def _enhance(
         weights=weights,
         refresh=options.refresh,
     )
-    size, chunks = scheduling.run_chunks(records, options.chunk_size)
+    size, chunks = scheduling.run_chunks(records, options.chunk_size, config)
     logger.info(
         "run %s: %d images in %d chunks, recipe %s", run_id, len(records), len(chunks), recipe.name
     )

@@ -320,6 +320,11 @@ def _init_worker(environ: dict[str, str]) -> None:
     os.environ.clear()
     os.environ.update(environ)
     reload_settings()
+    # One OpenCV thread per worker: the workers already fill the cores, and OpenCV's own
+    # threads on top of them only wait for each other (its resize and filters on 12 MP).
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def _context(config: RunConfig, settings: Settings) -> RunContext:

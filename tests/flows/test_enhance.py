@@ -439,6 +439,34 @@ def test_with_automatic_chunks_the_first_image_goes_alone_ahead(monkeypatch):
         reload_settings()
 
 
+def test_chunks_of_recipes_for_worker_processes_are_big_enough_for_them(monkeypatch):
+    """A recipe without models runs its chunks in worker processes from 16 images: its
+    automatic chunks hold at least that many and the first is not split, so 200 photos are
+    spread over the cores instead of going by 8 through the flow's threads."""
+    from retouch.flows.scheduling import run_chunks
+    from retouch.lib.phases import workers
+    from retouch.lib.phases.context import RunConfig
+    from retouch.lib.recipe import load_preset
+    from retouch.lib.settings import reload_settings
+
+    monkeypatch.delenv("RETOUCH_CHUNK_SIZE", raising=False)
+    monkeypatch.setenv("RETOUCH_PROCESSES", "2")
+    reload_settings()
+    try:
+        classic = RunConfig(run_id="r", workspace="/tmp/ws", recipe=load_preset("web-ready"))
+        models = RunConfig(run_id="r", workspace="/tmp/ws", recipe=load_preset("quick"))
+        size, chunks = run_chunks(list(range(200)), None, classic)
+        assert size == workers.MIN_IMAGES and len(chunks) == 13
+        assert all(workers.processes_for(classic, len(c)) for c in chunks[:-1])
+        assert [i for c in chunks for i in c] == list(range(200))
+        assert [len(c) for c in run_chunks(list(range(200)), None, models)[1][:2]] == [1, 7]
+        assert run_chunks(list(range(10)), None, classic)[1][0] == [0]  # too few: as before
+        assert run_chunks(list(range(200)), 5, classic)[0] == 5  # explicit: kept
+    finally:
+        monkeypatch.delenv("RETOUCH_PROCESSES", raising=False)
+        reload_settings()
+
+
 def test_the_first_image_is_reviewed_before_the_second_is_processed(
     prefect_server, tmp_path, monkeypatch
 ):
