@@ -428,4 +428,4 @@ def _build_models(recipe: Any, device: str | None) -> None:
     pool = default_pool()
     for step in recipe.steps:
         for key, factory in registry().get(step.op).pool_entries(step.parsed(), "cpu"):
-            pool.get(key, factory)
+            pool.get(key, factory, ahead=True)

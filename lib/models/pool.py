@@ -40,6 +40,9 @@ class ModelPool:
             above 1 means the model was rebuilt, e.g. after :meth:`clear`).
         load_seconds: total seconds spent building models in this process (a task reads it
             before and after its work to report its own model loading).
+        ahead_seconds: the part of ``load_seconds`` built ahead of the work that uses the
+            models (``get(..., ahead=True)``: a command's preload thread); each such build is
+            reported once, by the first task that asks (:meth:`take_ahead`).
     """
 
     def __init__(self) -> None:
@@ -47,6 +50,8 @@ class ModelPool:
         self._guard = threading.Lock()
         self.loads: dict[PoolKey, int] = {}
         self.load_seconds = 0.0
+        self.ahead_seconds = 0.0
+        self._ahead_unreported = 0.0
 
     def _entry(self, key: PoolKey) -> _Entry:
         with self._guard:
@@ -55,7 +60,7 @@ class ModelPool:
                 entry = self._entries[key] = _Entry()
             return entry
 
-    def _built(self, key: PoolKey, factory: Callable[[], Any]) -> _Entry:
+    def _built(self, key: PoolKey, factory: Callable[[], Any], ahead: bool = False) -> _Entry:
         entry = self._entry(key)
         if entry.built:
             return entry
@@ -64,19 +69,31 @@ class ModelPool:
                 started = time.perf_counter()
                 value = factory()
                 with self._guard:
+                    seconds = time.perf_counter() - started
                     self.loads[key] = self.loads.get(key, 0) + 1
-                    self.load_seconds += time.perf_counter() - started
+                    self.load_seconds += seconds
+                    if ahead:
+                        self.ahead_seconds += seconds
+                        self._ahead_unreported += seconds
                 entry.value = value
                 entry.built = True
         return entry
 
-    def get(self, key: PoolKey, factory: Callable[[], Any]) -> Any:
-        """The model for ``key``, built by ``factory()`` on first use only.
+    def get(self, key: PoolKey, factory: Callable[[], Any], *, ahead: bool = False) -> Any:
+        """The model for ``key``, built by ``factory()`` on first use only (``ahead``: built
+        before the work that will use it, see ``ahead_seconds``).
 
         Two threads asking for a new key at once build it once: the second waits for the
         first. A factory that raises leaves nothing behind, so the next call tries again.
         """
-        return self._built(key, factory).value
+        return self._built(key, factory, ahead).value
+
+    def take_ahead(self) -> float:
+        """Seconds of builds made ahead (``get(..., ahead=True)``) not reported yet; each is
+        returned once."""
+        with self._guard:
+            seconds, self._ahead_unreported = self._ahead_unreported, 0.0
+        return seconds
 
     @contextmanager
     def use(self, key: PoolKey, factory: Callable[[], Any]) -> Iterator[Any]:

@@ -191,15 +191,17 @@ def map_images(work: PhaseWork, records: list[ImageRecord], config: RunConfig) -
 def process_records(records: list[ImageRecord], config: RunConfig) -> list[ImageRecord]:
     """The process phase over a chunk (:func:`map_images` of :func:`process_batch`), its
     first record carrying the model loading the chunk paid for (the performance figures'
-    ``model_load``). Another chunk loading at the same time in this process may be counted
+    ``model_load``), and the loading done ahead for it by the command's preload thread, not
+    reported yet. Another chunk loading at the same time in this process may be counted
     here too."""
     from retouch.lib.models.pool import default_pool
 
     pool = default_pool()
-    loading = pool.load_seconds
+    loading, ahead = pool.load_seconds, pool.ahead_seconds
     # Reading and writing overlap with the steps (see lib.phases.process.process_many).
     out = map_images(process_batch, records, config)
-    loaded = pool.load_seconds - loading
+    own = (pool.load_seconds - loading) - (pool.ahead_seconds - ahead)
+    loaded = own + pool.take_ahead()
     if loaded > 0 and out:
         out[0].timings["model_load"] = round(loaded, 3)
     return out

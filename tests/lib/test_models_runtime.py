@@ -380,6 +380,8 @@ def test_preload_builds_the_recipes_models_as_its_steps_take_them(tmp_path, monk
     assert thread is not None
     thread.join(300)
     assert all(key in pool for key in entries)
+    # Built ahead: reported once, by the first task that asks (its run's model_load_s).
+    assert pool.take_ahead() > 0 and pool.take_ahead() == 0
     loads = dict(pool.loads)
     image = Image(pixels=np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
     for step in recipe.steps:
