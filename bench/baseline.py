@@ -159,16 +159,10 @@ def build_inpaint_op(recipe: Any, device: str, masks: Path) -> Any:
         ctx = OpContext(name=path.name, device=device, pool=pool, masks=source)
         return op(Image(pixels=img), params, ctx).pixels
 
-    # Load the model now, as the other modes do before their loop.
-    from retouch.lib.models.families import get_family
-    from retouch.lib.models.fetch import weights_key
-    from retouch.lib.models.specs import get_spec
+    # Load the model now, as the other modes do before their loop (the op's own pool entry).
+    from retouch.lib.ops.inpaint import lama_entry
 
-    spec = get_spec(params.model)
-    family = get_family(spec.kind)
-    precision = family.dtype(spec, device, None)
-    key = (params.model, device, precision, (weights_key(params.model),))
-    pool.get(key, lambda: family.load(spec, device=device, dtype=precision))
+    pool.get(*lama_entry(params.model, device))
     return enhance
 
 
