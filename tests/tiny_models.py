@@ -21,6 +21,7 @@ not detection quality.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import inspect
 import os
@@ -57,7 +58,15 @@ def _cache_dir() -> Path:
     global _CACHE_DIR
     if _CACHE_DIR is None:
         _CACHE_DIR = Path(tempfile.mkdtemp(prefix="retouch-tiny-models-"))
+        atexit.register(_remove_cache_dir, _CACHE_DIR, os.getpid())
     return _CACHE_DIR
+
+
+def _remove_cache_dir(path: Path, owner: int) -> None:
+    """The session's model files (~300 MB) go with the process that made them; a forked child
+    that exits through atexit leaves its parent's files alone."""
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def tiny_arch_kwargs(spec: specs.ModelSpec) -> dict[str, Any]:
