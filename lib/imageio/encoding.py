@@ -100,6 +100,16 @@ def _validate(image: Image) -> None:
         )
 
 
+def _rgb(bgr: np.ndarray) -> np.ndarray:
+    """RGB planes of 8-bit BGR ones, C-contiguous (OpenCV's conversion writes them in one
+    pass: 6 ms for 12 MP against 44 for reversing the axis and copying)."""
+    import cv2
+
+    if bgr.dtype == np.uint8 and bgr.flags.c_contiguous:
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
 def _pil_8bit(
     image: Image, *, keep_alpha: bool, background: tuple[int, int, int] = (255, 255, 255)
 ) -> PILImage.Image:
@@ -111,15 +121,15 @@ def _pil_8bit(
         flat = _flatten_8bit(image.pixels, alpha, background)
         if gray is not None and background[0] == background[1] == background[2]:
             return PILImage.fromarray(np.ascontiguousarray(flat[..., 0]))
-        return PILImage.fromarray(np.ascontiguousarray(flat[..., ::-1]))
+        return PILImage.fromarray(_rgb(flat))
     if gray is not None:
         g = _to_8bit(gray)
         if alpha is None:
             return PILImage.fromarray(np.ascontiguousarray(g))
         return PILImage.fromarray(np.dstack((g, _to_8bit(alpha))))
-    rgb = _to_8bit(image.pixels)[..., ::-1]
+    rgb = _rgb(_to_8bit(image.pixels))
     if alpha is None:
-        return PILImage.fromarray(np.ascontiguousarray(rgb))
+        return PILImage.fromarray(rgb)
     return PILImage.fromarray(np.dstack((rgb, _to_8bit(alpha))))
 
 
@@ -177,7 +187,13 @@ def _encode_png_cv2(image: Image, keep_metadata: bool, level: int) -> bytes:
     import cv2
 
     planes = image.pixels if image.alpha is None else np.dstack((image.pixels, image.alpha))
-    ok, buf = cv2.imencode(".png", planes, [cv2.IMWRITE_PNG_COMPRESSION, level])
+    params = [cv2.IMWRITE_PNG_COMPRESSION, level]
+    if level <= 1 and hasattr(cv2, "IMWRITE_PNG_FILTER"):
+        # At the fast levels, one filter ("up") for every row instead of libpng trying all
+        # five per row: 41% less time, same size within 0.2% (six samples enlarged x4,
+        # 8 bits; 2048x1536 16 bits 0.18 -> 0.08 s). OpenCV >= 4.11 has the setting.
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+    ok, buf = cv2.imencode(".png", planes, params)
     if not ok:
         raise ValueError(f"OpenCV could not encode the {planes.dtype.itemsize * 8}-bit PNG")
     return _png_add_metadata(buf.tobytes(), carried_metadata(image, keep_metadata, "RGB"))

@@ -327,6 +327,9 @@ def _init_worker(environ: dict[str, str]) -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    # Large arrays from the heap, reused image after image (perf.keep_freed_memory); given
+    # back to the system after each batch (_work), so an idle worker does not hold them.
+    perf.keep_freed_memory()
 
 
 def _context(config: RunConfig, settings: Settings) -> RunContext:
@@ -351,4 +354,5 @@ def _work(
     finally:
         unsubscribe()
     used = {"cpu_s": time.process_time() - cpu0, "peak_rss": perf.peak_rss_bytes()}
+    perf.trim_memory()
     return done, events, used

@@ -222,6 +222,28 @@ def test_16bit_png_round_trip_is_exact(channels: int) -> None:
         assert np.array_equal(again.alpha, img.alpha)
 
 
+@pytest.mark.parametrize("level", [0, 1, 6])
+@pytest.mark.parametrize("depth", [8, 16])
+def test_png_at_every_speed_level_round_trips_exactly(level: int, depth: int) -> None:
+    """The fast levels (results stored for re-runs) filter rows differently from the default;
+    the pixels and alpha come back the same at each."""
+    rng = np.random.default_rng(level + depth)
+    top = 255 if depth == 8 else 65535
+    dtype = np.uint8 if depth == 8 else np.uint16
+    # Smooth ramps plus noise: rows the "up" filter helps and rows it does not.
+    ramp = np.linspace(0, top, 40 * 3, dtype=np.float64).reshape(1, 40, 3)
+    pixels = np.clip(ramp + rng.normal(0, top / 50, (30, 40, 3)), 0, top).astype(dtype)
+    alpha = rng.integers(0, top + 1, (30, 40), dtype=dtype)
+    for image in (Image(pixels), Image(pixels, alpha=alpha)):
+        data = encode(image, "png", keep_metadata=False, png_compression=level)
+        again = decode(data, "out/speed.png", pixel_limit=LIMIT)
+        assert again.pixels.dtype == dtype and np.array_equal(again.pixels, pixels)
+        if image.alpha is None:
+            assert again.alpha is None
+        else:
+            assert np.array_equal(again.alpha, alpha)
+
+
 def test_16bit_gray_png_stays_16bit_gray() -> None:
     gray = sixteen_bit(2, 1)[..., 0]
     data = save(PILImage.fromarray(gray), "PNG")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import sys
 import time
 
 import numpy as np
@@ -261,3 +262,65 @@ def test_an_image_that_kills_its_worker_fails_alone(tmp_path, monkeypatch):
     assert all(r.ok and r.result_key for n, r in by_name.items() if n != "p03.jpg")
     failed_events = [e for e in events if e["event"] == "image" and not e["ok"]]
     assert [e["name"] for e in failed_events] == ["p03.jpg"]
+
+
+_FRESH_PAGES = """
+    import ctypes, sys
+    import numpy as np
+    from retouch.lib import perf
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    if sys.argv[1] == "keep":
+        assert perf.keep_freed_memory()
+    size = 64 << 20  # larger than glibc's largest mmap threshold (32 MB)
+    start = perf.rss_bytes()
+    a = np.ones(size, np.uint8)
+    mapped = libc.mallinfo2().hblkhd  # bytes in blocks of their own (mmap)
+    del a
+    held = perf.rss_bytes() - start
+    perf.trim_memory()
+    print(mapped, held, held - (perf.rss_bytes() - start))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_workers_reuse_freed_memory_for_the_next_large_array_and_give_it_back(
+    tmp_path, monkeypatch
+):
+    """A 64 MB array: by default a mapping of its own, fresh zeroed pages from the system,
+    unmapped when freed; in a worker (perf.keep_freed_memory) heap memory that stays for the
+    next image's arrays, handed back to the system when trimmed between batches."""
+    import subprocess
+    import textwrap
+
+    def run(mode: str) -> tuple[int, int, int]:
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(_FRESH_PAGES), mode],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+        mapped, held, given_back = proc.stdout.split()
+        return int(mapped), int(held), int(given_back)
+
+    size = 64 << 20
+    mapped, held, _ = run("default")
+    assert mapped >= size and held < size // 4
+    mapped, held, given_back = run("keep")
+    assert mapped < size // 4 and held > size * 3 // 4 and given_back > size * 3 // 4
+
+    called: list[bool] = []
+    from retouch.lib import perf
+
+    monkeypatch.setattr(perf, "keep_freed_memory", lambda: called.append(True) or True)
+    monkeypatch.setattr("cv2.setNumThreads", lambda n: None)  # this process keeps its threads
+    workers._init_worker(dict(os.environ))
+    assert called == [True]
