@@ -188,7 +188,7 @@ def load_face_helper(*, device: str = "cpu", upscale: int = 1) -> Any:
             resolve(helper)
     with warnings.catch_warnings(), _NoRandomFill():
         warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
-        return FaceRestoreHelper(
+        helper = FaceRestoreHelper(
             upscale,
             face_size=512,
             crop_ratio=(1, 1),
@@ -198,6 +198,22 @@ def load_face_helper(*, device: str = "cpu", upscale: int = 1) -> Any:
             device=torch.device(device),
             model_rootpath=str(resolve("retinaface-resnet50").parent),
         )
+    return _helpers_channels_last(helper, device)
+
+
+def _helpers_channels_last(helper: Any, device: str) -> Any:
+    """The face detector's and parser's weights channels-last where that is faster
+    (:func:`wants_channels_last`): their convolutions then run channels-last on the inputs
+    facexlib gives them. On this project's 2-core AMD EPYC: the parser 3.9-4.2 s -> 3.3 s per
+    512x512 face, the detector 1.36-1.47 s -> 1.0-1.08 s on a 1024x768 photo (random weights;
+    outputs within 4e-5). GFPGAN's own network stays as it is (its reshapes need contiguous
+    activations)."""
+    if wants_channels_last(device):
+        for name in ("face_det", "face_parse"):
+            net = getattr(helper, name, None)
+            if isinstance(net, nn.Module):
+                net.to(memory_format=torch.channels_last)
+    return helper
 
 
 class _FixedNoise(nn.Module):
@@ -248,4 +264,5 @@ def load_gfpganer(
             device=torch.device(device),
         )
     restorer.gfpgan = _FixedNoise(restorer.gfpgan).eval()
+    _helpers_channels_last(restorer.face_helper, device)
     return restorer
