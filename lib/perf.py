@@ -115,7 +115,8 @@ def keep_freed_memory() -> bool:
     """Let glibc reuse freed memory for the next large array instead of handing it back to
     the operating system and asking for fresh zeroed pages (for an image worker process;
     :func:`trim_memory` gives it back between batches). Returns whether it was set (False
-    off glibc, or when the user tuned these with ``GLIBC_TUNABLES`` or ``MALLOC_*_``).
+    off glibc, or when these are tuned with ``GLIBC_TUNABLES`` or ``MALLOC_*_``: Dask's workers
+    set ``MALLOC_TRIM_THRESHOLD_``).
 
     By default every array over 32 MB (a 12 MP image at 8 bits is 36 MB; as float32, 144 MB)
     is its own ``mmap``: each is page-faulted in on first touch and unmapped when freed, so a
