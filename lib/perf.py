@@ -9,6 +9,7 @@ a plain dict that goes into the manifest and the run's performance artifact.
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import sys
@@ -69,8 +70,11 @@ def _worker_totals() -> dict[str, float]:
         return dict(_workers)
 
 
+@functools.cache
 def _glibc(name: str, *argtypes: Any) -> Any:
-    """glibc's function ``name`` with its argument types set; None off glibc."""
+    """glibc's function ``name`` with its argument types set; None off glibc. Looked up once
+    per process: finding the C library runs ``ldconfig`` (about 1 ms), and workers trim
+    their memory after every batch."""
     import ctypes
     import ctypes.util
 
