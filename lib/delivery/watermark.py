@@ -17,7 +17,7 @@ from PIL import ImageCms, ImageDraw, ImageFont
 
 from retouch.lib import storage
 from retouch.lib.errors import RecipeError, RetouchError
-from retouch.lib.image import Image
+from retouch.lib.image import Image, swap_red_blue
 from retouch.lib.recipe import ExportProfile, Resize, Watermark
 
 _MIN_FONT = 6
@@ -95,7 +95,7 @@ def to_srgb(image: Image) -> Image:
         raise RetouchError(f"its ICC profile cannot be read ({exc}); use colour = 'keep'") from None
     if "srgb" in (ImageCms.getProfileDescription(src) or "").lower():
         return _with_info(image, image.pixels, info)
-    rgb = PILImage.fromarray(np.ascontiguousarray(image.to_uint8()[..., ::-1]))
+    rgb = PILImage.fromarray(swap_red_blue(image.to_uint8()))
     converted = ImageCms.profileToProfile(
         rgb,
         src,
@@ -104,7 +104,7 @@ def to_srgb(image: Image) -> Image:
         renderingIntent=ImageCms.Intent.PERCEPTUAL,
     )
     assert converted is not None
-    bgr = np.ascontiguousarray(np.asarray(converted)[..., ::-1])
+    bgr = swap_red_blue(np.asarray(converted))
     alpha = image.alpha
     if alpha is not None and alpha.dtype != np.uint8:
         alpha = (alpha.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)

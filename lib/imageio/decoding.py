@@ -35,7 +35,7 @@ from PIL import Image as PILImage
 from PIL import ImageCms
 
 from retouch.lib.errors import InvalidImageError
-from retouch.lib.image import Image
+from retouch.lib.image import Image, swap_red_blue
 from retouch.lib.imageio.header import ALPHA_MODES, corrupt, open_header, stored_as_gray
 from retouch.lib.imageio.metadata import (
     icc_colour_space,
@@ -158,17 +158,14 @@ def _pil_to_arrays(
 
 
 def _to_bgr(colour: np.ndarray) -> np.ndarray:
-    """HxWx3 BGR from RGB or gray planes. OpenCV's conversion writes the new array in one
-    pass (6 ms for 12 MP, where reversing the channel axis and copying took 44 ms)."""
-    import cv2
+    """HxWx3 BGR from RGB or gray planes, C-contiguous."""
+    if colour.ndim == 3:
+        return swap_red_blue(colour)
+    if colour.flags.c_contiguous and colour.dtype in (np.uint8, np.uint16):
+        import cv2
 
-    if colour.ndim == 3 and colour.flags.c_contiguous and colour.dtype in (np.uint8, np.uint16):
-        return cv2.cvtColor(colour, cv2.COLOR_RGB2BGR)
-    if colour.ndim == 2 and colour.flags.c_contiguous and colour.dtype in (np.uint8, np.uint16):
         return cv2.cvtColor(colour, cv2.COLOR_GRAY2BGR)
-    if colour.ndim == 2:
-        return np.repeat(colour[..., None], 3, axis=2)
-    return colour[..., ::-1]
+    return np.repeat(colour[..., None], 3, axis=2)
 
 
 def _decode_with_opencv(data: bytes, name: str, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
